@@ -1,0 +1,525 @@
+//! [`Admin`]: topics (ensure, list, describe, delete), the cluster, consumer groups and lag.
+//!
+//! Metadata, watermark and committed-offset calls block in librdkafka, so they run on
+//! `spawn_blocking`. On the embedded development broker topics are created through the mock's
+//! own call, since it has no CreateTopics API.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::Metadata;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use crate::cluster::EmbeddedBroker;
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::record::validate_topic;
+
+/// A topic to create if it does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: i32,
+    /// Replication factor.
+    pub replication_factor: i32,
+    /// Topic configs, e.g. `retention.ms`.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicSpec {
+    /// `name` with `partitions` partitions and replication factor 1.
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the replication factor.
+    pub fn replication_factor(mut self, factor: i32) -> Self {
+        self.replication_factor = factor;
+        self
+    }
+
+    /// Adds a topic config.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// One broker of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokerInfo {
+    /// Node id.
+    pub id: i32,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: i32,
+}
+
+/// What the cluster says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterInfo {
+    /// Cluster id, when the broker reports one.
+    pub cluster_id: Option<String>,
+    /// Node id of the controller, when known.
+    pub controller_id: Option<i32>,
+    /// The brokers.
+    pub brokers: Vec<BrokerInfo>,
+}
+
+/// One partition of a topic with its watermarks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionInfo {
+    /// Partition id.
+    pub id: i32,
+    /// Node id of the leader (-1 when none).
+    pub leader: i32,
+    /// Oldest offset still kept.
+    pub low_watermark: i64,
+    /// Offset the next record will get.
+    pub high_watermark: i64,
+}
+
+/// A topic with its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Partitions, by id.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+impl TopicInfo {
+    /// Records currently kept across all partitions.
+    pub fn record_count(&self) -> i64 {
+        self.partitions
+            .iter()
+            .map(|p| p.high_watermark - p.low_watermark)
+            .sum()
+    }
+}
+
+/// A consumer group as the coordinator lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupInfo {
+    /// Group id.
+    pub name: String,
+    /// State (`Stable`, `Empty`, `PreparingRebalance`...), as the broker reports it.
+    pub state: String,
+    /// Protocol type (`consumer` for consumer groups).
+    pub protocol_type: String,
+    /// Number of members the broker reported.
+    pub members: usize,
+}
+
+/// A group's position in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset the group will read; `None` when it never committed here.
+    pub committed: Option<i64>,
+    /// Offset the next record will get.
+    pub high_watermark: i64,
+    /// Records the group has yet to process: high watermark minus committed offset (from the
+    /// low watermark when nothing was committed).
+    pub lag: i64,
+}
+
+/// Admin operations on a cluster.
+pub struct Admin {
+    client: AdminClient<DefaultClientContext>,
+    /// A group-less consumer used only for metadata, watermarks and group lists: unlike the
+    /// admin client it can be shared with blocking tasks.
+    metadata: Arc<BaseConsumer>,
+    config: KafkaConfig,
+    embedded: Option<Arc<EmbeddedBroker>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("brokers", &self.config.brokers)
+            .field("embedded", &self.embedded.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// An admin client for `config`'s cluster.
+    pub fn new(config: &KafkaConfig) -> Result<Self> {
+        config.ensure_enabled()?;
+        config.validate()?;
+        let client = config
+            .to_admin_config()
+            .create()
+            .map_err(|source| Error::ClientCreation {
+                client: "admin",
+                source,
+            })?;
+        let metadata: BaseConsumer =
+            config
+                .to_admin_config()
+                .create()
+                .map_err(|source| Error::ClientCreation {
+                    client: "metadata",
+                    source,
+                })?;
+        Ok(Admin {
+            client,
+            metadata: Arc::new(metadata),
+            config: config.clone(),
+            embedded: None,
+            timeout: config.request_timeout,
+        })
+    }
+
+    /// Creates topics through `broker`'s own API instead of CreateTopics.
+    #[must_use]
+    pub fn with_embedded(mut self, broker: Arc<EmbeddedBroker>) -> Self {
+        self.embedded = Some(broker);
+        self
+    }
+
+    /// Creates the topics that do not exist yet; existing ones are left as they are.
+    pub async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<()> {
+        for spec in topics {
+            validate_topic(&spec.name)?;
+            if spec.partitions < 1 {
+                return Err(Error::InvalidRecord(format!(
+                    "topic {} needs at least one partition, got {}",
+                    spec.name, spec.partitions
+                )));
+            }
+        }
+        if let Some(broker) = &self.embedded {
+            for spec in topics {
+                if !spec.configs.is_empty() {
+                    tracing::warn!(topic = %spec.name, "the embedded broker ignores topic configs");
+                }
+                broker.create_topic(&spec.name, spec.partitions)?;
+            }
+            return self.wait_for_topics(topics).await;
+        }
+        let new_topics: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|spec| {
+                spec.configs.iter().fold(
+                    NewTopic::new(
+                        &spec.name,
+                        spec.partitions,
+                        TopicReplication::Fixed(spec.replication_factor),
+                    ),
+                    |topic, (k, v)| topic.set(k, v),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let results = self
+            .client
+            .create_topics(&new_topics, &options)
+            .await
+            .map_err(|source| Error::Admin {
+                operation: "create topics".into(),
+                source,
+            })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(Error::Admin {
+                        operation: format!("create topic {topic}"),
+                        source: rdkafka::error::KafkaError::AdminOp(code),
+                    });
+                }
+            }
+        }
+        self.wait_for_topics(topics).await
+    }
+
+    /// Deletes topics; unknown ones are ignored.
+    pub async fn delete_topics(&self, names: &[&str]) -> Result<()> {
+        let options = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let results = self
+            .client
+            .delete_topics(names, &options)
+            .await
+            .map_err(|source| Error::Admin {
+                operation: "delete topics".into(),
+                source,
+            })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((topic, code)) => {
+                    return Err(Error::Admin {
+                        operation: format!("delete topic {topic}"),
+                        source: rdkafka::error::KafkaError::AdminOp(code),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cluster id, controller and brokers.
+    pub async fn describe_cluster(&self) -> Result<ClusterInfo> {
+        let client = Arc::clone(&self.metadata);
+        let timeout = self.timeout;
+        blocking("describe cluster", move || {
+            let metadata = client.fetch_metadata(None, timeout)?;
+            let cluster_id = client.client().fetch_cluster_id(timeout);
+            // SAFETY: the pointer is a live client owned by `client` for the whole call, and
+            // rd_kafka_controllerid only reads its metadata cache.
+            let controller = unsafe {
+                rdkafka::bindings::rd_kafka_controllerid(
+                    client.client().native_ptr(),
+                    timeout.as_millis() as i32,
+                )
+            };
+            Ok(ClusterInfo {
+                cluster_id,
+                controller_id: (controller >= 0).then_some(controller),
+                brokers: metadata
+                    .brokers()
+                    .iter()
+                    .map(|b| BrokerInfo {
+                        id: b.id(),
+                        host: b.host().to_owned(),
+                        port: b.port(),
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    /// Every topic (internal ones, starting with `__`, excluded) with partitions and
+    /// watermarks, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        let client = Arc::clone(&self.metadata);
+        let timeout = self.timeout;
+        blocking("list topics", move || {
+            let metadata = client.fetch_metadata(None, timeout)?;
+            let mut topics = topic_infos(&client, &metadata, timeout)?;
+            topics.retain(|t| !t.name.starts_with("__"));
+            topics.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(topics)
+        })
+        .await
+    }
+
+    /// One topic with partitions and watermarks; an error when it does not exist.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        validate_topic(name)?;
+        let client = Arc::clone(&self.metadata);
+        let timeout = self.timeout;
+        let topic = name.to_owned();
+        blocking(&format!("describe topic {name}"), move || {
+            let metadata = client.fetch_metadata(Some(&topic), timeout)?;
+            let mut infos = topic_infos(&client, &metadata, timeout)?;
+            infos.retain(|t| t.name == topic && !t.partitions.is_empty());
+            infos.pop().ok_or(rdkafka::error::KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))
+        })
+        .await
+    }
+
+    /// The topic's configuration as the broker reports it (name → value), secrets left out.
+    pub async fn topic_configs(&self, name: &str) -> Result<BTreeMap<String, String>> {
+        let options = AdminOptions::new().request_timeout(Some(self.timeout));
+        let results = self
+            .client
+            .describe_configs([&ResourceSpecifier::Topic(name)], &options)
+            .await
+            .map_err(|source| Error::Admin {
+                operation: format!("describe configs of {name}"),
+                source,
+            })?;
+        let mut configs = BTreeMap::new();
+        for result in results {
+            let resource = result.map_err(|code| Error::Admin {
+                operation: format!("describe configs of {name}"),
+                source: rdkafka::error::KafkaError::AdminOp(code),
+            })?;
+            for entry in resource.entries {
+                if let (false, Some(value)) = (entry.is_sensitive, entry.value) {
+                    configs.insert(entry.name, value);
+                }
+            }
+        }
+        Ok(configs)
+    }
+
+    /// Consumer groups known to the cluster, sorted by name.
+    pub async fn list_groups(&self) -> Result<Vec<GroupInfo>> {
+        let client = Arc::clone(&self.metadata);
+        let timeout = self.timeout;
+        blocking("list groups", move || {
+            let list = client.fetch_group_list(None, timeout)?;
+            let mut groups: Vec<GroupInfo> = list
+                .groups()
+                .iter()
+                .map(|g| GroupInfo {
+                    name: g.name().to_owned(),
+                    state: g.state().to_owned(),
+                    protocol_type: g.protocol_type().to_owned(),
+                    members: g.members().len(),
+                })
+                .collect();
+            groups.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(groups)
+        })
+        .await
+    }
+
+    /// The group's committed offset and lag in every partition of `topics` (every topic when
+    /// empty). Partitions where the group never committed are left out unless a topic was
+    /// named explicitly.
+    pub async fn group_lag(&self, group: &str, topics: &[&str]) -> Result<Vec<PartitionLag>> {
+        let consumer: BaseConsumer =
+            self.config
+                .to_consumer_config(group)
+                .create()
+                .map_err(|source| Error::ClientCreation {
+                    client: "consumer",
+                    source,
+                })?;
+        let timeout = self.timeout;
+        let named: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        blocking(&format!("lag of group {group}"), move || {
+            let metadata = consumer.fetch_metadata(None, timeout)?;
+            let mut tpl = TopicPartitionList::new();
+            for topic in metadata.topics() {
+                let wanted = if named.is_empty() {
+                    !topic.name().starts_with("__")
+                } else {
+                    named.iter().any(|n| n == topic.name())
+                };
+                if wanted {
+                    for partition in topic.partitions() {
+                        tpl.add_partition(topic.name(), partition.id());
+                    }
+                }
+            }
+            let committed = consumer.committed_offsets(tpl, timeout)?;
+            let mut lags = Vec::new();
+            for element in committed.elements() {
+                let offset = match element.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                if offset.is_none() && named.is_empty() {
+                    continue;
+                }
+                let (low, high) =
+                    consumer.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+                lags.push(PartitionLag {
+                    topic: element.topic().to_owned(),
+                    partition: element.partition(),
+                    committed: offset,
+                    high_watermark: high,
+                    lag: (high - offset.unwrap_or(low)).max(0),
+                });
+            }
+            lags.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            // The consumer never joined the group; dropping it here, off the runtime, is cheap.
+            drop(consumer);
+            Ok(lags)
+        })
+        .await
+    }
+
+    /// Waits until metadata shows every topic with its partitions, so that a produce right
+    /// after `ensure_topics` does not race topic creation.
+    async fn wait_for_topics(&self, topics: &[TopicSpec]) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        for spec in topics {
+            loop {
+                match self.describe_topic(&spec.name).await {
+                    Ok(info) if info.partitions.iter().all(|p| p.leader >= 0) => break,
+                    Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Ok(_) => {
+                        return Err(Error::Admin {
+                            operation: format!("create topic {}", spec.name),
+                            source: rdkafka::error::KafkaError::AdminOp(
+                                RDKafkaErrorCode::LeaderNotAvailable,
+                            ),
+                        });
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Partitions and watermarks of every topic in `metadata`.
+fn topic_infos(
+    client: &BaseConsumer,
+    metadata: &Metadata,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<Vec<TopicInfo>> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|topic| {
+            let partitions = topic
+                .partitions()
+                .iter()
+                .map(|p| {
+                    let (low, high) = client.fetch_watermarks(topic.name(), p.id(), timeout)?;
+                    Ok(PartitionInfo {
+                        id: p.id(),
+                        leader: p.leader(),
+                        low_watermark: low,
+                        high_watermark: high,
+                    })
+                })
+                .collect::<rdkafka::error::KafkaResult<Vec<_>>>()?;
+            let mut partitions = partitions;
+            partitions.sort_by_key(|p| p.id);
+            Ok(TopicInfo {
+                name: topic.name().to_owned(),
+                partitions,
+            })
+        })
+        .collect()
+}
+
+/// Runs a blocking librdkafka call off the async runtime, naming the operation in its error.
+async fn blocking<T, F>(operation: &str, call: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> rdkafka::error::KafkaResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(|source| Error::Admin {
+            operation: operation.to_owned(),
+            source,
+        })
+}

@@ -1,0 +1,108 @@
+//! The integration-test harness shared by every kafkit crate: where the test broker is, unique
+//! topic and group names, and helpers to populate topics and read them back.
+//!
+//! The broker address comes from `KAFKIT_TEST_BROKERS`, which `scripts/test` sets after
+//! starting nisshi. A missing variable fails the test loudly: a test that skipped itself would
+//! pass without testing anything.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kafkit::rdkafka::ClientConfig;
+use kafkit::rdkafka::consumer::{Consumer, StreamConsumer};
+use kafkit::rdkafka::{Offset, TopicPartitionList};
+use kafkit::{Admin, KafkaConfig, Message, Producer, Record, TopicSpec};
+
+/// The variable naming the test broker.
+pub const BROKERS_VAR: &str = "KAFKIT_TEST_BROKERS";
+
+/// The test broker's bootstrap address. Panics when `KAFKIT_TEST_BROKERS` is unset.
+pub fn brokers() -> String {
+    std::env::var(BROKERS_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{BROKERS_VAR} is not set: integration tests need the test broker. \
+             Run ./scripts/test, which starts nisshi and sets it."
+        )
+    })
+}
+
+/// A client configuration for the test broker.
+pub fn config() -> KafkaConfig {
+    KafkaConfig::new([brokers()])
+}
+
+/// A name unique to this test run, e.g. `orders-3f2a…`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Creates a topic with a unique name and `partitions` partitions; returns its name.
+pub async fn topic(prefix: &str, partitions: i32) -> String {
+    let name = unique(prefix);
+    Admin::new(&config())
+        .expect("admin client")
+        .ensure_topics(&[TopicSpec::new(&name, partitions)])
+        .await
+        .expect("create test topic");
+    name
+}
+
+/// Produces `count` keyed JSON records `{"id": i}` with key `key-{i % keys}` and returns when
+/// all are acknowledged.
+pub async fn populate(topic: &str, count: usize, keys: usize) {
+    let producer = Producer::new(&config()).expect("producer");
+    let records = (0..count).map(|i| {
+        Record::to(topic)
+            .key(format!("key-{}", i % keys.max(1)))
+            .json(&serde_json::json!({ "id": i }))
+            .expect("encodable")
+    });
+    for result in producer.send_batch(records).await {
+        result.expect("populate delivery");
+    }
+    producer.shutdown().await.expect("flush");
+}
+
+/// Reads `topic` from the beginning of every partition until `count` records arrived or
+/// `timeout` passed, without a consumer group. Returns what was read, in arrival order.
+pub async fn read(topic: &str, count: usize, timeout: Duration) -> Vec<Message> {
+    read_with(&brokers(), topic, count, timeout).await
+}
+
+/// [`read`] against any bootstrap address (the embedded broker, for instance).
+pub async fn read_with(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Message> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
+    let mut assignment = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            assignment
+                .add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("valid partition");
+        }
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut messages = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = consumer.stream();
+    while messages.len() < count {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(message))) => messages.push(Message::from_borrowed(&message)),
+            Ok(Some(Err(error))) => panic!("reading {topic}: {error}"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    messages
+}
