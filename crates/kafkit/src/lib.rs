@@ -37,6 +37,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod record;
 pub mod secret;
+pub mod shutdown;
 
 pub use admin::{Admin, ClusterInfo, GroupInfo, PartitionLag, TopicInfo, TopicSpec};
 pub use cluster::{Cluster, EmbeddedBroker};

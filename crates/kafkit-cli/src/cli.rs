@@ -1,0 +1,228 @@
+//! Command-line definitions. Flags fall back to the same `KAFKA_*` / `KAFKIT_*` variables the
+//! library reads, so a flag and its variable always agree.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+/// kafkit: a Kafka toolkit and HTTP gateway.
+#[derive(Debug, Parser)]
+#[command(name = "kafkit", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        env = "KAFKIT_LOG_FORMAT",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the brokers are; every other `KAFKA_*` variable is read from the environment.
+#[derive(Debug, Args, Clone)]
+pub struct Connection {
+    /// Bootstrap servers, comma-separated (`host:port,...`).
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP gateway (embedded development broker when KAFKA_BROKERS is unset).
+    Serve(ServeArgs),
+    /// Produce records: one value per stdin line, or --value.
+    Produce(ProduceArgs),
+    /// Consume records and print one JSON object per record.
+    Consume(ConsumeArgs),
+    /// List, create and describe topics.
+    Topics {
+        /// Connection.
+        #[command(flatten)]
+        connection: Connection,
+        /// What to do.
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// List consumer groups and show their lag.
+    Groups {
+        /// Connection.
+        #[command(flatten)]
+        connection: Connection,
+        /// What to do.
+        #[command(subcommand)]
+        command: GroupsCommand,
+    },
+    /// Start the embedded development broker alone and print its address.
+    Broker(BrokerArgs),
+    /// Measure throughput against a broker.
+    Bench(BenchArgs),
+}
+
+/// `kafkit serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "KAFKIT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Topics to create on start, as NAME or NAME:PARTITIONS (comma-separated).
+    #[arg(long, env = "KAFKIT_TOPICS", value_delimiter = ',')]
+    pub topics: Vec<String>,
+}
+
+/// `kafkit produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Destination topic.
+    #[arg(long, short)]
+    pub topic: String,
+    /// Key of every record.
+    #[arg(long, short)]
+    pub key: Option<String>,
+    /// Header `name=value`; repeatable.
+    #[arg(long = "header", short = 'H', value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// Partition to write to (otherwise the partitioner picks).
+    #[arg(long, short)]
+    pub partition: Option<i32>,
+    /// One value to send instead of reading stdin.
+    #[arg(long)]
+    pub value: Option<String>,
+}
+
+/// `kafkit consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Topic to read.
+    #[arg(long, short)]
+    pub topic: String,
+    /// Consume as a member of this group and commit what was printed; otherwise read every
+    /// partition without a group.
+    #[arg(long, short)]
+    pub group: Option<String>,
+    /// Start at the oldest record (default: only new records, or the group's position).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop after this many records.
+    #[arg(long, short = 'n')]
+    pub count: Option<usize>,
+    /// Stop when no record arrived for this many milliseconds.
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// `kafkit topics …`.
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// List topics with partition counts and record counts.
+    List,
+    /// Create a topic (no error if it exists).
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of partitions.
+        #[arg(long, short, default_value_t = 1)]
+        partitions: i32,
+        /// Replication factor.
+        #[arg(long, short, default_value_t = 1)]
+        replication_factor: i32,
+        /// Topic config `key=value`; repeatable.
+        #[arg(long = "config", short = 'c', value_parser = parse_header)]
+        configs: Vec<(String, String)>,
+    },
+    /// Show partitions, leaders, watermarks and configs of a topic.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+}
+
+/// `kafkit groups …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// List consumer groups.
+    List,
+    /// Committed offsets and lag of a group, per partition.
+    Lag {
+        /// Group id.
+        group: String,
+        /// Only these topics (default: every topic where the group committed).
+        #[arg(long, short)]
+        topic: Vec<String>,
+    },
+}
+
+/// `kafkit broker`.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Topics to create, as NAME or NAME:PARTITIONS (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// Also write the address to this file (for scripts).
+    #[arg(long)]
+    pub address_file: Option<PathBuf>,
+}
+
+/// `kafkit bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Connection (the embedded broker when unset).
+    #[command(flatten)]
+    pub connection: Connection,
+    /// What to measure.
+    #[arg(value_enum, default_value = "produce")]
+    pub what: BenchTarget,
+    /// Records to send per run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: usize,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+}
+
+/// Benchmarks `kafkit bench` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTarget {
+    /// Library batch send versus raw rdkafka BaseProducer.
+    Produce,
+}
+
+/// Parses `name=value`.
+fn parse_header(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected name=value, got {raw:?}"))
+}
+
+/// Parses `NAME` or `NAME:PARTITIONS`.
+pub fn parse_topic_spec(raw: &str) -> anyhow::Result<kafkit::TopicSpec> {
+    match raw.split_once(':') {
+        None => Ok(kafkit::TopicSpec::new(raw, 1)),
+        Some((name, partitions)) => Ok(kafkit::TopicSpec::new(
+            name,
+            partitions
+                .parse()
+                .map_err(|_| anyhow::anyhow!("topic {raw:?}: expected NAME:PARTITIONS"))?,
+        )),
+    }
+}

@@ -1,0 +1,53 @@
+//! `kafkit topics list|create|describe`.
+
+use kafkit::{Admin, TopicSpec};
+
+use crate::cli::{Connection, TopicsCommand};
+
+pub async fn run(connection: &Connection, command: TopicsCommand) -> anyhow::Result<()> {
+    let admin = Admin::new(&super::remote_config(connection)?)?;
+    match command {
+        TopicsCommand::List => {
+            for topic in admin.list_topics().await? {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "name": topic.name,
+                        "partitions": topic.partitions.len(),
+                        "records": topic.record_count(),
+                    })
+                );
+            }
+        }
+        TopicsCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let spec = configs.into_iter().fold(
+                TopicSpec::new(&name, partitions).replication_factor(replication_factor),
+                |spec, (k, v)| spec.config(k, v),
+            );
+            admin.ensure_topics(&[spec]).await?;
+            println!(
+                "{}",
+                serde_json::json!({"created": name, "partitions": partitions})
+            );
+        }
+        TopicsCommand::Describe { name } => {
+            let topic = admin.describe_topic(&name).await?;
+            // Brokers without DescribeConfigs (such as the embedded one) still get a description.
+            let configs = admin.topic_configs(&name).await.unwrap_or_default();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "name": topic.name,
+                    "partitions": topic.partitions,
+                    "configs": configs,
+                }))?
+            );
+        }
+    }
+    Ok(())
+}
