@@ -464,21 +464,21 @@ impl KafkaConfig {
         if self.client_id.is_empty() {
             return Err(Error::config("KAFKA_CLIENT_ID", "must not be empty"));
         }
-        if let Some(tls) = &self.security.tls {
-            if tls.cert_location.is_some() != tls.key_location.is_some() {
-                return Err(Error::config(
-                    "KAFKA_SSL_CERT_LOCATION",
-                    "a client certificate needs KAFKA_SSL_KEY_LOCATION and the other way round",
-                ));
-            }
+        if let Some(tls) = &self.security.tls
+            && tls.cert_location.is_some() != tls.key_location.is_some()
+        {
+            return Err(Error::config(
+                "KAFKA_SSL_CERT_LOCATION",
+                "a client certificate needs KAFKA_SSL_KEY_LOCATION and the other way round",
+            ));
         }
-        if let Some(sasl) = &self.security.sasl {
-            if sasl.username.is_empty() {
-                return Err(Error::config(
-                    "KAFKA_SASL_USERNAME",
-                    "required when KAFKA_SASL_MECHANISM is set",
-                ));
-            }
+        if let Some(sasl) = &self.security.sasl
+            && sasl.username.is_empty()
+        {
+            return Err(Error::config(
+                "KAFKA_SASL_USERNAME",
+                "required when KAFKA_SASL_MECHANISM is set",
+            ));
         }
         for key in self.librdkafka.keys() {
             if RESERVED_KEYS.contains(&key.as_str()) {
@@ -584,10 +584,11 @@ impl KafkaConfig {
         config
     }
 
-    /// Admin and metadata client settings.
+    /// Admin and metadata client settings. Looking a topic up never creates it.
     pub fn to_admin_config(&self) -> ClientConfig {
         let mut config = self.to_client_config();
         self.apply_passthrough(&mut config);
+        config.set("allow.auto.create.topics", "false");
         config
     }
 
@@ -635,13 +636,11 @@ fn security_from(vars: &EnvVars) -> Result<Security> {
         "KAFKA_SSL_KEY_LOCATION",
         "KAFKA_SSL_KEY_PASSWORD",
     ];
-    if !tls_enabled {
-        if let Some(name) = tls_settings.iter().find(|name| vars.get(name).is_some()) {
-            return Err(Error::config(
-                *name,
-                "is set but KAFKA_SSL_ENABLED is not true",
-            ));
-        }
+    if !tls_enabled && let Some(name) = tls_settings.iter().find(|name| vars.get(name).is_some()) {
+        return Err(Error::config(
+            *name,
+            "is set but KAFKA_SSL_ENABLED is not true",
+        ));
     }
     let tls = tls_enabled
         .then(|| -> Result<Tls> {

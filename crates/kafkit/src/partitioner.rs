@@ -139,7 +139,7 @@ mod tests {
     fn partition_is_the_positive_hash_modulo_the_count() {
         for (key, hash) in JAVA_MURMUR2 {
             for count in [1, 3, 6, 12, 100] {
-                let expected = ((*hash & 0x7fff_ffff) % count) as i32;
+                let expected = (*hash & 0x7fff_ffff) % count;
                 assert_eq!(murmur2_partition(key.as_bytes(), count), expected);
             }
         }

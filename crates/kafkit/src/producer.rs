@@ -267,12 +267,11 @@ impl Producer {
         if self.inner.standard_headers {
             add_standard_headers(&mut record);
         }
-        if record.partition.is_none() {
-            if let Some(partitioner) = &self.inner.partitioner {
-                if let Some(count) = self.partition_count(&record.topic).await? {
-                    record.partition = partitioner.partition(&record, count);
-                }
-            }
+        if record.partition.is_none()
+            && let Some(partitioner) = &self.inner.partitioner
+            && let Some(count) = self.partition_count(&record.topic).await?
+        {
+            record.partition = partitioner.partition(&record, count);
         }
         let headers = record.headers.iter().fold(
             OwnedHeaders::new_with_capacity(record.headers.len()),

@@ -112,13 +112,13 @@ impl OutboundMessage {
     /// The record this message asks for, or why it cannot be produced.
     fn into_record(self) -> Result<Record, ApiError> {
         kafkit::record::validate_topic(&self.topic)?;
-        if let Some(partition) = self.partition {
-            if partition < 0 {
-                return Err(ApiError::bad_request(
-                    "invalid_partition",
-                    format!("partition must be >= 0, got {partition}"),
-                ));
-            }
+        if let Some(partition) = self.partition
+            && partition < 0
+        {
+            return Err(ApiError::bad_request(
+                "invalid_partition",
+                format!("partition must be >= 0, got {partition}"),
+            ));
         }
         let mut record = Record::to(&self.topic);
         for (name, value) in self.headers {
