@@ -126,13 +126,13 @@ async fn send_and_send_batch_write_exactly_what_was_asked() {
     assert_eq!(messages.len(), 3);
     let bytes = &messages[0];
     assert_eq!(bytes.key.as_deref(), Some(&b"k-bytes"[..]));
-    assert_eq!(bytes.payload.as_deref(), Some(&[0u8, 159, 146, 150][..]));
+    assert_eq!(bytes.payload(), Some(&[0u8, 159, 146, 150][..]));
     assert_eq!(
         bytes.header_value("content-type"),
         Some(&b"application/octet-stream"[..])
     );
     let text = &messages[1];
-    assert_eq!(text.payload.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(text.payload(), Some(&b"hello"[..]));
     let order = &messages[2];
     assert_eq!(order.partition, 2);
     assert_eq!(order.key.as_deref(), Some(&b"order-1"[..]));

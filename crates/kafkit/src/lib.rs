@@ -9,6 +9,13 @@
 //!   idempotent by default, Java-compatible murmur2 partitioning, flush on shutdown.
 //! - [`Admin`]: ensure topics, describe the cluster, list topics with watermarks, consumer
 //!   groups and their lag.
+//! - [`Consumer`]: the runtime. A [`Router`] maps topics to typed handlers; each partition is
+//!   handled in order while partitions run concurrently; failures are retried
+//!   ([`RetryPolicy`]), dead-lettered ([`DeadLetter`]) or skipped per their [`ErrorKind`];
+//!   a [`CircuitBreaker`] pauses partitions; offsets are stored only for finished work
+//!   (at-least-once); shutdown drains, commits and leaves the group; [`HealthReport`] tells
+//!   whether it is really consuming.
+//! - [`Manager`]: named producers and consumers, shut down together.
 //! - [`Metrics`]: Prometheus metrics under the names the seeds use.
 //!
 //! ```no_run
@@ -28,25 +35,45 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod batch;
+pub mod cdc;
+pub mod circuit_breaker;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod consumer;
+pub mod dead_letter;
 pub mod error;
+pub mod handler;
+pub mod health;
+pub mod manager;
 pub mod metrics;
 pub mod partitioner;
 pub mod producer;
 pub mod record;
+pub mod retry;
+pub mod router;
 pub mod secret;
 pub mod shutdown;
 
 pub use admin::{Admin, ClusterInfo, GroupInfo, PartitionLag, TopicInfo, TopicSpec};
+pub use batch::{BatchError, BatchOptions};
+pub use cdc::{DatabaseEvent, Operation};
+pub use circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 pub use cluster::{Cluster, EmbeddedBroker};
 pub use config::{Compression, KafkaConfig, Security};
+pub use consumer::{CommitStrategy, Consumer, ConsumerOptions};
+pub use dead_letter::DeadLetter;
 pub use error::{Error, Result};
+pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult};
+pub use health::HealthReport;
+pub use manager::Manager;
 pub use metrics::Metrics;
 pub use partitioner::{HeaderHash, Murmur2, Partitioner, RoundRobin};
 pub use producer::{Producer, ProducerBuilder};
 pub use record::{Delivery, Message, Record};
+pub use retry::RetryPolicy;
+pub use router::{InvalidPolicy, Router};
 pub use secret::Secret;
 
 /// The rdkafka crate kafkit is built on, for what kafkit does not wrap.

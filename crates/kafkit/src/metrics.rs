@@ -3,7 +3,7 @@
 //! Labels stay low-cardinality: topic, outcome, never keys or offsets.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Records sent, by `topic` and `status` (`success` or `error`); seed 000's name.
@@ -13,6 +13,18 @@ pub const SEND_DURATION_SECONDS: &str = "kafka_send_duration_seconds";
 /// Records waiting in the producer's local queue.
 pub const PRODUCER_QUEUE_DEPTH: &str = "kafka_producer_queue_depth";
 
+/// Records seen by consumers, by `group`, `topic` and `outcome` (`consumed`, `succeeded`,
+/// `retried`, `dead_lettered`, `skipped`).
+pub const CONSUMER_RECORDS_TOTAL: &str = "kafkit_consumer_records_total";
+/// Handler run time per call, by `group` and `topic`.
+pub const HANDLER_DURATION_SECONDS: &str = "kafkit_handler_duration_seconds";
+/// Records not yet processed, by `group`, `topic` and `partition`.
+pub const CONSUMER_LAG: &str = "kafkit_consumer_lag";
+/// Circuit breaker state by `group` and `topic`: 0 closed, 1 half-open, 2 open.
+pub const CIRCUIT_STATE: &str = "kafkit_circuit_state";
+/// Rebalances a consumer went through, by `group`.
+pub const REBALANCES_TOTAL: &str = "kafkit_consumer_rebalances_total";
+
 /// kafkit's metrics and the registry they live in. Cheap to clone (handles are shared).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -20,6 +32,11 @@ pub struct Metrics {
     pub(crate) messages_sent: IntCounterVec,
     pub(crate) send_duration: HistogramVec,
     pub(crate) producer_queue_depth: IntGauge,
+    pub(crate) consumer_records: IntCounterVec,
+    pub(crate) handler_duration: HistogramVec,
+    pub(crate) consumer_lag: IntGaugeVec,
+    pub(crate) circuit_state: IntGaugeVec,
+    pub(crate) rebalances: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -52,10 +69,46 @@ impl Metrics {
             "Records in the producer's local queue, not yet acknowledged.",
         )
         .expect("valid metric definition");
+        let consumer_records = IntCounterVec::new(
+            Opts::new(
+                CONSUMER_RECORDS_TOTAL,
+                "Records seen by consumers, by outcome.",
+            ),
+            &["group", "topic", "outcome"],
+        )
+        .expect("valid metric definition");
+        let handler_duration = HistogramVec::new(
+            HistogramOpts::new(HANDLER_DURATION_SECONDS, "Handler run time per call."),
+            &["group", "topic"],
+        )
+        .expect("valid metric definition");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(CONSUMER_LAG, "Records not yet processed, per partition."),
+            &["group", "topic", "partition"],
+        )
+        .expect("valid metric definition");
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(
+                CIRCUIT_STATE,
+                "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ),
+            &["group", "topic"],
+        )
+        .expect("valid metric definition");
+        let rebalances = IntCounterVec::new(
+            Opts::new(REBALANCES_TOTAL, "Rebalances a consumer went through."),
+            &["group"],
+        )
+        .expect("valid metric definition");
         for collector in [
             Box::new(messages_sent.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(send_duration.clone()),
             Box::new(producer_queue_depth.clone()),
+            Box::new(consumer_records.clone()),
+            Box::new(handler_duration.clone()),
+            Box::new(consumer_lag.clone()),
+            Box::new(circuit_state.clone()),
+            Box::new(rebalances.clone()),
         ] {
             // A second Metrics on the same registry reuses nothing; registering twice is a
             // programming error we surface early.
@@ -68,6 +121,11 @@ impl Metrics {
             messages_sent,
             send_duration,
             producer_queue_depth,
+            consumer_records,
+            handler_duration,
+            consumer_lag,
+            circuit_state,
+            rebalances,
         }
     }
 

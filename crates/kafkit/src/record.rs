@@ -114,9 +114,13 @@ pub struct Delivery {
     pub offset: i64,
 }
 
-/// An inbound record, owned and detached from the consumer that read it.
+/// The raw payload of an inbound record: bytes, or `None` for a tombstone.
+pub type Payload = Option<Vec<u8>>;
+
+/// An inbound record, owned and detached from the consumer that read it. `T` is the decoded
+/// value; the raw form (`Message` alone) carries the payload bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub struct Message<T = Payload> {
     /// Topic it was read from.
     pub topic: String,
     /// Partition it was read from.
@@ -129,8 +133,8 @@ pub struct Message {
     pub key: Option<Vec<u8>>,
     /// Headers in order.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// Payload; `None` for a tombstone.
-    pub payload: Option<Vec<u8>>,
+    /// The value: raw bytes for `Message`, the decoded type for `Message<T>`.
+    pub value: T,
 }
 
 impl Message {
@@ -151,18 +155,51 @@ impl Message {
                         .collect()
                 })
                 .unwrap_or_default(),
-            payload: message.payload().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
         }
     }
 
+    /// The payload bytes (`None` for a tombstone).
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+
+    /// Decodes the JSON payload; a tombstone decodes as JSON `null`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        codec::from_json(self.payload().unwrap_or(b"null"))
+    }
+
+    /// This message with its payload decoded as JSON into `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<Message<T>> {
+        let value = self.json()?;
+        Ok(self.with_value(value))
+    }
+}
+
+impl<T> Message<T> {
     /// The first value of header `name`.
     pub fn header_value(&self, name: &str) -> Option<&[u8]> {
         header_value(&self.headers, name)
     }
 
-    /// Decodes the JSON payload; a tombstone decodes as JSON `null`.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
-        codec::from_json(self.payload.as_deref().unwrap_or(b"null"))
+    /// The key as UTF-8 text, when it is some.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The same metadata with another value.
+    pub fn with_value<U>(&self, value: U) -> Message<U> {
+        Message {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.clone(),
+            headers: self.headers.clone(),
+            value,
+        }
     }
 }
 

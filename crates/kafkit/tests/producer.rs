@@ -107,7 +107,7 @@ async fn every_compression_codec_round_trips() {
         let messages = testkit::read(&topic, 500, READ_TIMEOUT).await;
         let read: Vec<String> = messages
             .iter()
-            .map(|m| String::from_utf8(m.payload.clone().unwrap()).unwrap())
+            .map(|m| String::from_utf8(m.value.clone().unwrap()).unwrap())
             .collect();
         assert_eq!(read, values, "{codec:?}");
     }

@@ -109,7 +109,7 @@ pub fn render(message: &Message) -> serde_json::Value {
             .map(|b| serde_json::Value::String(String::from_utf8_lossy(b).into_owned()))
             .unwrap_or(serde_json::Value::Null)
     };
-    let value = match &message.payload {
+    let value = match &message.value {
         None => serde_json::Value::Null,
         Some(bytes) => serde_json::from_slice(bytes).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())

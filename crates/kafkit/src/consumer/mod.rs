@@ -1,0 +1,486 @@
+//! The consumer runtime: subscribes to the router's topics, dispatches each partition's records
+//! to its own worker (partitions run concurrently, records of one partition in order), pauses
+//! partitions under back-pressure, during retries and while a circuit is open, and on shutdown
+//! drains within a bound, commits what is done and leaves the group.
+
+mod context;
+mod offsets;
+mod poll;
+mod worker;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use offsets::OffsetTracker;
+
+use self::context::RuntimeContext;
+use crate::admin::{Admin, TopicSpec};
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::health::{HealthReport, PartitionHealth};
+use crate::metrics::Metrics;
+use crate::producer::Producer;
+use crate::router::Router;
+
+/// `(topic, partition)`.
+pub type TopicPartition = (String, i32);
+
+/// Default bound on records waiting per partition before it is paused.
+pub const DEFAULT_MAX_QUEUED_PER_PARTITION: usize = 1_000;
+/// Default time shutdown waits for in-flight records.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time without progress after which a consumer with waiting records is unhealthy.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often lag is refreshed from the brokers' watermarks.
+pub const DEFAULT_LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// When stored offsets are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitStrategy {
+    /// Periodically (librdkafka auto-commit of stored offsets), on revocation and on shutdown.
+    Periodic(Duration),
+    /// After every handled record or batch (asynchronously), as KafkaJS's manual commits.
+    EveryRecord,
+}
+
+impl Default for CommitStrategy {
+    fn default() -> Self {
+        CommitStrategy::Periodic(Duration::from_secs(5))
+    }
+}
+
+/// Why a partition is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// Too many records waiting for the handler.
+    Backpressure,
+    /// A record waits for its next attempt.
+    Retrying,
+    /// The handler's circuit breaker is open.
+    CircuitOpen,
+}
+
+/// Requests from workers to the poll loop.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Pause(TopicPartition, u64, PauseReason),
+    Resume(TopicPartition, u64, PauseReason),
+}
+
+/// A partition as the runtime sees it; shared by the poll loop, its worker and health.
+#[derive(Debug)]
+pub(crate) struct PartitionState {
+    started: Instant,
+    /// Records dispatched and not yet settled.
+    pub queued: AtomicUsize,
+    /// Offset of the last settled record (-1: none).
+    pub last_done: AtomicI64,
+    /// Milliseconds since `started` of the last progress.
+    last_progress_ms: AtomicI64,
+    /// Set while paused for back-pressure.
+    pub backpressured: AtomicBool,
+    /// High watermark at the last lag refresh (-1: unknown).
+    pub high_watermark: AtomicI64,
+    /// Why it is paused, if it is.
+    pub paused: Mutex<BTreeSet<PauseReason>>,
+}
+
+impl PartitionState {
+    fn new() -> Self {
+        PartitionState {
+            started: Instant::now(),
+            queued: AtomicUsize::new(0),
+            last_done: AtomicI64::new(-1),
+            last_progress_ms: AtomicI64::new(0),
+            backpressured: AtomicBool::new(false),
+            high_watermark: AtomicI64::new(-1),
+            paused: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Notes progress now.
+    pub fn touch(&self) {
+        self.last_progress_ms
+            .store(self.started.elapsed().as_millis() as i64, Ordering::SeqCst);
+    }
+
+    fn since_progress(&self) -> Duration {
+        let last = Duration::from_millis(self.last_progress_ms.load(Ordering::SeqCst) as u64);
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    fn lag(&self) -> Option<i64> {
+        let high = self.high_watermark.load(Ordering::SeqCst);
+        let done = self.last_done.load(Ordering::SeqCst);
+        (high >= 0 && done >= 0).then(|| (high - done - 1).max(0))
+    }
+}
+
+/// Runtime state visible to health reports.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub group: String,
+    pub running: AtomicBool,
+    started: Instant,
+    last_poll_ms: AtomicI64,
+    pub partitions: Mutex<HashMap<TopicPartition, Arc<PartitionState>>>,
+    pub assigned: Mutex<BTreeSet<TopicPartition>>,
+    pub rebalances: AtomicUsize,
+}
+
+impl Shared {
+    fn touch_poll(&self) {
+        self.last_poll_ms
+            .store(self.started.elapsed().as_millis() as i64, Ordering::SeqCst);
+    }
+
+    fn since_poll(&self) -> Duration {
+        let last = Duration::from_millis(self.last_poll_ms.load(Ordering::SeqCst) as u64);
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    fn partition(&self, tp: &TopicPartition) -> Arc<PartitionState> {
+        self.partitions
+            .lock()
+            .expect("not poisoned")
+            .entry(tp.clone())
+            .or_insert_with(|| Arc::new(PartitionState::new()))
+            .clone()
+    }
+}
+
+/// Runtime settings of a [`Consumer`].
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// When offsets are committed.
+    pub commit: CommitStrategy,
+    /// Records waiting per partition before it is paused (bounds memory).
+    pub max_queued_per_partition: usize,
+    /// How long shutdown waits for in-flight records; keep it below the session timeout.
+    pub drain_timeout: Duration,
+    /// No progress for this long with records waiting makes the consumer unhealthy.
+    pub stall_timeout: Duration,
+    /// How often lag is refreshed.
+    pub lag_interval: Duration,
+    /// Create missing dead-letter topics at start, with the source topic's partition count.
+    pub create_dead_letter_topics: bool,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            commit: CommitStrategy::default(),
+            max_queued_per_partition: DEFAULT_MAX_QUEUED_PER_PARTITION,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            lag_interval: DEFAULT_LAG_INTERVAL,
+            create_dead_letter_topics: true,
+        }
+    }
+}
+
+/// A consumer group member running a [`Router`]'s handlers.
+///
+/// ```no_run
+/// # async fn demo() -> kafkit::Result<()> {
+/// use kafkit::{Consumer, KafkaConfig, Message, router::Router};
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
+/// let mut router = Router::new();
+/// router.register("orders", |order: Message<Order>| async move {
+///     println!("order {}", order.value.id);
+///     Ok(())
+/// });
+/// let consumer = Consumer::new(&KafkaConfig::from_env()?, "billing", router)?;
+/// consumer.run(kafkit::shutdown::signal()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Consumer {
+    config: KafkaConfig,
+    router: Router,
+    options: ConsumerOptions,
+    metrics: Option<Metrics>,
+    dead_letters: Option<Producer>,
+    shared: Arc<Shared>,
+    /// The running client's context, for commit times in health reports.
+    context: Mutex<Option<Arc<RuntimeContext>>>,
+}
+
+impl Consumer {
+    /// A consumer of `group` with default options.
+    pub fn new(config: &KafkaConfig, group: &str, router: Router) -> Result<Self> {
+        Consumer::with_options(config, group, router, ConsumerOptions::default())
+    }
+
+    /// A consumer of `group` with `options`.
+    pub fn with_options(
+        config: &KafkaConfig,
+        group: &str,
+        router: Router,
+        options: ConsumerOptions,
+    ) -> Result<Self> {
+        config.ensure_enabled()?;
+        config.validate()?;
+        if group.is_empty() {
+            return Err(Error::config(
+                "KAFKA_GROUP_ID",
+                "a consumer needs a group id",
+            ));
+        }
+        if router.topics().is_empty() {
+            return Err(Error::config("router", "no handler registered"));
+        }
+        if options.drain_timeout >= config.session_timeout {
+            return Err(Error::config(
+                "drain_timeout",
+                format!(
+                    "must be shorter than KAFKA_SESSION_TIMEOUT ({} ms)",
+                    config.session_timeout.as_millis()
+                ),
+            ));
+        }
+        Ok(Consumer {
+            config: config.clone(),
+            router,
+            options,
+            metrics: None,
+            dead_letters: None,
+            shared: Arc::new(Shared {
+                group: group.to_owned(),
+                running: AtomicBool::new(false),
+                started: Instant::now(),
+                last_poll_ms: AtomicI64::new(0),
+                partitions: Mutex::new(HashMap::new()),
+                assigned: Mutex::new(BTreeSet::new()),
+                rebalances: AtomicUsize::new(0),
+            }),
+            context: Mutex::new(None),
+        })
+    }
+
+    /// Records consumer metrics in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Publishes dead-letter records with `producer` (default: a producer of its own).
+    #[must_use]
+    pub fn with_dead_letter_producer(mut self, producer: Producer) -> Self {
+        self.dead_letters = Some(producer);
+        self
+    }
+
+    /// The handlers.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The group id.
+    pub fn group(&self) -> &str {
+        &self.shared.group
+    }
+
+    /// Whether [`Consumer::run`] is running.
+    pub fn is_running(&self) -> bool {
+        self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// Consumes until `shutdown` completes: then stops fetching, lets in-flight records finish
+    /// within the drain timeout (abandoning the rest, which are re-delivered later), commits
+    /// what is done and leaves the group.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        if self.shared.running.swap(true, Ordering::SeqCst) {
+            return Err(Error::config("consumer", "already running"));
+        }
+        let result = self.run_inner(shutdown).await;
+        self.shared.running.store(false, Ordering::SeqCst);
+        result
+    }
+
+    async fn run_inner(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let dead_letters = self.dead_letter_producer().await?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut client_config: ClientConfig = self.config.to_consumer_config(&self.shared.group);
+        match self.options.commit {
+            CommitStrategy::Periodic(interval) => {
+                client_config.set("auto.commit.interval.ms", interval.as_millis().to_string());
+            }
+            CommitStrategy::EveryRecord => {
+                client_config.set("enable.auto.commit", "false");
+            }
+        }
+        let consumer: StreamConsumer<RuntimeContext> = client_config
+            .create_with_context(RuntimeContext::new(events_tx))
+            .map_err(|source| Error::ClientCreation {
+                client: "consumer",
+                source,
+            })?;
+        let consumer = Arc::new(consumer);
+        *self.context.lock().expect("not poisoned") = Some(consumer.context().clone());
+        let topics = self.router.topics();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| Error::Consume {
+                operation: format!("subscribe to {}", topics.join(", ")),
+                source,
+            })?;
+        tracing::info!(group = %self.shared.group, topics = ?topics, "consumer started");
+        self.shared.touch_poll();
+        let mut poll = poll::PollLoop::new(self, consumer.clone(), dead_letters, events_rx);
+        poll.run(shutdown).await;
+        let workers = poll.into_workers();
+        self.drain(workers).await;
+        self.close(consumer).await
+    }
+
+    /// Lets workers finish their current record, up to the drain timeout; abandons the rest.
+    async fn drain(&self, workers: Vec<(CancellationToken, JoinHandle<()>)>) {
+        let mut handles = Vec::with_capacity(workers.len());
+        for (cancel, handle) in workers {
+            cancel.cancel();
+            handles.push(handle);
+        }
+        let all = futures::future::join_all(handles.iter_mut());
+        if tokio::time::timeout(self.options.drain_timeout, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                drain_ms = self.options.drain_timeout.as_millis() as u64,
+                "drain timeout: abandoning in-flight records (they will be re-delivered)"
+            );
+            for handle in &handles {
+                handle.abort();
+            }
+        }
+    }
+
+    /// Commits stored offsets and leaves the group, off the async runtime.
+    async fn close(&self, consumer: Arc<StreamConsumer<RuntimeContext>>) -> Result<()> {
+        let group = self.shared.group.clone();
+        tokio::task::spawn_blocking(move || {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!(%group, "final offsets committed"),
+                Err(e)
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
+                Err(e) => tracing::warn!(%group, error = %e, "final commit failed"),
+            }
+            consumer.unsubscribe();
+            // Dropping the last handle closes the consumer: it leaves the group.
+            drop(consumer);
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?;
+        self.shared.assigned.lock().expect("not poisoned").clear();
+        tracing::info!(group = %self.shared.group, "consumer stopped");
+        Ok(())
+    }
+
+    /// The producer for dead-letter records, and the dead-letter topics, when any route has one.
+    async fn dead_letter_producer(&self) -> Result<Option<Producer>> {
+        let dead_letter_topics: Vec<(String, String)> = self
+            .router
+            .iter()
+            .filter_map(|(topic, r)| {
+                r.dead_letter
+                    .as_ref()
+                    .map(|d| (topic.to_owned(), d.topic_for(topic)))
+            })
+            .collect();
+        if dead_letter_topics.is_empty() {
+            return Ok(None);
+        }
+        if self.options.create_dead_letter_topics && self.config.allow_auto_topic_creation {
+            let admin = Admin::new(&self.config)?;
+            let mut specs = Vec::new();
+            for (source, dlt) in &dead_letter_topics {
+                // Same partition count as the source, so original partitioning is kept.
+                if let Ok(info) = admin.describe_topic(source).await {
+                    specs.push(TopicSpec::new(dlt, info.partitions.len() as i32));
+                }
+            }
+            if let Err(error) = admin.ensure_topics(&specs).await {
+                tracing::warn!(%error, "could not create dead-letter topics; relying on auto-creation");
+            }
+        }
+        match &self.dead_letters {
+            Some(producer) => Ok(Some(producer.clone())),
+            None => Ok(Some(Producer::new(&self.config)?)),
+        }
+    }
+
+    /// The consumer's health: assignment, polling, commits, queues, pauses, circuits, lag.
+    pub fn health(&self) -> HealthReport {
+        let partitions = self.shared.partitions.lock().expect("not poisoned").clone();
+        let assigned = self.shared.assigned.lock().expect("not poisoned").clone();
+        let mut entries: Vec<PartitionHealth> = assigned
+            .iter()
+            .map(|tp| {
+                let state = partitions.get(tp);
+                PartitionHealth {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    queued: state.map_or(0, |s| s.queued.load(Ordering::SeqCst)),
+                    last_done_offset: state
+                        .map(|s| s.last_done.load(Ordering::SeqCst))
+                        .filter(|o| *o >= 0),
+                    since_progress: state.map(|s| s.since_progress()),
+                    paused: state
+                        .map(|s| {
+                            s.paused
+                                .lock()
+                                .expect("not poisoned")
+                                .iter()
+                                .copied()
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    lag: state.and_then(|s| s.lag()),
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let circuits = self
+            .router
+            .iter()
+            .filter_map(|(topic, r)| {
+                r.circuit_breaker
+                    .as_ref()
+                    .map(|b| (topic.to_owned(), b.state()))
+            })
+            .collect();
+        HealthReport::new(
+            &self.shared.group,
+            self.is_running(),
+            self.shared.since_poll(),
+            self.last_commit(),
+            entries,
+            circuits,
+            self.options.stall_timeout,
+        )
+    }
+
+    fn last_commit(&self) -> Option<(Duration, bool)> {
+        self.context
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .and_then(|context| *context.last_commit.lock().expect("not poisoned"))
+            .map(|(at, ok)| (at.elapsed(), ok))
+    }
+}

@@ -1,0 +1,246 @@
+//! [`DeadLetter`]: where failed records go and what they carry.
+//!
+//! A dead-letter record keeps the original key, value and headers, and adds the failure
+//! headers below. The source offset is stored only once the broker acknowledged the copy
+//! (publish-then-commit), so a crash in between re-delivers rather than loses.
+
+use std::time::SystemTime;
+
+use crate::handler::ErrorKind;
+use crate::record::{Message, Record};
+
+/// Topic the record was read from.
+pub const ORIGINAL_TOPIC: &str = "original-topic";
+/// Partition the record was read from.
+pub const ORIGINAL_PARTITION: &str = "original-partition";
+/// Offset of the record in that partition.
+pub const ORIGINAL_OFFSET: &str = "original-offset";
+/// Timestamp of the original record (milliseconds).
+pub const ORIGINAL_TIMESTAMP: &str = "original-timestamp";
+/// Consumer group that gave up on it.
+pub const CONSUMER_GROUP: &str = "consumer-group";
+/// `transient` (retries exhausted), `permanent` or `invalid`.
+pub const ERROR_KIND: &str = "error-kind";
+/// The handler's error message.
+pub const ERROR_MESSAGE: &str = "error-message";
+/// Handler attempts made.
+pub const ATTEMPTS: &str = "attempts";
+/// When it was dead-lettered (RFC 3339, UTC).
+pub const FAILED_AT: &str = "failed-at";
+/// Spring Kafka's original-topic header, understood by redrive.
+pub const SPRING_ORIGINAL_TOPIC: &str = "kafka_dlt-original-topic";
+/// Karafka's original-topic header, understood by redrive.
+pub const KARAFKA_ORIGINAL_TOPIC: &str = "source_topic";
+
+/// Every header kafkit adds to a dead-letter record.
+pub const FAILURE_HEADERS: [&str; 9] = [
+    ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    ORIGINAL_TIMESTAMP,
+    CONSUMER_GROUP,
+    ERROR_KIND,
+    ERROR_MESSAGE,
+    ATTEMPTS,
+    FAILED_AT,
+];
+
+/// Default dead-letter topic template.
+pub const DEFAULT_TEMPLATE: &str = "{topic}.dlq";
+
+/// The dead-letter policy of a topic: the naming template (`{topic}` is replaced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    template: String,
+}
+
+impl Default for DeadLetter {
+    fn default() -> Self {
+        DeadLetter::template(DEFAULT_TEMPLATE)
+    }
+}
+
+/// Why a record is being dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The kind of the last error.
+    pub kind: ErrorKind,
+    /// The last error's message.
+    pub message: String,
+    /// Handler attempts made.
+    pub attempts: u32,
+}
+
+impl DeadLetter {
+    /// Names dead-letter topics with `template`, e.g. `{topic}.dlq` or `{topic}_dlt` (seed 001).
+    pub fn template(template: impl Into<String>) -> Self {
+        DeadLetter {
+            template: template.into(),
+        }
+    }
+
+    /// The dead-letter topic of `topic`.
+    pub fn topic_for(&self, topic: &str) -> String {
+        self.template.replace("{topic}", topic)
+    }
+
+    /// The dead-letter copy of `message`.
+    pub fn record(&self, message: &Message, group: &str, failure: &Failure) -> Record {
+        let mut record = Record::to(self.topic_for(&message.topic));
+        record.key = message.key.clone();
+        record.payload = message.value.clone();
+        // Original headers first, minus stale failure headers from an earlier round trip.
+        record.headers = message
+            .headers
+            .iter()
+            .filter(|(name, _)| !FAILURE_HEADERS.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        let failed_at = time_rfc3339(SystemTime::now());
+        let added = [
+            (ORIGINAL_TOPIC, message.topic.clone()),
+            (ORIGINAL_PARTITION, message.partition.to_string()),
+            (ORIGINAL_OFFSET, message.offset.to_string()),
+            (
+                ORIGINAL_TIMESTAMP,
+                message.timestamp.map(|t| t.to_string()).unwrap_or_default(),
+            ),
+            (CONSUMER_GROUP, group.to_owned()),
+            (ERROR_KIND, failure.kind.as_str().to_owned()),
+            (ERROR_MESSAGE, failure.message.clone()),
+            (ATTEMPTS, failure.attempts.to_string()),
+            (FAILED_AT, failed_at),
+        ];
+        for (name, value) in added {
+            record.headers.push((name.to_owned(), value.into_bytes()));
+        }
+        record
+    }
+}
+
+/// The topic a dead-lettered record came from, as kafkit, Spring Kafka or Karafka recorded it.
+pub fn original_topic(message: &Message) -> Option<String> {
+    [
+        ORIGINAL_TOPIC,
+        SPRING_ORIGINAL_TOPIC,
+        KARAFKA_ORIGINAL_TOPIC,
+    ]
+    .iter()
+    .find_map(|name| message.header_value(name))
+    .and_then(|v| std::str::from_utf8(v).ok())
+    .filter(|t| !t.is_empty())
+    .map(str::to_owned)
+}
+
+/// Formats a time as RFC 3339 in UTC with millisecond precision, e.g. `2026-11-26T14:10:38.123Z`.
+fn time_rfc3339(time: SystemTime) -> String {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm): days since 1970-01-01 → y/m/d.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn message() -> Message {
+        Message {
+            topic: "orders".into(),
+            partition: 3,
+            offset: 42,
+            timestamp: Some(1_700_000_000_000),
+            key: Some(b"order-1".to_vec()),
+            headers: vec![
+                ("tenant-id".into(), b"acme".to_vec()),
+                (ERROR_MESSAGE.into(), b"stale".to_vec()),
+            ],
+            value: Some(b"{\"id\":1}".to_vec()),
+        }
+    }
+
+    #[test]
+    fn templates_name_the_topic() {
+        assert_eq!(DeadLetter::default().topic_for("orders"), "orders.dlq");
+        assert_eq!(
+            DeadLetter::template("{topic}_dlt").topic_for("orders"),
+            "orders_dlt"
+        );
+    }
+
+    #[test]
+    fn dead_letter_record_keeps_the_original_and_adds_failure_headers() {
+        let failure = Failure {
+            kind: ErrorKind::Transient,
+            message: "db down".into(),
+            attempts: 3,
+        };
+        let record = DeadLetter::default().record(&message(), "billing", &failure);
+        assert_eq!(record.topic, "orders.dlq");
+        assert_eq!(record.key.as_deref(), Some(&b"order-1"[..]));
+        assert_eq!(record.payload.as_deref(), Some(&b"{\"id\":1}"[..]));
+        assert_eq!(record.header_value("tenant-id"), Some(&b"acme"[..]));
+        let header = |n| String::from_utf8(record.header_value(n).unwrap().to_vec()).unwrap();
+        assert_eq!(header(ORIGINAL_TOPIC), "orders");
+        assert_eq!(header(ORIGINAL_PARTITION), "3");
+        assert_eq!(header(ORIGINAL_OFFSET), "42");
+        assert_eq!(header(ORIGINAL_TIMESTAMP), "1700000000000");
+        assert_eq!(header(CONSUMER_GROUP), "billing");
+        assert_eq!(header(ERROR_KIND), "transient");
+        assert_eq!(header(ERROR_MESSAGE), "db down");
+        assert_eq!(header(ATTEMPTS), "3");
+        assert!(header(FAILED_AT).ends_with('Z'));
+        let stale = record
+            .headers
+            .iter()
+            .filter(|(n, _)| n == ERROR_MESSAGE)
+            .count();
+        assert_eq!(
+            stale, 1,
+            "the stale failure header is replaced, not repeated"
+        );
+    }
+
+    #[test]
+    fn original_topic_understands_spring_and_karafka() {
+        let mut m = message();
+        m.headers = vec![(SPRING_ORIGINAL_TOPIC.into(), b"payments".to_vec())];
+        assert_eq!(original_topic(&m).as_deref(), Some("payments"));
+        m.headers = vec![(KARAFKA_ORIGINAL_TOPIC.into(), b"events".to_vec())];
+        assert_eq!(original_topic(&m).as_deref(), Some("events"));
+        m.headers.clear();
+        assert_eq!(original_topic(&m), None);
+    }
+
+    #[test]
+    fn rfc3339_formatting() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(time_rfc3339(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            time_rfc3339(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(time_rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

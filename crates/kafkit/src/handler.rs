@@ -1,0 +1,246 @@
+//! Handlers: what the runtime calls for each record, and [`HandlerError`], whose kind tells the
+//! runtime what to do with a failure (retry, dead-letter, or skip).
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::record::Message;
+
+/// What kind of failure a handler reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// May succeed later (a dependency is down, a timeout): retried with backoff, then
+    /// dead-lettered when attempts run out.
+    Transient,
+    /// Will never succeed: dead-lettered at once.
+    Permanent,
+    /// The record itself is bad (undecodable, fails validation): never retried; dead-lettered
+    /// or skipped per the topic's [`InvalidPolicy`](crate::router::InvalidPolicy).
+    Invalid,
+    /// The handler chose to ignore the record: it is marked done.
+    Skip,
+}
+
+impl ErrorKind {
+    /// The value of the `error-kind` dead-letter header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Skip => "skip",
+        }
+    }
+}
+
+/// A handler's failure: a kind and a message.
+///
+/// Any `std::error::Error` converts into a transient error, so `?` inside a handler retries by
+/// default; use [`HandlerError::permanent`] or [`HandlerError::invalid`] to say otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl HandlerError {
+    /// A failure that may go away: retry.
+    pub fn transient(message: impl fmt::Display) -> Self {
+        HandlerError {
+            kind: ErrorKind::Transient,
+            message: message.to_string(),
+        }
+    }
+
+    /// A failure that will not go away: dead-letter now.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        HandlerError {
+            kind: ErrorKind::Permanent,
+            message: message.to_string(),
+        }
+    }
+
+    /// The record is invalid: never retried.
+    pub fn invalid(message: impl fmt::Display) -> Self {
+        HandlerError {
+            kind: ErrorKind::Invalid,
+            message: message.to_string(),
+        }
+    }
+
+    /// Ignore this record and move on.
+    pub fn skip(reason: impl fmt::Display) -> Self {
+        HandlerError {
+            kind: ErrorKind::Skip,
+            message: reason.to_string(),
+        }
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} error: {}", self.kind.as_str(), self.message)
+    }
+}
+
+impl<E: std::error::Error> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        HandlerError::transient(error)
+    }
+}
+
+/// The result of handling one record.
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// Handles raw records of one topic. Implement it directly for full control, or register a
+/// closure through [`Router::register`](crate::router::Router::register) for typed values.
+pub trait Handler: Send + Sync + 'static {
+    /// Processes one record. Called for records of one partition in offset order.
+    fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult>;
+}
+
+/// Checks a decoded value; an `Err` makes the record invalid.
+pub type Validator<T> = Arc<dyn Fn(&T) -> Result<(), String> + Send + Sync>;
+
+impl<T, F> std::fmt::Debug for Typed<T, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Typed")
+    }
+}
+
+/// Adapts a closure over `Message<T>` into a [`Handler`]: decodes JSON, validates, calls.
+pub struct Typed<T, F> {
+    handler: F,
+    validator: Option<Validator<T>>,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T, F> Typed<T, F> {
+    /// Wraps `handler`.
+    pub fn new(handler: F) -> Self {
+        Typed {
+            handler,
+            validator: None,
+            _value: PhantomData,
+        }
+    }
+
+    /// Validates each decoded value before the handler sees it.
+    #[must_use]
+    pub fn validate(mut self, validator: Validator<T>) -> Self {
+        self.validator = Some(validator);
+        self
+    }
+}
+
+impl<T, F, Fut> Handler for Typed<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(Message<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
+        Box::pin(async move {
+            let typed = message
+                .decode::<T>()
+                .map_err(|e| HandlerError::invalid(format!("undecodable value: {e}")))?;
+            if let Some(validator) = &self.validator {
+                validator(&typed.value).map_err(|reason| {
+                    HandlerError::invalid(format!("validation failed: {reason}"))
+                })?;
+            }
+            (self.handler)(typed).await
+        })
+    }
+}
+
+impl<F> std::fmt::Debug for Raw<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Raw")
+    }
+}
+
+/// Adapts a closure over raw `Message` into a [`Handler`].
+pub struct Raw<F>(pub F);
+
+impl<F, Fut> Handler for Raw<F>
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
+        Box::pin((self.0)(message.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(value: &str) -> Message {
+        Message {
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+            timestamp: None,
+            key: Some(b"k".to_vec()),
+            headers: vec![],
+            value: Some(value.as_bytes().to_vec()),
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Order {
+        qty: i32,
+    }
+
+    #[tokio::test]
+    async fn typed_handlers_decode_validate_and_classify() {
+        let handler = Typed::new(|m: Message<Order>| async move {
+            assert_eq!(m.offset, 7);
+            if m.value.qty == 13 {
+                Err(HandlerError::permanent("unlucky"))
+            } else {
+                Ok(())
+            }
+        })
+        .validate(Arc::new(|o: &Order| {
+            if o.qty > 0 {
+                Ok(())
+            } else {
+                Err("qty must be positive".into())
+            }
+        }));
+        assert_eq!(handler.handle(&raw(r#"{"qty": 2}"#)).await, Ok(()));
+        let bad_json = handler.handle(&raw("{oops")).await.unwrap_err();
+        assert_eq!(bad_json.kind(), ErrorKind::Invalid);
+        let invalid = handler.handle(&raw(r#"{"qty": 0}"#)).await.unwrap_err();
+        assert_eq!(invalid.kind(), ErrorKind::Invalid);
+        assert!(invalid.message().contains("qty must be positive"));
+        let permanent = handler.handle(&raw(r#"{"qty": 13}"#)).await.unwrap_err();
+        assert_eq!(permanent.kind(), ErrorKind::Permanent);
+    }
+
+    #[test]
+    fn std_errors_are_transient() {
+        let error: HandlerError = std::io::Error::other("db down").into();
+        assert_eq!(error.kind(), ErrorKind::Transient);
+        assert_eq!(error.to_string(), "transient error: db down");
+    }
+}

@@ -1,0 +1,184 @@
+//! [`HealthReport`]: whether a consumer is really consuming — running, polling, committing,
+//! making progress on its waiting records — with the details behind the verdict.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::circuit_breaker::CircuitState;
+use crate::consumer::PauseReason;
+
+/// One assigned partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionHealth {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Records fetched and not yet settled.
+    pub queued: usize,
+    /// Offset of the last settled record.
+    pub last_done_offset: Option<i64>,
+    /// Time since the partition last made progress.
+    #[serde(serialize_with = "millis")]
+    pub since_progress: Option<Duration>,
+    /// Why it is paused, if it is.
+    pub paused: Vec<PauseReason>,
+    /// Records behind the high watermark, when known.
+    pub lag: Option<i64>,
+}
+
+/// A consumer's health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthReport {
+    /// Consumer group.
+    pub group: String,
+    /// The verdict.
+    pub healthy: bool,
+    /// What makes it unhealthy (empty when healthy) or worth a look (open circuits).
+    pub problems: Vec<String>,
+    /// Whether the runtime is running.
+    pub running: bool,
+    /// Time since the poll loop last turned.
+    #[serde(serialize_with = "millis_plain")]
+    pub since_poll: Duration,
+    /// Time since the last commit and whether it succeeded.
+    pub last_commit: Option<CommitHealth>,
+    /// Assigned partitions.
+    pub partitions: Vec<PartitionHealth>,
+    /// Circuit breaker state by topic.
+    pub circuits: BTreeMap<String, CircuitState>,
+    /// Records fetched and not yet settled, all partitions.
+    pub in_flight: usize,
+}
+
+/// The last commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CommitHealth {
+    /// Milliseconds since it happened.
+    pub ago_ms: u64,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+impl HealthReport {
+    pub(crate) fn new(
+        group: &str,
+        running: bool,
+        since_poll: Duration,
+        last_commit: Option<(Duration, bool)>,
+        partitions: Vec<PartitionHealth>,
+        circuits: BTreeMap<String, CircuitState>,
+        stall_timeout: Duration,
+    ) -> Self {
+        let mut problems = Vec::new();
+        if !running {
+            problems.push("consumer is not running".to_owned());
+        } else if since_poll > stall_timeout {
+            problems.push(format!(
+                "poll loop silent for {} ms",
+                since_poll.as_millis()
+            ));
+        }
+        for p in &partitions {
+            let stalled = p.queued > 0
+                && p.since_progress.is_some_and(|d| d > stall_timeout)
+                && !p.paused.contains(&PauseReason::CircuitOpen);
+            if stalled {
+                problems.push(format!(
+                    "{}/{} stalled: {} records waiting, no progress for {} ms",
+                    p.topic,
+                    p.partition,
+                    p.queued,
+                    p.since_progress.unwrap_or_default().as_millis()
+                ));
+            }
+        }
+        let healthy = problems.is_empty();
+        for (topic, state) in &circuits {
+            if *state == CircuitState::Open {
+                problems.push(format!("circuit of {topic} is open"));
+            }
+        }
+        HealthReport {
+            group: group.to_owned(),
+            healthy,
+            problems,
+            running,
+            since_poll,
+            last_commit: last_commit.map(|(ago, ok)| CommitHealth {
+                ago_ms: ago.as_millis() as u64,
+                ok,
+            }),
+            in_flight: partitions.iter().map(|p| p.queued).sum(),
+            partitions,
+            circuits,
+        }
+    }
+}
+
+fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+        None => s.serialize_none(),
+    }
+}
+
+fn millis_plain<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(queued: usize, since: u64, paused: Vec<PauseReason>) -> PartitionHealth {
+        PartitionHealth {
+            topic: "orders".into(),
+            partition: 0,
+            queued,
+            last_done_offset: Some(3),
+            since_progress: Some(Duration::from_millis(since)),
+            paused,
+            lag: Some(10),
+        }
+    }
+
+    fn report(partitions: Vec<PartitionHealth>, running: bool, poll_ms: u64) -> HealthReport {
+        HealthReport::new(
+            "g",
+            running,
+            Duration::from_millis(poll_ms),
+            None,
+            partitions,
+            BTreeMap::new(),
+            Duration::from_secs(30),
+        )
+    }
+
+    #[test]
+    fn verdicts() {
+        assert!(report(vec![partition(5, 1_000, vec![])], true, 100).healthy);
+        // Idle partitions are fine however long they wait.
+        assert!(report(vec![partition(0, 100_000, vec![])], true, 100).healthy);
+        let stalled = report(vec![partition(5, 31_000, vec![])], true, 100);
+        assert!(!stalled.healthy);
+        assert!(
+            stalled.problems[0].contains("orders/0 stalled"),
+            "{:?}",
+            stalled.problems
+        );
+        // Waiting on an open circuit is deliberate, not a stall.
+        assert!(
+            report(
+                vec![partition(5, 31_000, vec![PauseReason::CircuitOpen])],
+                true,
+                100
+            )
+            .healthy
+        );
+        assert!(!report(vec![], false, 100).healthy);
+        assert!(!report(vec![], true, 31_000).healthy);
+    }
+}

@@ -1,0 +1,272 @@
+//! [`Router`]: the topic → handler registry (seed 002's `registerHandler<T>`, `unregisterHandler`,
+//! `hasHandler`, `getRegisteredTopics`, `clearHandlers`), with each topic's failure policy.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::batch::{BatchHandler, BatchOptions, BatchResult, TypedBatch};
+use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig};
+use crate::dead_letter::DeadLetter;
+use crate::handler::{Handler, HandlerResult, Raw, Typed};
+use crate::record::Message;
+use crate::retry::RetryPolicy;
+
+/// What happens to an invalid record (undecodable, or failing validation). Never retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InvalidPolicy {
+    /// Copy it to the dead-letter topic (default when the topic has one).
+    #[default]
+    DeadLetter,
+    /// Log it and move on.
+    Skip,
+}
+
+/// How a topic's records are handed over.
+#[derive(Clone)]
+pub enum Route {
+    /// One record at a time.
+    Single(Arc<dyn Handler>),
+    /// In batches.
+    Batch(Arc<dyn BatchHandler>, BatchOptions),
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Single(_) => f.write_str("Single"),
+            Route::Batch(_, options) => write!(f, "Batch({options:?})"),
+        }
+    }
+}
+
+/// A topic's handler and failure policy.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The handler.
+    pub route: Route,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+    /// Where failures go; `None` means failures that exhaust retries are logged and skipped.
+    pub dead_letter: Option<DeadLetter>,
+    /// Invalid records: dead-letter or skip.
+    pub invalid: InvalidPolicy,
+    /// Circuit breaker shared by the topic's partitions.
+    pub circuit_breaker: Option<Arc<CircuitBreaker>>,
+}
+
+impl Registration {
+    fn new(route: Route) -> Self {
+        Registration {
+            route,
+            retry: RetryPolicy::default(),
+            dead_letter: Some(DeadLetter::default()),
+            invalid: InvalidPolicy::DeadLetter,
+            circuit_breaker: None,
+        }
+    }
+
+    /// Sets the retry policy.
+    pub fn retry(&mut self, policy: RetryPolicy) -> &mut Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Sets the dead-letter policy (default `{topic}.dlq`).
+    pub fn dead_letter(&mut self, dead_letter: DeadLetter) -> &mut Self {
+        self.dead_letter = Some(dead_letter);
+        self
+    }
+
+    /// No dead-letter topic: exhausted and invalid records are logged and skipped.
+    pub fn no_dead_letter(&mut self) -> &mut Self {
+        self.dead_letter = None;
+        self
+    }
+
+    /// Sets what happens to invalid records.
+    pub fn on_invalid(&mut self, policy: InvalidPolicy) -> &mut Self {
+        self.invalid = policy;
+        self
+    }
+
+    /// Guards the handler with a circuit breaker.
+    pub fn circuit_breaker(&mut self, config: CircuitBreakerConfig) -> &mut Self {
+        self.circuit_breaker = Some(Arc::new(CircuitBreaker::new(config)));
+        self
+    }
+}
+
+/// The topic → handler registry a consumer runs.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    routes: BTreeMap<String, Registration>,
+}
+
+impl Router {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Router::default()
+    }
+
+    /// Handles `topic` with a closure over decoded JSON values.
+    ///
+    /// ```
+    /// # use kafkit::{Message, router::Router};
+    /// #[derive(serde::Deserialize)]
+    /// struct Order { id: u64 }
+    /// let mut router = Router::new();
+    /// router.register("orders", |order: Message<Order>| async move {
+    ///     println!("order {}", order.value.id);
+    ///     Ok(())
+    /// });
+    /// assert!(router.has_handler("orders"));
+    /// ```
+    pub fn register<T, F, Fut>(&mut self, topic: impl Into<String>, handler: F) -> &mut Registration
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(Message<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.register_handler(topic, Typed::new(handler))
+    }
+
+    /// Like [`Router::register`], validating each value first; a failed validation makes the
+    /// record invalid (never retried).
+    pub fn register_validated<T, F, Fut, V>(
+        &mut self,
+        topic: impl Into<String>,
+        validator: V,
+        handler: F,
+    ) -> &mut Registration
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(Message<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+        V: Fn(&T) -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.register_handler(topic, Typed::new(handler).validate(Arc::new(validator)))
+    }
+
+    /// Handles `topic` with a closure over raw records (non-JSON data).
+    pub fn register_raw<F, Fut>(
+        &mut self,
+        topic: impl Into<String>,
+        handler: F,
+    ) -> &mut Registration
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.register_handler(topic, Raw(handler))
+    }
+
+    /// Handles `topic` with any [`Handler`].
+    pub fn register_handler(
+        &mut self,
+        topic: impl Into<String>,
+        handler: impl Handler,
+    ) -> &mut Registration {
+        self.insert(topic.into(), Route::Single(Arc::new(handler)))
+    }
+
+    /// Handles `topic` in batches of decoded JSON values.
+    pub fn register_batch<T, F, Fut>(
+        &mut self,
+        topic: impl Into<String>,
+        options: BatchOptions,
+        handler: F,
+    ) -> &mut Registration
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(Vec<Message<T>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = BatchResult> + Send + 'static,
+    {
+        self.register_batch_handler(topic, options, TypedBatch::new(handler))
+    }
+
+    /// Handles `topic` in batches with any [`BatchHandler`].
+    pub fn register_batch_handler(
+        &mut self,
+        topic: impl Into<String>,
+        options: BatchOptions,
+        handler: impl BatchHandler,
+    ) -> &mut Registration {
+        self.insert(topic.into(), Route::Batch(Arc::new(handler), options))
+    }
+
+    /// Removes `topic`'s handler; true if there was one.
+    pub fn unregister(&mut self, topic: &str) -> bool {
+        self.routes.remove(topic).is_some()
+    }
+
+    /// Whether `topic` has a handler.
+    pub fn has_handler(&self, topic: &str) -> bool {
+        self.routes.contains_key(topic)
+    }
+
+    /// The registered topics, sorted.
+    pub fn topics(&self) -> Vec<&str> {
+        self.routes.keys().map(String::as_str).collect()
+    }
+
+    /// Removes every handler.
+    pub fn clear(&mut self) {
+        self.routes.clear();
+    }
+
+    /// `topic`'s registration.
+    pub fn get(&self, topic: &str) -> Option<&Registration> {
+        self.routes.get(topic)
+    }
+
+    /// Every registration by topic.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Registration)> {
+        self.routes.iter().map(|(t, r)| (t.as_str(), r))
+    }
+
+    fn insert(&mut self, topic: String, route: Route) -> &mut Registration {
+        // Re-registering a topic replaces its handler and resets its policy.
+        self.routes.insert(topic.clone(), Registration::new(route));
+        self.routes.get_mut(&topic).expect("just inserted")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_operations() {
+        let mut router = Router::new();
+        router.register("orders", |_: Message<serde_json::Value>| async { Ok(()) });
+        router
+            .register_raw("blobs", |_: Message| async { Ok(()) })
+            .retry(RetryPolicy::none())
+            .dead_letter(DeadLetter::template("{topic}_dlt"));
+        router.register_batch(
+            "events",
+            BatchOptions::default(),
+            |_: Vec<Message<u32>>| async { Ok(()) },
+        );
+        assert_eq!(router.topics(), ["blobs", "events", "orders"]);
+        assert!(router.has_handler("blobs"));
+        let blobs = router.get("blobs").unwrap();
+        assert_eq!(blobs.retry.max_attempts, 1);
+        assert_eq!(
+            blobs.dead_letter.as_ref().unwrap().topic_for("blobs"),
+            "blobs_dlt"
+        );
+        assert!(matches!(
+            router.get("events").unwrap().route,
+            Route::Batch(..)
+        ));
+        assert!(router.unregister("blobs"));
+        assert!(!router.unregister("blobs"));
+        assert!(!router.has_handler("blobs"));
+        router.clear();
+        assert!(router.topics().is_empty());
+    }
+}
