@@ -82,20 +82,28 @@ pub async fn read_with(
         .set("enable.auto.commit", "false")
         .create()
         .expect("reader consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("topic metadata");
+    let deadline = tokio::time::Instant::now() + timeout;
+    // The topic may not exist yet (a dead-letter topic created by a consumer that just
+    // started): wait for it within the timeout.
     let mut assignment = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            assignment
-                .add_partition_offset(topic, p.id(), Offset::Beginning)
-                .expect("valid partition");
+    loop {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("topic metadata");
+        for t in metadata.topics().iter().filter(|t| t.error().is_none()) {
+            for p in t.partitions() {
+                assignment
+                    .add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .expect("valid partition");
+            }
         }
+        if assignment.count() > 0 || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     consumer.assign(&assignment).expect("assign");
     let mut messages = Vec::with_capacity(count);
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut stream = consumer.stream();
     while messages.len() < count {
         match tokio::time::timeout_at(deadline, stream.next()).await {
@@ -105,4 +113,40 @@ pub async fn read_with(
         }
     }
     messages
+}
+
+/// Sends `records` and panics unless every one is acknowledged.
+pub async fn send(records: Vec<Record>) {
+    let producer = Producer::new(&config()).expect("producer");
+    for result in producer.send_batch(records).await {
+        result.expect("delivery");
+    }
+    producer.shutdown().await.expect("flush");
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The group's committed offset per partition of `topic` (`None` where it never committed),
+/// and the partitions' high watermarks.
+pub async fn committed(group: &str, topic: &str) -> Vec<(i32, Option<i64>, i64)> {
+    let admin = Admin::new(&config()).expect("admin");
+    admin
+        .group_lag(group, &[topic])
+        .await
+        .expect("group lag")
+        .into_iter()
+        .map(|l| (l.partition, l.committed, l.high_watermark))
+        .collect()
 }

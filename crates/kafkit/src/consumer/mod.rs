@@ -344,6 +344,7 @@ impl Consumer {
         poll.run(shutdown).await;
         let workers = poll.into_workers();
         self.drain(workers).await;
+        self.store_settled(&consumer);
         self.close(consumer).await
     }
 
@@ -365,6 +366,25 @@ impl Consumer {
             );
             for handle in &handles {
                 handle.abort();
+            }
+        }
+    }
+
+    /// Stores the last settled offset of every partition still assigned. Workers store in
+    /// steps; one stuck in a handler at shutdown never reaches its next step, so the records it
+    /// settled before are stored here. Records settle in offset order, so this is a true prefix.
+    fn store_settled(&self, consumer: &StreamConsumer<RuntimeContext>) {
+        let assigned = self.shared.assigned.lock().expect("not poisoned").clone();
+        let partitions = self.shared.partitions.lock().expect("not poisoned").clone();
+        for tp in assigned {
+            let Some(state) = partitions.get(&tp) else {
+                continue;
+            };
+            let last = state.last_done.load(Ordering::SeqCst);
+            if last >= 0 {
+                if let Err(error) = consumer.store_offset(&tp.0, tp.1, last) {
+                    tracing::debug!(topic = %tp.0, partition = tp.1, %error, "offset not stored at shutdown");
+                }
             }
         }
     }

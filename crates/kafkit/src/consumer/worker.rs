@@ -215,7 +215,6 @@ impl Running {
             let rest = batch.split_off(failed_at);
             if !batch.is_empty() {
                 self.finish(&batch, Outcome::Succeeded);
-                attempts = 0;
             }
             batch = rest;
             let decision = self.decide(&error.error, attempts, &batch[0]).await;
