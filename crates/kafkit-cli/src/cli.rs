@@ -60,6 +60,15 @@ pub enum Command {
         #[command(subcommand)]
         command: GroupsCommand,
     },
+    /// Browse dead-letter topics and replay their records to the original topics.
+    Dlt {
+        /// Connection.
+        #[command(flatten)]
+        connection: Connection,
+        /// What to do.
+        #[command(subcommand)]
+        command: DltCommand,
+    },
     /// Start the embedded development broker alone and print its address.
     Broker(BrokerArgs),
     /// Measure throughput against a broker.
@@ -78,6 +87,27 @@ pub struct ServeArgs {
     /// Topics to create on start, as NAME or NAME:PARTITIONS (comma-separated).
     #[arg(long, env = "KAFKIT_TOPICS", value_delimiter = ',')]
     pub topics: Vec<String>,
+    /// API keys and their topic grants: `KEY:write=GLOB|GLOB,read=GLOB;KEY2:read=*`
+    /// (see the README). Unset: no authentication, loopback only.
+    #[arg(long, env = "KAFKIT_API_KEYS", hide_env_values = true, value_parser = parse_secret)]
+    pub api_keys: Option<kafkit::Secret>,
+    /// Serve without API keys on a non-loopback address (anyone reaching it can produce).
+    #[arg(long, env = "KAFKIT_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+    /// PEM certificate chain: serve HTTPS (needs --tls-key).
+    #[arg(long, env = "KAFKIT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "KAFKIT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Longest an HTTP request may take before a 503 `request_timeout` (milliseconds).
+    #[arg(long, env = "KAFKIT_REQUEST_TIMEOUT", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+}
+
+/// Wraps a secret flag value so it never reaches `Debug` output.
+fn parse_secret(raw: &str) -> Result<kafkit::Secret, String> {
+    Ok(kafkit::Secret::new(raw))
 }
 
 /// `kafkit produce`.
@@ -158,6 +188,11 @@ pub enum TopicsCommand {
 pub enum GroupsCommand {
     /// List consumer groups.
     List,
+    /// State and member count of a group, with its committed offsets and lag.
+    Describe {
+        /// Group id.
+        group: String,
+    },
     /// Committed offsets and lag of a group, per partition.
     Lag {
         /// Group id.
@@ -165,6 +200,28 @@ pub enum GroupsCommand {
         /// Only these topics (default: every topic where the group committed).
         #[arg(long, short)]
         topic: Vec<String>,
+    },
+}
+
+/// `kafkit dlt …`.
+#[derive(Debug, Subcommand)]
+pub enum DltCommand {
+    /// Print dead-lettered records (oldest first) with their failure headers.
+    List {
+        /// The dead-letter topic, e.g. `orders.dlq`.
+        topic: String,
+        /// At most this many records.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        limit: usize,
+    },
+    /// Re-publish records to their original topics (from the original-topic headers, also
+    /// Spring's and Karafka's); safe to re-run, it continues where the last run stopped.
+    Replay {
+        /// The dead-letter topic, e.g. `orders.dlq`.
+        topic: String,
+        /// At most this many records.
+        #[arg(long, short = 'n', default_value_t = 10_000)]
+        limit: usize,
     },
 }
 

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -13,31 +14,59 @@ struct Gateway {
     base: String,
     /// The JSON log line announcing readiness.
     ready: Value,
+    /// Log lines, collected as the gateway writes them.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// reqwest is built with rustls and no bundled crypto provider: install ring, once.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An HTTP client.
+fn client() -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::new()
+}
+
+/// `kafkit serve` with no `KAFKA_*` / `KAFKIT_*` variable but the brokers, logging JSON.
+fn serve_command(brokers: Option<&str>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kafkit"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("KAFKA_") || name.starts_with("KAFKIT_") {
+            command.env_remove(name);
+        }
+    }
+    if let Some(brokers) = brokers {
+        command.env("KAFKA_BROKERS", brokers);
+    }
+    command.arg("serve").env("KAFKIT_LOG_FORMAT", "json");
+    command
 }
 
 impl Gateway {
     fn start(brokers: Option<&str>) -> Gateway {
+        Gateway::start_with(brokers, &[], &[])
+    }
+
+    /// `kafkit serve` with extra arguments and environment, on a free loopback port (plain
+    /// HTTP, or HTTPS when `--tls-cert` is among `args`).
+    fn start_with(brokers: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let port = {
             let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             socket.local_addr().unwrap().port()
         };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kafkit"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("KAFKA_") || name.starts_with("KAFKIT_") {
-                command.env_remove(name);
-            }
-        }
-        if let Some(brokers) = brokers {
-            command.env("KAFKA_BROKERS", brokers);
-        }
+        let mut command = serve_command(brokers);
         let mut child = command
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("KAFKIT_LOG_FORMAT", "json")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait for the readiness line, and keep draining the log afterwards.
+        // Wait for the readiness line, and keep collecting the log afterwards.
+        let log = Arc::new(Mutex::new(Vec::new()));
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let ready = loop {
             let line = lines
@@ -45,16 +74,36 @@ impl Gateway {
                 .expect("gateway exited before it was ready")
                 .unwrap();
             let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            log.lock().unwrap().push(line);
             if entry["message"] == "kafkit gateway ready" {
                 break entry;
             }
         };
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn({
+            let log = Arc::clone(&log);
+            move || {
+                for line in lines.map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            }
+        });
+        // HTTPS goes to the name the test certificate is for.
+        let base = if args.contains(&"--tls-cert") {
+            format!("https://localhost:{port}")
+        } else {
+            format!("http://127.0.0.1:{port}")
+        };
         Gateway {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             ready,
+            log,
         }
+    }
+
+    /// Every log line so far.
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     fn url(&self, path: &str) -> String {
@@ -80,7 +129,7 @@ impl Drop for Gateway {
 async fn send_and_send_batch_write_exactly_what_was_asked() {
     let topic = testkit::topic("gw", 3).await;
     let gateway = Gateway::start(Some(&testkit::brokers()));
-    let http = reqwest::Client::new();
+    let http = client();
 
     // One JSON record with key, headers and explicit partition.
     let response = http
@@ -173,7 +222,7 @@ async fn send_and_send_batch_write_exactly_what_was_asked() {
 async fn bad_requests_get_json_errors_and_produce_nothing() {
     let topic = testkit::topic("gw-bad", 1).await;
     let gateway = Gateway::start(Some(&testkit::brokers()));
-    let http = reqwest::Client::new();
+    let http = client();
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
         (
             "malformed JSON",
@@ -271,7 +320,7 @@ async fn bad_requests_get_json_errors_and_produce_nothing() {
 #[tokio::test]
 async fn health_reports_liveness_and_readiness() {
     let gateway = Gateway::start(Some(&testkit::brokers()));
-    let http = reqwest::Client::new();
+    let http = client();
     let live = http.get(gateway.url("/health/live")).send().await.unwrap();
     assert_eq!(live.status(), 200);
     let ready = http.get(gateway.url("/health/ready")).send().await.unwrap();
@@ -297,7 +346,7 @@ async fn serve_without_configuration_runs_on_the_embedded_broker() {
     let gateway = Gateway::start(None);
     assert_eq!(gateway.ready["embedded"], true);
     let address = gateway.ready["brokers"].as_str().unwrap().to_owned();
-    let http = reqwest::Client::new();
+    let http = client();
     let response = http
         .post(gateway.url("/kafka/send"))
         .json(&json!({"topic": "hello", "key": "k", "value": {"greeting": "hi"}}))
@@ -329,4 +378,228 @@ async fn serve_without_configuration_runs_on_the_embedded_broker() {
     assert_eq!(record["value"], json!({"greeting": "hi"}));
     assert_eq!(record["key"], "k");
     assert!(gateway.terminate().success());
+}
+
+#[tokio::test]
+async fn api_keys_are_enforced_and_never_logged() {
+    let allowed = testkit::topic("gw-auth", 1).await;
+    let other = testkit::topic("gw-auth-no", 1).await;
+    let secret = "k-3f9a-very-secret";
+    let keys = format!("{secret}:write={allowed},read=*");
+    // Debug logs on, so that a leak would show.
+    let gateway = Gateway::start_with(
+        Some(&testkit::brokers()),
+        &[],
+        &[("KAFKIT_API_KEYS", &keys), ("RUST_LOG", "debug")],
+    );
+    assert_eq!(gateway.ready["authenticated"], true);
+    let http = client();
+    let send = |topic: &str, key: Option<&str>| {
+        let request = http
+            .post(gateway.url("/kafka/send"))
+            .json(&json!({"topic": topic, "value": 1}));
+        match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    };
+    // No key, a wrong key: 401. A topic outside the key's list: 403.
+    assert_eq!(send(&allowed, None).send().await.unwrap().status(), 401);
+    assert_eq!(
+        send(&allowed, Some("guess")).send().await.unwrap().status(),
+        401
+    );
+    let forbidden = send(&other, Some(secret)).send().await.unwrap();
+    assert_eq!(forbidden.status(), 403);
+    let body: Value = forbidden.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+    // The right key and topic: 200. Health stays open.
+    assert_eq!(
+        send(&allowed, Some(secret)).send().await.unwrap().status(),
+        200
+    );
+    let live = http.get(gateway.url("/health/live")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    // Exactly the authorized record was written.
+    assert_eq!(
+        testkit::read(&allowed, 2, Duration::from_secs(3))
+            .await
+            .len(),
+        1
+    );
+    assert!(
+        testkit::read(&other, 1, Duration::from_secs(2))
+            .await
+            .is_empty()
+    );
+    let log = gateway.log();
+    assert!(gateway.terminate().success());
+    assert!(log.contains("key#1"), "the key's name is logged: {log}");
+    assert!(!log.contains(secret), "the key leaked into the log");
+}
+
+#[test]
+fn a_public_address_needs_keys_or_an_explicit_opt_out() {
+    let brokers = testkit::brokers();
+    // Without keys on 0.0.0.0 the gateway refuses to start, and says why.
+    let output = serve_command(Some(&brokers))
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to serve"), "{stderr}");
+    assert!(stderr.contains("KAFKIT_API_KEYS"), "{stderr}");
+    // A malformed key list is refused too, without echoing the key.
+    let output = serve_command(Some(&brokers))
+        .env("KAFKIT_API_KEYS", "topsecret:delete=*")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("KAFKIT_API_KEYS: key#1: unknown grant"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("topsecret"), "{stderr}");
+    // With the explicit opt-out it starts.
+    let mut child = serve_command(Some(&brokers))
+        .args(["--listen", "0.0.0.0:0"])
+        .env("KAFKIT_ALLOW_UNAUTHENTICATED", "true")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.contains("kafkit gateway ready"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let ready: Value = serde_json::from_str(&ready.expect("started")).unwrap();
+    assert_eq!(ready["authenticated"], false);
+}
+
+#[tokio::test]
+async fn serves_https_with_the_given_certificate() {
+    // A self-signed certificate for localhost, written where the gateway can read it.
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(testkit::unique("kafkit-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let gateway = Gateway::start_with(
+        Some(&testkit::brokers()),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(gateway.ready["tls"], true);
+    // A client trusting that certificate talks HTTPS.
+    install_crypto_provider();
+    let https = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let topic = testkit::topic("gw-tls", 1).await;
+    let response = https
+        .post(gateway.url("/kafka/send"))
+        .json(&json!({"topic": topic, "value": {"over": "tls"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let read = testkit::read(&topic, 1, Duration::from_secs(10)).await;
+    assert_eq!(read[0].json::<Value>().unwrap(), json!({"over": "tls"}));
+    // Plain HTTP on the same port gets no HTTP answer.
+    let plain = client()
+        .get(gateway.url("/health/live").replace("https://", "http://"))
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    assert!(gateway.terminate().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_loses_no_acknowledged_record() {
+    let topic = testkit::topic("gw-load", 3).await;
+    let gateway = Gateway::start(Some(&testkit::brokers()));
+    let http = client();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Eight clients send unique keys until the gateway stops answering (or a bound is hit).
+    let mut clients = Vec::new();
+    for client in 0..8 {
+        let (http, url, topic, stop) = (
+            http.clone(),
+            gateway.url("/kafka/send"),
+            topic.clone(),
+            Arc::clone(&stop),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..20_000 {
+                let key = format!("c{client}-{i}");
+                let response = http
+                    .post(&url)
+                    .json(&json!({"topic": topic, "key": key, "value": i}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().is_success() => {
+                        let body: Value = r.json().await.unwrap();
+                        let partition = body["partition"].as_i64().unwrap() as i32;
+                        acknowledged.push((key, partition, body["offset"].as_i64().unwrap()));
+                    }
+                    // Refused or cut off by the shutdown: stop this client.
+                    _ if stop.load(std::sync::atomic::Ordering::SeqCst) => break,
+                    Ok(r) => panic!("{key}: {} before shutdown", r.status()),
+                    Err(e) => panic!("{key}: {e} before shutdown"),
+                }
+            }
+            acknowledged
+        }));
+    }
+    // SIGTERM mid-load.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let status = tokio::task::spawn_blocking(move || gateway.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut acknowledged = Vec::new();
+    for client in clients {
+        acknowledged.extend(client.await.unwrap());
+    }
+    assert!(!acknowledged.is_empty());
+    // Every acknowledged record is in Kafka at the partition and offset it was answered with,
+    // and nothing else is: the topic holds exactly as many records as were acknowledged.
+    let stored = kafkit::Admin::new(&testkit::config())
+        .unwrap()
+        .describe_topic(&topic)
+        .await
+        .unwrap()
+        .record_count();
+    assert_eq!(stored, acknowledged.len() as i64);
+    let read = testkit::read(&topic, acknowledged.len(), Duration::from_secs(30)).await;
+    let found: std::collections::HashSet<(String, i32, i64)> = read
+        .iter()
+        .map(|m| {
+            let key = String::from_utf8(m.key.clone().unwrap()).unwrap();
+            (key, m.partition, m.offset)
+        })
+        .collect();
+    for record in &acknowledged {
+        assert!(
+            found.contains(record),
+            "{record:?} acknowledged but not in Kafka"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod broker;
 mod consume;
+mod dlt;
 mod groups;
 mod produce;
 mod topics;
@@ -26,6 +27,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             connection,
             command,
         } => groups::run(&connection, command).await,
+        Command::Dlt {
+            connection,
+            command,
+        } => dlt::run(&connection, command).await,
         Command::Broker(args) => broker::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }

@@ -1,11 +1,15 @@
-//! `ApiError`: the one error body of the gateway, `{"error": {"code", "message"}}`, and the
-//! JSON extractor whose rejections use it.
+//! `ApiError`: the one error body of the gateway, `{"error": {"code", "message"}}`, the JSON
+//! extractor whose rejections use it, and the middleware that gives the same body to the
+//! errors tower layers answer on their own (timeouts, body limits, unknown routes).
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An HTTP error with a stable code and a message safe to show to clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +30,20 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+
+    /// An error with any status.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 404 with `code` and `message`.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
     /// The HTTP status a kafkit error deserves.
@@ -53,27 +71,37 @@ impl From<kafkit::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: &'a str,
+/// A stable code and a message naming the problem.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `unknown_topic`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl From<ApiError> for ErrorDetail {
+    fn from(error: ApiError) -> Self {
+        ErrorDetail {
+            code: error.code.to_owned(),
+            message: error.message,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Detail {
-                code: self.code,
-                message: &self.message,
-            },
-        };
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        let status = self.status;
+        let body = ErrorBody { error: self.into() };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -117,4 +145,57 @@ where
             }
         }
     }
+}
+
+/// `axum::extract::Query`, with rejections reported as [`ApiError`] (`400 invalid_query`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+    }
+}
+
+/// Middleware: an error answered without a JSON body (by the timeout or body-limit layers, or
+/// axum's own 404 and 405) gets the gateway's error body, so clients parse one shape only.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed here"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body is too large"),
+        // Only the timeout layer answers 503 without a body.
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => (
+            "request_timeout",
+            "the request did not complete in time; it may still take effect",
+        ),
+        _ if status.is_client_error() => ("bad_request", "the request was refused"),
+        _ => ("internal", "the gateway failed to answer"),
+    };
+    let mut answer = ApiError::new(status, code, message).into_response();
+    // Keep what outer layers set (e.g. `allow` on a 405).
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
 }

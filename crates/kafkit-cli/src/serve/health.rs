@@ -2,29 +2,47 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
 /// How long readiness waits for the cluster before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/health/live", get(health_live))
-        .route("/health/ready", get(health_ready))
-        .route("/metrics", get(metrics_render))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health_live))
+        .routes(routes!(health_ready))
+        .routes(routes!(metrics_render))
 }
 
-async fn health_live() -> Json<serde_json::Value> {
+/// The process answers (always open, no API key).
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    responses((status = 200, description = "Up", body = Object, example = json!({"status": "up"})))
+)]
+pub async fn health_live() -> Json<serde_json::Value> {
     Json(json!({"status": "up"}))
 }
 
-async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+/// Brokers reachable and producer open (always open, no API key).
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready, with the checks' details", body = Object),
+        (status = 503, description = "Not ready, with the failing checks", body = Object),
+    )
+)]
+pub async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let cluster = tokio::time::timeout(READY_TIMEOUT, state.admin.describe_cluster()).await;
     let brokers = match &cluster {
         Ok(Ok(info)) if !info.brokers.is_empty() => {
@@ -56,11 +74,70 @@ async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<serde_
     )
 }
 
-async fn metrics_render(
+/// Prometheus metrics in the text exposition format (open, no API key).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Metrics", body = String, content_type = "text/plain"))
+)]
+pub async fn metrics_render(
     State(state): State<AppState>,
 ) -> ([(&'static str, &'static str); 1], String) {
     (
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use serde_json::json;
+
+    use super::super::router;
+    use super::super::testing::{call, get, post, state, state_with_keys};
+
+    #[tokio::test]
+    async fn health_and_metrics_answer_without_a_key() {
+        // Keys are configured, yet operations endpoints stay open.
+        let app = router(state_with_keys("k:write=*"));
+        let live = call(&app, get("/health/live")).await;
+        assert_eq!(live.status, StatusCode::OK);
+        assert_eq!(live.body, json!({"status": "up"}));
+        let ready = call(&app, get("/health/ready")).await;
+        assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+        assert_eq!(ready.body["status"], "ready");
+        assert_eq!(ready.body["checks"]["producer"]["status"], "up");
+        let metrics = call(&app, get("/metrics")).await;
+        assert_eq!(metrics.status, StatusCode::OK);
+        assert_eq!(metrics.headers["content-type"], "text/plain; version=0.0.4");
+        // Requests are counted under their route template.
+        assert!(
+            metrics.text.contains(
+                r#"kafkit_http_requests_total{method="GET",route="/health/ready",status="200"} 1"#
+            ),
+            "{}",
+            metrics.text
+        );
+    }
+
+    #[tokio::test]
+    async fn readiness_fails_with_details_when_the_producer_is_closed() {
+        let state = state();
+        state.producer.shutdown().await.unwrap();
+        let app = router(state);
+        let ready = call(&app, get("/health/ready")).await;
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready.body["status"], "not_ready");
+        assert_eq!(ready.body["checks"]["producer"]["status"], "closed");
+        // A closed producer refuses sends with a 503.
+        let answer = call(
+            &app,
+            post("/kafka/send", &json!({"topic": "t", "value": 1})),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.body["error"]["code"], "producer_closed");
+    }
 }

@@ -1,27 +1,77 @@
 //! `kafkit serve`: the HTTP gateway. `router(state)` builds the whole app so tests can call it
-//! without a socket; `run` wires configuration, the cluster, signals and graceful shutdown.
+//! without a socket; `run` wires configuration, the cluster, the listener (plain or TLS),
+//! signals and graceful shutdown.
 
+mod auth;
+mod browse;
 mod error;
+#[cfg(test)]
+mod fuzz;
+mod groups;
 mod health;
 mod http_metrics;
+mod idempotency;
+mod known_topics;
+mod openapi;
 mod produce;
+#[cfg(test)]
+mod testing;
+mod tls;
+mod topics;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use axum::Router;
-use kafkit::{Admin, Cluster, Metrics, Producer};
+use anyhow::{Context, anyhow, bail};
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::{Extension, Router};
+use kafkit::{Admin, Cluster, KafkaConfig, Metrics, Producer};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::cli::ServeArgs;
+
+pub use auth::ApiKeys;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Most records one `/kafka/send-batch` request may carry.
 pub const MAX_BATCH_RECORDS: usize = 1_000;
+/// Largest record (key, headers and value) accepted: Kafka's default `max.message.bytes`.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Default limit for a whole HTTP request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a send waits for room in a full producer queue before answering 429.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(100);
+/// Longest wait for open connections to finish once shutdown began.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request and response header carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Time limits of the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest wait for the broker within a request (a send's acknowledgement, a browse): the
+    /// shorter of `KAFKA_REQUEST_TIMEOUT` and `KAFKA_DELIVERY_TIMEOUT`.
+    pub broker_timeout: Duration,
+    /// Longest a whole request may take (`--request-timeout-ms`).
+    pub request_timeout: Duration,
+}
+
+impl Limits {
+    /// Limits derived from the client configuration.
+    pub fn from_config(config: &KafkaConfig) -> Self {
+        Limits {
+            broker_timeout: config.request_timeout.min(config.delivery_timeout),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -30,15 +80,27 @@ pub struct AppState {
     pub producer: Producer,
     /// Admin client, for readiness and read endpoints.
     pub admin: Arc<Admin>,
+    /// Client configuration, for the readers of the browse endpoint.
+    pub config: Arc<KafkaConfig>,
     /// The process's metrics registry.
     pub metrics: Metrics,
     /// HTTP request metrics, registered in `metrics`.
     pub http: http_metrics::HttpMetrics,
+    /// API keys; `None` leaves the gateway open.
+    pub keys: Option<Arc<ApiKeys>>,
+    /// Answers by request `Idempotency-Key`.
+    pub request_replies: idempotency::IdempotencyCache<produce::Reply>,
+    /// Deliveries by record `idempotency_key`.
+    pub record_replies: idempotency::IdempotencyCache<produce::SendResult>,
+    /// Topic existence checks when auto-creation is off.
+    pub known_topics: Arc<known_topics::KnownTopics>,
+    /// Time limits.
+    pub limits: Limits,
 }
 
 impl AppState {
-    /// State for a cluster reachable with `config`.
-    pub fn new(config: &kafkit::KafkaConfig, cluster: &Cluster) -> anyhow::Result<Self> {
+    /// State for a cluster reachable with `config`, open (no API keys).
+    pub fn new(config: &KafkaConfig, cluster: &Cluster) -> anyhow::Result<Self> {
         let metrics = Metrics::default();
         let producer = Producer::builder(config)
             .enqueue_timeout(ENQUEUE_TIMEOUT)
@@ -52,23 +114,80 @@ impl AppState {
         Ok(AppState {
             producer,
             admin: Arc::new(admin),
+            config: Arc::new(config.clone()),
             metrics,
             http,
+            keys: None,
+            request_replies: idempotency::IdempotencyCache::default(),
+            record_replies: idempotency::IdempotencyCache::default(),
+            known_topics: Arc::new(known_topics::KnownTopics::new(
+                config.allow_auto_topic_creation,
+            )),
+            limits: Limits::from_config(config),
         })
+    }
+
+    /// Requires one of `keys` on every topic and group endpoint.
+    #[must_use]
+    pub fn with_api_keys(mut self, keys: ApiKeys) -> Self {
+        self.keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// Overrides the time limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application. Layers, outermost first: request id, tracing span, request id
+/// echo, JSON bodies for layer-made errors, body limit, HTTP metrics, request timeout.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(produce::routes())
+        .merge(topics::routes())
+        .merge(groups::routes())
         .merge(health::routes())
+        .merge(openapi::routes())
+        .split_for_parts();
+    let document = openapi::Document(Arc::new(
+        document.to_json().expect("the OpenAPI document serializes"),
+    ));
+    routes
+        .layer(Extension(document))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.limits.request_timeout,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             http_metrics::track,
         ))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The span every log line of a request carries: its id, method, path and (once known) the
+/// API key's name, never the key.
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        caller = tracing::field::Empty,
+    )
 }
 
 /// Runs the gateway until SIGINT/SIGTERM, then stops accepting, finishes in-flight requests and
@@ -79,9 +198,42 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("KAFKA_ENABLED=false: the gateway has nothing to serve; exiting");
         return Ok(());
     }
+    let keys = args
+        .api_keys
+        .as_ref()
+        .map(|raw| ApiKeys::parse(raw.expose()))
+        .transpose()
+        .map_err(|reason| anyhow!("KAFKIT_API_KEYS: {reason}"))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    if keys.is_none() && !local.ip().is_loopback() {
+        if !args.allow_unauthenticated {
+            bail!(
+                "refusing to serve {local} without API keys: anyone reaching it could produce. \
+                 Set KAFKIT_API_KEYS, listen on a loopback address, or pass \
+                 --allow-unauthenticated (KAFKIT_ALLOW_UNAUTHENTICATED=true)"
+            );
+        }
+        tracing::warn!(listen = %local, "serving without API keys on a non-loopback address");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::load(cert, key).await?),
+        _ => None,
+    };
+
     let cluster = Cluster::from_config(&config)?;
     let config = cluster.configure(&config);
-    let state = AppState::new(&config, &cluster)?;
+    let limits = Limits {
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        ..Limits::from_config(&config)
+    };
+    let mut state = AppState::new(&config, &cluster)?.with_limits(limits);
+    let authenticated = keys.is_some();
+    if let Some(keys) = keys {
+        state = state.with_api_keys(keys);
+    }
     if !args.topics.is_empty() {
         let specs = args
             .topics
@@ -94,20 +246,126 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("creating --topics")?;
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %local,
         brokers = %cluster.bootstrap_servers(),
         embedded = cluster.embedded().is_some(),
+        tls = tls.is_some(),
+        authenticated,
         "kafkit gateway ready"
     );
-    axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(kafkit::shutdown::signal())
-        .await?;
+    let app = router(state.clone());
+    match tls {
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            tokio::spawn({
+                let handle = handle.clone();
+                async move {
+                    kafkit::shutdown::signal().await;
+                    handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
+                }
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, tls)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await?;
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(kafkit::shutdown::signal())
+                .await?;
+        }
+    }
     state.producer.shutdown().await?;
     tracing::info!("gateway stopped cleanly");
     drop(cluster);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::json;
+
+    use super::testing::{call, get, post, state, state_with};
+    use super::*;
+
+    #[tokio::test]
+    async fn every_answer_carries_a_request_id_echoed_or_generated() {
+        let app = router(state());
+        // A client's id comes back unchanged.
+        let mut request = get("/health/live");
+        request
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, "client-id-1".parse().unwrap());
+        let answer = call(&app, request).await;
+        assert_eq!(answer.headers[REQUEST_ID_HEADER], "client-id-1");
+        // Without one, the gateway makes a UUID, errors included.
+        let answer = call(&app, get("/no/such/route")).await;
+        let id = answer.headers[REQUEST_ID_HEADER].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
+
+    #[tokio::test]
+    async fn layer_errors_use_the_json_error_body() {
+        let app = router(state());
+        // Unknown route and wrong method.
+        let answer = call(&app, get("/no/such/route")).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert_eq!(answer.body["error"]["code"], "not_found");
+        let answer = call(&app, get("/kafka/send")).await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(answer.body["error"]["code"], "method_not_allowed");
+        assert_eq!(answer.headers["allow"], "POST");
+        // A body announced over the limit is refused before it is read.
+        let request = Request::post("/kafka/send")
+            .header("content-type", "application/json")
+            .header("content-length", MAX_BODY_BYTES + 1)
+            .body(Body::from(vec![b' '; MAX_BODY_BYTES + 1]))
+            .unwrap();
+        let answer = call(&app, request).await;
+        assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(answer.body["error"]["code"], "body_too_large");
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_time_limit_is_a_json_503() {
+        // An unreachable broker keeps the send waiting longer than the request may take.
+        let mut config = KafkaConfig::new(["127.0.0.1:1"]);
+        config.request_timeout = Duration::from_secs(2);
+        config.delivery_timeout = Duration::from_secs(2);
+        let limits = Limits {
+            broker_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(50),
+        };
+        let app = router(state_with(&config).with_limits(limits));
+        let answer = call(
+            &app,
+            post("/kafka/send", &json!({"topic": "t", "value": 1})),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            answer.text
+        );
+        assert_eq!(answer.body["error"]["code"], "request_timeout");
+    }
+
+    #[test]
+    fn limits_follow_the_client_configuration() {
+        let mut config = KafkaConfig::new(["b:9092"]);
+        config.request_timeout = Duration::from_secs(7);
+        assert_eq!(
+            Limits::from_config(&config).broker_timeout,
+            Duration::from_secs(7)
+        );
+        config.delivery_timeout = Duration::from_secs(3);
+        assert_eq!(
+            Limits::from_config(&config).broker_timeout,
+            Duration::from_secs(3)
+        );
+    }
 }

@@ -1,0 +1,135 @@
+//! Property test of the whole router: arbitrary JSON bodies and arbitrary paths never get a
+//! 5xx and never panic. The state is on the test broker with topic auto-creation off, so
+//! random topic names are answered 404 instead of littering the broker with topics.
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::router;
+use super::testing::{call, config, state_with};
+
+/// One runtime and one app for every case: building a producer per case would dominate.
+fn fixture() -> &'static (tokio::runtime::Runtime, Router, String) {
+    static FIXTURE: OnceLock<(tokio::runtime::Runtime, Router, String)> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let topic = runtime.block_on(testkit::topic("fuzz", 2));
+        let mut config = config();
+        config.allow_auto_topic_creation = false;
+        let app = runtime.block_on(async { router(state_with(&config)) });
+        (runtime, app, topic)
+    })
+}
+
+/// Any JSON value, a few levels deep.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,10}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A message that is often nearly valid: real field names with arbitrary values.
+fn message(topic: String) -> impl Strategy<Value = Value> {
+    (
+        prop_oneof![
+            Just(Value::String(topic)),
+            "[a-z.]{1,8}".prop_map(Value::String),
+            any_json()
+        ],
+        any_json(),
+        prop_oneof![
+            Just(json!("json")),
+            Just(json!("string")),
+            Just(json!("base64")),
+            any_json()
+        ],
+        prop::option::of(-2i64..4),
+        any_json(),
+    )
+        .prop_map(|(topic, value, encoding, partition, headers)| {
+            let mut message = json!({"topic": topic, "value": value, "encoding": encoding});
+            if let Some(p) = partition {
+                message["partition"] = json!(p);
+            }
+            if headers.is_object() {
+                message["headers"] = headers;
+            }
+            message
+        })
+}
+
+/// Path segments: topic-like names, URL-encoded oddities and plain noise.
+fn segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z0-9._-]{1,12}",
+        "(%[0-9A-F]{2}){1,3}",
+        "[a-z]{0,3}[~!$&'()*+,;=:@]{1,3}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn produce_endpoints_never_answer_5xx(
+        body in prop_oneof![
+            any_json(),
+            message(fixture().2.clone()),
+            prop::collection::vec(message(fixture().2.clone()), 0..4)
+                .prop_map(|messages| json!({"messages": messages})),
+        ],
+        batch in any::<bool>(),
+    ) {
+        let (runtime, app, _) = fixture();
+        let path = if batch { "/kafka/send-batch" } else { "/kafka/send" };
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let answer = runtime.block_on(call(app, request));
+        prop_assert!(answer.status.as_u16() < 500, "{path} {body} -> {} {}", answer.status, answer.text);
+        prop_assert!(answer.status.is_success() || answer.body["error"]["code"].is_string()
+            || answer.body["status"] == "failed", "{}", answer.text);
+    }
+
+    #[test]
+    fn read_endpoints_never_answer_5xx(
+        root in prop_oneof![Just("topics".to_owned()), Just("groups".to_owned()), "[a-z]{1,6}"],
+        segments in prop::collection::vec(segment(), 0..3),
+        known in any::<bool>(),
+        query in prop::option::of("[a-z]{1,9}=[-0-9a-z]{0,6}(&[a-z]{1,9}=[-0-9]{0,4}){0,2}"),
+    ) {
+        let (runtime, app, topic) = fixture();
+        let mut path = format!("/{root}");
+        for (i, segment) in segments.iter().enumerate() {
+            path.push('/');
+            path.push_str(if known && i == 0 { topic } else { segment });
+        }
+        if let Some(query) = &query {
+            path.push('?');
+            path.push_str(query);
+        }
+        let Ok(request) = Request::get(path.as_str()).body(Body::empty()) else {
+            return Ok(());
+        };
+        let answer = runtime.block_on(call(app, request));
+        prop_assert!(answer.status.as_u16() < 500, "{path} -> {} {}", answer.status, answer.text);
+    }
+}

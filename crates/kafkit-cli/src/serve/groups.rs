@@ -1,0 +1,209 @@
+//! The consumer-group read API: `GET /groups` and `GET /groups/{group}` (committed offsets and
+//! lag per partition). Group names are not topics: any valid key may list them, and a group's
+//! lag shows only the partitions of topics the key may read.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+
+/// Longest group id accepted (Kafka's own limit is the request size; this keeps logs sane).
+const MAX_GROUP_LEN: usize = 255;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(groups_list))
+        .routes(routes!(groups_describe))
+}
+
+/// A consumer group.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupSummary {
+    /// Group id.
+    pub name: String,
+    /// State as the broker reports it (`Stable`, `Empty`, …).
+    pub state: String,
+    /// Protocol type (`consumer` for consumer groups).
+    pub protocol_type: String,
+    /// Members the broker reported.
+    pub members: usize,
+}
+
+/// A group's position in one partition.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionLagView {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset the group will read; `null` when it never committed here.
+    pub committed: Option<i64>,
+    /// Offset the next record will get.
+    pub high_watermark: i64,
+    /// Records the group has yet to process.
+    pub lag: i64,
+}
+
+/// A group's committed offsets and lag.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupDetail {
+    /// Group id.
+    pub group: String,
+    /// Sum of `lag` over the partitions shown.
+    pub total_lag: i64,
+    /// Partitions where the group committed, by topic and partition.
+    pub partitions: Vec<PartitionLagView>,
+}
+
+/// List consumer groups.
+#[utoipa::path(
+    get,
+    path = "/groups",
+    tag = "groups",
+    responses(
+        (status = 200, description = "Groups, by name", body = Vec<GroupSummary>),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 503, description = "Broker unreachable", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn groups_list(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<Vec<GroupSummary>>, ApiError> {
+    let groups = state.admin.list_groups().await?;
+    Ok(Json(
+        groups
+            .into_iter()
+            .map(|g| GroupSummary {
+                name: g.name,
+                state: g.state,
+                protocol_type: g.protocol_type,
+                members: g.members,
+            })
+            .collect(),
+    ))
+}
+
+/// A group's committed offsets and lag per partition.
+#[utoipa::path(
+    get,
+    path = "/groups/{group}",
+    tag = "groups",
+    params(("group" = String, Path, description = "Group id")),
+    responses(
+        (status = 200, description = "The group's lag", body = GroupDetail),
+        (status = 400, description = "Invalid group id", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "Unknown group", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn groups_describe(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(group): Path<String>,
+) -> Result<Json<GroupDetail>, ApiError> {
+    if group.is_empty() || group.len() > MAX_GROUP_LEN {
+        return Err(ApiError::bad_request(
+            "invalid_group",
+            format!("a group id has 1 to {MAX_GROUP_LEN} characters"),
+        ));
+    }
+    let lags = state.admin.group_lag(&group, &[]).await?;
+    // No committed offset anywhere: tell an unknown group from an idle one.
+    if lags.is_empty()
+        && !state
+            .admin
+            .list_groups()
+            .await?
+            .iter()
+            .any(|g| g.name == group)
+    {
+        return Err(ApiError::not_found(
+            "unknown_group",
+            format!("consumer group {group:?} does not exist"),
+        ));
+    }
+    let partitions: Vec<PartitionLagView> = lags
+        .into_iter()
+        .filter(|l| caller.may_read(&l.topic))
+        .map(|l| PartitionLagView {
+            topic: l.topic,
+            partition: l.partition,
+            committed: l.committed,
+            high_watermark: l.high_watermark,
+            lag: l.lag,
+        })
+        .collect();
+    Ok(Json(GroupDetail {
+        total_lag: partitions.iter().map(|p| p.lag).sum(),
+        group,
+        partitions,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use kafkit::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use kafkit::rdkafka::{Offset, TopicPartitionList};
+    use serde_json::json;
+
+    use super::super::router;
+    use super::super::testing::{bearer, call, config, get, state, state_with_keys};
+
+    /// Commits `offset` for `group` in partition 0 of `topic`, as a consumer would.
+    async fn commit(group: &str, topic: &str, offset: i64) {
+        let consumer: BaseConsumer = config().to_consumer_config(group).create().unwrap();
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(topic, 0, Offset::Offset(offset))
+            .unwrap();
+        tokio::task::spawn_blocking(move || {
+            consumer.commit(&offsets, CommitMode::Sync).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_group_shows_its_committed_offsets_and_lag() {
+        let topic = testkit::topic("rt-lag", 1).await;
+        testkit::populate(&topic, 5, 1).await;
+        let group = testkit::unique("rt-group");
+        commit(&group, &topic, 2).await;
+        let app = router(state());
+        let answer = call(&app, get(&format!("/groups/{group}"))).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert_eq!(
+            answer.body,
+            json!({"group": group, "total_lag": 3, "partitions": [
+                {"topic": topic, "partition": 0, "committed": 2, "high_watermark": 5, "lag": 3}
+            ]})
+        );
+        // The list answers with an array of groups.
+        let answer = call(&app, get("/groups")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert!(answer.body.is_array());
+        // A group that never committed anywhere and is not listed: 404.
+        let answer = call(&app, get(&format!("/groups/{}", testkit::unique("nope")))).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert_eq!(answer.body["error"]["code"], "unknown_group");
+        // A key sees the lag of the topics it may read only.
+        let app = router(state_with_keys("viewer:read=other-*"));
+        assert_eq!(
+            call(&app, get("/groups")).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let answer = call(&app, bearer(get(&format!("/groups/{group}")), "viewer")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body["partitions"], json!([]));
+    }
+}

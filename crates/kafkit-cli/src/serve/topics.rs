@@ -1,0 +1,433 @@
+//! The topic read API: `GET /topics`, `GET /topics/{topic}` (partitions, watermarks, configs)
+//! and `GET /topics/{topic}/messages` (browse records of one partition). A caller sees only the
+//! topics its key may read.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use kafkit::admin::PartitionInfo;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::auth::Caller;
+use super::browse::{self, BrowsedMessage};
+use super::error::{ApiError, ApiQuery, ErrorBody};
+use super::known_topics::lookup_error;
+
+/// Records one browse request returns by default.
+pub const DEFAULT_BROWSE_LIMIT: usize = 100;
+/// Most records one browse request may return.
+pub const MAX_BROWSE_LIMIT: usize = 500;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(topics_list))
+        .routes(routes!(topics_describe))
+        .routes(routes!(messages_browse))
+}
+
+/// A topic in the list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicSummary {
+    /// Name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: usize,
+    /// Records currently kept (high minus low watermarks).
+    pub records: i64,
+}
+
+/// One partition with its watermarks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionView {
+    /// Partition id.
+    pub id: i32,
+    /// Node id of the leader (-1 when none).
+    pub leader: i32,
+    /// Oldest offset kept.
+    pub low_watermark: i64,
+    /// Offset the next record will get.
+    pub high_watermark: i64,
+}
+
+impl From<&PartitionInfo> for PartitionView {
+    fn from(p: &PartitionInfo) -> Self {
+        PartitionView {
+            id: p.id,
+            leader: p.leader,
+            low_watermark: p.low_watermark,
+            high_watermark: p.high_watermark,
+        }
+    }
+}
+
+/// A topic in detail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicDetail {
+    /// Name.
+    pub name: String,
+    /// Records currently kept.
+    pub records: i64,
+    /// Partitions by id.
+    pub partitions: Vec<PartitionView>,
+    /// Topic configs (sensitive ones left out); `null` when the broker would not tell.
+    pub configs: Option<BTreeMap<String, String>>,
+    /// Why `configs` is `null`.
+    pub configs_error: Option<String>,
+}
+
+/// Where to start browsing and how much to return.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BrowseQuery {
+    /// Partition to read (default 0).
+    pub partition: Option<i32>,
+    /// First offset (default: the oldest kept).
+    pub offset: Option<i64>,
+    /// Most records to return (default 100, at most 500).
+    pub limit: Option<usize>,
+}
+
+/// A slice of one partition.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BrowseResponse {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Oldest offset kept.
+    pub low_watermark: i64,
+    /// Offset the next record will get.
+    pub high_watermark: i64,
+    /// Offset to ask for to continue after this slice.
+    pub next_offset: i64,
+    /// The records, in offset order.
+    pub messages: Vec<BrowsedMessage>,
+}
+
+/// List the topics the caller may read.
+#[utoipa::path(
+    get,
+    path = "/topics",
+    tag = "topics",
+    responses(
+        (status = 200, description = "Topics, by name", body = Vec<TopicSummary>),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 503, description = "Broker unreachable", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn topics_list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<TopicSummary>>, ApiError> {
+    let topics = state.admin.list_topics().await?;
+    Ok(Json(
+        topics
+            .into_iter()
+            .filter(|t| caller.may_read(&t.name))
+            .map(|t| TopicSummary {
+                records: t.record_count(),
+                partitions: t.partitions.len(),
+                name: t.name,
+            })
+            .collect(),
+    ))
+}
+
+/// A topic's partitions, watermarks and configs.
+#[utoipa::path(
+    get,
+    path = "/topics/{topic}",
+    tag = "topics",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses(
+        (status = 200, description = "The topic", body = TopicDetail),
+        (status = 400, description = "Invalid topic name", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key may not read this topic", body = ErrorBody),
+        (status = 404, description = "Unknown topic", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn topics_describe(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(topic): Path<String>,
+) -> Result<Json<TopicDetail>, ApiError> {
+    caller.require_read(&topic)?;
+    let info = state
+        .admin
+        .describe_topic(&topic)
+        .await
+        .map_err(|e| lookup_error(&topic, e))?;
+    // Configs are a nicety: brokers without DescribeConfigs (the embedded one) still get an
+    // answer, with the reason configs are missing.
+    let configs = tokio::time::timeout(
+        state.limits.broker_timeout,
+        state.admin.topic_configs(&topic),
+    )
+    .await;
+    let (configs, configs_error) = match configs {
+        Ok(Ok(configs)) => (Some(configs), None),
+        Ok(Err(error)) => (None, Some(error.to_string())),
+        Err(_) => (None, Some("the broker did not answer in time".to_owned())),
+    };
+    Ok(Json(TopicDetail {
+        records: info.record_count(),
+        partitions: info.partitions.iter().map(PartitionView::from).collect(),
+        name: info.name,
+        configs,
+        configs_error,
+    }))
+}
+
+/// Browse records of one partition.
+#[utoipa::path(
+    get,
+    path = "/topics/{topic}/messages",
+    tag = "topics",
+    params(("topic" = String, Path, description = "Topic name"), BrowseQuery),
+    responses(
+        (status = 200, description = "Records from the offset on", body = BrowseResponse),
+        (status = 400, description = "Invalid topic name or query", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key may not read this topic", body = ErrorBody),
+        (status = 404, description = "Unknown topic or partition", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn messages_browse(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(topic): Path<String>,
+    ApiQuery(query): ApiQuery<BrowseQuery>,
+) -> Result<Json<BrowseResponse>, ApiError> {
+    caller.require_read(&topic)?;
+    let limit = query.limit.unwrap_or(DEFAULT_BROWSE_LIMIT);
+    if !(1..=MAX_BROWSE_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_BROWSE_LIMIT}, got {limit}"),
+        ));
+    }
+    if let Some(offset) = query.offset
+        && offset < 0
+    {
+        return Err(ApiError::bad_request(
+            "invalid_offset",
+            format!("offset must be >= 0, got {offset}"),
+        ));
+    }
+    let info = state
+        .admin
+        .describe_topic(&topic)
+        .await
+        .map_err(|e| lookup_error(&topic, e))?;
+    let partition = query.partition.unwrap_or(0);
+    let watermarks = info
+        .partitions
+        .iter()
+        .find(|p| p.id == partition)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_partition",
+                format!(
+                    "topic {topic:?} has {} partitions, there is no partition {partition}",
+                    info.partitions.len()
+                ),
+            )
+        })?;
+    let (low, high) = (watermarks.low_watermark, watermarks.high_watermark);
+    // Records below the low watermark are gone: start at the oldest one kept.
+    let start = query.offset.unwrap_or(low).max(low);
+    let messages = if start >= high {
+        Vec::new()
+    } else {
+        let config = std::sync::Arc::clone(&state.config);
+        let timeout = state.limits.broker_timeout;
+        let name = topic.clone();
+        tokio::task::spawn_blocking(move || {
+            browse::read_partition(&config, &name, partition, start, high, limit, timeout)
+        })
+        .await
+        .map_err(|e| ApiError::from(kafkit::Error::Task(e.to_string())))??
+    };
+    let next_offset = messages.last().map_or(start.min(high), |m| m.offset + 1);
+    Ok(Json(BrowseResponse {
+        topic,
+        partition,
+        low_watermark: low,
+        high_watermark: high,
+        next_offset,
+        messages,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use serde_json::json;
+
+    use super::super::router;
+    use super::super::testing::{bearer, call, get, post, state, state_with_keys};
+
+    #[tokio::test]
+    async fn topics_are_listed_and_described_with_watermarks() {
+        let topic = testkit::topic("rt-topics", 2).await;
+        testkit::populate(&topic, 4, 4).await;
+        let app = router(state());
+        // The list has the topic with its partition and record counts.
+        let answer = call(&app, get("/topics")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        let listed = answer
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == topic.as_str())
+            .cloned();
+        assert_eq!(
+            listed,
+            Some(json!({"name": topic, "partitions": 2, "records": 4}))
+        );
+        // The detail has both partitions, whose watermarks add up to the four records.
+        let answer = call(&app, get(&format!("/topics/{topic}"))).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert_eq!(answer.body["records"], 4);
+        let partitions = answer.body["partitions"].as_array().unwrap();
+        assert_eq!(partitions.len(), 2);
+        let kept: i64 = partitions
+            .iter()
+            .map(|p| p["high_watermark"].as_i64().unwrap() - p["low_watermark"].as_i64().unwrap())
+            .sum();
+        assert_eq!(kept, 4);
+        // Configs come back, or the reason they could not.
+        assert!(
+            answer.body["configs"].is_object() || answer.body["configs_error"].is_string(),
+            "{}",
+            answer.text
+        );
+        // Unknown and invalid names.
+        let answer = call(&app, get(&format!("/topics/{}", testkit::unique("nope")))).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert_eq!(answer.body["error"]["code"], "unknown_topic");
+        let answer = call(&app, get("/topics/bad%20name")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.body["error"]["code"], "invalid_record");
+    }
+
+    #[tokio::test]
+    async fn messages_are_browsed_decoded_from_an_offset() {
+        let topic = testkit::topic("rt-browse", 1).await;
+        let app = router(state());
+        // Three records: JSON, text and bytes.
+        let batch = json!({"messages": [
+            {"topic": topic, "key": "k1", "value": {"id": 1}, "headers": {"h": "v"}},
+            {"topic": topic, "value": "plain text", "encoding": "string"},
+            {"topic": topic, "value": "AJ+Slg==", "encoding": "base64"},
+        ]});
+        assert_eq!(
+            call(&app, post("/kafka/send-batch", &batch)).await.status,
+            StatusCode::OK
+        );
+        // From the beginning, everything, decoded.
+        let answer = call(&app, get(&format!("/topics/{topic}/messages"))).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert_eq!(answer.body["high_watermark"], 3);
+        assert_eq!(answer.body["next_offset"], 3);
+        let messages = answer.body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[0]["key"], "k1");
+        assert_eq!(messages[0]["key_encoding"], "string");
+        assert_eq!(messages[0]["value"], json!({"id": 1}));
+        assert_eq!(messages[0]["encoding"], "json");
+        assert!(
+            messages[0]["headers"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"name": "h", "value": "v", "encoding": "string"}))
+        );
+        assert_eq!(messages[1]["value"], "plain text");
+        assert_eq!(messages[1]["encoding"], "string");
+        assert_eq!(messages[2]["value"], "AJ+Slg==");
+        assert_eq!(messages[2]["encoding"], "base64");
+        // From offset 1, one record.
+        let answer = call(
+            &app,
+            get(&format!(
+                "/topics/{topic}/messages?partition=0&offset=1&limit=1"
+            )),
+        )
+        .await;
+        assert_eq!(answer.body["messages"].as_array().unwrap().len(), 1);
+        assert_eq!(answer.body["messages"][0]["offset"], 1);
+        assert_eq!(answer.body["next_offset"], 2);
+        // Past the end: nothing, and where to continue.
+        let answer = call(&app, get(&format!("/topics/{topic}/messages?offset=9"))).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body["messages"], json!([]));
+        assert_eq!(answer.body["next_offset"], 3);
+        // Bad queries.
+        for (query, status, code) in [
+            ("limit=0", StatusCode::BAD_REQUEST, "invalid_limit"),
+            ("limit=501", StatusCode::BAD_REQUEST, "invalid_limit"),
+            ("offset=-1", StatusCode::BAD_REQUEST, "invalid_offset"),
+            ("partition=x", StatusCode::BAD_REQUEST, "invalid_query"),
+            ("colour=red", StatusCode::BAD_REQUEST, "invalid_query"),
+            ("partition=7", StatusCode::NOT_FOUND, "unknown_partition"),
+        ] {
+            let answer = call(&app, get(&format!("/topics/{topic}/messages?{query}"))).await;
+            assert_eq!(answer.status, status, "{query}: {}", answer.text);
+            assert_eq!(answer.body["error"]["code"], code, "{query}");
+        }
+        let answer = call(
+            &app,
+            get(&format!("/topics/{}/messages", testkit::unique("nope"))),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert_eq!(answer.body["error"]["code"], "unknown_topic");
+    }
+
+    #[tokio::test]
+    async fn a_key_reads_only_the_topics_it_is_granted() {
+        let visible = testkit::topic("rt-read-ok", 1).await;
+        let hidden = testkit::topic("rt-read-no", 1).await;
+        let app = router(state_with_keys(&format!("viewer:read={visible}")));
+        // Without a key: 401.
+        let answer = call(&app, get("/topics")).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        // The list shows the granted topic only.
+        let answer = call(&app, bearer(get("/topics"), "viewer")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let names: Vec<&str> = answer
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec![visible.as_str()]);
+        // Describing or browsing another topic: 403.
+        for path in [
+            format!("/topics/{hidden}"),
+            format!("/topics/{hidden}/messages"),
+        ] {
+            let answer = call(&app, bearer(get(&path), "viewer")).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
+            assert_eq!(answer.body["error"]["code"], "forbidden");
+        }
+        let answer = call(
+            &app,
+            bearer(get(&format!("/topics/{visible}/messages")), "viewer"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+}
