@@ -261,6 +261,8 @@ pub struct BenchArgs {
 pub enum BenchTarget {
     /// Library batch send versus raw rdkafka BaseProducer.
     Produce,
+    /// Consumer runtime (typed no-op handler, commits on) versus a raw rdkafka consumer loop.
+    Consume,
 }
 
 /// Parses `name=value`.

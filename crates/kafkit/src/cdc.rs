@@ -67,10 +67,10 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for DatabaseEvent<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // Accept both `{before, after, ...}` and `{schema, payload: {before, after, ...}}`.
         let mut value = serde_json::Value::deserialize(deserializer)?;
-        if value_has_schema(&value) {
-            if let Some(payload) = value.get_mut("payload") {
-                value = payload.take();
-            }
+        if value_has_schema(&value)
+            && let Some(payload) = value.get_mut("payload")
+        {
+            value = payload.take();
         }
         Envelope::<T>::deserialize(value)
             .map(DatabaseEvent::from)

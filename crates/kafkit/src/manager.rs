@@ -13,11 +13,14 @@ use crate::error::{Error, Result};
 use crate::health::HealthReport;
 use crate::producer::Producer;
 
+/// A started consumer and the task running it.
+type RunningConsumer = (Arc<Consumer>, JoinHandle<Result<()>>);
+
 /// Holds the process's Kafka clients by name.
 #[derive(Debug, Default)]
 pub struct Manager {
     producers: Mutex<BTreeMap<String, Producer>>,
-    consumers: Mutex<BTreeMap<String, (Arc<Consumer>, JoinHandle<Result<()>>)>>,
+    consumers: Mutex<BTreeMap<String, RunningConsumer>>,
     shutdown: CancellationToken,
 }
 

@@ -215,13 +215,12 @@ async fn read(
         // Partitions with nothing left to read (empty, or all replayed already).
         if let Ok(positions) = consumer.position() {
             for element in positions.elements() {
-                if let Offset::Offset(position) = element.offset() {
-                    if ends
+                if let Offset::Offset(position) = element.offset()
+                    && ends
                         .get(&element.partition())
                         .is_some_and(|end| position >= *end)
-                    {
-                        ends.remove(&element.partition());
-                    }
+                {
+                    ends.remove(&element.partition());
                 }
             }
         }

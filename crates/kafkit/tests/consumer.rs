@@ -305,7 +305,13 @@ async fn two_members_split_partitions_and_hand_over_without_loss() {
             session_timeout: Duration::from_secs(15),
             ..testkit::config()
         };
-        Consumer::new(&config, &group, router).unwrap()
+        // A small queue bound, so partitions are paused for back-pressure when the rebalance
+        // happens: the new owner must still get them flowing.
+        let options = ConsumerOptions {
+            max_queued_per_partition: 50,
+            ..ConsumerOptions::default()
+        };
+        Consumer::with_options(&config, &group, router, options).unwrap()
     };
     let per_member = Arc::new(Mutex::new(BTreeMap::new()));
 
@@ -314,7 +320,14 @@ async fn two_members_split_partitions_and_hand_over_without_loss() {
     assert!(testkit::eventually(WAIT, || seen.distinct() >= 200).await);
     let (second, second_token, second_task) = start(member("second", per_member.clone()));
     assert!(testkit::eventually(WAIT, || !second.health().partitions.is_empty()).await);
-    assert!(testkit::eventually(WAIT, || seen.distinct() == 4_000).await);
+    let all = testkit::eventually(WAIT, || seen.distinct() == 4_000).await;
+    assert!(
+        all,
+        "{} of 4000 handled; first: {:?}; second: {:?}",
+        seen.distinct(),
+        first.health(),
+        second.health()
+    );
 
     // Then the partitions are split between them, both handled records, none is lost, and
     // the final commits cover every record exactly up to the end.

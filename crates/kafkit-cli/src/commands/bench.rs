@@ -20,7 +20,9 @@ const BATCH: usize = 10_000;
 const BATCHES_IN_FLIGHT: usize = 8;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchTarget::Produce = args.what;
+    if args.what == BenchTarget::Consume {
+        return super::bench_consume::run(args).await;
+    }
     let config = super::config(&args.connection)?;
     let cluster = Cluster::from_config(&config)?;
     let config = cluster.configure(&config);
@@ -70,19 +72,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Outcome {
-    records: usize,
-    failed: usize,
-    elapsed: Duration,
+pub(super) struct Outcome {
+    pub records: usize,
+    pub failed: usize,
+    pub elapsed: Duration,
 }
 
 impl Outcome {
-    fn rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64()
     }
 }
 
-fn report(name: &str, outcome: &Outcome, size: usize) {
+pub(super) fn report(name: &str, outcome: &Outcome, size: usize) {
     println!(
         "| {name} | {:.0} | {:.1} | {:.2} | {} |",
         outcome.rate(),
@@ -92,7 +94,11 @@ fn report(name: &str, outcome: &Outcome, size: usize) {
     );
 }
 
-async fn fresh_topic(admin: &Admin, prefix: &str, partitions: i32) -> anyhow::Result<String> {
+pub(super) async fn fresh_topic(
+    admin: &Admin,
+    prefix: &str,
+    partitions: i32,
+) -> anyhow::Result<String> {
     let name = format!("{prefix}-{}", std::process::id());
     admin
         .ensure_topics(&[TopicSpec::new(&name, partitions)])

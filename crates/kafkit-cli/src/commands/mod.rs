@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod bench;
+mod bench_consume;
 mod broker;
 mod consume;
 mod dlt;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rdkafka::ClientContext;
 use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -82,9 +82,14 @@ impl ConsumerContext for RuntimeContext {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // librdkafka keeps a partition's pause flag across revoke and re-assign; a
+                // partition paused by the previous owner's worker would never flow again.
+                if let Err(error) = consumer.resume(tpl) {
+                    tracing::debug!(%error, "resuming newly assigned partitions");
+                }
                 let assigned = partitions(tpl);
                 tracing::info!(partitions = assigned.len(), "partitions assigned");
                 let _ = self.events.send(Event::Assigned(assigned));

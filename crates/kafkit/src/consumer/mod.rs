@@ -24,6 +24,7 @@ pub use offsets::OffsetTracker;
 
 use self::context::RuntimeContext;
 use crate::admin::{Admin, TopicSpec};
+use crate::cluster::{Cluster, EmbeddedBroker};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::health::{HealthReport, PartitionHealth};
@@ -213,6 +214,7 @@ pub struct Consumer {
     options: ConsumerOptions,
     metrics: Option<Metrics>,
     dead_letters: Option<Producer>,
+    embedded: Option<Arc<EmbeddedBroker>>,
     shared: Arc<Shared>,
     /// The running client's context, for commit times in health reports.
     context: Mutex<Option<Arc<RuntimeContext>>>,
@@ -257,6 +259,7 @@ impl Consumer {
             options,
             metrics: None,
             dead_letters: None,
+            embedded: None,
             shared: Arc::new(Shared {
                 group: group.to_owned(),
                 running: AtomicBool::new(false),
@@ -282,6 +285,23 @@ impl Consumer {
     pub fn with_dead_letter_producer(mut self, producer: Producer) -> Self {
         self.dead_letters = Some(producer);
         self
+    }
+
+    /// Creates dead-letter topics through `broker`'s own API (the embedded development broker
+    /// has no CreateTopics).
+    #[must_use]
+    pub fn with_embedded(mut self, broker: Arc<EmbeddedBroker>) -> Self {
+        self.embedded = Some(broker);
+        self
+    }
+
+    /// Runs on `cluster`: with the embedded broker, dead-letter topics are created through it.
+    #[must_use]
+    pub fn on(self, cluster: &Cluster) -> Self {
+        match cluster.embedded() {
+            Some(broker) => self.with_embedded(broker.clone()),
+            None => self,
+        }
     }
 
     /// The handlers.
@@ -381,10 +401,10 @@ impl Consumer {
                 continue;
             };
             let last = state.last_done.load(Ordering::SeqCst);
-            if last >= 0 {
-                if let Err(error) = consumer.store_offset(&tp.0, tp.1, last) {
-                    tracing::debug!(topic = %tp.0, partition = tp.1, %error, "offset not stored at shutdown");
-                }
+            if last >= 0
+                && let Err(error) = consumer.store_offset(&tp.0, tp.1, last)
+            {
+                tracing::debug!(topic = %tp.0, partition = tp.1, %error, "offset not stored at shutdown");
             }
         }
     }
@@ -426,7 +446,10 @@ impl Consumer {
             return Ok(None);
         }
         if self.options.create_dead_letter_topics && self.config.allow_auto_topic_creation {
-            let admin = Admin::new(&self.config)?;
+            let mut admin = Admin::new(&self.config)?;
+            if let Some(broker) = &self.embedded {
+                admin = admin.with_embedded(broker.clone());
+            }
             let mut specs = Vec::new();
             for (source, dlt) in &dead_letter_topics {
                 // Same partition count as the source, so original partitioning is kept.

@@ -38,6 +38,9 @@ pub(super) struct PollLoop<'a> {
     control_tx: UnboundedSender<Control>,
     control_rx: UnboundedReceiver<Control>,
     workers: HashMap<TopicPartition, WorkerHandle>,
+    /// Workers cancelled by a revocation and maybe still finishing their current record; the
+    /// partition's next worker waits for them, so one partition never runs two handlers.
+    retired: HashMap<TopicPartition, (CancellationToken, JoinHandle<()>)>,
     shutdown: CancellationToken,
 }
 
@@ -57,6 +60,7 @@ impl<'a> PollLoop<'a> {
             control_tx,
             control_rx,
             workers: HashMap::new(),
+            retired: HashMap::new(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -99,6 +103,7 @@ impl<'a> PollLoop<'a> {
         self.workers
             .into_values()
             .map(|w| (w.cancel, w.task))
+            .chain(self.retired.into_values())
             .collect()
     }
 
@@ -127,10 +132,13 @@ impl<'a> PollLoop<'a> {
             tracing::error!(topic = %tp.0, "record from a topic without handler");
             return;
         };
-        let predecessor = self.workers.remove(&tp).map(|old| {
-            old.cancel.cancel();
-            old.task
-        });
+        let predecessor = match self.workers.remove(&tp) {
+            Some(old) => {
+                old.cancel.cancel();
+                Some(old.task)
+            }
+            None => self.retired.remove(&tp).map(|(_, task)| task),
+        };
         let state = self.owner.shared.partition(&tp);
         state.queued.store(0, Ordering::SeqCst);
         state.backpressured.store(false, Ordering::SeqCst);
@@ -184,13 +192,24 @@ impl<'a> PollLoop<'a> {
                     if self.workers.get(&tp).is_some_and(|w| w.epoch < epoch) {
                         let old = self.workers.remove(&tp).expect("checked");
                         old.cancel.cancel();
+                        self.retired.insert(tp, (old.cancel, old.task));
                     }
                 }
             }
             Event::Assigned(partitions) => {
                 let mut assigned = self.owner.shared.assigned.lock().expect("not poisoned");
                 for tp in partitions {
-                    self.owner.shared.partition(&tp).touch();
+                    // The context resumed the partition; forget pauses of the last owner,
+                    // unless a worker of the new assignment already runs and owns them.
+                    let epoch = self.consumer.context().epoch(&tp);
+                    if self.workers.get(&tp).is_some_and(|w| w.epoch == epoch) {
+                        assigned.insert(tp);
+                        continue;
+                    }
+                    let state = self.owner.shared.partition(&tp);
+                    state.paused.lock().expect("not poisoned").clear();
+                    state.backpressured.store(false, Ordering::SeqCst);
+                    state.touch();
                     assigned.insert(tp);
                 }
             }

@@ -1,0 +1,55 @@
+//! Debezium change events (seed 002 `DatabaseEvent<T>`): creates, updates, deletes and snapshot
+//! reads of a table, in the plain or `{schema, payload}` envelope; tombstones arrive as `None`.
+//!
+//! `cargo run -p kafkit --example cdc_handler`
+
+use kafkit::{
+    Cluster, Consumer, DatabaseEvent, KafkaConfig, Message, Operation, Producer, Record, Router,
+};
+
+#[derive(Debug, serde::Deserialize)]
+struct User {
+    id: u64,
+    email: String,
+}
+
+#[tokio::main]
+async fn main() -> kafkit::Result<()> {
+    let config = KafkaConfig::from_env()?;
+    let cluster = Cluster::from_config(&config)?;
+    let config = cluster.configure(&config);
+    let producer = Producer::new(&config)?;
+    let topic = "dbserver1.public.users";
+    producer
+        .send_batch([
+            Record::to(topic).key("1").payload(r#"{"before":null,"after":{"id":1,"email":"a@x.io"},"source":{"table":"users"},"op":"c","ts_ms":1}"#),
+            Record::to(topic).key("1").payload(r#"{"schema":{},"payload":{"before":{"id":1,"email":"a@x.io"},"after":{"id":1,"email":"b@x.io"},"source":{},"op":"u","ts_ms":2}}"#),
+            Record::to(topic).key("1").payload(r#"{"before":{"id":1,"email":"b@x.io"},"after":null,"source":{},"op":"d","ts_ms":3}"#),
+            Record::to(topic).key("1"), // tombstone
+        ])
+        .await;
+    producer.shutdown().await?;
+
+    let mut router = Router::new();
+    router.register(
+        topic,
+        |m: Message<Option<DatabaseEvent<User>>>| async move {
+            match m.value {
+                None => println!("tombstone for key {:?}", m.key_str()),
+                Some(event) => match event.op {
+                    Operation::Create | Operation::Read => println!("insert {:?}", event.after),
+                    Operation::Update => println!("update {:?} -> {:?}", event.before, event.after),
+                    Operation::Delete => {
+                        println!("delete {:?}", event.before.map(|u| (u.id, u.email)))
+                    }
+                    Operation::Truncate => println!("table truncated"),
+                },
+            }
+            Ok(())
+        },
+    );
+    Consumer::new(&config, "user-projection", router)?
+        .on(&cluster)
+        .run(kafkit::shutdown::signal())
+        .await
+}

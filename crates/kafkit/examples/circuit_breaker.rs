@@ -1,0 +1,58 @@
+//! A circuit breaker around a flaky dependency (seed 000): after 5 consecutive failures the
+//! circuit opens and the topic's partitions are paused for 10 s instead of burning retries;
+//! then one probe goes through, and a success closes it again.
+//!
+//! `cargo run -p kafkit --example circuit_breaker`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kafkit::{
+    CircuitBreakerConfig, Cluster, Consumer, HandlerError, KafkaConfig, Message, Producer,
+    RetryPolicy, Router,
+};
+
+#[tokio::main]
+async fn main() -> kafkit::Result<()> {
+    let config = KafkaConfig::from_env()?;
+    let cluster = Cluster::from_config(&config)?;
+    let config = cluster.configure(&config);
+    let producer = Producer::new(&config)?;
+    for i in 0..20 {
+        producer
+            .send_json("notifications", None, &serde_json::json!({"n": i}))
+            .await?;
+    }
+    producer.shutdown().await?;
+
+    // The dependency fails its first 8 calls, then recovers.
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut router = Router::new();
+    router
+        .register("notifications", move |m: Message<serde_json::Value>| {
+            let calls = calls.clone();
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) < 8 {
+                    return Err(HandlerError::transient("SMTP server unavailable"));
+                }
+                println!("sent notification {}", m.value["n"]);
+                Ok(())
+            }
+        })
+        .retry(RetryPolicy::exponential(50, Duration::from_millis(100)))
+        .circuit_breaker(CircuitBreakerConfig {
+            failure_threshold: 5,
+            open_duration: Duration::from_secs(10),
+            success_threshold: 1,
+        });
+    let consumer = Arc::new(Consumer::new(&config, "notifier", router)?.on(&cluster));
+    let watcher = consumer.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            println!("circuits: {:?}", watcher.health().circuits);
+        }
+    });
+    consumer.run(kafkit::shutdown::signal()).await
+}

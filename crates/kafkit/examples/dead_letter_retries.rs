@@ -1,0 +1,60 @@
+//! Retries with exponential backoff, then a dead-letter topic (seed 000 DLQ, seed 001
+//! `{topic}_dlt`): transient errors are retried, permanent and invalid ones are dead-lettered at
+//! once, with the failure recorded in headers. Try `kafkit dlt list orders_dlt` afterwards.
+//!
+//! `cargo run -p kafkit --example dead_letter_retries`
+
+use std::time::Duration;
+
+use kafkit::{
+    Cluster, Consumer, DeadLetter, HandlerError, KafkaConfig, Message, Producer, Record,
+    RetryPolicy, Router,
+};
+
+#[derive(serde::Deserialize)]
+struct Order {
+    id: u64,
+    amount: i64,
+}
+
+#[tokio::main]
+async fn main() -> kafkit::Result<()> {
+    let config = KafkaConfig::from_env()?;
+    let cluster = Cluster::from_config(&config)?;
+    let config = cluster.configure(&config);
+    let producer = Producer::new(&config)?;
+    let records = vec![
+        Record::to("orders").json(&serde_json::json!({"id": 1, "amount": 10}))?,
+        Record::to("orders").payload("{this is not json"),
+        Record::to("orders").json(&serde_json::json!({"id": 3, "amount": -5}))?,
+        Record::to("orders").json(&serde_json::json!({"id": 4, "amount": 99_999}))?,
+    ];
+    producer.send_batch(records).await;
+    producer.shutdown().await?;
+
+    let mut router = Router::new();
+    router
+        .register_validated(
+            "orders",
+            |order: &Order| {
+                if order.amount > 0 {
+                    Ok(())
+                } else {
+                    Err(format!("amount must be positive, got {}", order.amount))
+                }
+            },
+            |order: Message<Order>| async move {
+                if order.value.amount > 10_000 {
+                    // Pretend the payment service times out on large amounts.
+                    return Err(HandlerError::transient("payment service timed out"));
+                }
+                println!("order {} charged", order.value.id);
+                Ok(())
+            },
+        )
+        .retry(RetryPolicy::exponential(3, Duration::from_millis(200)))
+        .dead_letter(DeadLetter::template("{topic}_dlt"));
+    let consumer = Consumer::new(&config, "payments", router)?.on(&cluster);
+    println!("consuming orders; failures go to orders_dlt; Ctrl-C to stop");
+    consumer.run(kafkit::shutdown::signal()).await
+}

@@ -1,0 +1,44 @@
+//! A typed consumer (seed 002 `registerHandler<T>` + `startWithHandlers`): one handler per
+//! topic, records decoded from JSON, at-least-once offsets, Ctrl-C to stop.
+//!
+//! `cargo run -p kafkit --example simple_consumer` (uses `KAFKA_BROKERS`, or the embedded
+//! development broker with a few records produced first).
+
+use kafkit::{Cluster, Consumer, KafkaConfig, Message, Producer, Router};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct UserCreated {
+    user_id: u64,
+    email: String,
+}
+
+#[tokio::main]
+async fn main() -> kafkit::Result<()> {
+    let config = KafkaConfig::from_env()?;
+    let cluster = Cluster::from_config(&config)?;
+    let config = cluster.configure(&config);
+    if cluster.embedded().is_some() {
+        let producer = Producer::new(&config)?;
+        for user_id in 1..=3 {
+            let user =
+                serde_json::json!({"user_id": user_id, "email": format!("u{user_id}@example.com")});
+            producer
+                .send_json("user-events", Some(&user_id.to_string()), &user)
+                .await?;
+        }
+        producer.shutdown().await?;
+    }
+
+    let mut router = Router::new();
+    router.register("user-events", |event: Message<UserCreated>| async move {
+        println!(
+            "user {} <{}> (partition {}, offset {})",
+            event.value.user_id, event.value.email, event.partition, event.offset
+        );
+        Ok(())
+    });
+    let consumer = Consumer::new(&config, "user-service", router)?.on(&cluster);
+    println!("consuming user-events; Ctrl-C to stop");
+    consumer.run(kafkit::shutdown::signal()).await
+}
