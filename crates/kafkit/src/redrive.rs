@@ -33,6 +33,8 @@ pub struct ReplayReport {
     pub replayed: BTreeMap<String, usize>,
     /// Records left alone, with why (`partition/offset: reason`).
     pub skipped: Vec<String>,
+    /// Destination topics the caller may not write; when any, nothing was replayed.
+    pub denied: Vec<String>,
 }
 
 impl ReplayReport {
@@ -74,6 +76,17 @@ impl Redrive {
     /// Re-publishes up to `limit` not-yet-replayed records of `dead_letter_topic` to their
     /// original topics, without the failure headers, then commits them as replayed.
     pub async fn replay(&self, dead_letter_topic: &str, limit: usize) -> Result<ReplayReport> {
+        self.replay_where(dead_letter_topic, limit, |_| true).await
+    }
+
+    /// Like [`Redrive::replay`], but only when `allowed` accepts every destination topic;
+    /// otherwise nothing is re-published or committed and the report lists the denied topics.
+    pub async fn replay_where(
+        &self,
+        dead_letter_topic: &str,
+        limit: usize,
+        allowed: impl Fn(&str) -> bool,
+    ) -> Result<ReplayReport> {
         let group = Redrive::group_of(dead_letter_topic);
         let (consumer, ends) = self.open(dead_letter_topic, &group, Offset::Stored).await?;
         let messages = read(&consumer, ends, limit).await?;
@@ -87,6 +100,17 @@ impl Redrive {
                     message.partition, message.offset
                 )),
             }
+        }
+        let mut denied: Vec<String> = records
+            .iter()
+            .map(|r| r.topic.clone())
+            .filter(|topic| !allowed(topic))
+            .collect();
+        if !denied.is_empty() {
+            denied.sort();
+            denied.dedup();
+            report.denied = denied;
+            return Ok(report);
         }
         let producer = Producer::builder(&self.config)
             .standard_headers(false)

@@ -4,6 +4,7 @@
 
 mod auth;
 mod browse;
+mod dlt;
 mod error;
 #[cfg(test)]
 mod fuzz;
@@ -149,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .merge(produce::routes())
         .merge(topics::routes())
         .merge(groups::routes())
+        .merge(dlt::routes())
         .merge(health::routes())
         .merge(openapi::routes())
         .split_for_parts();

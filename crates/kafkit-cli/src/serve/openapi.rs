@@ -85,6 +85,8 @@ mod tests {
         "GET /topics/{topic}/messages",
         "GET /groups",
         "GET /groups/{group}",
+        "GET /dlt/{topic}",
+        "POST /dlt/{topic}/replay",
         "GET /health/live",
         "GET /health/ready",
         "GET /metrics",

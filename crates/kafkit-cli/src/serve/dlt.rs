@@ -1,0 +1,324 @@
+//! Dead-letter topics over HTTP: `GET /dlt/{topic}` lists dead-lettered records with their
+//! failure details, `POST /dlt/{topic}/replay` re-publishes them to their original topics
+//! (safe to repeat: it continues where the last replay stopped). Listing needs read access to
+//! the dead-letter topic; replay also needs write access to every destination, checked before
+//! anything is re-published.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use kafkit::{Message, Redrive, dead_letter};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiQuery, ErrorBody};
+
+/// Most records one listing returns.
+const MAX_LIST: usize = 500;
+/// Most records one replay re-publishes.
+const MAX_REPLAY: usize = 10_000;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(dlt_list))
+        .routes(routes!(dlt_replay))
+}
+
+/// How many records.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    /// At most this many records (list: 1–500, default 100; replay: 1–10000, default 1000).
+    pub limit: Option<usize>,
+}
+
+/// Why a record was dead-lettered, from its headers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailureView {
+    /// Topic it came from (kafkit, Spring or Karafka header).
+    pub original_topic: Option<String>,
+    /// Partition it came from.
+    pub original_partition: Option<String>,
+    /// Offset it had there.
+    pub original_offset: Option<String>,
+    /// Group that gave up on it.
+    pub consumer_group: Option<String>,
+    /// `transient`, `permanent` or `invalid`.
+    pub error_kind: Option<String>,
+    /// The handler's error.
+    pub error_message: Option<String>,
+    /// Attempts made.
+    pub attempts: Option<String>,
+    /// When (RFC 3339).
+    pub failed_at: Option<String>,
+}
+
+/// A dead-lettered record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    /// Partition of the dead-letter topic.
+    pub partition: i32,
+    /// Offset in the dead-letter topic.
+    pub offset: i64,
+    /// Key as text (lossy), if any.
+    pub key: Option<String>,
+    /// The value: JSON when it parses, else text, else base64 (see `encoding`).
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// `json`, `string`, `base64` or `null`.
+    pub encoding: &'static str,
+    /// The failure.
+    pub failure: FailureView,
+}
+
+/// What a replay did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayView {
+    /// Records re-published.
+    pub replayed: usize,
+    /// Re-published records by destination topic.
+    pub by_topic: std::collections::BTreeMap<String, usize>,
+    /// Records left alone and why.
+    pub skipped: Vec<String>,
+}
+
+/// List dead-lettered records, oldest first.
+#[utoipa::path(
+    get,
+    path = "/dlt/{topic}",
+    tag = "dead letters",
+    params(("topic" = String, Path, description = "Dead-letter topic, e.g. orders.dlq"), LimitQuery),
+    responses(
+        (status = 200, description = "Dead-lettered records", body = Vec<DeadLetterView>),
+        (status = 400, description = "Invalid topic or limit", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Topic not readable with this key", body = ErrorBody),
+        (status = 404, description = "Unknown topic", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn dlt_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(topic): Path<String>,
+    ApiQuery(query): ApiQuery<LimitQuery>,
+) -> Result<Json<Vec<DeadLetterView>>, ApiError> {
+    kafkit::record::validate_topic(&topic)?;
+    caller.require_read(&topic)?;
+    let limit = bounded(query.limit, 100, MAX_LIST)?;
+    ensure_exists(&state, &topic).await?;
+    let messages = Redrive::new(&state.config)?.list(&topic, limit).await?;
+    Ok(Json(messages.iter().map(view).collect()))
+}
+
+/// Re-publish dead-lettered records to their original topics.
+#[utoipa::path(
+    post,
+    path = "/dlt/{topic}/replay",
+    tag = "dead letters",
+    params(("topic" = String, Path, description = "Dead-letter topic, e.g. orders.dlq"), LimitQuery),
+    responses(
+        (status = 200, description = "What was replayed", body = ReplayView),
+        (status = 400, description = "Invalid topic or limit", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Dead-letter topic not readable, or a destination not writable", body = ErrorBody),
+        (status = 404, description = "Unknown topic", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn dlt_replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(topic): Path<String>,
+    ApiQuery(query): ApiQuery<LimitQuery>,
+) -> Result<Json<ReplayView>, ApiError> {
+    kafkit::record::validate_topic(&topic)?;
+    caller.require_read(&topic)?;
+    let limit = bounded(query.limit, 1_000, MAX_REPLAY)?;
+    ensure_exists(&state, &topic).await?;
+    let report = Redrive::new(&state.config)?
+        .replay_where(&topic, limit, |destination| caller.may_write(destination))
+        .await?;
+    if !report.denied.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} may not write {}; nothing was replayed",
+                caller.name(),
+                report.denied.join(", ")
+            ),
+        ));
+    }
+    Ok(Json(ReplayView {
+        replayed: report.total(),
+        by_topic: report.replayed,
+        skipped: report.skipped,
+    }))
+}
+
+fn bounded(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match limit.unwrap_or(default) {
+        n if (1..=max).contains(&n) => Ok(n),
+        n => Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {max}, got {n}"),
+        )),
+    }
+}
+
+async fn ensure_exists(state: &AppState, topic: &str) -> Result<(), ApiError> {
+    match state.admin.describe_topic(topic).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ApiError::not_found(
+            "unknown_topic",
+            format!("topic {topic:?} does not exist"),
+        )),
+    }
+}
+
+fn view(message: &Message) -> DeadLetterView {
+    let header = |name: &str| {
+        message
+            .header_value(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let (value, encoding) = match message.payload() {
+        None => (serde_json::Value::Null, "null"),
+        Some(bytes) => match serde_json::from_slice(bytes) {
+            Ok(json) => (json, "json"),
+            Err(_) => match std::str::from_utf8(bytes) {
+                Ok(text) => (serde_json::Value::String(text.to_owned()), "string"),
+                Err(_) => (
+                    serde_json::Value::String(
+                        base64::engine::general_purpose::STANDARD.encode(bytes),
+                    ),
+                    "base64",
+                ),
+            },
+        },
+    };
+    DeadLetterView {
+        partition: message.partition,
+        offset: message.offset,
+        key: message
+            .key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
+        value,
+        encoding,
+        failure: FailureView {
+            original_topic: dead_letter::original_topic(message),
+            original_partition: header(dead_letter::ORIGINAL_PARTITION),
+            original_offset: header(dead_letter::ORIGINAL_OFFSET),
+            consumer_group: header(dead_letter::CONSUMER_GROUP),
+            error_kind: header(dead_letter::ERROR_KIND),
+            error_message: header(dead_letter::ERROR_MESSAGE),
+            attempts: header(dead_letter::ATTEMPTS),
+            failed_at: header(dead_letter::FAILED_AT),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use kafkit::Record;
+    use serde_json::json;
+
+    use super::super::router;
+    use super::super::testing::{bearer, call, get, post, state, state_with_keys};
+
+    /// A dead-letter topic holding one record from `source`, as the consumer writes it.
+    async fn dead_letter_topic(source: &str) -> String {
+        let dlt = testkit::topic("gw-dlt", 1).await;
+        testkit::send(vec![
+            Record::to(&dlt)
+                .key("k1")
+                .header(kafkit::dead_letter::ORIGINAL_TOPIC, source)
+                .header(kafkit::dead_letter::ERROR_KIND, "permanent")
+                .header(kafkit::dead_letter::ERROR_MESSAGE, "rejected")
+                .header(kafkit::dead_letter::ATTEMPTS, "1")
+                .json(&json!({"id": 1}))
+                .unwrap(),
+        ])
+        .await;
+        dlt
+    }
+
+    #[tokio::test]
+    async fn list_shows_failures_and_replay_republishes_once() {
+        let source = testkit::topic("gw-dlt-source", 1).await;
+        let dlt = dead_letter_topic(&source).await;
+        let app = router(state());
+
+        // Listing shows the record and why it failed.
+        let listed = call(&app, get(&format!("/dlt/{dlt}"))).await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+        assert_eq!(listed.body[0]["value"], json!({"id": 1}));
+        assert_eq!(listed.body[0]["encoding"], "json");
+        assert_eq!(listed.body[0]["key"], "k1");
+        assert_eq!(listed.body[0]["failure"]["original_topic"], source.as_str());
+        assert_eq!(listed.body[0]["failure"]["error_kind"], "permanent");
+
+        // Replay re-publishes it to the source topic, once.
+        let replayed = call(&app, post(&format!("/dlt/{dlt}/replay"), &json!({}))).await;
+        assert_eq!(replayed.status, StatusCode::OK, "{}", replayed.text);
+        assert_eq!(replayed.body["replayed"], 1);
+        assert_eq!(replayed.body["by_topic"][&source], 1);
+        let again = call(&app, post(&format!("/dlt/{dlt}/replay"), &json!({}))).await;
+        assert_eq!(again.body["replayed"], 0);
+        let copies = testkit::read(&source, 2, std::time::Duration::from_secs(5)).await;
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].key_str(), Some("k1"));
+        assert!(
+            copies[0]
+                .header_value(kafkit::dead_letter::ERROR_KIND)
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_input_and_permissions() {
+        let app = router(state());
+        let bad = call(&app, get("/dlt/bad%20name")).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        let unknown = call(&app, get(&format!("/dlt/{}", testkit::unique("none")))).await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        assert_eq!(unknown.body["error"]["code"], "unknown_topic");
+        let limit = call(&app, get("/dlt/x?limit=0")).await;
+        assert_eq!(limit.status, StatusCode::BAD_REQUEST);
+        assert_eq!(limit.body["error"]["code"], "invalid_limit");
+
+        // A key that may read dead-letter topics but not write the source is refused, and
+        // nothing is replayed.
+        let source = testkit::topic("gw-dlt-locked", 1).await;
+        let dlt = dead_letter_topic(&source).await;
+        let app = router(state_with_keys("reader:read=*,write=other-*"));
+        let refused = call(
+            &app,
+            bearer(post(&format!("/dlt/{dlt}/replay"), &json!({})), "reader"),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&source)
+        );
+        assert!(
+            testkit::read(&source, 1, std::time::Duration::from_secs(2))
+                .await
+                .is_empty()
+        );
+        let listed = call(&app, bearer(get(&format!("/dlt/{dlt}")), "reader")).await;
+        assert_eq!(listed.status, StatusCode::OK);
+    }
+}
