@@ -2,16 +2,19 @@
 //! local queue is full, and a shutdown that refuses new records and flushes the queued ones.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
@@ -27,8 +30,96 @@ pub const TIMESTAMP_HEADER: &str = "timestamp";
 pub const DEFAULT_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a metadata lookup (partition counts, for custom partitioners) may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause before retrying an enqueue when the queue is full of other callers' records.
-const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
+/// Longest wait for a delivery to free room in a full queue before trying again.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(10);
+
+/// What librdkafka reported for one record: where it landed, or why it failed (with its
+/// topic), and how long after the batch started.
+type Outcome = (
+    std::result::Result<Delivery, (String, KafkaError)>,
+    Duration,
+);
+
+/// The deliveries of one `send_batch` call. librdkafka's delivery callback fills the slots;
+/// the caller is woken once, when the last one is filled, instead of once per record. Public
+/// only because it is the [`DeliveryContext`]'s opaque type; nothing of it is exposed.
+pub struct Batch {
+    slots: Vec<OnceLock<Outcome>>,
+    /// Records not yet settled, plus one held by the caller until everything is enqueued.
+    pending: AtomicUsize,
+    done: Notify,
+    started: Instant,
+    /// Whether delivery times are wanted (metrics on); reading the clock per record is not free.
+    timed: bool,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("records", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batch {
+    fn new(len: usize, timed: bool) -> Self {
+        Batch {
+            slots: (0..len).map(|_| OnceLock::new()).collect(),
+            pending: AtomicUsize::new(len + 1),
+            done: Notify::new(),
+            started: Instant::now(),
+            timed,
+        }
+    }
+
+    /// Marks one record settled; wakes the caller when it was the last.
+    fn settle(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+}
+
+/// The producer's rdkafka context: routes each delivery report to its batch, and wakes senders
+/// waiting for room in a full queue.
+#[derive(Default)]
+pub struct DeliveryContext {
+    room: Notify,
+    waiting: AtomicUsize,
+}
+
+impl std::fmt::Debug for DeliveryContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryContext").finish_non_exhaustive()
+    }
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<(Arc<Batch>, usize)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (batch, index) = *opaque;
+        let outcome = match result {
+            Ok(message) => Ok(Delivery {
+                partition: message.partition(),
+                offset: message.offset(),
+            }),
+            Err((error, message)) => Err((message.topic().to_owned(), error.clone())),
+        };
+        let took = if batch.timed {
+            batch.started.elapsed()
+        } else {
+            Duration::ZERO
+        };
+        let _ = batch.slots[index].set((outcome, took));
+        batch.settle();
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+}
 
 /// Builds a [`Producer`] with non-default behaviour.
 #[derive(Debug)]
@@ -72,14 +163,14 @@ impl ProducerBuilder {
     pub fn build(self) -> Result<Producer> {
         self.config.ensure_enabled()?;
         self.config.validate()?;
-        let client: FutureProducer =
-            self.config
-                .to_producer_config()
-                .create()
-                .map_err(|source| Error::ClientCreation {
-                    client: "producer",
-                    source,
-                })?;
+        let client: ThreadedProducer<DeliveryContext> = self
+            .config
+            .to_producer_config()
+            .create_with_context(DeliveryContext::default())
+            .map_err(|source| Error::ClientCreation {
+                client: "producer",
+                source,
+            })?;
         Ok(Producer {
             inner: Arc::new(Inner {
                 client,
@@ -115,7 +206,7 @@ pub struct Producer {
 }
 
 struct Inner {
-    client: FutureProducer,
+    client: ThreadedProducer<DeliveryContext>,
     closed: AtomicBool,
     partitioner: Option<Arc<dyn Partitioner>>,
     partition_counts: RwLock<HashMap<String, i32>>,
@@ -133,14 +224,6 @@ impl std::fmt::Debug for Inner {
             .field("standard_headers", &self.standard_headers)
             .finish_non_exhaustive()
     }
-}
-
-/// A record handed to librdkafka, waiting for the broker's answer.
-struct Pending {
-    index: usize,
-    topic: String,
-    enqueued_at: Instant,
-    delivery: DeliveryFuture,
 }
 
 impl Producer {
@@ -183,33 +266,51 @@ impl Producer {
     /// Sends records to any number of topics: all are enqueued first, then their
     /// acknowledgements are awaited together. Returns one result per record, in input order.
     ///
-    /// When the local queue fills up, enqueueing waits for earlier records of this batch to be
-    /// acknowledged (back-pressure) and gives up after the enqueue timeout.
+    /// When the local queue fills up, enqueueing waits for deliveries to make room
+    /// (back-pressure) and gives up after the enqueue timeout.
     pub async fn send_batch(
         &self,
         records: impl IntoIterator<Item = Record>,
     ) -> Vec<Result<Delivery>> {
-        let mut results: Vec<Option<Result<Delivery>>> = Vec::new();
-        let mut in_flight = FuturesOrdered::new();
+        let records: Vec<Record> = records.into_iter().collect();
+        let batch = Arc::new(Batch::new(records.len(), self.inner.metrics.is_some()));
+        // One send time for the whole batch: the `timestamp` header is in milliseconds anyway.
+        let sent_at = self.inner.standard_headers.then(now_millis);
+        let mut refused: HashMap<usize, Error> = HashMap::new();
+        let mut topics: Vec<(String, Range<usize>)> = Vec::new();
+        let mut validated: Option<String> = None;
         for (index, record) in records.into_iter().enumerate() {
-            results.push(None);
-            match self
-                .enqueue(index, record, &mut in_flight, &mut results)
+            match topics.last_mut() {
+                Some((topic, range)) if *topic == record.topic => range.end = index + 1,
+                _ => topics.push((record.topic.clone(), index..index + 1)),
+            }
+            if let Err(error) = self
+                .enqueue(&batch, index, record, &mut validated, sent_at.as_deref())
                 .await
             {
-                Ok(pending) => in_flight.push_back(pending.wait()),
-                Err(error) => results[index] = Some(Err(error)),
+                refused.insert(index, error);
+                batch.settle();
             }
         }
-        while let Some((index, topic, started, result)) = in_flight.next().await {
-            self.record_outcome(&topic, started, &result);
-            results[index] = Some(result);
+        // Release the caller's hold; wait unless the deliveries are all in already.
+        if batch.pending.fetch_sub(1, Ordering::AcqRel) > 1 {
+            batch.done.notified().await;
         }
-        self.update_queue_depth();
+        let results: Vec<Result<Delivery>> = (0..batch.slots.len())
+            .map(|index| match refused.remove(&index) {
+                Some(error) => Err(error),
+                None => match batch.slots[index].get() {
+                    Some((Ok(delivery), _)) => Ok(*delivery),
+                    Some((Err((topic, source)), _)) => Err(Error::Produce {
+                        topic: topic.clone(),
+                        source: source.clone(),
+                    }),
+                    None => unreachable!("every enqueued record is settled before the wake-up"),
+                },
+            })
+            .collect();
+        self.record_outcomes(&batch, &topics, &results);
         results
-            .into_iter()
-            .map(|r| r.expect("every record has a result"))
-            .collect()
     }
 
     /// Waits until every queued record is acknowledged or failed, up to `timeout`.
@@ -245,27 +346,29 @@ impl Producer {
     }
 
     /// The underlying rdkafka producer, for what kafkit does not wrap.
-    pub fn client(&self) -> &FutureProducer {
+    pub fn client(&self) -> &ThreadedProducer<DeliveryContext> {
         &self.inner.client
     }
 
-    /// Hands one record to librdkafka, waiting for room (and resolving earlier deliveries of
-    /// the batch meanwhile) while the queue is full.
+    /// Hands one record to librdkafka, waiting for room while the queue is full.
+    /// `validated` remembers the last topic name that passed validation.
     async fn enqueue(
         &self,
+        batch: &Arc<Batch>,
         index: usize,
         mut record: Record,
-        in_flight: &mut FuturesOrdered<
-            impl Future<Output = (usize, String, Instant, Result<Delivery>)>,
-        >,
-        results: &mut [Option<Result<Delivery>>],
-    ) -> Result<Pending> {
+        validated: &mut Option<String>,
+        sent_at: Option<&str>,
+    ) -> Result<()> {
         if self.is_closed() {
             return Err(Error::ProducerClosed);
         }
-        validate_topic(&record.topic)?;
-        if self.inner.standard_headers {
-            add_standard_headers(&mut record);
+        if validated.as_deref() != Some(record.topic.as_str()) {
+            validate_topic(&record.topic)?;
+            *validated = Some(record.topic.clone());
+        }
+        if let Some(sent_at) = sent_at {
+            add_standard_headers(&mut record, sent_at);
         }
         if record.partition.is_none()
             && let Some(partitioner) = &self.inner.partitioner
@@ -273,47 +376,42 @@ impl Producer {
         {
             record.partition = partitioner.partition(&record, count);
         }
-        let headers = record.headers.iter().fold(
-            OwnedHeaders::new_with_capacity(record.headers.len()),
-            |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v),
-                })
-            },
-        );
-        let deadline = Instant::now() + self.inner.enqueue_timeout;
-        let mut future_record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&record.topic).headers(headers);
-        future_record.key = record.key.as_deref();
-        future_record.payload = record.payload.as_deref();
-        future_record.partition = record.partition;
-        future_record.timestamp = record.timestamp;
+        let mut base: BaseRecord<'_, [u8], [u8], Box<(Arc<Batch>, usize)>> =
+            BaseRecord::with_opaque_to(&record.topic, Box::new((batch.clone(), index)));
+        base.key = record.key.as_deref();
+        base.payload = record.payload.as_deref();
+        base.partition = record.partition;
+        base.timestamp = record.timestamp;
+        // No header block at all for header-less records: it is a C allocation per record.
+        if !record.headers.is_empty() {
+            base.headers = Some(record.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(record.headers.len()),
+                |h, (k, v)| {
+                    h.insert(Header {
+                        key: k,
+                        value: Some(v),
+                    })
+                },
+            ));
+        }
+        let context = self.inner.client.context();
+        let mut deadline = None;
         loop {
-            match self.inner.client.send_result(future_record) {
-                Ok(delivery) => {
-                    return Ok(Pending {
-                        index,
-                        topic: record.topic.clone(),
-                        enqueued_at: Instant::now(),
-                        delivery,
-                    });
-                }
+            match self.inner.client.send(base) {
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if Instant::now() < deadline =>
+                    if Instant::now()
+                        < *deadline.get_or_insert_with(|| {
+                            Instant::now() + self.inner.enqueue_timeout
+                        }) =>
                 {
-                    future_record = back;
-                    // Back-pressure: let our own earlier records complete before retrying.
-                    match in_flight.next().await {
-                        Some((done, topic, started, result)) => {
-                            self.record_outcome(&topic, started, &result);
-                            results[done] = Some(result);
-                        }
-                        None => tokio::time::sleep(QUEUE_FULL_PAUSE).await,
-                    }
+                    base = back;
+                    // Back-pressure: wait for a delivery report to make room.
+                    context.waiting.fetch_add(1, Ordering::SeqCst);
+                    let _ = tokio::time::timeout(QUEUE_FULL_PAUSE, context.room.notified()).await;
+                    context.waiting.fetch_sub(1, Ordering::SeqCst);
                 }
                 Err((source, _)) => {
-                    self.count(&record.topic, false, None);
                     return Err(Error::Produce {
                         topic: record.topic.clone(),
                         source,
@@ -365,54 +463,41 @@ impl Producer {
         Ok(Some(count))
     }
 
-    fn record_outcome(&self, topic: &str, started: Instant, result: &Result<Delivery>) {
-        self.count(topic, result.is_ok(), Some(started));
-    }
-
-    /// Counts one record's outcome and, for a delivered one, how long the broker took.
-    fn count(&self, topic: &str, delivered: bool, started: Option<Instant>) {
+    /// Counts outcomes per topic and observes delivery times, once per batch.
+    fn record_outcomes(
+        &self,
+        batch: &Batch,
+        topics: &[(String, Range<usize>)],
+        results: &[Result<Delivery>],
+    ) {
         let Some(metrics) = &self.inner.metrics else {
             return;
         };
-        let status = if delivered { "success" } else { "error" };
+        for (topic, range) in topics {
+            let ok = results[range.clone()].iter().filter(|r| r.is_ok()).count();
+            let failed = range.len() - ok;
+            if ok > 0 {
+                metrics
+                    .messages_sent
+                    .with_label_values(&[topic.as_str(), "success"])
+                    .inc_by(ok as u64);
+                let histogram = metrics.send_duration.with_label_values(&[topic.as_str()]);
+                for slot in &batch.slots[range.clone()] {
+                    if let Some((Ok(_), took)) = slot.get() {
+                        histogram.observe(took.as_secs_f64());
+                    }
+                }
+            }
+            if failed > 0 {
+                metrics
+                    .messages_sent
+                    .with_label_values(&[topic.as_str(), "error"])
+                    .inc_by(failed as u64);
+            }
+        }
         metrics
-            .messages_sent
-            .with_label_values(&[topic, status])
-            .inc();
-        if let (true, Some(started)) = (delivered, started) {
-            metrics
-                .send_duration
-                .with_label_values(&[topic])
-                .observe(started.elapsed().as_secs_f64());
-        }
-    }
-
-    fn update_queue_depth(&self) {
-        if let Some(metrics) = &self.inner.metrics {
-            metrics
-                .producer_queue_depth
-                .set(i64::from(self.queue_depth()));
-        }
-    }
-}
-
-impl Pending {
-    async fn wait(self) -> (usize, String, Instant, Result<Delivery>) {
-        let result = match self.delivery.await {
-            Ok(Ok(delivery)) => Ok(Delivery {
-                partition: delivery.partition,
-                offset: delivery.offset,
-            }),
-            Ok(Err((source, _))) => Err(Error::Produce {
-                topic: self.topic.clone(),
-                source,
-            }),
-            Err(_) => Err(Error::Produce {
-                topic: self.topic.clone(),
-                source: KafkaError::Canceled,
-            }),
-        };
-        (self.index, self.topic, self.enqueued_at, result)
+            .producer_queue_depth
+            .set(i64::from(self.queue_depth()));
     }
 }
 
@@ -427,7 +512,16 @@ impl Drop for Inner {
     }
 }
 
-fn add_standard_headers(record: &mut Record) {
+/// Milliseconds since the epoch, as text.
+fn now_millis() -> String {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        .to_string()
+}
+
+fn add_standard_headers(record: &mut Record, sent_at: &str) {
     if record.header_value(CORRELATION_ID_HEADER).is_none() {
         record.headers.push((
             CORRELATION_ID_HEADER.to_owned(),
@@ -435,13 +529,9 @@ fn add_standard_headers(record: &mut Record) {
         ));
     }
     if record.header_value(TIMESTAMP_HEADER).is_none() {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
         record
             .headers
-            .push((TIMESTAMP_HEADER.to_owned(), now.to_string().into_bytes()));
+            .push((TIMESTAMP_HEADER.to_owned(), sent_at.as_bytes().to_vec()));
     }
 }
 
@@ -452,7 +542,7 @@ mod tests {
     #[test]
     fn standard_headers_fill_gaps_only() {
         let mut record = Record::to("t").header(CORRELATION_ID_HEADER, "req-1");
-        add_standard_headers(&mut record);
+        add_standard_headers(&mut record, &now_millis());
         assert_eq!(
             record.header_value(CORRELATION_ID_HEADER),
             Some(&b"req-1"[..])
@@ -463,7 +553,7 @@ mod tests {
             .unwrap();
         assert!(stamp > 1_600_000_000_000);
         let mut bare = Record::to("t");
-        add_standard_headers(&mut bare);
+        add_standard_headers(&mut bare, "1");
         assert_eq!(bare.header_value(CORRELATION_ID_HEADER).unwrap().len(), 36);
     }
 
