@@ -401,9 +401,8 @@ impl Producer {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if Instant::now()
-                        < *deadline.get_or_insert_with(|| {
-                            Instant::now() + self.inner.enqueue_timeout
-                        }) =>
+                        < *deadline
+                            .get_or_insert_with(|| Instant::now() + self.inner.enqueue_timeout) =>
                 {
                     base = back;
                     // Back-pressure: wait for a delivery report to make room.

@@ -65,7 +65,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (raw, lib, lib_headers) = (median(raw), median(lib), median(lib_headers));
     report("raw rdkafka BaseProducer", &raw, args.size);
     report("kafkit send_batch", &lib, args.size);
-    report("kafkit send_batch + standard headers", &lib_headers, args.size);
+    report(
+        "kafkit send_batch + standard headers",
+        &lib_headers,
+        args.size,
+    );
     println!(
         "\nkafkit send_batch reaches {:.0}% of raw rdkafka ({:.0}% with standard headers)",
         100.0 * lib.rate() / raw.rate(),

@@ -36,7 +36,7 @@ use crate::router::Router;
 pub type TopicPartition = (String, i32);
 
 /// Default bound on records waiting per partition before it is paused.
-pub const DEFAULT_MAX_QUEUED_PER_PARTITION: usize = 1_000;
+pub const DEFAULT_MAX_QUEUED_PER_PARTITION: usize = 10_000;
 /// Default time shutdown waits for in-flight records.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time without progress after which a consumer with waiting records is unhealthy.
@@ -107,6 +107,17 @@ impl PartitionState {
             high_watermark: AtomicI64::new(-1),
             paused: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Takes `count` records off the queue; returns how many remain.
+    pub fn unqueue(&self, count: usize) -> usize {
+        let previous = self
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                Some(q.saturating_sub(count))
+            })
+            .unwrap_or_default();
+        previous.saturating_sub(count)
     }
 
     /// Notes progress now.

@@ -2,14 +2,14 @@
 //! order; only the contiguous done prefix is ever committed, so nothing is marked done before
 //! its work is done.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 /// Tracks started and completed offsets of one partition.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    /// Started, not yet completed.
-    pending: BTreeSet<i64>,
-    /// Completed, above the watermark.
+    /// Started, not yet completed, in increasing order (a partition's offsets only grow).
+    pending: VecDeque<i64>,
+    /// Completed out of order, above the watermark.
     done: BTreeSet<i64>,
     /// Highest offset such that every tracked offset up to it is complete.
     watermark: Option<i64>,
@@ -21,28 +21,39 @@ impl OffsetTracker {
         OffsetTracker::default()
     }
 
-    /// Notes that work on `offset` started.
+    /// Notes that work on `offset` started. Offsets must be started in increasing order.
     pub fn start(&mut self, offset: i64) {
-        self.pending.insert(offset);
+        debug_assert!(self.pending.back().is_none_or(|last| *last < offset));
+        self.pending.push_back(offset);
     }
 
     /// Notes that `offset` is done. Returns the new watermark when it advanced: the highest
     /// offset whose record and every earlier started record are done.
     pub fn complete(&mut self, offset: i64) -> Option<i64> {
-        if !self.pending.remove(&offset) {
+        if self.pending.front() == Some(&offset) {
+            // In order, the common case: no set is touched.
+            self.pending.pop_front();
+            let mut watermark = offset;
+            // Earlier out-of-order completions may now join the prefix.
+            while let Some(&next) = self.pending.front() {
+                if !self.done.remove(&next) {
+                    break;
+                }
+                self.pending.pop_front();
+                watermark = next;
+            }
+            if self.pending.is_empty() {
+                // Completions beyond every started offset cannot exist; nothing to keep.
+                self.done.clear();
+            }
+            self.watermark = Some(watermark);
+            return Some(watermark);
+        }
+        // Out of order: remember it until the records before it are done.
+        if self.pending.binary_search(&offset).is_ok() && self.done.insert(offset) {
             return None;
         }
-        self.done.insert(offset);
-        let candidate = match self.pending.first() {
-            Some(&lowest_pending) => self.done.range(..lowest_pending).next_back().copied(),
-            None => self.done.last().copied(),
-        }?;
-        if self.watermark.is_some_and(|w| w >= candidate) {
-            return None;
-        }
-        self.done = self.done.split_off(&(candidate + 1));
-        self.watermark = Some(candidate);
-        Some(candidate)
+        None
     }
 
     /// The highest offset safe to store, if any.

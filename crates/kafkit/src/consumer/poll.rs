@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -21,10 +21,13 @@ use crate::record::Message;
 
 /// How often the loop proves it is alive when no record arrives.
 const TICK: Duration = Duration::from_secs(1);
+/// Records taken without waiting after the first one, before they are handed to workers in
+/// one chunk per partition: one wake-up per chunk instead of per record.
+const MAX_CHUNK: usize = 512;
 
 struct WorkerHandle {
     epoch: u64,
-    tx: UnboundedSender<Message>,
+    tx: UnboundedSender<Vec<Message>>,
     state: Arc<PartitionState>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -79,10 +82,24 @@ impl<'a> PollLoop<'a> {
                 Some(control) = self.control_rx.recv() => self.on_control(control),
                 message = stream.next() => {
                     self.owner.shared.touch_poll();
+                    let mut staged: Vec<Vec<Message>> = Vec::new();
                     match message {
-                        Some(Ok(message)) => self.dispatch(Message::from_borrowed(&message)),
+                        Some(Ok(message)) => stage(&mut staged, Message::from_borrowed(&message)),
                         Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                         None => break,
+                    }
+                    // Take what is already fetched, without waiting.
+                    for _ in 0..MAX_CHUNK {
+                        match stream.next().now_or_never() {
+                            Some(Some(Ok(message))) => {
+                                stage(&mut staged, Message::from_borrowed(&message));
+                            }
+                            Some(Some(Err(error))) => tracing::warn!(%error, "consumer error"),
+                            Some(None) | None => break,
+                        }
+                    }
+                    for chunk in staged {
+                        self.dispatch(chunk);
                     }
                 }
                 _ = tick.tick() => {
@@ -107,17 +124,24 @@ impl<'a> PollLoop<'a> {
             .collect()
     }
 
-    fn dispatch(&mut self, message: Message) {
-        let tp = (message.topic.clone(), message.partition);
+    /// Hands a chunk of one partition's records, in offset order, to its worker.
+    fn dispatch(&mut self, chunk: Vec<Message>) {
+        let Some(first) = chunk.first() else {
+            return;
+        };
+        let tp = (first.topic.clone(), first.partition);
         let epoch = self.consumer.context().epoch(&tp);
         let current = self.workers.get(&tp).is_some_and(|w| w.epoch == epoch);
         if !current {
             self.spawn_worker(tp.clone(), epoch);
         }
-        let worker = self.workers.get(&tp).expect("worker just ensured");
-        let queued = worker.state.queued.fetch_add(1, Ordering::SeqCst) + 1;
-        if worker.tx.send(message).is_err() {
-            worker.state.queued.fetch_sub(1, Ordering::SeqCst);
+        let Some(worker) = self.workers.get(&tp) else {
+            return;
+        };
+        let count = chunk.len();
+        let queued = worker.state.queued.fetch_add(count, Ordering::SeqCst) + count;
+        if worker.tx.send(chunk).is_err() {
+            worker.state.unqueue(count);
             return;
         }
         if queued >= self.owner.options.max_queued_per_partition
@@ -139,8 +163,9 @@ impl<'a> PollLoop<'a> {
             }
             None => self.retired.remove(&tp).map(|(_, task)| task),
         };
+        // The queue count is shared with a retiring predecessor, which subtracts what it
+        // abandons; it is not reset here.
         let state = self.owner.shared.partition(&tp);
-        state.queued.store(0, Ordering::SeqCst);
         state.backpressured.store(false, Ordering::SeqCst);
         state.paused.lock().expect("not poisoned").clear();
         state.touch();
@@ -290,5 +315,16 @@ impl<'a> PollLoop<'a> {
                 }
             }
         });
+    }
+}
+
+/// Adds a record to the chunk of its partition (records of a partition keep their order).
+fn stage(staged: &mut Vec<Vec<Message>>, message: Message) {
+    match staged
+        .iter_mut()
+        .find(|chunk| chunk[0].partition == message.partition && chunk[0].topic == message.topic)
+    {
+        Some(chunk) => chunk.push(message),
+        None => staged.push(vec![message]),
     }
 }

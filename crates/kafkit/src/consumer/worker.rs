@@ -1,6 +1,7 @@
 //! One partition's worker: handles its records in offset order with retries, the circuit
 //! breaker and dead-lettering, and stores offsets only for records whose work is done.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use super::{Control, PartitionState, PauseReason, TopicPartition};
 use crate::batch::BatchOptions;
 use crate::circuit_breaker::{CircuitBreaker, Permit};
 use crate::dead_letter::Failure;
-use crate::handler::{ErrorKind, HandlerError};
+use crate::handler::{ErrorKind, Handler, HandlerError};
 use crate::metrics::Metrics;
 use crate::producer::Producer;
 use crate::record::Message;
@@ -75,7 +76,7 @@ impl Counters {
 pub(crate) struct Worker {
     pub tp: TopicPartition,
     pub epoch: u64,
-    pub rx: UnboundedReceiver<Message>,
+    pub rx: UnboundedReceiver<Vec<Message>>,
     pub registration: Registration,
     pub consumer: Arc<StreamConsumer<RuntimeContext>>,
     pub control: UnboundedSender<Control>,
@@ -93,6 +94,8 @@ pub(crate) struct Worker {
 
 struct Running {
     worker: Worker,
+    /// Records received in a chunk and not yet taken.
+    buffer: VecDeque<Message>,
     tracker: OffsetTracker,
     unstored: usize,
     counters: Option<Counters>,
@@ -110,6 +113,7 @@ impl Worker {
             .map(|m| Counters::new(m, &self.group, &self.tp.0));
         let mut running = Running {
             worker: self,
+            buffer: VecDeque::new(),
             tracker: OffsetTracker::new(),
             unstored: 0,
             counters,
@@ -122,17 +126,24 @@ impl Worker {
 impl Running {
     async fn run(&mut self) {
         let route = self.worker.registration.route.clone();
+        let cancel = self.worker.cancel.clone();
         loop {
-            let first = tokio::select! {
-                biased;
-                () = self.worker.cancel.cancelled() => break,
-                message = self.worker.rx.recv() => match message {
-                    Some(message) => message,
-                    None => break,
+            // Buffered records need no wait: check cancellation with an atomic load instead of
+            // registering a waiter per record.
+            let first = match self.buffer.pop_front() {
+                Some(_) if cancel.is_cancelled() => break,
+                Some(message) => message,
+                None => tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    message = self.recv() => match message {
+                        Some(message) => message,
+                        None => break,
+                    },
                 },
             };
             let done = match &route {
-                Route::Single(_) => self.single(first).await,
+                Route::Single(handler) => self.single(handler, first).await,
                 Route::Batch(_, options) => {
                     let batch = self.collect(first, *options).await;
                     self.batch(batch).await
@@ -143,6 +154,13 @@ impl Running {
             }
         }
         self.store();
+        // Records received but never taken are abandoned: re-read by the next owner.
+        let mut untaken = self.buffer.len();
+        self.buffer.clear();
+        while let Ok(chunk) = self.worker.rx.try_recv() {
+            untaken += chunk.len();
+        }
+        self.worker.state.unqueue(untaken);
         for reason in std::mem::take(&mut self.paused) {
             let _ = self.worker.control.send(Control::Resume(
                 self.worker.tp.clone(),
@@ -153,31 +171,44 @@ impl Running {
     }
 
     /// Handles one record to its end. False when interrupted.
-    async fn single(&mut self, message: Message) -> bool {
+    async fn single(&mut self, handler: &Arc<dyn Handler>, message: Message) -> bool {
         self.tracker.start(message.offset);
         if let Some(c) = &self.counters {
             c.consumed.inc();
         }
-        let outcome = self.attempt_until_done(&message).await;
+        let outcome = self.attempt_until_done(handler, &message).await;
         self.finish(&[message], outcome)
     }
 
     /// Gathers a batch: up to `max_records`, or what arrived within `max_wait` of the first.
     async fn collect(&mut self, first: Message, options: BatchOptions) -> Vec<Message> {
         let deadline = Instant::now() + options.max_wait;
+        let cancel = self.worker.cancel.clone();
         let mut batch = vec![first];
         while batch.len() < options.max_records {
             tokio::select! {
                 biased;
-                () = self.worker.cancel.cancelled() => break,
+                () = cancel.cancelled() => break,
                 () = tokio::time::sleep_until(deadline) => break,
-                message = self.worker.rx.recv() => match message {
+                message = self.recv() => match message {
                     Some(message) => batch.push(message),
                     None => break,
                 },
             }
         }
         batch
+    }
+
+    /// The next record: from the current chunk, or the next chunk from the poll loop.
+    /// `None` once the poll loop dropped the channel. Cancel-safe: a chunk is buffered whole.
+    async fn recv(&mut self) -> Option<Message> {
+        loop {
+            if let Some(message) = self.buffer.pop_front() {
+                return Some(message);
+            }
+            let chunk = self.worker.rx.recv().await?;
+            self.buffer.extend(chunk);
+        }
     }
 
     /// Handles a batch: on failure at index i, records before i are done and the rest are
@@ -195,7 +226,7 @@ impl Running {
         let mut attempts = 0u32;
         while !batch.is_empty() {
             if !self.await_circuit().await {
-                return self.finish(&[], Outcome::Abandoned);
+                return self.finish(&batch, Outcome::Abandoned);
             }
             attempts += 1;
             let started = std::time::Instant::now();
@@ -220,7 +251,7 @@ impl Running {
             let decision = self.decide(&error.error, attempts, &batch[0]).await;
             match decision {
                 Decision::Retry => continue,
-                Decision::Abandon => return self.finish(&[], Outcome::Abandoned),
+                Decision::Abandon => return self.finish(&batch, Outcome::Abandoned),
                 Decision::Done(outcome) => {
                     // The failing record is settled alone; the rest start over.
                     let rest = batch.split_off(1);
@@ -236,10 +267,11 @@ impl Running {
     }
 
     /// Calls the handler until the record succeeds, is dead-lettered or skipped.
-    async fn attempt_until_done(&mut self, message: &Message) -> Outcome {
-        let Route::Single(handler) = self.worker.registration.route.clone() else {
-            unreachable!("single() is only called for single routes")
-        };
+    async fn attempt_until_done(
+        &mut self,
+        handler: &Arc<dyn Handler>,
+        message: &Message,
+    ) -> Outcome {
         let mut attempts = 0u32;
         loop {
             if !self.await_circuit().await {
@@ -351,6 +383,9 @@ impl Running {
 
     /// Waits while the circuit is open, with the partition paused. False when interrupted.
     async fn await_circuit(&mut self) -> bool {
+        if self.worker.registration.circuit_breaker.is_none() {
+            return true;
+        }
         let Some(breaker) = self.breaker() else {
             return true;
         };
@@ -411,6 +446,7 @@ impl Running {
     /// False when the outcome was an interruption.
     fn finish(&mut self, messages: &[Message], outcome: Outcome) -> bool {
         if outcome == Outcome::Abandoned {
+            self.worker.state.unqueue(messages.len());
             return false;
         }
         for message in messages {
@@ -427,12 +463,13 @@ impl Running {
             }
         }
         let state = self.worker.state.clone();
-        let remaining = state.queued.fetch_sub(messages.len(), Ordering::SeqCst) - messages.len();
+        let remaining = state.unqueue(messages.len());
         state.touch();
         if let Some(last) = messages.last() {
             state.last_done.store(last.offset, Ordering::SeqCst);
         }
-        if self.unstored >= STORE_EVERY || self.worker.rx.is_empty() || self.worker.commit_each {
+        let idle = self.buffer.is_empty() && self.worker.rx.is_empty();
+        if self.unstored >= STORE_EVERY || idle || self.worker.commit_each {
             self.store();
         }
         if remaining <= self.worker.max_queued / 2
