@@ -40,6 +40,9 @@ type Outcome = (
     Duration,
 );
 
+/// What each enqueued record carries to its delivery report: its batch and its index there.
+type Opaque = Box<(Arc<Batch>, usize)>;
+
 /// The deliveries of one `send_batch` call. librdkafka's delivery callback fills the slots;
 /// the caller is woken once, when the last one is filled, instead of once per record. Public
 /// only because it is the [`DeliveryContext`]'s opaque type; nothing of it is exposed.
@@ -97,7 +100,7 @@ impl std::fmt::Debug for DeliveryContext {
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<(Arc<Batch>, usize)>;
+    type DeliveryOpaque = Opaque;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
         let (batch, index) = *opaque;
@@ -376,7 +379,7 @@ impl Producer {
         {
             record.partition = partitioner.partition(&record, count);
         }
-        let mut base: BaseRecord<'_, [u8], [u8], Box<(Arc<Batch>, usize)>> =
+        let mut base: BaseRecord<'_, [u8], [u8], Opaque> =
             BaseRecord::with_opaque_to(&record.topic, Box::new((batch.clone(), index)));
         base.key = record.key.as_deref();
         base.payload = record.payload.as_deref();

@@ -82,7 +82,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 const ROUNDS: usize = 3;
 
 fn median(mut outcomes: Vec<Outcome>) -> Outcome {
-    outcomes.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+    outcomes.sort_by_key(|o| o.elapsed);
     outcomes.swap_remove(outcomes.len() / 2)
 }
 
