@@ -142,10 +142,31 @@ async fn transient_failures_are_retried_until_success() {
         })
         .retry(fast_retries(5));
     let group = testkit::unique("retry");
-    let (consumer, token, task) = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let metrics = kafkit::Metrics::default();
+    let consumer = Consumer::new(&testkit::config(), &group, router)
+        .unwrap()
+        .with_metrics(metrics.clone());
+    let (consumer, token, task) = start(consumer);
     assert!(testkit::eventually(WAIT, || attempts.distinct() == 20).await);
     assert!(testkit::eventually(WAIT, || consumer.health().in_flight == 0).await);
     stop(token, task).await;
+
+    // The metrics count every outcome under the topic and group.
+    let text = metrics.render();
+    for (outcome, count) in [
+        ("consumed", 20),
+        ("succeeded", 20),
+        ("retried", 2),
+        ("dead_lettered", 0),
+    ] {
+        let line = format!(
+            "kafkit_consumer_records_total{{group=\"{group}\",outcome=\"{outcome}\",topic=\"{topic}\"}} {count}"
+        );
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
+    assert!(text.contains(&format!(
+        "kafkit_handler_duration_seconds_count{{group=\"{group}\",topic=\"{topic}\"}} 22"
+    )));
 
     // Then record 7 took three attempts, the others one, and nothing was dead-lettered.
     assert_eq!(attempts.count(7), 3);
