@@ -19,9 +19,7 @@ struct Metric {
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let config = KafkaConfig::from_env()?;
-    let cluster = Cluster::from_config(&config)?;
-    let config = cluster.configure(&config);
+    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
     let producer = Producer::new(&config)?;
     let records = (0..250)
         .map(|i| Record::to("metrics").json(&serde_json::json!({"name": "cpu", "value": i})))

@@ -7,9 +7,8 @@ use kafkit::{Cluster, KafkaConfig, Producer, Record};
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let config = KafkaConfig::from_env()?;
-    let cluster = Cluster::from_config(&config)?;
-    let producer = Producer::new(&cluster.configure(&config))?;
+    let (_cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
+    let producer = Producer::new(&config)?;
 
     let mut records = Vec::new();
     for i in 0..1_000 {

@@ -15,9 +15,7 @@ struct User {
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let config = KafkaConfig::from_env()?;
-    let cluster = Cluster::from_config(&config)?;
-    let config = cluster.configure(&config);
+    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
     let producer = Producer::new(&config)?;
     let topic = "dbserver1.public.users";
     producer

@@ -19,9 +19,7 @@ struct Order {
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let config = KafkaConfig::from_env()?;
-    let cluster = Cluster::from_config(&config)?;
-    let config = cluster.configure(&config);
+    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
     let producer = Producer::new(&config)?;
     let records = vec![
         Record::to("orders").json(&serde_json::json!({"id": 1, "amount": 10}))?,

@@ -13,9 +13,7 @@ use kafkit::{
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let config = KafkaConfig::from_env()?;
-    let cluster = Cluster::from_config(&config)?;
-    let config = cluster.configure(&config);
+    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
     let manager = Manager::new();
     manager.add_producer("events", Producer::new(&config)?);
 

@@ -15,9 +15,7 @@ struct UserCreated {
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let config = KafkaConfig::from_env()?;
-    let cluster = Cluster::from_config(&config)?;
-    let config = cluster.configure(&config);
+    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
     if cluster.embedded().is_some() {
         let producer = Producer::new(&config)?;
         for user_id in 1..=3 {

@@ -15,9 +15,8 @@ struct UserCreated {
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let config = KafkaConfig::from_env()?;
-    let cluster = Cluster::from_config(&config)?;
-    let producer = Producer::new(&cluster.configure(&config))?;
+    let (_cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
+    let producer = Producer::new(&config)?;
 
     for user_id in 1..=3 {
         let event = UserCreated {

@@ -8,14 +8,9 @@ use kafkit::{Admin, Cluster, HeaderHash, KafkaConfig, Producer, Record, TopicSpe
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let config = KafkaConfig::from_env()?;
-    let cluster = Cluster::from_config(&config)?;
-    let config = cluster.configure(&config);
-    let mut admin = Admin::new(&config)?;
-    if let Some(embedded) = cluster.embedded() {
-        admin = admin.with_embedded(embedded.clone());
-    }
-    admin
+    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
+    Admin::new(&config)?
+        .on(&cluster)
         .ensure_topics(&[TopicSpec::new("tenant-events", 6)])
         .await?;
 

@@ -191,6 +191,15 @@ impl Admin {
         })
     }
 
+    /// Works on `cluster`: with the embedded broker, topics are created through it.
+    #[must_use]
+    pub fn on(self, cluster: &crate::cluster::Cluster) -> Self {
+        match cluster.embedded() {
+            Some(broker) => self.with_embedded(broker.clone()),
+            None => self,
+        }
+    }
+
     /// Creates topics through `broker`'s own API instead of CreateTopics.
     #[must_use]
     pub fn with_embedded(mut self, broker: Arc<EmbeddedBroker>) -> Self {

@@ -38,6 +38,20 @@ impl Cluster {
         }
     }
 
+    /// The cluster `config` names, and `config` pointed at it: the one call a program needs to
+    /// run against `KAFKA_BROKERS`, or the embedded broker when that is unset.
+    ///
+    /// ```no_run
+    /// # fn main() -> kafkit::Result<()> {
+    /// let (cluster, config) = kafkit::Cluster::connect(&kafkit::KafkaConfig::from_env()?)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect(config: &KafkaConfig) -> Result<(Self, KafkaConfig)> {
+        let cluster = Cluster::from_config(config)?;
+        let config = cluster.configure(config);
+        Ok((cluster, config))
+    }
+
     /// Comma-separated bootstrap servers.
     pub fn bootstrap_servers(&self) -> String {
         match self {

@@ -24,12 +24,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return super::bench_consume::run(args).await;
     }
     let config = super::config(&args.connection)?;
-    let cluster = Cluster::from_config(&config)?;
-    let config = cluster.configure(&config);
-    let mut admin = Admin::new(&config)?;
-    if let Some(embedded) = cluster.embedded() {
-        admin = admin.with_embedded(embedded.clone());
-    }
+    let (cluster, config) = Cluster::connect(&config)?;
+    let admin = Admin::new(&config)?.on(&cluster);
     let broker_kind = if cluster.embedded().is_some() {
         "embedded"
     } else {

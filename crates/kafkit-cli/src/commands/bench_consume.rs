@@ -24,12 +24,8 @@ struct Event {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = super::config(&args.connection)?;
-    let cluster = Cluster::from_config(&config)?;
-    let config = cluster.configure(&config);
-    let mut admin = Admin::new(&config)?;
-    if let Some(embedded) = cluster.embedded() {
-        admin = admin.with_embedded(embedded.clone());
-    }
+    let (cluster, config) = Cluster::connect(&config)?;
+    let admin = Admin::new(&config)?.on(&cluster);
     let topic = fresh_topic(&admin, "bench-consume", args.partitions).await?;
     populate(&config, &topic, args.records, args.size).await?;
     println!(

@@ -107,10 +107,7 @@ impl AppState {
             .enqueue_timeout(ENQUEUE_TIMEOUT)
             .metrics(metrics.clone())
             .build()?;
-        let mut admin = Admin::new(config)?;
-        if let Some(embedded) = cluster.embedded() {
-            admin = admin.with_embedded(embedded.clone());
-        }
+        let admin = Admin::new(config)?.on(cluster);
         let http = http_metrics::HttpMetrics::new(metrics.registry());
         Ok(AppState {
             producer,
@@ -225,8 +222,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let cluster = Cluster::from_config(&config)?;
-    let config = cluster.configure(&config);
+    let (cluster, config) = Cluster::connect(&config)?;
     let limits = Limits {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         ..Limits::from_config(&config)
