@@ -26,6 +26,24 @@ pub fn brokers() -> String {
     })
 }
 
+/// The variable naming the nisshi binary, for tests that start brokers of their own.
+pub const NISSHI_VAR: &str = "KAFKIT_NISSHI_BIN";
+
+/// The nisshi binary. Panics when `KAFKIT_NISSHI_BIN` is unset.
+pub fn nisshi_bin() -> std::path::PathBuf {
+    std::env::var(NISSHI_VAR)
+        .map(Into::into)
+        .unwrap_or_else(|_| panic!("{NISSHI_VAR} is not set: run ./scripts/test, which sets it"))
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A client configuration for the test broker.
 pub fn config() -> KafkaConfig {
     KafkaConfig::new([brokers()])
