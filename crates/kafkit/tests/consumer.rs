@@ -425,7 +425,11 @@ async fn circuit_breaker_opens_pauses_probes_and_closes() {
     assert!(testkit::eventually(WAIT, || calls.lock().unwrap().len() >= 5).await);
     let probes = calls.lock().unwrap().clone();
     for pair in probes[2..5].windows(2) {
-        assert!(pair[1] - pair[0] >= Duration::from_secs(1), "{:?}", pair[1] - pair[0]);
+        assert!(
+            pair[1] - pair[0] >= Duration::from_secs(1),
+            "{:?}",
+            pair[1] - pair[0]
+        );
     }
 
     // When the dependency recovers the next probe succeeds, the circuit closes and every

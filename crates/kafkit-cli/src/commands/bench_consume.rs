@@ -35,29 +35,44 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.partitions,
         cluster.bootstrap_servers()
     );
+    println!(
+        "{ROUNDS} rounds, interleaved, each from the beginning with a fresh group; the median round is shown"
+    );
     println!("| client | records/s | MB/s | seconds | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|");
-
-    reset_peak_rss();
-    let raw = raw_loop(&config, &topic, args.records).await?;
+    let mut raw = Vec::new();
+    let mut lib = Vec::new();
+    for round in 0..ROUNDS {
+        reset_peak_rss();
+        let outcome = raw_loop(&config, &topic, args.records, round).await?;
+        raw.push((outcome, peak_rss_mib()));
+        reset_peak_rss();
+        let outcome = runtime(&config, &cluster, &topic, args.records, round).await?;
+        lib.push((outcome, peak_rss_mib()));
+    }
+    let (raw, raw_rss) = median(raw);
+    let (lib, lib_rss) = median(lib);
     println!(
-        "{} {:.0} |",
-        row("raw rdkafka consumer loop", &raw, args.size),
-        peak_rss_mib()
+        "{} {raw_rss:.0} |",
+        row("raw rdkafka consumer loop", &raw, args.size)
     );
-
-    reset_peak_rss();
-    let lib = runtime(&config, &cluster, &topic, args.records).await?;
     println!(
-        "{} {:.0} |",
-        row("kafkit Consumer runtime", &lib, args.size),
-        peak_rss_mib()
+        "{} {lib_rss:.0} |",
+        row("kafkit Consumer runtime", &lib, args.size)
     );
     println!(
         "\nkafkit Consumer reaches {:.0}% of the raw loop",
         100.0 * lib.rate() / raw.rate()
     );
     Ok(())
+}
+
+/// Rounds per client.
+const ROUNDS: usize = 3;
+
+fn median(mut outcomes: Vec<(Outcome, f64)>) -> (Outcome, f64) {
+    outcomes.sort_by_key(|(o, _)| o.elapsed);
+    outcomes.swap_remove(outcomes.len() / 2)
 }
 
 fn row(name: &str, outcome: &Outcome, size: usize) -> String {
@@ -101,8 +116,9 @@ async fn raw_loop(
     config: &kafkit::KafkaConfig,
     topic: &str,
     records: usize,
+    round: usize,
 ) -> anyhow::Result<Outcome> {
-    let group = format!("bench-raw-{}", std::process::id());
+    let group = format!("bench-raw-{}-{round}", std::process::id());
     let consumer: BaseConsumer = config.to_consumer_config(&group).create()?;
     consumer.subscribe(&[topic])?;
     tokio::task::spawn_blocking(move || {
@@ -136,6 +152,7 @@ async fn runtime(
     cluster: &Cluster,
     topic: &str,
     records: usize,
+    round: usize,
 ) -> anyhow::Result<Outcome> {
     let seen = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(tokio::sync::Notify::new());
@@ -152,7 +169,7 @@ async fn runtime(
             }
         })
         .no_dead_letter();
-    let group = format!("bench-kafkit-{}", std::process::id());
+    let group = format!("bench-kafkit-{}-{round}", std::process::id());
     let consumer = Consumer::new(config, &group, router)?.on(cluster);
     let started = Instant::now();
     let waiter = done.clone();
