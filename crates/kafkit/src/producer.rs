@@ -300,16 +300,24 @@ impl Producer {
             batch.done.notified().await;
         }
         let results: Vec<Result<Delivery>> = (0..batch.slots.len())
-            .map(|index| match refused.remove(&index) {
-                Some(error) => Err(error),
-                None => match batch.slots[index].get() {
-                    Some((Ok(delivery), _)) => Ok(*delivery),
-                    Some((Err((topic, source)), _)) => Err(Error::Produce {
-                        topic: topic.clone(),
-                        source: source.clone(),
-                    }),
-                    None => unreachable!("every enqueued record is settled before the wake-up"),
-                },
+            .map(|index| {
+                // Refusals are rare: skip hashing when there are none.
+                let refusal = if refused.is_empty() {
+                    None
+                } else {
+                    refused.remove(&index)
+                };
+                match refusal {
+                    Some(error) => Err(error),
+                    None => match batch.slots[index].get() {
+                        Some((Ok(delivery), _)) => Ok(*delivery),
+                        Some((Err((topic, source)), _)) => Err(Error::Produce {
+                            topic: topic.clone(),
+                            source: source.clone(),
+                        }),
+                        None => unreachable!("every enqueued record is settled before the wake-up"),
+                    },
+                }
             })
             .collect();
         self.record_outcomes(&batch, &topics, &results);
