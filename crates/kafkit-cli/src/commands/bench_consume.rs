@@ -41,28 +41,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("| client | records/s | MB/s | seconds | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|");
     let mut raw = Vec::new();
+    let mut stream = Vec::new();
     let mut lib = Vec::new();
     for round in 0..ROUNDS {
         reset_peak_rss();
         let outcome = raw_loop(&config, &topic, args.records, round).await?;
         raw.push((outcome, peak_rss_mib()));
         reset_peak_rss();
+        let outcome = stream_loop(&config, &topic, args.records, round).await?;
+        stream.push((outcome, peak_rss_mib()));
+        reset_peak_rss();
         let outcome = runtime(&config, &cluster, &topic, args.records, round).await?;
         lib.push((outcome, peak_rss_mib()));
     }
     let (raw, raw_rss) = median(raw);
+    let (stream, stream_rss) = median(stream);
     let (lib, lib_rss) = median(lib);
-    println!(
-        "{} {raw_rss:.0} |",
-        row("raw rdkafka consumer loop", &raw, args.size)
+    let blocking = row(
+        "raw rdkafka BaseConsumer loop (blocking thread)",
+        &raw,
+        args.size,
     );
+    println!("{blocking} {raw_rss:.0} |");
+    let asynchronous = row(
+        "raw rdkafka StreamConsumer loop (async)",
+        &stream,
+        args.size,
+    );
+    println!("{asynchronous} {stream_rss:.0} |");
     println!(
         "{} {lib_rss:.0} |",
         row("kafkit Consumer runtime", &lib, args.size)
     );
     println!(
-        "\nkafkit Consumer reaches {:.0}% of the raw loop",
-        100.0 * lib.rate() / raw.rate()
+        "\nkafkit Consumer reaches {:.0}% of the blocking raw loop, {:.0}% of the async one",
+        100.0 * lib.rate() / raw.rate(),
+        100.0 * lib.rate() / stream.rate()
     );
     Ok(())
 }
@@ -145,6 +159,42 @@ async fn raw_loop(
         })
     })
     .await?
+}
+
+/// What a tokio service writes by hand: a `StreamConsumer` loop doing the same work.
+async fn stream_loop(
+    config: &kafkit::KafkaConfig,
+    topic: &str,
+    records: usize,
+    round: usize,
+) -> anyhow::Result<Outcome> {
+    let group = format!("bench-stream-{}-{round}", std::process::id());
+    let consumer: kafkit::rdkafka::consumer::StreamConsumer =
+        config.to_consumer_config(&group).create()?;
+    consumer.subscribe(&[topic])?;
+    let started = Instant::now();
+    let mut stream = consumer.stream();
+    let mut seen = 0;
+    while seen < records {
+        let Some(message) = stream.next().await else {
+            break;
+        };
+        let message = message?;
+        let _: Event = serde_json::from_slice(message.payload().unwrap_or_default())?;
+        consumer.store_offset_from_message(&message)?;
+        seen += 1;
+    }
+    let elapsed = started.elapsed();
+    drop(stream);
+    tokio::task::spawn_blocking(move || {
+        consumer.commit_consumer_state(kafkit::rdkafka::consumer::CommitMode::Sync)
+    })
+    .await??;
+    Ok(Outcome {
+        records: seen,
+        failed: 0,
+        elapsed,
+    })
 }
 
 async fn runtime(
