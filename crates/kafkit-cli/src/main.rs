@@ -7,6 +7,12 @@ mod serve;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's allocator: the consumer runtime allocates records on the poll
+/// thread and frees them on worker threads, a pattern glibc's arenas handle with lock
+/// contention (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
