@@ -85,8 +85,8 @@ pub struct ServeArgs {
     #[arg(long, env = "KAFKIT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// Topics to create on start, as NAME or NAME:PARTITIONS (comma-separated).
-    #[arg(long, env = "KAFKIT_TOPICS", value_delimiter = ',')]
-    pub topics: Vec<String>,
+    #[arg(long, env = "KAFKIT_TOPICS", value_delimiter = ',', value_parser = parse_topic_spec)]
+    pub topics: Vec<kafkit::TopicSpec>,
     /// API keys and their topic grants: `KEY:write=GLOB|GLOB,read=GLOB;KEY2:read=*`
     /// (see the README). Unset: no authentication, loopback only.
     #[arg(long, env = "KAFKIT_API_KEYS", hide_env_values = true, value_parser = parse_secret)]
@@ -229,8 +229,8 @@ pub enum DltCommand {
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
     /// Topics to create, as NAME or NAME:PARTITIONS (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub topics: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = parse_topic_spec)]
+    pub topics: Vec<kafkit::TopicSpec>,
     /// Also write the address to this file (for scripts).
     #[arg(long)]
     pub address_file: Option<PathBuf>,
@@ -273,15 +273,20 @@ fn parse_header(raw: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected name=value, got {raw:?}"))
 }
 
-/// Parses `NAME` or `NAME:PARTITIONS`.
-pub fn parse_topic_spec(raw: &str) -> anyhow::Result<kafkit::TopicSpec> {
-    match raw.split_once(':') {
-        None => Ok(kafkit::TopicSpec::new(raw, 1)),
-        Some((name, partitions)) => Ok(kafkit::TopicSpec::new(
-            name,
-            partitions
-                .parse()
-                .map_err(|_| anyhow::anyhow!("topic {raw:?}: expected NAME:PARTITIONS"))?,
-        )),
-    }
+/// Parses `NAME` or `NAME:PARTITIONS`, at the command line, so a bad value is refused before
+/// anything starts.
+fn parse_topic_spec(raw: &str) -> Result<kafkit::TopicSpec, String> {
+    let (name, partitions) = match raw.split_once(':') {
+        None => (raw, 1),
+        Some((name, partitions)) => match partitions.parse::<i32>() {
+            Ok(n) if n > 0 => (name, n),
+            _ => {
+                return Err(format!(
+                    "expected NAME or NAME:PARTITIONS (PARTITIONS > 0), got {raw:?}"
+                ));
+            }
+        },
+    };
+    kafkit::record::validate_topic(name).map_err(|e| e.to_string())?;
+    Ok(kafkit::TopicSpec::new(name, partitions))
 }

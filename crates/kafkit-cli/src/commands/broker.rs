@@ -8,14 +8,9 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let broker = std::sync::Arc::new(EmbeddedBroker::start(1)?);
     let address = broker.bootstrap_servers().to_owned();
     if !args.topics.is_empty() {
-        let specs = args
-            .topics
-            .iter()
-            .map(|t| crate::cli::parse_topic_spec(t))
-            .collect::<anyhow::Result<Vec<_>>>()?;
         Admin::new(&KafkaConfig::new([address.clone()]))?
             .with_embedded(broker.clone())
-            .ensure_topics(&specs)
+            .ensure_topics(&args.topics)
             .await?;
     }
     if let Some(path) = &args.address_file {

@@ -233,14 +233,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state = state.with_api_keys(keys);
     }
     if !args.topics.is_empty() {
-        let specs = args
-            .topics
-            .iter()
-            .map(|t| crate::cli::parse_topic_spec(t))
-            .collect::<anyhow::Result<Vec<_>>>()?;
         state
             .admin
-            .ensure_topics(&specs)
+            .ensure_topics(&args.topics)
             .await
             .context("creating --topics")?;
     }
