@@ -1,51 +1,12 @@
 //! The real `kafkit` binary, end to end, against the test broker and the embedded broker.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+use common::{json_lines, kafkit, run};
 use serde_json::Value;
-
-fn kafkit() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kafkit"));
-    // Only what each test sets reaches the binary.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("KAFKA_") || name.starts_with("KAFKIT_") {
-            command.env_remove(name);
-        }
-    }
-    command.env("KAFKIT_LOG_FORMAT", "json");
-    command
-}
-
-fn run(command: &mut Command, stdin: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kafkit");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "kafkit failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn json_lines(output: &Output) -> Vec<Value> {
-    String::from_utf8(output.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
 
 #[tokio::test]
 async fn produce_then_consume_through_the_cli() {

@@ -1,31 +1,22 @@
 //! `kafkit dlt list|replay` end to end: a consumer dead-letters a record, the CLI shows and
 //! replays it, the consumer then handles it; replay is safe to re-run.
 
+mod common;
+
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{json_lines, kafkit, run};
 use kafkit::{Consumer, HandlerError, Message, Record, RetryPolicy, Router};
 use serde_json::Value;
 
-fn kafkit(args: &[&str]) -> Vec<Value> {
-    let output = Command::new(env!("CARGO_BIN_EXE_kafkit"))
-        .args(args)
-        .env("KAFKA_BROKERS", testkit::brokers())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+fn kafkit_lines(args: &[&str]) -> Vec<Value> {
+    json_lines(&run(
+        kafkit().args(args).env("KAFKA_BROKERS", testkit::brokers()),
+        "",
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -80,7 +71,7 @@ async fn replay_republishes_to_the_original_topic_and_the_consumer_handles_it() 
     );
 
     // When the operator lists the dead-letter topic, the failure is explained.
-    let listed = kafkit(&["dlt", "list", &dlt]);
+    let listed = kafkit_lines(&["dlt", "list", &dlt]);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["value"]["id"], 2);
     assert_eq!(listed[0]["failure"]["original_topic"], topic.as_str());
@@ -93,7 +84,7 @@ async fn replay_republishes_to_the_original_topic_and_the_consumer_handles_it() 
 
     // And, the dependency fixed, replays it.
     broken.store(false, Ordering::SeqCst);
-    let report = kafkit(&["dlt", "replay", &dlt]);
+    let report = kafkit_lines(&["dlt", "replay", &dlt]);
     assert_eq!(report[0]["replayed"], 1);
     assert_eq!(report[0]["by_topic"][&topic], 1);
 
@@ -102,7 +93,7 @@ async fn replay_republishes_to_the_original_topic_and_the_consumer_handles_it() 
     assert_eq!(seen.lock().unwrap()[&2], [Some(format!("{dlt}/0/0"))]);
 
     // And a second replay finds nothing new.
-    let again = kafkit(&["dlt", "replay", &dlt]);
+    let again = kafkit_lines(&["dlt", "replay", &dlt]);
     assert_eq!(again[0]["replayed"], 0);
 
     // Spring's and Karafka's dead-letter headers are understood too.
@@ -118,7 +109,7 @@ async fn replay_republishes_to_the_original_topic_and_the_consumer_handles_it() 
         Record::to(&spring_dlt).text("no origin"),
     ])
     .await;
-    let report = kafkit(&["dlt", "replay", &spring_dlt]);
+    let report = kafkit_lines(&["dlt", "replay", &spring_dlt]);
     assert_eq!(report[0]["replayed"], 2);
     assert_eq!(report[0]["skipped"].as_array().unwrap().len(), 1);
     let replayed = testkit::read(&target, 2, Duration::from_secs(30)).await;

@@ -1,10 +1,13 @@
 //! TLS and SCRAM end to end: a nisshi broker that serves only TLS and requires SCRAM logins,
 //! configured through the same `KAFKA_*` variables users set.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{json_lines, kafkit, run};
 use kafkit::{Admin, KafkaConfig, Producer, Record, TopicSpec};
 
 /// A broker process, killed on drop.
@@ -136,31 +139,26 @@ async fn tls_with_scram_sha_512_and_256_produces_and_consumes() {
 
     // Then bob (SCRAM-SHA-256) reads all of it back through the CLI, configured by the
     // environment alone.
-    let output = Command::new(env!("CARGO_BIN_EXE_kafkit"))
-        .args([
-            "consume",
-            "--topic",
-            "secure-orders",
-            "--from-beginning",
-            "--count",
-            "50",
-        ])
-        .args(["--idle-timeout-ms", "20000"])
-        .env("KAFKA_BROKERS", format!("127.0.0.1:{port}"))
-        .env("KAFKA_SSL_ENABLED", "true")
-        .env("KAFKA_SSL_CA_LOCATION", &cert)
-        .env("KAFKA_SASL_MECHANISM", "scram-sha-256")
-        .env("KAFKA_SASL_USERNAME", "bob")
-        .env("KAFKA_SASL_PASSWORD", "s3cret-256")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = run(
+        kafkit()
+            .args([
+                "consume",
+                "--topic",
+                "secure-orders",
+                "--from-beginning",
+                "--count",
+                "50",
+            ])
+            .args(["--idle-timeout-ms", "20000"])
+            .env("KAFKA_BROKERS", format!("127.0.0.1:{port}"))
+            .env("KAFKA_SSL_ENABLED", "true")
+            .env("KAFKA_SSL_CA_LOCATION", &cert)
+            .env("KAFKA_SASL_MECHANISM", "scram-sha-256")
+            .env("KAFKA_SASL_USERNAME", "bob")
+            .env("KAFKA_SASL_PASSWORD", "s3cret-256"),
+        "",
     );
-    let lines = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(lines.lines().count(), 50);
+    assert_eq!(json_lines(&output).len(), 50);
     assert!(
         !String::from_utf8_lossy(&output.stderr).contains("s3cret"),
         "password in the log"

@@ -1,11 +1,14 @@
 //! `kafkit serve`, the real binary, over real HTTP, against the test broker and the embedded one.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
+use common::{kafkit, run};
 use serde_json::{Value, json};
 
 /// A running gateway; killed on drop if the test did not stop it.
@@ -31,16 +34,11 @@ fn client() -> reqwest::Client {
 
 /// `kafkit serve` with no `KAFKA_*` / `KAFKIT_*` variable but the brokers, logging JSON.
 fn serve_command(brokers: Option<&str>) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kafkit"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("KAFKA_") || name.starts_with("KAFKIT_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = kafkit();
     if let Some(brokers) = brokers {
         command.env("KAFKA_BROKERS", brokers);
     }
-    command.arg("serve").env("KAFKIT_LOG_FORMAT", "json");
+    command.arg("serve");
     command
 }
 
@@ -356,23 +354,19 @@ async fn serve_without_configuration_runs_on_the_embedded_broker() {
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
 
     // `kafkit consume` against that address shows the record.
-    let output = Command::new(env!("CARGO_BIN_EXE_kafkit"))
-        .args([
-            "consume",
-            "--topic",
-            "hello",
-            "--from-beginning",
-            "--count",
-            "1",
-        ])
-        .args(["--idle-timeout-ms", "20000"])
-        .env("KAFKA_BROKERS", &address)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = run(
+        kafkit()
+            .args([
+                "consume",
+                "--topic",
+                "hello",
+                "--from-beginning",
+                "--count",
+                "1",
+            ])
+            .args(["--idle-timeout-ms", "20000"])
+            .env("KAFKA_BROKERS", &address),
+        "",
     );
     let record: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(record["value"], json!({"greeting": "hi"}));
