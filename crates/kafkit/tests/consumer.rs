@@ -443,59 +443,41 @@ async fn circuit_breaker_opens_pauses_probes_and_closes() {
     stop(token, task).await;
 }
 
+/// The sizes of the batches a handler receives for `records` records of one partition.
+async fn batch_sizes(records: usize, max_records: usize, max_wait: Duration) -> Vec<usize> {
+    let topic = testkit::topic("batch", 1).await;
+    testkit::populate(&topic, records, 1).await;
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let mut router = Router::new();
+    let log = sizes.clone();
+    let options = BatchOptions {
+        max_records,
+        max_wait,
+    };
+    router.register_batch(&topic, options, move |batch: Vec<Message<Item>>| {
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(batch.len());
+            Ok(())
+        }
+    });
+    let group = testkit::unique("batch");
+    let (_c, token, task) = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let all_in = || sizes.lock().unwrap().iter().sum::<usize>() == records;
+    assert!(testkit::eventually(WAIT, all_in).await);
+    stop(token, task).await;
+    sizes.lock().unwrap().clone()
+}
+
 #[tokio::test]
 async fn batch_handler_by_size_by_time_and_partial_failure() {
     // Size trigger: 200 records with max 50 → batches of 50.
-    let topic = testkit::topic("batch-size", 1).await;
-    testkit::populate(&topic, 200, 1).await;
-    let sizes = Arc::new(Mutex::new(Vec::new()));
-    let mut router = Router::new();
-    let log = sizes.clone();
-    router.register_batch(
-        &topic,
-        BatchOptions {
-            max_records: 50,
-            max_wait: Duration::from_secs(30),
-        },
-        move |batch: Vec<Message<Item>>| {
-            let log = log.clone();
-            async move {
-                log.lock().unwrap().push(batch.len());
-                Ok(())
-            }
-        },
-    );
-    let (_c, token, task) =
-        start(Consumer::new(&testkit::config(), &testkit::unique("bs"), router).unwrap());
-    assert!(testkit::eventually(WAIT, || sizes.lock().unwrap().iter().sum::<usize>() == 200).await);
-    stop(token, task).await;
-    assert_eq!(*sizes.lock().unwrap(), [50, 50, 50, 50]);
+    let sizes = batch_sizes(200, 50, Duration::from_secs(30)).await;
+    assert_eq!(sizes, [50, 50, 50, 50]);
 
     // Time trigger: 30 records with max 1000 and 300 ms → handed over after the wait.
-    let topic = testkit::topic("batch-time", 1).await;
-    testkit::populate(&topic, 30, 1).await;
-    let sizes = Arc::new(Mutex::new(Vec::new()));
-    let mut router = Router::new();
-    let log = sizes.clone();
-    router.register_batch(
-        &topic,
-        BatchOptions {
-            max_records: 1_000,
-            max_wait: Duration::from_millis(300),
-        },
-        move |batch: Vec<Message<Item>>| {
-            let log = log.clone();
-            async move {
-                log.lock().unwrap().push(batch.len());
-                Ok(())
-            }
-        },
-    );
-    let (_c, token, task) =
-        start(Consumer::new(&testkit::config(), &testkit::unique("bt"), router).unwrap());
-    assert!(testkit::eventually(WAIT, || sizes.lock().unwrap().iter().sum::<usize>() == 30).await);
-    stop(token, task).await;
-    assert_eq!(*sizes.lock().unwrap(), [30]);
+    let sizes = batch_sizes(30, 1_000, Duration::from_millis(300)).await;
+    assert_eq!(sizes, [30]);
 
     // Partial failure: the first call fails at index 5; records 0..5 are done and the rest is
     // retried from record 5.
