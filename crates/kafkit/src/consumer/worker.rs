@@ -469,23 +469,29 @@ impl Running {
                 self.unstored += 1;
             }
         }
-        let state = self.worker.state.clone();
-        let remaining = state.unqueue(messages.len());
+        let remaining = self.worker.state.unqueue(messages.len());
         self.settled += messages.len();
         // Progress is noted per chunk of work, not per record: stall detection works in seconds.
         if self.settled >= TOUCH_EVERY || self.buffer.is_empty() {
             self.settled = 0;
-            state.touch();
+            self.worker.state.touch();
         }
         if let Some(last) = messages.last() {
-            state.last_done.store(last.offset, Ordering::SeqCst);
+            self.worker
+                .state
+                .last_done
+                .store(last.offset, Ordering::SeqCst);
         }
         let idle = self.buffer.is_empty() && self.worker.rx.is_empty();
         if self.unstored >= STORE_EVERY || idle || self.worker.commit_each {
             self.store();
         }
         if remaining <= self.worker.max_queued / 2
-            && state.backpressured.swap(false, Ordering::SeqCst)
+            && self
+                .worker
+                .state
+                .backpressured
+                .swap(false, Ordering::SeqCst)
         {
             let _ = self.worker.control.send(Control::Resume(
                 self.worker.tp.clone(),
