@@ -194,3 +194,77 @@ fn embedded_broker_serves_cli_produce_and_consume() {
         .collect();
     assert_eq!(values, ["one", "two"]);
 }
+
+#[tokio::test]
+async fn groups_describe_shows_members_with_client_ids_hosts_and_assignments() {
+    // Given two members of one group on a 4-partition topic, each with its own client id.
+    let brokers = testkit::brokers();
+    let topic = testkit::topic("cli-members", 4).await;
+    let group = testkit::unique("cli-members");
+    let members: Vec<Running> = ["member-a", "member-b"]
+        .into_iter()
+        .map(|client_id| {
+            Running(
+                kafkit()
+                    .args(["consume", "--topic", &topic, "--group", &group])
+                    .args(["--idle-timeout-ms", "120000"])
+                    .env("KAFKA_BROKERS", &brokers)
+                    .env("KAFKA_CLIENT_ID", client_id)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+
+    // When the group is stable with both members, `groups describe` lists each member with
+    // its client id, host and partitions, and together they hold all four partitions once.
+    // (Until the first member joined, the group is unknown and the command fails.)
+    let describe = || {
+        let output = kafkit()
+            .args(["groups", "describe", &group])
+            .env("KAFKA_BROKERS", &brokers)
+            .output()
+            .unwrap();
+        if output.status.success() {
+            serde_json::from_slice::<Value>(&output.stdout).unwrap()
+        } else {
+            Value::String(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    };
+    let stable = |d: &Value| {
+        d["state"] == "Stable"
+            && d["members"].as_array().is_some_and(|m| {
+                m.len() == 2 && m.iter().all(|m| m["assignment"][topic.as_str()].is_array())
+            })
+    };
+    let mut description = describe();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !stable(&description) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        description = describe();
+    }
+    assert!(stable(&description), "{description:#}");
+    let listed = description["members"].as_array().unwrap();
+    let client_ids: Vec<&str> = listed
+        .iter()
+        .map(|m| m["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(client_ids, ["member-a", "member-b"]);
+    assert!(
+        listed
+            .iter()
+            .all(|m| m["host"].as_str().unwrap().contains("127.0.0.1")
+                && !m["member_id"].as_str().unwrap().is_empty()),
+        "{description:#}"
+    );
+    let mut partitions: Vec<i64> = listed
+        .iter()
+        .flat_map(|m| m["assignment"][topic.as_str()].as_array().unwrap().clone())
+        .map(|p| p.as_i64().unwrap())
+        .collect();
+    partitions.sort_unstable();
+    assert_eq!(partitions, [0, 1, 2, 3], "{description:#}");
+    drop(members);
+}

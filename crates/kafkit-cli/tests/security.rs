@@ -1,71 +1,18 @@
-//! TLS and SCRAM end to end: a nisshi broker that serves only TLS and requires SCRAM logins,
-//! configured through the same `KAFKA_*` variables users set.
+//! TLS with SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 end to end, on the test broker's
+//! SASL_SSL listener (`scripts/kafka start --security`: a CA made for the run, users created at
+//! format time), configured through the same `KAFKA_*` variables users set.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use common::{json_lines, kafkit, run};
 use kafkit::{Admin, KafkaConfig, Producer, Record, TopicSpec};
+use testkit::{SaslUser, SecureListener};
 
-/// A broker process, killed on drop.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_broker(port: u16, storage: &Path, tls: Option<(&Path, &Path)>) -> Broker {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut command = Command::new(testkit::nisshi_bin());
-    command
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        // nisshi reads `sqlite://` paths relative to its working directory.
-        .current_dir(storage.parent().unwrap())
-        .arg("--storage-engine")
-        .arg(format!(
-            "sqlite://{}",
-            storage.file_name().unwrap().to_str().unwrap()
-        ))
-        .args(["--group-initial-rebalance-delay", "0s"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(storage.with_extension("log")).unwrap());
-    if let Some((cert, key)) = tls {
-        command
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key)
-            .arg("--authentication");
-    }
-    let broker = Broker(command.spawn().expect("start nisshi"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nisshi did not listen on {port}: {}",
-            std::fs::read_to_string(storage.with_extension("log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    broker
-}
-
-fn secure_config(port: u16, ca: &Path, mechanism: &str, user: &str, password: &str) -> KafkaConfig {
-    let address = format!("127.0.0.1:{port}");
+fn secure_config(address: &str, ca: &Path, (mechanism, user, password): &SaslUser) -> KafkaConfig {
     KafkaConfig::from_vars([
-        ("KAFKA_BROKERS", address.as_str()),
+        ("KAFKA_BROKERS", address),
         ("KAFKA_SSL_ENABLED", "true"),
         ("KAFKA_SSL_CA_LOCATION", ca.to_str().unwrap()),
         ("KAFKA_SASL_MECHANISM", mechanism),
@@ -77,104 +24,109 @@ fn secure_config(port: u16, ca: &Path, mechanism: &str, user: &str, password: &s
     .unwrap()
 }
 
-/// A directory with a self-signed certificate for 127.0.0.1 and an empty SCRAM user store.
-fn prepare() -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(testkit::unique("kafkit-secure"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let storage = dir.join("broker.db");
-    (dir, cert, key, storage)
+/// Produces `count` records as `user` and asserts every one was acknowledged.
+async fn produce_as(listener: &SecureListener, user: &SaslUser, topic: &str, count: usize) {
+    let producer = Producer::new(&secure_config(&listener.address, &listener.ca, user)).unwrap();
+    let results = producer
+        .send_batch(
+            (0..count).map(|i| Record::to(topic).key(format!("k{i}")).text(format!("v{i}"))),
+        )
+        .await;
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{} could not produce: {results:?}",
+        user.1
+    );
+    producer.shutdown().await.unwrap();
+}
+
+/// Reads the whole topic through the CLI, configured by the environment alone, as `user`.
+fn consume_with_cli(
+    listener: &SecureListener,
+    user: &SaslUser,
+    topic: &str,
+    count: usize,
+) -> usize {
+    let (mechanism, name, password) = user;
+    let output = run(
+        kafkit()
+            .args(["consume", "--topic", topic, "--from-beginning"])
+            .args(["--count", &count.to_string(), "--idle-timeout-ms", "20000"])
+            .env("KAFKA_BROKERS", &listener.address)
+            .env("KAFKA_SSL_ENABLED", "true")
+            .env("KAFKA_SSL_CA_LOCATION", &listener.ca)
+            .env("KAFKA_SASL_MECHANISM", mechanism)
+            .env("KAFKA_SASL_USERNAME", name)
+            .env("KAFKA_SASL_PASSWORD", password),
+        "",
+    );
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains(password.as_str()),
+        "password in the log"
+    );
+    json_lines(&output).len()
+}
+
+/// A producer with a wrong password delivers nothing: its send fails and the topic keeps
+/// `expected` records.
+async fn wrong_password_is_refused(
+    listener: &SecureListener,
+    user: &SaslUser,
+    topic: &str,
+    expected: i64,
+) {
+    let wrong: SaslUser = (user.0, user.1.clone(), format!("{}-wrong", user.2));
+    let producer = Producer::new(&secure_config(&listener.address, &listener.ca, &wrong)).unwrap();
+    let refused = producer.send(Record::to(topic).text("intruder")).await;
+    assert!(refused.is_err(), "a wrong {} password was accepted", user.0);
+    let admin = Admin::new(&secure_config(&listener.address, &listener.ca, user)).unwrap();
+    assert_eq!(
+        admin.describe_topic(topic).await.unwrap().record_count(),
+        expected
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_scram_sha_512_and_256_produces_and_consumes() {
-    // Given users created on a plain broker, then the same storage served with TLS and
-    // mandatory SCRAM authentication.
-    let (_dir, cert, key, storage) = prepare();
-    let port = testkit::free_port();
-    {
-        let _plain = start_broker(port, &storage, None);
-        for (user, password, mechanism) in [
-            ("alice", "s3cret-512", "scram512"),
-            ("bob", "s3cret-256", "scram256"),
-        ] {
-            let status = Command::new(testkit::nisshi_bin())
-                .args([
-                    "user",
-                    "create",
-                    "--broker",
-                    &format!("tcp://127.0.0.1:{port}"),
-                ])
-                .args([user, password, "--mechanism", mechanism])
-                .status()
-                .unwrap();
-            assert!(status.success(), "creating {user}");
-        }
-    }
-    let _secure = start_broker(port, &storage, Some((&cert, &key)));
+    // Given the TLS listener and SCRAM users created at format time.
+    let listener = SecureListener::from_env();
+    let (alice, bob) = (listener.scram512_user(), listener.scram256_user());
+    let alice_config = secure_config(&listener.address, &listener.ca, &alice);
+    assert_eq!(alice_config.security.protocol(), "sasl_ssl");
 
     // When alice (SCRAM-SHA-512 over TLS) creates a topic and produces to it.
-    let alice = secure_config(port, &cert, "scram-sha-512", "alice", "s3cret-512");
-    assert_eq!(alice.security.protocol(), "sasl_ssl");
-    Admin::new(&alice)
+    let topic = testkit::unique("secure-scram");
+    Admin::new(&alice_config)
         .unwrap()
-        .ensure_topics(&[TopicSpec::new("secure-orders", 2)])
+        .ensure_topics(&[TopicSpec::new(&topic, 2)])
         .await
         .unwrap();
-    let producer = Producer::new(&alice).unwrap();
-    let results = producer
-        .send_batch((0..50).map(|i| {
-            Record::to("secure-orders")
-                .key(format!("k{i}"))
-                .text(format!("v{i}"))
-        }))
-        .await;
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
-    producer.shutdown().await.unwrap();
+    produce_as(&listener, &alice, &topic, 50).await;
 
-    // Then bob (SCRAM-SHA-256) reads all of it back through the CLI, configured by the
-    // environment alone.
-    let output = run(
-        kafkit()
-            .args([
-                "consume",
-                "--topic",
-                "secure-orders",
-                "--from-beginning",
-                "--count",
-                "50",
-            ])
-            .args(["--idle-timeout-ms", "20000"])
-            .env("KAFKA_BROKERS", format!("127.0.0.1:{port}"))
-            .env("KAFKA_SSL_ENABLED", "true")
-            .env("KAFKA_SSL_CA_LOCATION", &cert)
-            .env("KAFKA_SASL_MECHANISM", "scram-sha-256")
-            .env("KAFKA_SASL_USERNAME", "bob")
-            .env("KAFKA_SASL_PASSWORD", "s3cret-256"),
-        "",
-    );
-    assert_eq!(json_lines(&output).len(), 50);
-    assert!(
-        !String::from_utf8_lossy(&output.stderr).contains("s3cret"),
-        "password in the log"
-    );
+    // Then bob (SCRAM-SHA-256) reads all of it back through the CLI.
+    assert_eq!(consume_with_cli(&listener, &bob, &topic, 50), 50);
 
-    // And a wrong password is refused: nothing is delivered.
-    let mallory = secure_config(port, &cert, "scram-sha-512", "alice", "wrong");
-    let producer = Producer::new(&mallory).unwrap();
-    let refused = producer
-        .send(Record::to("secure-orders").text("intruder"))
-        .await;
-    assert!(refused.is_err(), "a wrong password was accepted");
-    let after = Admin::new(&alice)
+    // And a wrong password is refused for either mechanism: nothing is delivered.
+    wrong_password_is_refused(&listener, &alice, &topic, 50).await;
+    wrong_password_is_refused(&listener, &bob, &topic, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_sasl_plain_produces_and_consumes() {
+    // Given the TLS listener and its PLAIN user.
+    let listener = SecureListener::from_env();
+    let carol = listener.plain_user();
+
+    // When carol creates a topic and produces to it over SASL PLAIN.
+    let topic = testkit::unique("secure-plain");
+    Admin::new(&secure_config(&listener.address, &listener.ca, &carol))
         .unwrap()
-        .describe_topic("secure-orders")
+        .ensure_topics(&[TopicSpec::new(&topic, 3)])
         .await
         .unwrap();
-    assert_eq!(after.record_count(), 50);
+    produce_as(&listener, &carol, &topic, 30).await;
+
+    // Then she reads it back through the CLI, and a wrong password delivers nothing.
+    assert_eq!(consume_with_cli(&listener, &carol, &topic, 30), 30);
+    wrong_password_is_refused(&listener, &carol, &topic, 30).await;
 }

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::RDKafkaErrorCode;
@@ -124,6 +126,34 @@ pub struct GroupInfo {
     pub protocol_type: String,
     /// Number of members the broker reported.
     pub members: usize,
+}
+
+/// A consumer group with its members, as the coordinator describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupDescription {
+    /// Group id.
+    pub name: String,
+    /// State (`Stable`, `Empty`, `PreparingRebalance`...), as the broker reports it.
+    pub state: String,
+    /// Protocol type (`consumer` for consumer groups).
+    pub protocol_type: String,
+    /// The partition assignor the members agreed on (`range`, `cooperative-sticky`...).
+    pub protocol: String,
+    /// The members, sorted by client id then member id.
+    pub members: Vec<GroupMember>,
+}
+
+/// One member of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupMember {
+    /// Member id the coordinator gave it.
+    pub member_id: String,
+    /// The client's `client.id`.
+    pub client_id: String,
+    /// The client's host, as the coordinator saw its connection (e.g. `/127.0.0.1`).
+    pub host: String,
+    /// Partitions assigned to it, by topic (empty while a rebalance is under way).
+    pub assignment: BTreeMap<String, Vec<i32>>,
 }
 
 /// A group's position in one partition.
@@ -400,6 +430,102 @@ impl Admin {
         .await
     }
 
+    /// One group with its members, their client ids, hosts and assignments; `None` when the
+    /// coordinator does not know the group.
+    pub async fn describe_group(&self, group: &str) -> Result<Option<GroupDescription>> {
+        let client = Arc::clone(&self.metadata);
+        let timeout = self.timeout;
+        let name = group.to_owned();
+        blocking(&format!("describe group {group}"), move || {
+            let list = client.fetch_group_list(Some(&name), timeout)?;
+            let Some(g) = list.groups().iter().find(|g| g.name() == name) else {
+                return Ok(None);
+            };
+            // The coordinator answers an unknown group with state "Dead" and no members.
+            if g.state() == "Dead" && g.members().is_empty() {
+                return Ok(None);
+            }
+            let mut members: Vec<GroupMember> = g
+                .members()
+                .iter()
+                .map(|m| GroupMember {
+                    member_id: m.id().to_owned(),
+                    client_id: m.client_id().to_owned(),
+                    host: m.client_host().to_owned(),
+                    assignment: m
+                        .assignment()
+                        .and_then(decode_assignment)
+                        .unwrap_or_default(),
+                })
+                .collect();
+            members.sort_by(|a, b| (&a.client_id, &a.member_id).cmp(&(&b.client_id, &b.member_id)));
+            Ok(Some(GroupDescription {
+                name: g.name().to_owned(),
+                state: g.state().to_owned(),
+                protocol_type: g.protocol_type().to_owned(),
+                protocol: g.protocol().to_owned(),
+                members,
+            }))
+        })
+        .await
+    }
+
+    /// Grows `topic` to `partitions` partitions in all. Kafka cannot shrink a topic: asking for
+    /// fewer than it has is an error; asking for as many as it has is a no-op.
+    pub async fn create_partitions(&self, topic: &str, partitions: usize) -> Result<()> {
+        validate_topic(topic)?;
+        let current = self.describe_topic(topic).await?.partitions.len();
+        if partitions == current {
+            return Ok(());
+        }
+        if partitions < current {
+            return Err(Error::InvalidRecord(format!(
+                "topic {topic} has {current} partitions; Kafka cannot shrink it to {partitions}"
+            )));
+        }
+        if self.embedded.is_some() {
+            return Err(Error::Admin {
+                operation: format!("add partitions to {topic}"),
+                source: rdkafka::error::KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedVersion),
+            });
+        }
+        let options = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let results = self
+            .client
+            .create_partitions(&[NewPartitions::new(topic, partitions)], &options)
+            .await
+            .map_err(|source| Error::Admin {
+                operation: format!("add partitions to {topic}"),
+                source,
+            })?;
+        for result in results {
+            if let Err((_, code)) = result {
+                return Err(Error::Admin {
+                    operation: format!("add partitions to {topic}"),
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                });
+            }
+        }
+        // Wait until metadata shows every new partition with a leader.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let info = self.describe_topic(topic).await?;
+            if info.partitions.len() >= partitions && info.partitions.iter().all(|p| p.leader >= 0)
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Admin {
+                    operation: format!("add partitions to {topic}"),
+                    source: rdkafka::error::KafkaError::AdminOp(
+                        RDKafkaErrorCode::LeaderNotAvailable,
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The group's committed offset and lag in every partition of `topics` (every topic when
     /// empty). Partitions where the group never committed are left out unless a topic was
     /// named explicitly.
@@ -518,6 +644,41 @@ fn topic_infos(
         .collect()
 }
 
+/// Decodes a member's assignment as the classic consumer protocol encodes it: version (i16),
+/// then an array of (topic: i16-length string, partitions: array of i32), then user data. `None`
+/// when the bytes are not such an assignment (another protocol type).
+fn decode_assignment(bytes: &[u8]) -> Option<BTreeMap<String, Vec<i32>>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = bytes.split_at_checked(n)?;
+        *bytes = tail;
+        Some(head)
+    }
+    fn int16(bytes: &mut &[u8]) -> Option<i16> {
+        Some(i16::from_be_bytes(take(bytes, 2)?.try_into().ok()?))
+    }
+    fn int32(bytes: &mut &[u8]) -> Option<i32> {
+        Some(i32::from_be_bytes(take(bytes, 4)?.try_into().ok()?))
+    }
+    let mut rest = bytes;
+    let _version = int16(&mut rest)?;
+    let topics = int32(&mut rest)?;
+    let mut assignment = BTreeMap::new();
+    for _ in 0..topics.max(0) {
+        let length = usize::try_from(int16(&mut rest)?).ok()?;
+        let topic = std::str::from_utf8(take(&mut rest, length)?)
+            .ok()?
+            .to_owned();
+        let count = int32(&mut rest)?;
+        let mut partitions = Vec::with_capacity(usize::try_from(count).ok()?.min(4096));
+        for _ in 0..count {
+            partitions.push(int32(&mut rest)?);
+        }
+        partitions.sort_unstable();
+        assignment.insert(topic, partitions);
+    }
+    Some(assignment)
+}
+
 /// Runs a blocking librdkafka call off the async runtime, naming the operation in its error.
 async fn blocking<T, F>(operation: &str, call: F) -> Result<T>
 where
@@ -531,4 +692,34 @@ where
             operation: operation.to_owned(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_consumer_protocol_assignment() {
+        // version 1, two topics, then empty user data.
+        let mut bytes = vec![0, 1, 0, 0, 0, 2];
+        for (topic, partitions) in [("orders", &[2i32, 0][..]), ("audit", &[1][..])] {
+            bytes.extend((topic.len() as i16).to_be_bytes());
+            bytes.extend(topic.as_bytes());
+            bytes.extend((partitions.len() as i32).to_be_bytes());
+            for p in partitions {
+                bytes.extend(p.to_be_bytes());
+            }
+        }
+        bytes.extend((-1i32).to_be_bytes());
+        let assignment = decode_assignment(&bytes).unwrap();
+        assert_eq!(assignment["orders"], [0, 2]);
+        assert_eq!(assignment["audit"], [1]);
+        assert_eq!(assignment.len(), 2);
+    }
+
+    #[test]
+    fn a_truncated_assignment_is_not_decoded() {
+        assert_eq!(decode_assignment(&[0, 1, 0, 0, 0, 1, 0, 9, b'o']), None);
+        assert_eq!(decode_assignment(&[]), None);
+    }
 }

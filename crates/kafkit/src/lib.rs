@@ -57,7 +57,10 @@ pub mod router;
 pub mod secret;
 pub mod shutdown;
 
-pub use admin::{Admin, ClusterInfo, GroupInfo, PartitionLag, TopicInfo, TopicSpec};
+pub use admin::{
+    Admin, ClusterInfo, GroupDescription, GroupInfo, GroupMember, PartitionLag, TopicInfo,
+    TopicSpec,
+};
 pub use batch::{BatchError, BatchOptions};
 pub use cdc::{DatabaseEvent, Operation};
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitState};

@@ -556,3 +556,68 @@ async fn a_stalled_handler_makes_the_consumer_unhealthy() {
     stop(token, task).await;
     assert_eq!(testkit::committed(&group, &topic).await[0].1, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_grown_from_three_to_six_partitions_is_consumed_whole() {
+    // Given a consumer that has read a 3-partition topic, and refreshes metadata every second
+    // (librdkafka's default is 5 minutes, like the Java client's and KafkaJS's).
+    let topic = testkit::topic("growing", 3).await;
+    testkit::populate(&topic, 300, 30).await;
+    let seen = Seen::default();
+    let mut router = Router::new();
+    let handled = seen.clone();
+    router.register(&topic, move |m: Message<Item>| {
+        let handled = handled.clone();
+        async move {
+            handled.add(m.value.id);
+            Ok(())
+        }
+    });
+    let mut config = testkit::config();
+    config
+        .librdkafka
+        .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
+    let group = testkit::unique("growing");
+    let (consumer, token, task) = start(Consumer::new(&config, &group, router).unwrap());
+    assert!(testkit::eventually(WAIT, || seen.distinct() == 300).await);
+
+    // When the topic grows to 6 partitions and records go to every partition, old and new.
+    let admin = kafkit::Admin::new(&testkit::config()).unwrap();
+    admin.create_partitions(&topic, 6).await.unwrap();
+    assert_eq!(
+        admin.describe_topic(&topic).await.unwrap().partitions.len(),
+        6
+    );
+    assert!(
+        admin.create_partitions(&topic, 4).await.is_err(),
+        "a topic cannot shrink"
+    );
+    testkit::send(
+        (300..600u64)
+            .map(|id| {
+                Record::to(&topic)
+                    .partition((id % 6) as i32)
+                    .json(&serde_json::json!({ "id": id }))
+                    .unwrap()
+            })
+            .collect(),
+    )
+    .await;
+
+    // Then the consumer is assigned the new partitions and handles every record once.
+    assert!(
+        testkit::eventually(WAIT, || seen.distinct() == 600).await,
+        "handled {} of 600",
+        seen.distinct()
+    );
+    assert!(consumer.is_running());
+    stop(token, task).await;
+    assert_eq!(seen.ids(), (0..600).collect::<HashSet<u64>>());
+    assert!((0..600).all(|id| seen.count(id) == 1), "duplicates");
+    let committed = testkit::committed(&group, &topic).await;
+    assert_eq!(committed.len(), 6);
+    for (partition, committed, high) in committed {
+        assert!(high > 0, "partition {partition} got records");
+        assert_eq!(committed, Some(high), "partition {partition}");
+    }
+}

@@ -2,8 +2,10 @@
 //! topic and group names, and helpers to populate topics and read them back.
 //!
 //! The broker address comes from `KAFKIT_TEST_BROKERS`, which `scripts/test` sets after
-//! starting nisshi. A missing variable fails the test loudly: a test that skipped itself would
-//! pass without testing anything.
+//! starting Apache Kafka (`scripts/kafka start --security`); the same broker's SASL_SSL
+//! listener and its users come from `KAFKIT_TEST_SECURE_*` (see [`SecureListener`]). A missing
+//! variable fails the test loudly: a test that skipped itself would pass without testing
+//! anything.
 
 use std::time::Duration;
 
@@ -21,19 +23,63 @@ pub fn brokers() -> String {
     std::env::var(BROKERS_VAR).unwrap_or_else(|_| {
         panic!(
             "{BROKERS_VAR} is not set: integration tests need the test broker. \
-             Run ./scripts/test, which starts nisshi and sets it."
+             Run ./scripts/test, which starts Apache Kafka and sets it."
         )
     })
 }
 
-/// The variable naming the nisshi binary, for tests that start brokers of their own.
-pub const NISSHI_VAR: &str = "KAFKIT_NISSHI_BIN";
+/// A variable that `scripts/test` sets; panics, naming it, when it is unset.
+fn required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run ./scripts/test, which starts the test broker and sets it")
+    })
+}
 
-/// The nisshi binary. Panics when `KAFKIT_NISSHI_BIN` is unset.
-pub fn nisshi_bin() -> std::path::PathBuf {
-    std::env::var(NISSHI_VAR)
-        .map(Into::into)
-        .unwrap_or_else(|_| panic!("{NISSHI_VAR} is not set: run ./scripts/test, which sets it"))
+/// The test broker's SASL_SSL listener: TLS with a test CA, SASL PLAIN and SCRAM users created
+/// by `scripts/kafka start --security`.
+#[derive(Debug, Clone)]
+pub struct SecureListener {
+    /// `host:port` of the SASL_SSL listener.
+    pub address: String,
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca: std::path::PathBuf,
+}
+
+/// A SASL user of the secure listener: `(mechanism as KAFKA_SASL_MECHANISM spells it, user,
+/// password)`.
+pub type SaslUser = (&'static str, String, String);
+
+impl SecureListener {
+    /// The listener `scripts/test` started. Panics when its variables are unset.
+    pub fn from_env() -> Self {
+        Self {
+            address: required("KAFKIT_TEST_SECURE_BROKERS"),
+            ca: required("KAFKIT_TEST_CA").into(),
+        }
+    }
+
+    /// The PLAIN user.
+    pub fn plain_user(&self) -> SaslUser {
+        Self::user("plain", "PLAIN")
+    }
+
+    /// The SCRAM-SHA-256 user.
+    pub fn scram256_user(&self) -> SaslUser {
+        Self::user("scram-sha-256", "SCRAM256")
+    }
+
+    /// The SCRAM-SHA-512 user.
+    pub fn scram512_user(&self) -> SaslUser {
+        Self::user("scram-sha-512", "SCRAM512")
+    }
+
+    fn user(mechanism: &'static str, var: &str) -> SaslUser {
+        (
+            mechanism,
+            required(&format!("KAFKIT_TEST_{var}_USER")),
+            required(&format!("KAFKIT_TEST_{var}_PASSWORD")),
+        )
+    }
 }
 
 /// A free loopback port (bound, then released).

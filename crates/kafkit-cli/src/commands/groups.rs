@@ -1,4 +1,4 @@
-//! `kafkit groups list|lag`.
+//! `kafkit groups list|describe|lag`.
 
 use kafkit::Admin;
 
@@ -13,14 +13,10 @@ pub async fn run(connection: &Connection, command: GroupsCommand) -> anyhow::Res
             }
         }
         GroupsCommand::Describe { group } => {
-            let info = admin
-                .list_groups()
-                .await?
-                .into_iter()
-                .find(|g| g.name == group);
+            let description = admin.describe_group(&group).await?;
             let lag = admin.group_lag(&group, &[]).await?;
             anyhow::ensure!(
-                info.is_some() || !lag.is_empty(),
+                description.is_some() || !lag.is_empty(),
                 "group {group} is unknown to the cluster"
             );
             let total: i64 = lag.iter().map(|l| l.lag).sum();
@@ -28,8 +24,9 @@ pub async fn run(connection: &Connection, command: GroupsCommand) -> anyhow::Res
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
                     "group": group,
-                    "state": info.as_ref().map(|g| g.state.clone()),
-                    "members": info.as_ref().map(|g| g.members),
+                    "state": description.as_ref().map(|g| g.state.clone()),
+                    "protocol": description.as_ref().map(|g| g.protocol.clone()),
+                    "members": description.map(|g| g.members).unwrap_or_default(),
                     "total_lag": total,
                     "partitions": lag,
                 }))?
