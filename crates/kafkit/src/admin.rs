@@ -506,12 +506,14 @@ impl Admin {
                 });
             }
         }
-        // Wait until metadata shows every new partition with a leader.
+        // Wait until metadata shows every new partition with a leader that answers (a new
+        // partition's leader may refuse watermark requests for a moment).
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let info = self.describe_topic(topic).await?;
-            if info.partitions.len() >= partitions && info.partitions.iter().all(|p| p.leader >= 0)
-            {
+            let ready = self.describe_topic(topic).await.is_ok_and(|info| {
+                info.partitions.len() >= partitions && info.partitions.iter().all(|p| p.leader >= 0)
+            });
+            if ready {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {

@@ -56,6 +56,11 @@ impl CircuitState {
 pub enum Permit {
     /// Call the handler.
     Allowed,
+    /// Call the handler as the half-open circuit's one probe. The caller must settle the probe:
+    /// [`CircuitBreaker::on_success`], [`CircuitBreaker::on_failure`], or, when the call said
+    /// nothing about the dependency (the record was invalid or skipped, the call was cancelled),
+    /// [`CircuitBreaker::release_probe`] with this id. Until then no other call is let through.
+    Probe(u64),
     /// Do not call; ask again at this instant.
     WaitUntil(Instant),
 }
@@ -67,6 +72,8 @@ struct State {
     successes: u32,
     open_until: Instant,
     probing: bool,
+    /// Id of the last probe let through, so a late release cannot end a newer probe.
+    probe_id: u64,
 }
 
 /// A circuit breaker shared by every partition of one handler.
@@ -87,6 +94,7 @@ impl CircuitBreaker {
                 successes: 0,
                 open_until: Instant::now(),
                 probing: false,
+                probe_id: 0,
             }),
         }
     }
@@ -116,7 +124,8 @@ impl CircuitBreaker {
                 } else {
                     state.state = CircuitState::HalfOpen;
                     state.probing = true;
-                    Permit::Allowed
+                    state.probe_id += 1;
+                    Permit::Probe(state.probe_id)
                 }
             }
         }
@@ -134,6 +143,16 @@ impl CircuitBreaker {
                 state.successes = 0;
                 tracing::info!("circuit closed");
             }
+        }
+    }
+
+    /// Ends probe `id` without a verdict (the record was invalid or skipped, or the call was
+    /// cancelled or panicked before reporting): the next caller may probe. A no-op when the
+    /// probe was already settled or a newer one is out.
+    pub fn release_probe(&self, id: u64) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if state.probing && state.probe_id == id {
+            state.probing = false;
         }
     }
 
@@ -192,12 +211,12 @@ mod tests {
         // After the duration one probe goes through, a second caller waits.
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(breaker.state(), CircuitState::HalfOpen);
-        assert_eq!(breaker.acquire(), Permit::Allowed);
+        assert!(matches!(breaker.acquire(), Permit::Probe(_)));
         assert!(matches!(breaker.acquire(), Permit::WaitUntil(_)));
         // Two successful probes close it.
         breaker.on_success();
         assert_eq!(breaker.state(), CircuitState::HalfOpen);
-        assert_eq!(breaker.acquire(), Permit::Allowed);
+        assert!(matches!(breaker.acquire(), Permit::Probe(_)));
         breaker.on_success();
         assert_eq!(breaker.state(), CircuitState::Closed);
     }
@@ -209,10 +228,37 @@ mod tests {
             breaker.on_failure();
         }
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(breaker.acquire(), Permit::Allowed);
+        assert!(matches!(breaker.acquire(), Permit::Probe(_)));
         breaker.on_failure();
         assert_eq!(breaker.state(), CircuitState::Open);
         assert!(matches!(breaker.acquire(), Permit::WaitUntil(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_probe_lets_the_next_probe_through() {
+        let breaker = breaker();
+        for _ in 0..3 {
+            breaker.on_failure();
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let Permit::Probe(first) = breaker.acquire() else {
+            panic!("no probe after the open duration")
+        };
+        assert!(matches!(breaker.acquire(), Permit::WaitUntil(_)));
+        // The probe's record was skipped: no verdict, the next caller probes.
+        breaker.release_probe(first);
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        let Permit::Probe(second) = breaker.acquire() else {
+            panic!("the released probe still blocks the circuit")
+        };
+        // A late release of the first probe does not end the second.
+        breaker.release_probe(first);
+        assert!(matches!(breaker.acquire(), Permit::WaitUntil(_)));
+        breaker.on_success();
+        breaker.on_success();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        breaker.release_probe(second);
+        assert_eq!(breaker.acquire(), Permit::Allowed);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum ErrorKind {
     Invalid,
     /// The handler chose to ignore the record: it is marked done.
     Skip,
+    /// The handler panicked: a bug, not a dependency outage. Treated as permanent (dead-lettered
+    /// at once, counted against the circuit breaker); the partition goes on.
+    Panic,
 }
 
 impl ErrorKind {
@@ -35,6 +38,7 @@ impl ErrorKind {
             ErrorKind::Permanent => "permanent",
             ErrorKind::Invalid => "invalid",
             ErrorKind::Skip => "skip",
+            ErrorKind::Panic => "panic",
         }
     }
 }
@@ -79,6 +83,19 @@ impl HandlerError {
         HandlerError {
             kind: ErrorKind::Skip,
             message: reason.to_string(),
+        }
+    }
+
+    /// The handler panicked with `payload` (the runtime catches the panic per record).
+    pub fn panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-text panic payload".to_owned());
+        HandlerError {
+            kind: ErrorKind::Panic,
+            message: format!("handler panicked: {message}"),
         }
     }
 

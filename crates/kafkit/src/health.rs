@@ -18,6 +18,8 @@ pub struct PartitionHealth {
     pub partition: i32,
     /// Records fetched and not yet settled.
     pub queued: usize,
+    /// Bytes of those records (keys, values, headers).
+    pub queued_bytes: usize,
     /// Offset of the last settled record.
     pub last_done_offset: Option<i64>,
     /// Time since the partition last made progress.
@@ -62,12 +64,21 @@ pub struct CommitHealth {
     pub ok: bool,
 }
 
+/// What the runtime knows of its offset commits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CommitStatus {
+    /// The last commit: how long ago, and whether it succeeded.
+    pub last: Option<(Duration, bool)>,
+    /// How long commits have been failing, when the last one failed.
+    pub failing_for: Option<Duration>,
+}
+
 impl HealthReport {
     pub(crate) fn new(
         group: &str,
         running: bool,
         since_poll: Duration,
-        last_commit: Option<(Duration, bool)>,
+        commits: CommitStatus,
         partitions: Vec<PartitionHealth>,
         circuits: BTreeMap<String, CircuitState>,
         stall_timeout: Duration,
@@ -79,6 +90,14 @@ impl HealthReport {
             problems.push(format!(
                 "poll loop silent for {} ms",
                 since_poll.as_millis()
+            ));
+        }
+        // One failed commit is routine (a rebalance under way); commits failing for as long as
+        // a stall means offsets no longer advance, and a restart would re-process everything.
+        if let Some(failing) = commits.failing_for.filter(|d| *d > stall_timeout) {
+            problems.push(format!(
+                "offset commits failing for {} ms",
+                failing.as_millis()
             ));
         }
         for p in &partitions {
@@ -107,7 +126,7 @@ impl HealthReport {
             problems,
             running,
             since_poll,
-            last_commit: last_commit.map(|(ago, ok)| CommitHealth {
+            last_commit: commits.last.map(|(ago, ok)| CommitHealth {
                 ago_ms: ago.as_millis() as u64,
                 ok,
             }),
@@ -138,6 +157,7 @@ mod tests {
             topic: "orders".into(),
             partition: 0,
             queued,
+            queued_bytes: queued * 100,
             last_done_offset: Some(3),
             since_progress: Some(Duration::from_millis(since)),
             paused,
@@ -150,7 +170,7 @@ mod tests {
             "g",
             running,
             Duration::from_millis(poll_ms),
-            None,
+            CommitStatus::default(),
             partitions,
             BTreeMap::new(),
             Duration::from_secs(30),
@@ -180,5 +200,48 @@ mod tests {
         );
         assert!(!report(vec![], false, 100).healthy);
         assert!(!report(vec![], true, 31_000).healthy);
+    }
+
+    fn with_commits(last: (u64, bool), failing_for: Option<u64>) -> HealthReport {
+        HealthReport::new(
+            "g",
+            true,
+            Duration::from_millis(100),
+            CommitStatus {
+                last: Some((Duration::from_millis(last.0), last.1)),
+                failing_for: failing_for.map(Duration::from_millis),
+            },
+            vec![partition(0, 1_000, vec![])],
+            BTreeMap::new(),
+            Duration::from_secs(30),
+        )
+    }
+
+    #[test]
+    fn commits_failing_longer_than_the_stall_timeout_are_unhealthy() {
+        assert!(with_commits((1_000, true), None).healthy);
+        // A failure now and then (a rebalance) is routine.
+        assert!(with_commits((1_000, false), Some(5_000)).healthy);
+        let failing = with_commits((1_000, false), Some(31_000));
+        assert!(!failing.healthy);
+        assert!(
+            failing.problems[0].contains("offset commits failing for 31000 ms"),
+            "{:?}",
+            failing.problems
+        );
+    }
+
+    #[test]
+    fn commit_history_tracks_failures_since_the_last_success() {
+        use crate::consumer::CommitHistory;
+        let start = std::time::Instant::now();
+        let later = |ms| start + Duration::from_millis(ms);
+        let mut history = CommitHistory::default();
+        history.record(later(0), false);
+        history.record(later(10), false);
+        assert_eq!(history.failing_since, Some(later(0)));
+        history.record(later(20), true);
+        assert_eq!(history.failing_since, None);
+        assert_eq!(history.last, Some((later(20), true)));
     }
 }

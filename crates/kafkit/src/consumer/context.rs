@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rdkafka::ClientContext;
@@ -24,10 +25,28 @@ pub(crate) enum Event {
 
 /// Per-partition epochs: bumped whenever a partition is revoked, so records fetched before a
 /// rebalance are never mixed up with records fetched after it.
+///
+/// The poll loop tags each record with the [`generation`](Self::generation) current right
+/// after the poll that returned it (a revocation during that poll ran before the record was
+/// returned, and librdkafka drops what it fetched for the old assignment). A record whose
+/// partition was revoked in a later generation is stale: it is dropped, and the partition's
+/// owner re-reads it from the committed offset.
 pub(crate) struct RuntimeContext {
-    epochs: Mutex<HashMap<TopicPartition, u64>>,
+    /// Per partition: its epoch (revocations so far) and the generation of its last revocation.
+    epochs: Mutex<HashMap<TopicPartition, (u64, u64)>>,
+    /// Revocations so far, over all partitions.
+    generation: AtomicU64,
     events: UnboundedSender<Event>,
-    pub(crate) last_commit: Mutex<Option<(Instant, bool)>>,
+    pub(crate) commits: Mutex<CommitHistory>,
+}
+
+/// Outcomes of offset commits, for health.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CommitHistory {
+    /// The last commit attempt: when, and whether it succeeded.
+    pub last: Option<(Instant, bool)>,
+    /// The first failure since the last success: commits are failing since then.
+    pub failing_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for RuntimeContext {
@@ -40,8 +59,9 @@ impl RuntimeContext {
     pub(crate) fn new(events: UnboundedSender<Event>) -> Self {
         RuntimeContext {
             epochs: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
             events,
-            last_commit: Mutex::new(None),
+            commits: Mutex::new(CommitHistory::default()),
         }
     }
 
@@ -51,8 +71,22 @@ impl RuntimeContext {
             .lock()
             .expect("not poisoned")
             .get(tp)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |(epoch, _)| *epoch)
+    }
+
+    /// The revocation generation now; read right after each poll to tag its record.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The partition's current epoch, or `None` when it was revoked after `generation`: its
+    /// records of that generation are stale.
+    pub(crate) fn epoch_since(&self, tp: &TopicPartition, generation: u64) -> Option<u64> {
+        match self.epochs.lock().expect("not poisoned").get(tp) {
+            Some((_, revoked_at)) if *revoked_at > generation => None,
+            Some((epoch, _)) => Some(*epoch),
+            None => Some(0),
+        }
     }
 }
 
@@ -69,12 +103,13 @@ impl ConsumerContext for RuntimeContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let mut epochs = self.epochs.lock().expect("not poisoned");
+            let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
             let revoked = partitions(tpl)
                 .into_iter()
                 .map(|tp| {
-                    let epoch = epochs.entry(tp.clone()).or_insert(0);
-                    *epoch += 1;
-                    (tp, *epoch)
+                    let entry = epochs.entry(tp.clone()).or_insert((0, 0));
+                    *entry = (entry.0 + 1, generation);
+                    (tp, entry.0)
                 })
                 .collect::<Vec<_>>();
             tracing::info!(partitions = revoked.len(), "partitions revoked");
@@ -107,6 +142,21 @@ impl ConsumerContext for RuntimeContext {
             }
             tracing::warn!(%error, "offset commit failed");
         }
-        *self.last_commit.lock().expect("not poisoned") = Some((Instant::now(), result.is_ok()));
+        self.commits
+            .lock()
+            .expect("not poisoned")
+            .record(Instant::now(), result.is_ok());
+    }
+}
+
+impl CommitHistory {
+    /// Notes a commit outcome at `now`.
+    pub(crate) fn record(&mut self, now: Instant, ok: bool) {
+        self.last = Some((now, ok));
+        if ok {
+            self.failing_since = None;
+        } else if self.failing_since.is_none() {
+            self.failing_since = Some(now);
+        }
     }
 }

@@ -10,7 +10,7 @@ mod worker;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,12 +22,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use offsets::OffsetTracker;
 
+#[cfg(test)]
+pub(crate) use self::context::CommitHistory;
 use self::context::RuntimeContext;
 use crate::admin::{Admin, TopicSpec};
 use crate::cluster::{Cluster, EmbeddedBroker};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
-use crate::health::{HealthReport, PartitionHealth};
+use crate::health::{CommitStatus, HealthReport, PartitionHealth};
 use crate::metrics::Metrics;
 use crate::producer::Producer;
 use crate::router::Router;
@@ -37,6 +39,9 @@ pub type TopicPartition = (String, i32);
 
 /// Default bound on records waiting per partition before it is paused.
 pub const DEFAULT_MAX_QUEUED_PER_PARTITION: usize = 10_000;
+/// Default bound on the bytes (keys, values, headers) of records waiting per partition before
+/// it is paused: large records reach it long before the record bound.
+pub const DEFAULT_MAX_QUEUED_BYTES_PER_PARTITION: usize = 32 * 1024 * 1024;
 /// Default time shutdown waits for in-flight records.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time without progress after which a consumer with waiting records is unhealthy.
@@ -69,6 +74,8 @@ pub enum PauseReason {
     Retrying,
     /// The handler's circuit breaker is open.
     CircuitOpen,
+    /// A dead-letter copy could not be stored yet; the record waits for it.
+    DeadLetterRetry,
 }
 
 /// Requests from workers to the poll loop.
@@ -84,7 +91,13 @@ pub(crate) struct PartitionState {
     started: Instant,
     /// Records dispatched and not yet settled.
     pub queued: AtomicUsize,
-    /// Offset of the last settled record (-1: none).
+    /// Their bytes, as [`queued_size`] counts them.
+    pub queued_bytes: AtomicUsize,
+    /// Records settled so far; the poll loop turns changes into progress times.
+    pub settled: AtomicU64,
+    /// Epoch of the partition's current worker: only it writes `last_done`.
+    pub epoch: AtomicU64,
+    /// Offset of the last settled record of the current worker (-1: none).
     pub last_done: AtomicI64,
     /// Milliseconds since `started` of the last progress.
     last_progress_ms: AtomicI64,
@@ -101,6 +114,9 @@ impl PartitionState {
         PartitionState {
             started: Instant::now(),
             queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            settled: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             last_done: AtomicI64::new(-1),
             last_progress_ms: AtomicI64::new(0),
             backpressured: AtomicBool::new(false),
@@ -109,15 +125,25 @@ impl PartitionState {
         }
     }
 
-    /// Takes `count` records off the queue; returns how many remain.
-    pub fn unqueue(&self, count: usize) -> usize {
-        let previous = self
-            .queued
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
-                Some(q.saturating_sub(count))
-            })
-            .unwrap_or_default();
-        previous.saturating_sub(count)
+    /// Puts `count` records of `bytes` on the queue; returns the records and bytes queued.
+    pub fn enqueue(&self, count: usize, bytes: usize) -> (usize, usize) {
+        (
+            self.queued.fetch_add(count, Ordering::SeqCst) + count,
+            self.queued_bytes.fetch_add(bytes, Ordering::SeqCst) + bytes,
+        )
+    }
+
+    /// Takes `count` records of `bytes` off the queue; returns the records and bytes left.
+    pub fn unqueue(&self, count: usize, bytes: usize) -> (usize, usize) {
+        let take = |counter: &AtomicUsize, n: usize| {
+            let previous = counter
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                    Some(q.saturating_sub(n))
+                })
+                .unwrap_or_default();
+            previous.saturating_sub(n)
+        };
+        (take(&self.queued, count), take(&self.queued_bytes, bytes))
     }
 
     /// Notes progress now.
@@ -136,6 +162,18 @@ impl PartitionState {
         let done = self.last_done.load(Ordering::SeqCst);
         (high >= 0 && done >= 0).then(|| (high - done - 1).max(0))
     }
+}
+
+/// What a queued record counts against the per-partition byte bound: its key, value and
+/// headers (the copies the runtime holds).
+pub(crate) fn queued_size(message: &crate::record::Message) -> usize {
+    message.value.as_ref().map_or(0, Vec::len)
+        + message.key.as_ref().map_or(0, Vec::len)
+        + message
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum::<usize>()
 }
 
 /// Runtime state visible to health reports.
@@ -178,6 +216,8 @@ pub struct ConsumerOptions {
     pub commit: CommitStrategy,
     /// Records waiting per partition before it is paused (bounds memory).
     pub max_queued_per_partition: usize,
+    /// Bytes of records (key, value, headers) waiting per partition before it is paused.
+    pub max_queued_bytes_per_partition: usize,
     /// How long shutdown waits for in-flight records; keep it below the session timeout.
     pub drain_timeout: Duration,
     /// No progress for this long with records waiting makes the consumer unhealthy.
@@ -193,6 +233,7 @@ impl Default for ConsumerOptions {
         ConsumerOptions {
             commit: CommitStrategy::default(),
             max_queued_per_partition: DEFAULT_MAX_QUEUED_PER_PARTITION,
+            max_queued_bytes_per_partition: DEFAULT_MAX_QUEUED_BYTES_PER_PARTITION,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             lag_interval: DEFAULT_LAG_INTERVAL,
@@ -395,8 +436,21 @@ impl Consumer {
                 drain_ms = self.options.drain_timeout.as_millis() as u64,
                 "drain timeout: abandoning in-flight records (they will be re-delivered)"
             );
+            // Polling a finished JoinHandle again would panic: keep the unfinished ones.
+            handles.retain(|handle| !handle.is_finished());
             for handle in &handles {
                 handle.abort();
+            }
+            // Aborted tasks release the consumer when they are dropped, at their next await;
+            // a handler blocking its thread cannot be stopped, so this wait is bounded too.
+            let aborted = futures::future::join_all(handles.iter_mut());
+            if tokio::time::timeout(Duration::from_secs(1), aborted)
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    "a handler does not yield: the consumer may not leave the group until it returns"
+                );
             }
         }
     }
@@ -411,6 +465,11 @@ impl Consumer {
             let Some(state) = partitions.get(&tp) else {
                 continue;
             };
+            // Only what the current assignment's worker did: an older worker's offset may be
+            // behind what another member committed since.
+            if state.epoch.load(Ordering::SeqCst) != consumer.context().epoch(&tp) {
+                continue;
+            }
             let last = state.last_done.load(Ordering::SeqCst);
             if last >= 0
                 && let Err(error) = consumer.store_offset(&tp.0, tp.1, last)
@@ -490,6 +549,7 @@ impl Consumer {
                     topic: tp.0.clone(),
                     partition: tp.1,
                     queued: state.map_or(0, |s| s.queued.load(Ordering::SeqCst)),
+                    queued_bytes: state.map_or(0, |s| s.queued_bytes.load(Ordering::SeqCst)),
                     last_done_offset: state
                         .map(|s| s.last_done.load(Ordering::SeqCst))
                         .filter(|o| *o >= 0),
@@ -522,19 +582,26 @@ impl Consumer {
             &self.shared.group,
             self.is_running(),
             self.shared.since_poll(),
-            self.last_commit(),
+            self.commits(),
             entries,
             circuits,
             self.options.stall_timeout,
         )
     }
 
-    fn last_commit(&self) -> Option<(Duration, bool)> {
-        self.context
+    /// The last commit (how long ago, whether it succeeded) and how long commits have been
+    /// failing, if they are.
+    fn commits(&self) -> CommitStatus {
+        let history = self
+            .context
             .lock()
             .expect("not poisoned")
             .as_ref()
-            .and_then(|context| *context.last_commit.lock().expect("not poisoned"))
-            .map(|(at, ok)| (at.elapsed(), ok))
+            .map(|context| *context.commits.lock().expect("not poisoned"))
+            .unwrap_or_default();
+        CommitStatus {
+            last: history.last.map(|(at, ok)| (at.elapsed(), ok)),
+            failing_for: history.failing_since.map(|since| since.elapsed()),
+        }
     }
 }

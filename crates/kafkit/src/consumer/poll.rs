@@ -12,10 +12,11 @@ use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::context::{Event, RuntimeContext};
 use super::worker::Worker;
-use super::{Consumer, Control, PartitionState, PauseReason, TopicPartition};
+use super::{Consumer, Control, PartitionState, PauseReason, TopicPartition, queued_size};
 use crate::producer::Producer;
 use crate::record::Message;
 
@@ -31,6 +32,16 @@ struct WorkerHandle {
     state: Arc<PartitionState>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// `state.settled` at the last tick: a change is progress.
+    seen_settled: u64,
+}
+
+/// Records of one partition polled in one revocation generation, in offset order.
+struct Chunk {
+    generation: u64,
+    messages: Vec<Message>,
+    /// Their size as [`queued_size`] counts it.
+    bytes: usize,
 }
 
 pub(super) struct PollLoop<'a> {
@@ -80,19 +91,39 @@ impl<'a> PollLoop<'a> {
                 () = &mut shutdown => break,
                 Some(event) = self.events.recv() => self.on_event(event),
                 Some(control) = self.control_rx.recv() => self.on_control(control),
+                // Before the records: a busy stream must not starve progress and lag.
+                _ = tick.tick() => {
+                    self.owner.shared.touch_poll();
+                    self.note_progress();
+                    if last_lag.elapsed() >= self.owner.options.lag_interval {
+                        last_lag = tokio::time::Instant::now();
+                        self.refresh_lag();
+                    }
+                }
                 message = stream.next() => {
                     self.owner.shared.touch_poll();
-                    let mut staged: Vec<Vec<Message>> = Vec::new();
+                    let context = consumer.context();
+                    let mut staged: Vec<Chunk> = Vec::new();
+                    // A chunk never holds more than a partition's byte bound, so large records
+                    // are paused at the bound instead of a whole prefetch past it.
+                    let mut staged_bytes = 0;
                     match message {
-                        Some(Ok(message)) => stage(&mut staged, Message::from_borrowed(&message)),
+                        Some(Ok(message)) => {
+                            staged_bytes += stage(&mut staged, context.generation(), Message::from_borrowed(&message));
+                        }
                         Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                         None => break,
                     }
-                    // Take what is already fetched, without waiting.
+                    // Take what is already fetched, without waiting. Each record is tagged with
+                    // the generation right after its poll: a rebalance inside a later poll
+                    // makes it stale.
                     for _ in 0..MAX_CHUNK {
+                        if staged_bytes >= self.owner.options.max_queued_bytes_per_partition {
+                            break;
+                        }
                         match stream.next().now_or_never() {
                             Some(Some(Ok(message))) => {
-                                stage(&mut staged, Message::from_borrowed(&message));
+                                staged_bytes += stage(&mut staged, context.generation(), Message::from_borrowed(&message));
                             }
                             Some(Some(Err(error))) => tracing::warn!(%error, "consumer error"),
                             Some(None) | None => break,
@@ -100,13 +131,6 @@ impl<'a> PollLoop<'a> {
                     }
                     for chunk in staged {
                         self.dispatch(chunk);
-                    }
-                }
-                _ = tick.tick() => {
-                    self.owner.shared.touch_poll();
-                    if last_lag.elapsed() >= self.owner.options.lag_interval {
-                        last_lag = tokio::time::Instant::now();
-                        self.refresh_lag();
                     }
                 }
             }
@@ -124,13 +148,19 @@ impl<'a> PollLoop<'a> {
             .collect()
     }
 
-    /// Hands a chunk of one partition's records, in offset order, to its worker.
-    fn dispatch(&mut self, chunk: Vec<Message>) {
-        let Some(first) = chunk.first() else {
+    /// Hands a chunk of one partition's records, in offset order, to the worker of the
+    /// partition's current epoch; drops it when the partition was revoked after it was polled.
+    fn dispatch(&mut self, chunk: Chunk) {
+        let Some(first) = chunk.messages.first() else {
             return;
         };
         let tp = (first.topic.clone(), first.partition);
-        let epoch = self.consumer.context().epoch(&tp);
+        let Some(epoch) = self.consumer.context().epoch_since(&tp, chunk.generation) else {
+            // Not handled here: the partition's owner re-reads them from the committed offset,
+            // which never passes a record that was not done.
+            tracing::debug!(topic = %tp.0, partition = tp.1, records = chunk.messages.len(), "records polled before a rebalance dropped");
+            return;
+        };
         let current = self.workers.get(&tp).is_some_and(|w| w.epoch == epoch);
         if !current {
             self.spawn_worker(tp.clone(), epoch);
@@ -138,16 +168,30 @@ impl<'a> PollLoop<'a> {
         let Some(worker) = self.workers.get(&tp) else {
             return;
         };
-        let count = chunk.len();
-        let queued = worker.state.queued.fetch_add(count, Ordering::SeqCst) + count;
-        if worker.tx.send(chunk).is_err() {
-            worker.state.unqueue(count);
+        let (count, bytes) = (chunk.messages.len(), chunk.bytes);
+        let (queued, queued_bytes) = worker.state.enqueue(count, bytes);
+        if worker.tx.send(chunk.messages).is_err() {
+            worker.state.unqueue(count, bytes);
             return;
         }
-        if queued >= self.owner.options.max_queued_per_partition
+        let options = &self.owner.options;
+        if (queued >= options.max_queued_per_partition
+            || queued_bytes >= options.max_queued_bytes_per_partition)
             && !worker.state.backpressured.swap(true, Ordering::SeqCst)
         {
             self.set_pause(&tp, PauseReason::Backpressure, true);
+        }
+    }
+
+    /// Turns settled-record counts into progress times: a partition that settled a record since
+    /// the last tick, or has nothing waiting, made progress now.
+    fn note_progress(&mut self) {
+        for worker in self.workers.values_mut() {
+            let settled = worker.state.settled.load(Ordering::Relaxed);
+            if settled != worker.seen_settled || worker.state.queued.load(Ordering::SeqCst) == 0 {
+                worker.seen_settled = settled;
+                worker.state.touch();
+            }
         }
     }
 
@@ -164,8 +208,12 @@ impl<'a> PollLoop<'a> {
             None => self.retired.remove(&tp).map(|(_, task)| task),
         };
         // The queue count is shared with a retiring predecessor, which subtracts what it
-        // abandons; it is not reset here.
+        // abandons; it is not reset here. What the partition has done is the new worker's to
+        // say from now on.
         let state = self.owner.shared.partition(&tp);
+        state.epoch.store(epoch, Ordering::SeqCst);
+        state.last_done.store(-1, Ordering::SeqCst);
+        let seen_settled = state.settled.load(Ordering::Relaxed);
         state.backpressured.store(false, Ordering::SeqCst);
         state.paused.lock().expect("not poisoned").clear();
         state.touch();
@@ -184,8 +232,9 @@ impl<'a> PollLoop<'a> {
             group: self.owner.shared.group.clone(),
             commit_each: self.owner.options.commit == super::CommitStrategy::EveryRecord,
             max_queued: self.owner.options.max_queued_per_partition,
+            max_queued_bytes: self.owner.options.max_queued_bytes_per_partition,
             metrics: self.owner.metrics.clone(),
-            predecessor,
+            predecessor: predecessor.map(AbortOnDropHandle::new),
         };
         let task = tokio::spawn(worker.run());
         self.workers.insert(
@@ -196,6 +245,7 @@ impl<'a> PollLoop<'a> {
                 state,
                 cancel,
                 task,
+                seen_settled,
             },
         );
     }
@@ -213,6 +263,19 @@ impl<'a> PollLoop<'a> {
                 let mut assigned = self.owner.shared.assigned.lock().expect("not poisoned");
                 for (tp, epoch) in partitions {
                     assigned.remove(&tp);
+                    // Its lag is another member's to report now.
+                    if let Some(metrics) = &self.owner.metrics {
+                        let _ = metrics.consumer_lag.remove_label_values(&[
+                            &self.owner.shared.group,
+                            &tp.0,
+                            &tp.1.to_string(),
+                        ]);
+                    }
+                    self.owner
+                        .shared
+                        .partition(&tp)
+                        .high_watermark
+                        .store(-1, Ordering::SeqCst);
                     // Only workers of an older epoch: one may already serve the new assignment.
                     if self.workers.get(&tp).is_some_and(|w| w.epoch < epoch) {
                         let old = self.workers.remove(&tp).expect("checked");
@@ -305,6 +368,10 @@ impl<'a> PollLoop<'a> {
                 else {
                     continue;
                 };
+                // Revoked while the watermarks were fetched: its lag is not ours to report.
+                if !shared.assigned.lock().expect("not poisoned").contains(&tp) {
+                    continue;
+                }
                 let state = shared.partition(&tp);
                 state.high_watermark.store(high, Ordering::SeqCst);
                 if let (Some(metrics), Some(lag)) = (&metrics, state.lag()) {
@@ -318,13 +385,24 @@ impl<'a> PollLoop<'a> {
     }
 }
 
-/// Adds a record to the chunk of its partition (records of a partition keep their order).
-fn stage(staged: &mut Vec<Vec<Message>>, message: Message) {
-    match staged
-        .iter_mut()
-        .find(|chunk| chunk[0].partition == message.partition && chunk[0].topic == message.topic)
-    {
-        Some(chunk) => chunk.push(message),
-        None => staged.push(vec![message]),
+/// Adds a record to the chunk of its partition and generation (records of a partition keep
+/// their order); returns its size.
+fn stage(staged: &mut Vec<Chunk>, generation: u64, message: Message) -> usize {
+    let size = queued_size(&message);
+    match staged.iter_mut().find(|chunk| {
+        chunk.generation == generation
+            && chunk.messages[0].partition == message.partition
+            && chunk.messages[0].topic == message.topic
+    }) {
+        Some(chunk) => {
+            chunk.messages.push(message);
+            chunk.bytes += size;
+        }
+        None => staged.push(Chunk {
+            generation,
+            messages: vec![message],
+            bytes: size,
+        }),
     }
+    size
 }

@@ -2,20 +2,22 @@
 //! breaker and dead-lettering, and stores offsets only for records whose work is done.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::FutureExt;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::context::RuntimeContext;
 use super::offsets::OffsetTracker;
-use super::{Control, PartitionState, PauseReason, TopicPartition};
+use super::{Control, PartitionState, PauseReason, TopicPartition, queued_size};
 use crate::batch::BatchOptions;
 use crate::circuit_breaker::{CircuitBreaker, Permit};
 use crate::dead_letter::Failure;
@@ -28,8 +30,6 @@ use crate::router::{InvalidPolicy, Registration, Route};
 /// Store offsets at least this often (in records) even while records keep arriving; when the
 /// queue runs dry they are stored at once. Storing is a local call, committing is periodic.
 const STORE_EVERY: usize = 128;
-/// Note progress at least every this many settled records.
-const TOUCH_EVERY: usize = 64;
 /// Bounds of the pause between attempts to publish a dead-letter record.
 const DEAD_LETTER_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(10));
@@ -51,6 +51,7 @@ struct Counters {
     retried: IntCounter,
     dead_lettered: IntCounter,
     skipped: IntCounter,
+    panicked: IntCounter,
     duration: Histogram,
     circuit: IntGauge,
 }
@@ -68,6 +69,7 @@ impl Counters {
             retried: outcome("retried"),
             dead_lettered: outcome("dead_lettered"),
             skipped: outcome("skipped"),
+            panicked: outcome("panicked"),
             duration: metrics.handler_duration.with_label_values(&[group, topic]),
             circuit: metrics.circuit_state.with_label_values(&[group, topic]),
         }
@@ -88,18 +90,18 @@ pub(crate) struct Worker {
     pub group: String,
     pub commit_each: bool,
     pub max_queued: usize,
+    pub max_queued_bytes: usize,
     pub metrics: Option<Metrics>,
     /// The worker this one replaces after a rebalance; it finishes first, so two workers never
-    /// run the same partition's handler at once.
-    pub predecessor: Option<JoinHandle<()>>,
+    /// run the same partition's handler at once. Aborting this worker (a drain timeout) aborts
+    /// the predecessor too, so no task keeps the consumer open after shutdown.
+    pub predecessor: Option<AbortOnDropHandle<()>>,
 }
 
 struct Running {
     worker: Worker,
     /// Records received in a chunk and not yet taken.
     buffer: VecDeque<Message>,
-    /// Records settled since progress was last noted.
-    settled: usize,
     tracker: OffsetTracker,
     unstored: usize,
     counters: Option<Counters>,
@@ -118,7 +120,6 @@ impl Worker {
         let mut running = Running {
             worker: self,
             buffer: VecDeque::new(),
-            settled: 0,
             tracker: OffsetTracker::new(),
             unstored: 0,
             counters,
@@ -134,9 +135,12 @@ impl Running {
         let cancel = self.worker.cancel.clone();
         loop {
             // Buffered records need no wait: check cancellation with an atomic load instead of
-            // registering a waiter per record.
+            // registering a waiter per record. A cancelled worker leaves the record buffered,
+            // so it is counted out of the queue with the rest below.
+            if cancel.is_cancelled() {
+                break;
+            }
             let first = match self.buffer.pop_front() {
-                Some(_) if cancel.is_cancelled() => break,
                 Some(message) => message,
                 None => tokio::select! {
                     biased;
@@ -160,12 +164,13 @@ impl Running {
         }
         self.store();
         // Records received but never taken are abandoned: re-read by the next owner.
-        let mut untaken = self.buffer.len();
+        let mut untaken = (self.buffer.len(), self.buffer.iter().map(queued_size).sum());
         self.buffer.clear();
         while let Ok(chunk) = self.worker.rx.try_recv() {
-            untaken += chunk.len();
+            untaken.0 += chunk.len();
+            untaken.1 += chunk.iter().map(queued_size).sum::<usize>();
         }
-        self.worker.state.unqueue(untaken);
+        self.worker.state.unqueue(untaken.0, untaken.1);
         for reason in std::mem::take(&mut self.paused) {
             let _ = self.worker.control.send(Control::Resume(
                 self.worker.tp.clone(),
@@ -228,15 +233,22 @@ impl Running {
                 c.consumed.inc();
             }
         }
+        // Failed attempts of the batch's first record: the count restarts whenever the first
+        // record changes, so one record's retries are never charged to the next.
         let mut attempts = 0u32;
         while !batch.is_empty() {
-            if !self.await_circuit().await {
+            let Some(_probe) = self.await_circuit().await else {
                 return self.finish(&batch, Outcome::Abandoned);
-            }
+            };
             attempts += 1;
             // The clock is read only when someone records the duration.
             let started = self.counters.as_ref().map(|_| std::time::Instant::now());
-            let result = handler.handle_batch(&batch).await;
+            let result = AssertUnwindSafe(handler.handle_batch(&batch))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(crate::batch::BatchError::all(HandlerError::panic(&*panic)))
+                });
             if let (Some(c), Some(started)) = (&self.counters, started) {
                 c.duration.observe(started.elapsed().as_secs_f64());
             }
@@ -252,6 +264,8 @@ impl Running {
             let rest = batch.split_off(failed_at);
             if !batch.is_empty() {
                 self.finish(&batch, Outcome::Succeeded);
+                // A new record failed: this was its first attempt.
+                attempts = 1;
             }
             batch = rest;
             let decision = self.decide(&error.error, attempts, &batch[0]).await;
@@ -280,13 +294,19 @@ impl Running {
     ) -> Outcome {
         let mut attempts = 0u32;
         loop {
-            if !self.await_circuit().await {
+            // Held until the attempt is settled: a probe that ends without a verdict (skipped,
+            // invalid, cancelled) is released when the guard drops.
+            let Some(_probe) = self.await_circuit().await else {
                 return Outcome::Abandoned;
-            }
+            };
             attempts += 1;
             // The clock is read only when someone records the duration.
             let started = self.counters.as_ref().map(|_| std::time::Instant::now());
-            let result = handler.handle(message).await;
+            // A panic fails this record alone; the partition's worker goes on.
+            let result = AssertUnwindSafe(handler.handle(message))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(HandlerError::panic(&*panic)));
             if let (Some(c), Some(started)) = (&self.counters, started) {
                 c.duration.observe(started.elapsed().as_secs_f64());
             }
@@ -321,6 +341,14 @@ impl Running {
                 }
             }
             ErrorKind::Permanent => {
+                self.breaker_failure();
+                self.dead_letter(message, error, attempts).await
+            }
+            ErrorKind::Panic => {
+                tracing::error!(%topic, partition = message.partition, offset = message.offset, error = error.message(), "handler panicked; the record is dead-lettered");
+                if let Some(c) = &self.counters {
+                    c.panicked.inc();
+                }
                 self.breaker_failure();
                 self.dead_letter(message, error, attempts).await
             }
@@ -371,44 +399,51 @@ impl Running {
         };
         let record = policy.record(message, &self.worker.group, &failure);
         let mut backoff = DEAD_LETTER_BACKOFF.0;
-        loop {
+        let decision = loop {
             match producer.send(record.clone()).await {
                 Ok(delivery) => {
                     tracing::warn!(topic = %message.topic, partition = message.partition, offset = message.offset, dead_letter_topic = %record.topic, dead_letter_offset = delivery.offset, error = error.message(), "record dead-lettered");
-                    return Decision::Done(Outcome::DeadLettered);
+                    break Decision::Done(Outcome::DeadLettered);
                 }
                 Err(send_error) => {
                     tracing::error!(dead_letter_topic = %record.topic, error = %send_error, "publishing to the dead-letter topic failed; retrying");
+                    // Nothing piles up behind the record while its copy cannot be stored.
+                    self.pause(PauseReason::DeadLetterRetry);
                     if !self.sleep(backoff).await {
-                        return Decision::Abandon;
+                        break Decision::Abandon;
                     }
                     backoff = (backoff * 2).min(DEAD_LETTER_BACKOFF.1);
                 }
             }
-        }
+        };
+        self.resume(PauseReason::DeadLetterRetry);
+        decision
     }
 
-    /// Waits while the circuit is open, with the partition paused. False when interrupted.
-    async fn await_circuit(&mut self) -> bool {
-        if self.worker.registration.circuit_breaker.is_none() {
-            return true;
-        }
+    /// Waits while the circuit is open, with the partition paused. `None` when interrupted;
+    /// otherwise the caller may call the handler, holding the returned guard until the attempt
+    /// is settled.
+    async fn await_circuit(&mut self) -> Option<ProbeGuard> {
         let Some(breaker) = self.breaker() else {
-            return true;
+            return Some(ProbeGuard(None));
         };
         loop {
             match breaker.acquire() {
-                Permit::Allowed => {
+                permit @ (Permit::Allowed | Permit::Probe(_)) => {
                     self.resume(PauseReason::CircuitOpen);
                     self.report_circuit(&breaker);
-                    return true;
+                    let probe = match permit {
+                        Permit::Probe(id) => Some((breaker, id)),
+                        _ => None,
+                    };
+                    return Some(ProbeGuard(probe));
                 }
                 Permit::WaitUntil(until) => {
                     self.pause(PauseReason::CircuitOpen);
                     self.report_circuit(&breaker);
                     tokio::select! {
                         biased;
-                        () = self.worker.cancel.cancelled() => return false,
+                        () = self.worker.cancel.cancelled() => return None,
                         () = tokio::time::sleep_until(until) => {}
                     }
                 }
@@ -452,8 +487,9 @@ impl Running {
     /// Settles records: counts them, and for finished ones advances the stored offset.
     /// False when the outcome was an interruption.
     fn finish(&mut self, messages: &[Message], outcome: Outcome) -> bool {
+        let bytes = messages.iter().map(queued_size).sum();
         if outcome == Outcome::Abandoned {
-            self.worker.state.unqueue(messages.len());
+            self.worker.state.unqueue(messages.len(), bytes);
             return false;
         }
         for message in messages {
@@ -469,14 +505,18 @@ impl Running {
                 self.unstored += 1;
             }
         }
-        let remaining = self.worker.state.unqueue(messages.len());
-        self.settled += messages.len();
-        // Progress is noted per chunk of work, not per record: stall detection works in seconds.
-        if self.settled >= TOUCH_EVERY || self.buffer.is_empty() {
-            self.settled = 0;
-            self.worker.state.touch();
-        }
-        if let Some(last) = messages.last() {
+        let (remaining, remaining_bytes) = self.worker.state.unqueue(messages.len(), bytes);
+        // Progress is counted here and turned into a time by the poll loop's tick: no clock
+        // read per record, and a slow handler still shows progress every second.
+        self.worker
+            .state
+            .settled
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        // Only the partition's current worker speaks for it: a retiring predecessor finishing
+        // late must not overwrite what the new owner of the partition has done.
+        if let Some(last) = messages.last()
+            && self.worker.state.epoch.load(Ordering::SeqCst) == self.worker.epoch
+        {
             self.worker
                 .state
                 .last_done
@@ -487,6 +527,7 @@ impl Running {
             self.store();
         }
         if remaining <= self.worker.max_queued / 2
+            && remaining_bytes <= self.worker.max_queued_bytes / 2
             && self
                 .worker
                 .state
@@ -513,6 +554,12 @@ impl Running {
         }
         self.unstored = 0;
         let (topic, partition) = &self.worker.tp;
+        // Revoked since this worker started (and maybe assigned again): another member may
+        // have committed further meanwhile, and storing this older offset would move the
+        // group back. Whoever owns the partition now re-reads from the committed offset.
+        if self.worker.consumer.context().epoch(&self.worker.tp) != self.worker.epoch {
+            return;
+        }
         // rd_kafka_offset_store keeps offset + 1, the next record to read.
         match self.worker.consumer.store_offset(topic, *partition, offset) {
             Ok(()) => {
@@ -555,4 +602,17 @@ enum Decision {
     Retry,
     Abandon,
     Done(Outcome),
+}
+
+/// The half-open circuit's probe held by one attempt: released without a verdict when dropped,
+/// whatever ended the attempt (a skip, invalid input, a panic, cancellation). A probe already
+/// settled by `on_success` / `on_failure` makes the release a no-op.
+struct ProbeGuard(Option<(Arc<CircuitBreaker>, u64)>);
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if let Some((breaker, id)) = &self.0 {
+            breaker.release_probe(*id);
+        }
+    }
 }

@@ -36,7 +36,12 @@ async fn main() -> kafkit::Result<()> {
         let out = out.clone();
         async move {
             tokio::time::sleep(work).await;
-            writeln!(out.lock().expect("not poisoned"), "{}", m.value.id)?;
+            // One write call per line: `writeln!` may split a line over two writes, and a
+            // SIGKILL between them would leave half a number for the next process to extend.
+            let line = format!("{}\n", m.value.id);
+            out.lock()
+                .expect("not poisoned")
+                .write_all(line.as_bytes())?;
             Ok(())
         }
     });

@@ -1,0 +1,573 @@
+//! The consumer runtime's guarantees where they are hardest to keep: rebalances during a
+//! backlog, half-open circuits whose probe says nothing, panicking handlers, batches failing on
+//! different records, a drain that times out, slow handlers and health. Each test checks the
+//! guarantee at every step, not only at the end.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafkit::{
+    Admin, BatchError, BatchOptions, CircuitBreakerConfig, Consumer, ConsumerOptions, HandlerError,
+    KafkaConfig, Message, RetryPolicy, Router, dead_letter,
+};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Deserialize)]
+struct Item {
+    id: u64,
+}
+
+type Running = (
+    Arc<Consumer>,
+    CancellationToken,
+    tokio::task::JoinHandle<kafkit::Result<()>>,
+);
+
+fn start(consumer: Consumer) -> Running {
+    let consumer = Arc::new(consumer);
+    let token = CancellationToken::new();
+    let running = consumer.clone();
+    let stop = token.clone();
+    let task = tokio::spawn(async move { running.run(stop.cancelled_owned()).await });
+    (consumer, token, task)
+}
+
+async fn stop((_, token, task): Running) {
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+fn header(message: &Message, name: &str) -> String {
+    String::from_utf8(message.header_value(name).unwrap_or_default().to_vec()).unwrap()
+}
+
+/// Quick heartbeats, so members learn of rebalances fast.
+fn fast_group_config() -> KafkaConfig {
+    KafkaConfig {
+        heartbeat_interval: Duration::from_millis(300),
+        session_timeout: Duration::from_secs(15),
+        ..testkit::config()
+    }
+}
+
+/// Offsets handled per partition, by any member.
+type Handled = Arc<Mutex<BTreeMap<i32, BTreeSet<i64>>>>;
+
+/// Asserts the at-least-once invariant now: every offset below the group's committed offset
+/// was handled, and no committed offset moved back since `last`.
+async fn assert_commits_cover_handled(
+    group: &str,
+    topic: &str,
+    handled: &Handled,
+    last: &mut BTreeMap<i32, i64>,
+    step: &str,
+) {
+    // Committed first, handled second: the handled set only grows, so a committed offset
+    // read before it must be covered by it.
+    let committed = testkit::committed(group, topic).await;
+    let handled = handled.lock().unwrap().clone();
+    for (partition, committed, _) in committed {
+        let Some(committed) = committed else { continue };
+        let done = handled.get(&partition).cloned().unwrap_or_default();
+        let missing: Vec<i64> = (0..committed)
+            .filter(|o| !done.contains(o))
+            .take(5)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{step}: partition {partition} committed at {committed} but offsets {missing:?} were never handled"
+        );
+        let previous = last.insert(partition, committed).unwrap_or(0);
+        assert!(
+            committed >= previous,
+            "{step}: partition {partition} commit moved back from {previous} to {committed}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalances_during_a_backlog_never_commit_past_unhandled_records() {
+    // Given a backlog of 3,000 records over 4 partitions and a slow first member with a
+    // deep queue, so fetched records wait in the runtime whenever a rebalance comes.
+    let topic = testkit::topic("storm", 4).await;
+    testkit::populate(&topic, 3_000, 300).await;
+    let group = testkit::unique("storm");
+    let handled: Handled = Arc::default();
+    let member = |delay: Duration| {
+        let handled = handled.clone();
+        let mut router = Router::new();
+        router.register(&topic, move |m: Message<Item>| {
+            let handled = handled.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                handled
+                    .lock()
+                    .unwrap()
+                    .entry(m.partition)
+                    .or_default()
+                    .insert(m.offset);
+                Ok(())
+            }
+        });
+        let options = ConsumerOptions {
+            commit: kafkit::CommitStrategy::Periodic(Duration::from_millis(200)),
+            drain_timeout: Duration::from_secs(5),
+            ..ConsumerOptions::default()
+        };
+        Consumer::with_options(&fast_group_config(), &group, router, options).unwrap()
+    };
+    let first = start(member(Duration::from_millis(2)));
+    let mut last = BTreeMap::new();
+    assert!(testkit::eventually(WAIT, || !first.0.health().partitions.is_empty()).await);
+
+    // When a second member joins and leaves again, four times, while the backlog lasts.
+    for round in 0..4 {
+        let second = start(member(Duration::from_millis(1)));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_commits_cover_handled(
+            &group,
+            &topic,
+            &handled,
+            &mut last,
+            &format!("join {round}"),
+        )
+        .await;
+        stop(second).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_commits_cover_handled(
+            &group,
+            &topic,
+            &handled,
+            &mut last,
+            &format!("leave {round}"),
+        )
+        .await;
+    }
+
+    // Then the first member finishes everything; commits never passed an unhandled record,
+    // never moved back, and nothing is left counted in its queues.
+    let total = || {
+        handled
+            .lock()
+            .unwrap()
+            .values()
+            .map(BTreeSet::len)
+            .sum::<usize>()
+    };
+    assert!(
+        testkit::eventually(WAIT, || total() == 3_000).await,
+        "handled {} of 3000",
+        total()
+    );
+    assert!(
+        testkit::eventually(Duration::from_secs(10), || first.0.health().in_flight == 0).await,
+        "records still counted as queued: {:?}",
+        first.0.health()
+    );
+    assert!(first.0.health().healthy, "{:?}", first.0.health());
+    stop(first).await;
+    assert_commits_cover_handled(&group, &topic, &handled, &mut last, "end").await;
+    for (partition, committed, high) in testkit::committed(&group, &topic).await {
+        assert_eq!(committed, Some(high), "partition {partition}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_probe_that_is_skipped_invalid_or_panics_never_sticks_the_circuit() {
+    // Given a breaker that opens after 2 failures for 200 ms, and records whose probes end
+    // without a verdict on the dependency: a skip, an invalid record, a panic.
+    let topic = testkit::topic("probe", 1).await;
+    testkit::populate(&topic, 30, 1).await;
+    let handled = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut router = Router::new();
+    let log = handled.clone();
+    router
+        .register(&topic, move |m: Message<Item>| {
+            let log = log.clone();
+            async move {
+                let id = m.value.id;
+                log.lock().unwrap().push(id);
+                match id {
+                    0 | 1 | 4 | 5 | 8 | 9 => Err(HandlerError::permanent("dependency down")),
+                    2 => Err(HandlerError::skip("not for us")),
+                    6 => Err(HandlerError::invalid("bad record")),
+                    10 => panic!("bug in the handler"),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .circuit_breaker(CircuitBreakerConfig {
+            failure_threshold: 2,
+            open_duration: Duration::from_millis(200),
+            success_threshold: 1,
+        });
+    let group = testkit::unique("probe");
+    let consumer = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+
+    // Then every record is handled once, in order: the circuit closed again each time.
+    let all = testkit::eventually(WAIT, || handled.lock().unwrap().len() >= 30).await;
+    assert!(
+        all,
+        "stuck after {:?}; health: {:?}",
+        handled.lock().unwrap(),
+        consumer.0.health()
+    );
+    assert_eq!(*handled.lock().unwrap(), (0..30).collect::<Vec<_>>());
+    assert!(testkit::eventually(WAIT, || consumer.0.health().healthy).await);
+    stop(consumer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_dead_letters_the_record_and_the_partition_goes_on() {
+    // Given a handler that panics on one record.
+    let topic = testkit::topic("panics", 1).await;
+    testkit::populate(&topic, 20, 1).await;
+    let handled = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut router = Router::new();
+    let log = handled.clone();
+    router.register(&topic, move |m: Message<Item>| {
+        let log = log.clone();
+        async move {
+            assert_ne!(m.value.id, 5, "record 5 breaks the handler");
+            log.lock().unwrap().push(m.value.id);
+            Ok(())
+        }
+    });
+    let metrics = kafkit::Metrics::default();
+    let group = testkit::unique("panics");
+    let consumer = start(
+        Consumer::new(&testkit::config(), &group, router)
+            .unwrap()
+            .with_metrics(metrics.clone()),
+    );
+
+    // Then the others are all handled, the panicking one is in the dead-letter topic with
+    // error-kind "panic", it is counted, health stays true, and the group commits the end.
+    assert!(testkit::eventually(WAIT, || handled.lock().unwrap().len() == 19).await);
+    let dead = testkit::read(&format!("{topic}.dlq"), 1, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], dead_letter::ERROR_KIND), "panic");
+    assert!(header(&dead[0], dead_letter::ERROR_MESSAGE).contains("record 5 breaks the handler"));
+    assert_eq!(header(&dead[0], dead_letter::ORIGINAL_OFFSET), "5");
+    assert!(
+        metrics
+            .render()
+            .lines()
+            .any(|l| l.contains("outcome=\"panicked\"") && l.ends_with(" 1")),
+        "{}",
+        metrics.render()
+    );
+    assert!(consumer.0.health().healthy, "{:?}", consumer.0.health());
+    let expected: Vec<u64> = (0..20).filter(|id| *id != 5).collect();
+    assert_eq!(*handled.lock().unwrap(), expected);
+    stop(consumer).await;
+    for (partition, committed, high) in testkit::committed(&group, &topic).await {
+        assert_eq!(committed, Some(high), "partition {partition}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_retries_are_counted_per_failing_record() {
+    // Given batches where every third record fails once (transiently) before succeeding, and
+    // a policy of two attempts per record.
+    let topic = testkit::topic("batch-attempts", 1).await;
+    testkit::populate(&topic, 30, 1).await;
+    let failed_once = Arc::new(Mutex::new(HashSet::<u64>::new()));
+    let done = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut router = Router::new();
+    let (failed, log) = (failed_once.clone(), done.clone());
+    router
+        .register_batch(
+            &topic,
+            BatchOptions {
+                max_records: 30,
+                max_wait: Duration::from_millis(500),
+            },
+            move |batch: Vec<Message<Item>>| {
+                let (failed, log) = (failed.clone(), log.clone());
+                async move {
+                    let mut failed = failed.lock().unwrap();
+                    for (index, m) in batch.iter().enumerate() {
+                        if m.value.id % 3 == 2 && failed.insert(m.value.id) {
+                            return Err(BatchError::at(index, HandlerError::transient("once")));
+                        }
+                        log.lock().unwrap().push(m.value.id);
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .retry(RetryPolicy::exponential(2, Duration::from_millis(10)).jitter(0.0));
+    let group = testkit::unique("batch-attempts");
+    let consumer = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+
+    // Then every record succeeds on its second attempt: none is dead-lettered for failures
+    // that belonged to the records before it.
+    assert!(
+        testkit::eventually(WAIT, || done.lock().unwrap().len() == 30).await,
+        "done: {:?}",
+        done.lock().unwrap()
+    );
+    let mut ids = done.lock().unwrap().clone();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..30).collect::<Vec<_>>());
+    stop(consumer).await;
+    let dead = testkit::read(&format!("{topic}.dlq"), 1, Duration::from_secs(2)).await;
+    assert!(dead.is_empty(), "dead-lettered: {:?}", dead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_timeout_leaves_no_worker_holding_the_consumer_in_the_group() {
+    // Given a member whose handler never returns, and a rebalance (a second member of the same
+    // group joining for another topic) that hands the partition back to it with a new worker
+    // waiting behind the stuck one.
+    let topic = testkit::topic("stuck", 1).await;
+    let other = testkit::topic("stuck-other", 1).await;
+    testkit::populate(&topic, 5, 1).await;
+    let group = testkit::unique("stuck");
+    let entered = Arc::new(AtomicUsize::new(0));
+    // Handler calls still alive (their futures not dropped).
+    let alive = Arc::new(AtomicUsize::new(0));
+    struct Alive(Arc<AtomicUsize>);
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let mut router = Router::new();
+    let (calls, live) = (entered.clone(), alive.clone());
+    router.register(&topic, move |_: Message<Item>| {
+        let (calls, live) = (calls.clone(), live.clone());
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            live.fetch_add(1, Ordering::SeqCst);
+            let _alive = Alive(live);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        }
+    });
+    let options = ConsumerOptions {
+        drain_timeout: Duration::from_secs(1),
+        ..ConsumerOptions::default()
+    };
+    let stuck_config = KafkaConfig {
+        client_id: "stuck-member".into(),
+        ..fast_group_config()
+    };
+    let stuck = start(Consumer::with_options(&stuck_config, &group, router, options).unwrap());
+    assert!(testkit::eventually(WAIT, || entered.load(Ordering::SeqCst) == 1).await);
+    let mut router = Router::new();
+    router.register(&other, |_: Message<Item>| async { Ok(()) });
+    let bystander_config = KafkaConfig {
+        client_id: "bystander".into(),
+        ..fast_group_config()
+    };
+    let bystander = start(Consumer::new(&bystander_config, &group, router).unwrap());
+    let rebalanced =
+        || stuck.0.health().partitions.len() == 1 && !bystander.0.health().partitions.is_empty();
+    assert!(testkit::eventually(WAIT, rebalanced).await);
+    // Let the re-assigned partition's records arrive, so a new worker waits on the stuck one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // When the stuck member shuts down: the drain times out.
+    let started = std::time::Instant::now();
+    stop(stuck).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+
+    // Then no handler of it runs on after its shutdown (the stuck worker was aborted with the
+    // one waiting behind it), and it is out of the group; the other member stays.
+    assert!(
+        testkit::eventually(Duration::from_secs(2), || alive.load(Ordering::SeqCst) == 0).await,
+        "{} handler calls still running after shutdown",
+        alive.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        1,
+        "the record was handled twice at once"
+    );
+    let admin = Admin::new(&testkit::config()).unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let description = admin.describe_group(&group).await.unwrap();
+        clients = description
+            .map(|d| d.members.into_iter().map(|m| m.client_id).collect())
+            .unwrap_or_default();
+        if clients == ["bystander"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        clients,
+        ["bystander"],
+        "the stuck member is still in the group"
+    );
+    stop(bystander).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_with_a_backlog_is_healthy_and_a_stuck_one_is_not() {
+    // Given a stall timeout of 3 s and a handler taking 1.2 s per record, 8 records waiting.
+    let topic = testkit::topic("slow", 1).await;
+    testkit::populate(&topic, 8, 1).await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut router = Router::new();
+    let count = done.clone();
+    router.register(&topic, move |m: Message<Item>| {
+        let count = count.clone();
+        async move {
+            // The last record hangs: that one is a real stall.
+            let pause = if m.value.id == 7 { 3600 } else { 1 };
+            tokio::time::sleep(Duration::from_millis(1200 * pause)).await;
+            count.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let options = ConsumerOptions {
+        stall_timeout: Duration::from_secs(3),
+        drain_timeout: Duration::from_secs(1),
+        ..ConsumerOptions::default()
+    };
+    let group = testkit::unique("slow");
+    let consumer =
+        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+    assert!(testkit::eventually(WAIT, || !consumer.0.health().partitions.is_empty()).await);
+
+    // Then health is true at every check while the records progress, one per 1.2 s.
+    while done.load(Ordering::SeqCst) < 7 {
+        let health = consumer.0.health();
+        assert!(
+            health.healthy,
+            "a slow but progressing handler reported as: {health:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // And it turns unhealthy once the hanging record passes the stall timeout.
+    assert!(
+        testkit::eventually(Duration::from_secs(10), || !consumer.0.health().healthy).await,
+        "a handler stuck for longer than the stall timeout was reported healthy"
+    );
+    let problems = consumer.0.health().problems;
+    assert!(
+        problems.iter().any(|p| p.contains("stalled")),
+        "{problems:?}"
+    );
+    stop(consumer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_gauges_of_revoked_partitions_are_removed() {
+    // Given a member reporting lag for both partitions of a topic.
+    let topic = testkit::topic("lag-gauges", 2).await;
+    testkit::populate(&topic, 20, 2).await;
+    let group = testkit::unique("lag-gauges");
+    let member = |metrics: Option<kafkit::Metrics>| {
+        let mut router = Router::new();
+        router.register(&topic, |_: Message<Item>| async { Ok(()) });
+        let options = ConsumerOptions {
+            lag_interval: Duration::from_millis(200),
+            ..ConsumerOptions::default()
+        };
+        let consumer =
+            Consumer::with_options(&fast_group_config(), &group, router, options).unwrap();
+        match metrics {
+            Some(metrics) => consumer.with_metrics(metrics),
+            None => consumer,
+        }
+    };
+    let metrics = kafkit::Metrics::default();
+    let gauges = |metrics: &kafkit::Metrics| {
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("kafkit_consumer_lag{"))
+            .count()
+    };
+    let first = start(member(Some(metrics.clone())));
+    assert!(
+        testkit::eventually(WAIT, || gauges(&metrics) == 2).await,
+        "{}",
+        metrics.render()
+    );
+
+    // When a second member takes one partition.
+    let second = start(member(None));
+    let split =
+        || first.0.health().partitions.len() == 1 && second.0.health().partitions.len() == 1;
+    assert!(testkit::eventually(WAIT, split).await);
+
+    // Then the first member reports lag for its one partition only, and keeps doing so.
+    assert!(
+        testkit::eventually(Duration::from_secs(5), || gauges(&metrics) == 1).await,
+        "{}",
+        metrics.render()
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(gauges(&metrics), 1, "{}", metrics.render());
+    stop(second).await;
+    stop(first).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_records_are_bounded_by_bytes_not_only_by_count() {
+    // Given 400 records of 10 kB (4 MB in all) and a slow handler, with a record bound that
+    // would let all of them in and a byte bound of 100 kB.
+    let topic = testkit::topic("large", 1).await;
+    let body = "x".repeat(10_000);
+    testkit::send(
+        (0..400u64)
+            .map(|id| {
+                kafkit::Record::to(&topic)
+                    .json(&serde_json::json!({ "id": id, "body": body }))
+                    .unwrap()
+            })
+            .collect(),
+    )
+    .await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut router = Router::new();
+    let count = done.clone();
+    router.register(&topic, move |_: Message<Item>| {
+        let count = count.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            count.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let options = ConsumerOptions {
+        max_queued_per_partition: 10_000,
+        max_queued_bytes_per_partition: 100_000,
+        ..ConsumerOptions::default()
+    };
+    let group = testkit::unique("large");
+    let consumer =
+        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+
+    // Then the partition is paused for back-pressure, and what waits in memory stays far
+    // below the 4 MB a record bound alone would have let in.
+    let (mut peak, mut paused) = (0usize, false);
+    while done.load(Ordering::SeqCst) < 400 {
+        for p in consumer.0.health().partitions {
+            peak = peak.max(p.queued_bytes);
+            paused |= p
+                .paused
+                .contains(&kafkit::consumer::PauseReason::Backpressure);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(paused, "never paused for back-pressure");
+    assert!(peak < 1_500_000, "{peak} bytes were queued at once");
+    assert_eq!(consumer.0.health().partitions[0].queued_bytes, 0);
+    stop(consumer).await;
+}
