@@ -29,7 +29,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let topic = fresh_topic(&admin, "bench-consume", args.partitions).await?;
     populate(&config, &topic, args.records, args.size).await?;
     println!(
-        "# consume {} JSON records of ~{} bytes, {} partitions, broker {}",
+        "# consume {} JSON records of ~{} bytes, topic {topic} ({} partitions), broker {}",
         args.records,
         args.size,
         args.partitions,
