@@ -580,6 +580,16 @@ impl KafkaConfig {
                     OffsetReset::Latest => "latest",
                 },
             );
+        // KIP-848 (`group.protocol=consumer`): the broker owns session and heartbeat timing,
+        // and librdkafka refuses these keys.
+        if self
+            .librdkafka
+            .get("group.protocol")
+            .is_some_and(|p| p.eq_ignore_ascii_case("consumer"))
+        {
+            config.remove("session.timeout.ms");
+            config.remove("heartbeat.interval.ms");
+        }
         self.apply_passthrough(&mut config);
         config
     }

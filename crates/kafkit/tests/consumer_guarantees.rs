@@ -91,7 +91,24 @@ async fn assert_commits_cover_handled(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rebalances_during_a_backlog_never_commit_past_unhandled_records() {
+async fn eager_rebalances_during_a_backlog_never_commit_past_unhandled_records() {
+    rebalance_storm(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_rebalances_during_a_backlog_never_commit_past_unhandled_records() {
+    rebalance_storm(&[("partition.assignment.strategy", "cooperative-sticky")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip_848_rebalances_during_a_backlog_never_commit_past_unhandled_records() {
+    rebalance_storm(&[("group.protocol", "consumer")]).await;
+}
+
+/// Two members of one group with the given librdkafka group settings: the second joins and
+/// leaves four times while the first works through a backlog; the at-least-once invariant is
+/// checked after every join and every leave.
+async fn rebalance_storm(protocol: &[(&str, &str)]) {
     // Given a backlog of 3,000 records over 4 partitions and a slow first member with a
     // deep queue, so fetched records wait in the runtime whenever a rebalance comes.
     let topic = testkit::topic("storm", 4).await;
@@ -119,7 +136,11 @@ async fn rebalances_during_a_backlog_never_commit_past_unhandled_records() {
             drain_timeout: Duration::from_secs(5),
             ..ConsumerOptions::default()
         };
-        Consumer::with_options(&fast_group_config(), &group, router, options).unwrap()
+        let mut config = fast_group_config();
+        for (key, value) in protocol {
+            config.librdkafka.insert((*key).into(), (*value).into());
+        }
+        Consumer::with_options(&config, &group, router, options).unwrap()
     };
     let first = start(member(Duration::from_millis(2)));
     let mut last = BTreeMap::new();
@@ -570,4 +591,126 @@ async fn large_records_are_bounded_by_bytes_not_only_by_count() {
     assert!(peak < 1_500_000, "{peak} bytes were queued at once");
     assert_eq!(consumer.0.health().partitions[0].queued_bytes, 0);
     stop(consumer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_commits_each_record_as_it_settles() {
+    // Given commits after every record, and a handler that stops at record 10.
+    let topic = testkit::topic("every-record", 1).await;
+    testkit::populate(&topic, 20, 1).await;
+    let mut router = Router::new();
+    router.register(&topic, |m: Message<Item>| async move {
+        if m.value.id == 10 {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Ok(())
+    });
+    let options = ConsumerOptions {
+        commit: kafkit::CommitStrategy::EveryRecord,
+        drain_timeout: Duration::from_secs(1),
+        ..ConsumerOptions::default()
+    };
+    let group = testkit::unique("every-record");
+    let consumer =
+        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+
+    // Then the group's committed offset reaches 10 (records 0..=9) within a second or two,
+    // long before a periodic commit (5 s) would, and never passes the stuck record.
+    let committed = || async { testkit::committed(&group, &topic).await[0].1 };
+    let started = std::time::Instant::now();
+    while committed().await != Some(10) {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "committed: {:?}",
+            committed().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(committed().await, Some(10));
+    stop(consumer).await;
+    assert_eq!(committed().await, Some(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_dead_letter_write_keeps_the_offset_and_pauses_the_partition() {
+    // Given a dead-letter topic whose broker refuses records of more than 100 bytes, and a
+    // poison record at offset 3.
+    let topic = testkit::topic("dlt-refused", 1).await;
+    let dlt = format!("{topic}.dlq");
+    let admin = Admin::new(&testkit::config()).unwrap();
+    admin
+        .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1).config("max.message.bytes", "100")])
+        .await
+        .unwrap();
+    testkit::populate(&topic, 10, 1).await;
+    let handled = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut router = Router::new();
+    let log = handled.clone();
+    router.register(&topic, move |m: Message<Item>| {
+        let log = log.clone();
+        async move {
+            if m.value.id == 3 {
+                return Err(HandlerError::permanent("poison"));
+            }
+            log.lock().unwrap().push(m.value.id);
+            Ok(())
+        }
+    });
+    let options = ConsumerOptions {
+        commit: kafkit::CommitStrategy::Periodic(Duration::from_millis(200)),
+        ..ConsumerOptions::default()
+    };
+    let group = testkit::unique("dlt-refused");
+    let consumer =
+        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+
+    // Then the partition is paused while the copy is refused, health says why, nothing after
+    // the poison record is handled, and the committed offset stays at the poison record.
+    let paused = || {
+        consumer.0.health().partitions.iter().any(|p| {
+            p.paused
+                .contains(&kafkit::consumer::PauseReason::DeadLetterRetry)
+        })
+    };
+    assert!(
+        testkit::eventually(WAIT, paused).await,
+        "{:?}",
+        consumer.0.health()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(*handled.lock().unwrap(), [0, 1, 2]);
+    assert_eq!(testkit::committed(&group, &topic).await[0].1, Some(3));
+    assert!(paused(), "{:?}", consumer.0.health());
+
+    // When the dead-letter topic accepts records again.
+    admin.delete_topics(&[&dlt]).await.unwrap();
+    let recreated = async {
+        loop {
+            if admin
+                .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1)])
+                .await
+                .is_ok()
+                && admin
+                    .topic_configs(&dlt)
+                    .await
+                    .is_ok_and(|c| c.get("max.message.bytes").is_some_and(|v| v != "100"))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, recreated).await.unwrap();
+
+    // Then the copy is stored, the partition flows on and the group commits the end.
+    assert!(
+        testkit::eventually(WAIT, || handled.lock().unwrap().len() == 9).await,
+        "{:?}",
+        consumer.0.health()
+    );
+    let dead = testkit::read(&dlt, 1, WAIT).await;
+    assert_eq!(header(&dead[0], dead_letter::ORIGINAL_OFFSET), "3");
+    stop(consumer).await;
+    assert_eq!(testkit::committed(&group, &topic).await[0].1, Some(10));
 }

@@ -167,7 +167,7 @@ pub async fn read_with(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     consumer.assign(&assignment).expect("assign");
-    let mut messages = Vec::with_capacity(count);
+    let mut messages = Vec::with_capacity(count.min(100_000));
     let mut stream = consumer.stream();
     while messages.len() < count {
         match tokio::time::timeout_at(deadline, stream.next()).await {

@@ -5,13 +5,15 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn start(topic: &str, group: &str, out: &Path) -> Child {
+/// Starts a member process; its handled ids go to `out`.
+fn start(topic: &str, group: &str, out: &Path, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_kafkit-test-consumer"))
         .env("KAFKIT_TEST_BROKERS", testkit::brokers())
         .env("TOPIC", topic)
         .env("GROUP", group)
         .env("OUT", out)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
         .spawn()
         .expect("spawn the test consumer")
 }
@@ -20,7 +22,10 @@ fn handled(out: &Path) -> Vec<u64> {
     std::fs::read_to_string(out)
         .unwrap_or_default()
         .lines()
-        .filter_map(|line| line.parse().ok())
+        .map(|line| {
+            line.parse()
+                .unwrap_or_else(|_| panic!("a torn line in {out:?}: {line:?}"))
+        })
         .collect()
 }
 
@@ -32,57 +37,151 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
+/// The id of every record of `topic` by (partition, offset).
+async fn ids_by_offset(topic: &str, count: usize) -> HashMap<(i32, i64), u64> {
+    testkit::read(topic, count, Duration::from_secs(60))
+        .await
+        .iter()
+        .map(|m| {
+            let id = m.json::<serde_json::Value>().unwrap()["id"]
+                .as_u64()
+                .unwrap();
+            ((m.partition, m.offset), id)
+        })
+        .collect()
+}
+
+/// Ids of the records dead-lettered so far (the dead-letter copy keeps the value).
+async fn dead_lettered(topic: &str) -> HashSet<u64> {
+    dead_letter_copies(topic)
+        .await
+        .iter()
+        .map(|m| {
+            m.json::<serde_json::Value>().unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Every dead-letter copy of `topic`'s records so far (read up to the high watermarks).
+async fn dead_letter_copies(topic: &str) -> Vec<kafkit::Message> {
+    let dlt = format!("{topic}.dlq");
+    let admin = kafkit::Admin::new(&testkit::config()).unwrap();
+    let Ok(info) = admin.describe_topic(&dlt).await else {
+        return Vec::new();
+    };
+    let count = info.record_count() as usize;
+    let copies = testkit::read(&dlt, count, Duration::from_secs(30)).await;
+    assert_eq!(copies.len(), count, "reading {dlt}");
+    copies
+}
+
+const RECORDS: usize = 30_000;
+const POISON_EVERY: u64 = 1_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_random_points_loses_nothing() {
-    // Given 20,000 records over 4 partitions.
-    let topic = testkit::topic("crash", 4).await;
-    testkit::populate(&topic, 20_000, 1_000).await;
+async fn three_members_sigkilled_at_random_lose_nothing_after_any_kill() {
+    // Given 30,000 records over 6 partitions, handled by three member processes with 5% of
+    // handler calls failing transiently (retried), one poison record in 1,000 (dead-lettered)
+    // and commits every 200 ms.
+    let topic = testkit::topic("crash", 6).await;
+    testkit::populate(&topic, RECORDS, 1_000).await;
+    let ids = ids_by_offset(&topic, RECORDS).await;
+    assert_eq!(ids.len(), RECORDS);
     let group = testkit::unique("crash");
     let dir = std::env::temp_dir().join(testkit::unique("crash-out"));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("handled.txt");
+    let poison = POISON_EVERY.to_string();
+    let env = [
+        ("HANDLE_MICROS", "3000"),
+        ("FAIL_PERCENT", "5"),
+        ("POISON_EVERY", poison.as_str()),
+        ("COMMIT_MS", "200"),
+    ];
+    let mut members: Vec<Child> = (0..3).map(|_| start(&topic, &group, &out, &env)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handled(&out).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
-    // When the consumer is killed with SIGKILL at random points, five times.
+    // When a member is SIGKILLed at a random point, then restarted, again and again.
     let mut kills = 0;
-    let pauses_ms = [700u64, 1_300, 400, 1_900, 1_000];
-    for pause in pauses_ms {
-        let mut child = start(&topic, &group, &out);
-        let before = handled(&out).len();
-        // Wait until it is processing (or give up waiting after 20 s: rebalances take time).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while handled(&out).len() == before && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        signal(&child, "-KILL");
-        child.wait().unwrap();
+    let mut checked_below = 0;
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    while kills < 12 {
+        tokio::time::sleep(Duration::from_millis(300 + next() % 1_200)).await;
+        let victim = (next() % members.len() as u64) as usize;
+        signal(&members[victim], "-KILL");
+        members[victim].wait().unwrap();
         kills += 1;
-        if handled(&out).iter().collect::<HashSet<_>>().len() == 20_000 {
-            break;
+
+        // Then, after each kill, every record below the group's committed offsets was handled
+        // or dead-lettered: committed offsets first, outcomes second (outcomes only grow).
+        let committed = testkit::committed(&group, &topic).await;
+        let done: HashSet<u64> = handled(&out).into_iter().collect();
+        let dead = dead_lettered(&topic).await;
+        checked_below = 0;
+        for (partition, committed, _) in committed {
+            for offset in 0..committed.unwrap_or(0) {
+                let id = ids[&(partition, offset)];
+                assert!(
+                    done.contains(&id) || dead.contains(&id),
+                    "after kill {kills}: {partition}/{offset} (id {id}) committed but neither handled nor dead-lettered"
+                );
+                checked_below += 1;
+            }
         }
+        members[victim] = start(&topic, &group, &out, &env);
     }
+    assert!(checked_below > 0, "nothing was committed during the kills");
+
+    // And the members run to the end: every record handled or dead-lettered, none lost.
+    let poison_ids: HashSet<u64> = (0..RECORDS as u64)
+        .filter(|id| id % POISON_EVERY == POISON_EVERY - 1)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let complete = |done: &HashSet<u64>| done.len() + poison_ids.len() == RECORDS;
+    while !complete(&handled(&out).into_iter().collect()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for member in &members {
+        signal(member, "-TERM");
+    }
+    for member in &mut members {
+        assert!(member.wait().unwrap().success());
+    }
+    let runs = handled(&out);
+    let done: HashSet<u64> = runs.iter().copied().collect();
+    let expected: HashSet<u64> = (0..RECORDS as u64)
+        .filter(|id| !poison_ids.contains(id))
+        .collect();
+    let missing: Vec<&u64> = expected.difference(&done).take(10).collect();
     assert!(
-        kills >= 2,
-        "the consumer finished before it could be killed twice"
+        missing.is_empty(),
+        "never handled: {missing:?} (of {})",
+        expected.len() - done.len()
     );
-
-    // And then runs to the end.
-    let mut child = start(&topic, &group, &out);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while handled(&out).iter().collect::<HashSet<_>>().len() < 20_000 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    signal(&child, "-TERM");
-    assert!(child.wait().unwrap().success());
-
-    // Then every record was handled at least once: none was skipped.
-    let ids = handled(&out);
-    let distinct: HashSet<u64> = ids.iter().copied().collect();
-    assert_eq!(distinct, (0..20_000).collect::<HashSet<u64>>());
+    assert!(done.is_disjoint(&poison_ids), "a poison record was handled");
+    let dead = dead_lettered(&topic).await;
+    assert!(
+        poison_ids.is_subset(&dead),
+        "poison records missing from the DLT"
+    );
     println!(
-        "{kills} kills, {} handler runs for 20000 records ({} re-deliveries)",
-        ids.len(),
-        ids.len() - 20_000
+        "{kills} kills; {} handler runs for {} records: {} re-deliveries; {} dead-letter copies for {} poison records",
+        runs.len(),
+        expected.len(),
+        runs.len() - expected.len(),
+        dead_letter_copies(&topic).await.len(),
+        poison_ids.len()
     );
 }
 
@@ -95,15 +194,7 @@ async fn sigterm_under_load_exits_within_the_drain_time_with_everything_committe
     let dir = std::env::temp_dir().join(testkit::unique("sigterm-out"));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("handled.txt");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kafkit-test-consumer"))
-        .env("KAFKIT_TEST_BROKERS", testkit::brokers())
-        .env("TOPIC", &topic)
-        .env("GROUP", &group)
-        .env("OUT", &out)
-        .env("HANDLE_MICROS", "1000")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut child = start(&topic, &group, &out, &[("HANDLE_MICROS", "1000")]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while handled(&out).len() < 1_000 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -179,7 +179,18 @@ impl<'a> PollLoop<'a> {
             || queued_bytes >= options.max_queued_bytes_per_partition)
             && !worker.state.backpressured.swap(true, Ordering::SeqCst)
         {
+            let state = worker.state.clone();
             self.set_pause(&tp, PauseReason::Backpressure, true);
+            // The worker may have drained the queue between our count and the flag: it then
+            // saw no back-pressure to lift, so lift it here, or the partition stays paused
+            // with nothing queued. Whoever swaps the flag back resumes, exactly once.
+            let drained = state.queued.load(Ordering::SeqCst)
+                <= options.max_queued_per_partition / 2
+                && state.queued_bytes.load(Ordering::SeqCst)
+                    <= options.max_queued_bytes_per_partition / 2;
+            if drained && state.backpressured.swap(false, Ordering::SeqCst) {
+                self.set_pause(&tp, PauseReason::Backpressure, false);
+            }
         }
     }
 

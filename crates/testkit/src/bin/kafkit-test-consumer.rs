@@ -2,18 +2,36 @@
 //! group `GROUP` and appends each handled id to the file `OUT` (one write per record, so a
 //! SIGKILL loses nothing already handled). Stops cleanly on SIGINT/SIGTERM.
 //!
-//! Environment: `KAFKIT_TEST_BROKERS`, `TOPIC`, `GROUP`, `OUT`, `HANDLE_MICROS` (work per record).
+//! Environment: `KAFKIT_TEST_BROKERS`, `TOPIC`, `GROUP`, `OUT`, and optionally
+//! `HANDLE_MICROS` (work per record, default 200), `FAIL_PERCENT` (share of handler calls that
+//! fail transiently and are retried, default 0), `POISON_EVERY` (ids `N` with
+//! `N % POISON_EVERY == POISON_EVERY - 1` fail permanently and are dead-lettered to
+//! `TOPIC.dlq`), `COMMIT_MS` (commit interval, default 5000), `KAFKA_CLIENT_ID`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafkit::{Consumer, KafkaConfig, Message, Router};
+use kafkit::{
+    CommitStrategy, Consumer, ConsumerOptions, HandlerError, KafkaConfig, Message, RetryPolicy,
+    Router,
+};
 
 #[derive(serde::Deserialize)]
 struct Item {
     id: u64,
+}
+
+fn number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}: a number, got {v:?}"))
+        })
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -25,33 +43,50 @@ async fn main() -> kafkit::Result<()> {
         .open(var("OUT"))
         .expect("output file");
     let out = Arc::new(Mutex::new(out));
-    let work = Duration::from_micros(
-        std::env::var("HANDLE_MICROS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(200),
-    );
+    let work = Duration::from_micros(number("HANDLE_MICROS", 200));
+    let fail_percent = number("FAIL_PERCENT", 0);
+    let poison_every = number("POISON_EVERY", 0);
+    // Calls so far: mixed into the failure choice, so a retried record eventually succeeds.
+    let calls = Arc::new(AtomicU64::new(0));
     let mut router = Router::new();
-    router.register(var("TOPIC"), move |m: Message<Item>| {
-        let out = out.clone();
-        async move {
-            tokio::time::sleep(work).await;
-            // One write call per line: `writeln!` may split a line over two writes, and a
-            // SIGKILL between them would leave half a number for the next process to extend.
-            let line = format!("{}\n", m.value.id);
-            out.lock()
-                .expect("not poisoned")
-                .write_all(line.as_bytes())?;
-            Ok(())
-        }
-    });
+    router
+        .register(var("TOPIC"), move |m: Message<Item>| {
+            let (out, calls) = (out.clone(), calls.clone());
+            async move {
+                tokio::time::sleep(work).await;
+                let id = m.value.id;
+                if poison_every > 0 && id % poison_every == poison_every - 1 {
+                    return Err(HandlerError::permanent(format!("poison record {id}")));
+                }
+                let call = calls.fetch_add(1, Ordering::Relaxed);
+                if (id.wrapping_mul(7919) ^ call.wrapping_mul(104_729)) % 100 < fail_percent {
+                    return Err(HandlerError::transient("injected transient failure"));
+                }
+                // One write call per line: `writeln!` may split a line over two writes, and a
+                // SIGKILL between them would leave half a number for the next process to extend.
+                let line = format!("{id}\n");
+                out.lock()
+                    .expect("not poisoned")
+                    .write_all(line.as_bytes())?;
+                Ok(())
+            }
+        })
+        .retry(RetryPolicy::exponential(20, Duration::from_millis(5)).jitter(0.0));
     let config = KafkaConfig {
         session_timeout: Duration::from_secs(6),
         heartbeat_interval: Duration::from_millis(500),
         ..KafkaConfig::new([var("KAFKIT_TEST_BROKERS")])
     };
-    let options = kafkit::ConsumerOptions {
+    let config = match std::env::var("KAFKA_CLIENT_ID") {
+        Ok(client_id) => KafkaConfig {
+            client_id,
+            ..config
+        },
+        Err(_) => config,
+    };
+    let options = ConsumerOptions {
         drain_timeout: Duration::from_secs(3),
+        commit: CommitStrategy::Periodic(Duration::from_millis(number("COMMIT_MS", 5000))),
         ..Default::default()
     };
     let consumer = Consumer::with_options(&config, &var("GROUP"), router, options)?;
