@@ -576,6 +576,9 @@ impl Running {
     }
 
     fn pause(&mut self, reason: PauseReason) {
+        // A pause means a wait of unknown length (a retry, an open circuit, a refused
+        // dead-letter copy): store what is done first, so it is committed meanwhile.
+        self.store();
         if !self.paused.contains(&reason) {
             self.paused.push(reason);
             let _ = self.worker.control.send(Control::Pause(
