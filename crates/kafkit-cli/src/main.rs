@@ -3,7 +3,6 @@
 mod cli;
 mod commands;
 mod logging;
-mod serve;
 
 use clap::Parser;
 

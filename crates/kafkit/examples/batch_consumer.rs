@@ -6,10 +6,7 @@
 
 use std::time::Duration;
 
-use kafkit::{
-    BatchError, BatchOptions, Cluster, Consumer, HandlerError, KafkaConfig, Message, Producer,
-    Record, Router,
-};
+use kafkit::{BatchError, BatchOptions, HandlerError, Kafka, Message, Record, Router};
 
 #[derive(serde::Deserialize)]
 struct Metric {
@@ -19,12 +16,17 @@ struct Metric {
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
-    let producer = Producer::new(&config)?;
+    let kafka = Kafka::from_env()?;
+    let producer = kafka.producer()?;
     let records = (0..250)
         .map(|i| Record::to("metrics").json(&serde_json::json!({"name": "cpu", "value": i})))
         .collect::<kafkit::Result<Vec<_>>>()?;
-    producer.send_batch(records).await;
+    let results = producer.send_batch(records).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(error) = results.into_iter().find_map(Result::err) {
+        eprintln!("{failed} of the metrics could not be produced");
+        return Err(error);
+    }
     producer.shutdown().await?;
 
     let mut router = Router::new();
@@ -47,6 +49,6 @@ async fn main() -> kafkit::Result<()> {
             Ok(())
         },
     );
-    let consumer = Consumer::new(&config, "metrics-writer", router)?.on(&cluster);
+    let consumer = kafka.consumer("metrics-writer", router)?;
     consumer.run(kafkit::shutdown::signal()).await
 }

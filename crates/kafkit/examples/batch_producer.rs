@@ -3,12 +3,12 @@
 //!
 //! `cargo run -p kafkit --example batch_producer`
 
-use kafkit::{Cluster, KafkaConfig, Producer, Record};
+use kafkit::{Kafka, Record};
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let (_cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
-    let producer = Producer::new(&config)?;
+    let kafka = Kafka::from_env()?;
+    let producer = kafka.producer()?;
 
     let mut records = Vec::new();
     for i in 0..1_000 {

@@ -3,9 +3,7 @@
 //!
 //! `cargo run -p kafkit --example cdc_handler`
 
-use kafkit::{
-    Cluster, Consumer, DatabaseEvent, KafkaConfig, Message, Operation, Producer, Record, Router,
-};
+use kafkit::{DatabaseEvent, Kafka, Message, Operation, Record, Router};
 
 #[derive(Debug, serde::Deserialize)]
 struct User {
@@ -15,17 +13,21 @@ struct User {
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
-    let producer = Producer::new(&config)?;
+    let kafka = Kafka::from_env()?;
+    let producer = kafka.producer()?;
     let topic = "dbserver1.public.users";
-    producer
-        .send_batch([
-            Record::to(topic).key("1").payload(r#"{"before":null,"after":{"id":1,"email":"a@x.io"},"source":{"table":"users"},"op":"c","ts_ms":1}"#),
-            Record::to(topic).key("1").payload(r#"{"schema":{},"payload":{"before":{"id":1,"email":"a@x.io"},"after":{"id":1,"email":"b@x.io"},"source":{},"op":"u","ts_ms":2}}"#),
-            Record::to(topic).key("1").payload(r#"{"before":{"id":1,"email":"b@x.io"},"after":null,"source":{},"op":"d","ts_ms":3}"#),
-            Record::to(topic).key("1"), // tombstone
-        ])
-        .await;
+    let events = [
+        Record::to(topic).key("1").payload(r#"{"before":null,"after":{"id":1,"email":"a@x.io"},"source":{"table":"users"},"op":"c","ts_ms":1}"#),
+        Record::to(topic).key("1").payload(r#"{"schema":{},"payload":{"before":{"id":1,"email":"a@x.io"},"after":{"id":1,"email":"b@x.io"},"source":{},"op":"u","ts_ms":2}}"#),
+        Record::to(topic).key("1").payload(r#"{"before":{"id":1,"email":"b@x.io"},"after":null,"source":{},"op":"d","ts_ms":3}"#),
+        Record::to(topic).key("1"), // tombstone
+    ];
+    let results = producer.send_batch(events).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(error) = results.into_iter().find_map(Result::err) {
+        eprintln!("{failed} of the change events could not be produced");
+        return Err(error);
+    }
     producer.shutdown().await?;
 
     let mut router = Router::new();
@@ -46,8 +48,8 @@ async fn main() -> kafkit::Result<()> {
             Ok(())
         },
     );
-    Consumer::new(&config, "user-projection", router)?
-        .on(&cluster)
+    kafka
+        .consumer("user-projection", router)?
         .run(kafkit::shutdown::signal())
         .await
 }

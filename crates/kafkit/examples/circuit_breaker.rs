@@ -8,15 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kafkit::{
-    CircuitBreakerConfig, Cluster, Consumer, HandlerError, KafkaConfig, Message, Producer,
-    RetryPolicy, Router,
-};
+use kafkit::{CircuitBreakerConfig, HandlerError, Kafka, Message, RetryPolicy, Router};
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
-    let producer = Producer::new(&config)?;
+    let kafka = Kafka::from_env()?;
+    let producer = kafka.producer()?;
     for i in 0..20 {
         producer
             .send_json("notifications", None, &serde_json::json!({"n": i}))
@@ -44,7 +41,7 @@ async fn main() -> kafkit::Result<()> {
             open_duration: Duration::from_secs(10),
             success_threshold: 1,
         });
-    let consumer = Arc::new(Consumer::new(&config, "notifier", router)?.on(&cluster));
+    let consumer = Arc::new(kafka.consumer("notifier", router)?);
     let watcher = consumer.clone();
     tokio::spawn(async move {
         loop {

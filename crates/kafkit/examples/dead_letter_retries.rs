@@ -6,10 +6,7 @@
 
 use std::time::Duration;
 
-use kafkit::{
-    Cluster, Consumer, DeadLetter, HandlerError, KafkaConfig, Message, Producer, Record,
-    RetryPolicy, Router,
-};
+use kafkit::{DeadLetter, HandlerError, Kafka, Message, Record, RetryPolicy, Router};
 
 #[derive(serde::Deserialize)]
 struct Order {
@@ -19,15 +16,20 @@ struct Order {
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
-    let producer = Producer::new(&config)?;
+    let kafka = Kafka::from_env()?;
+    let producer = kafka.producer()?;
     let records = vec![
         Record::to("orders").json(&serde_json::json!({"id": 1, "amount": 10}))?,
         Record::to("orders").payload("{this is not json"),
         Record::to("orders").json(&serde_json::json!({"id": 3, "amount": -5}))?,
         Record::to("orders").json(&serde_json::json!({"id": 4, "amount": 99_999}))?,
     ];
-    producer.send_batch(records).await;
+    let results = producer.send_batch(records).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(error) = results.into_iter().find_map(Result::err) {
+        eprintln!("{failed} of the orders could not be produced");
+        return Err(error);
+    }
     producer.shutdown().await?;
 
     let mut router = Router::new();
@@ -52,7 +54,7 @@ async fn main() -> kafkit::Result<()> {
         )
         .retry(RetryPolicy::exponential(3, Duration::from_millis(200)))
         .dead_letter(DeadLetter::template("{topic}_dlt"));
-    let consumer = Consumer::new(&config, "payments", router)?.on(&cluster);
+    let consumer = kafka.consumer("payments", router)?;
     println!("consuming orders; failures go to orders_dlt; Ctrl-C to stop");
     consumer.run(kafkit::shutdown::signal()).await
 }

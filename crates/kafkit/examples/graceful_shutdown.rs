@@ -6,16 +6,13 @@
 
 use std::time::Duration;
 
-use kafkit::{
-    Cluster, CommitStrategy, Consumer, ConsumerOptions, KafkaConfig, Manager, Message, Producer,
-    Router,
-};
+use kafkit::{CommitStrategy, ConsumerOptions, Kafka, Manager, Message, Router};
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
+    let kafka = Kafka::from_env()?;
     let manager = Manager::new();
-    manager.add_producer("events", Producer::new(&config)?);
+    manager.add_producer("events", kafka.producer()?);
 
     let mut router = Router::new();
     let forward = manager.producer("events").expect("just added");
@@ -39,7 +36,7 @@ async fn main() -> kafkit::Result<()> {
     };
     manager.start_consumer(
         "views",
-        Consumer::with_options(&config, "enricher", router, options)?.on(&cluster),
+        kafka.consumer_with_options("enricher", router, options)?,
     );
 
     let producer = manager.producer("events").expect("just added");

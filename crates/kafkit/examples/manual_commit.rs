@@ -4,14 +4,12 @@
 //!
 //! `cargo run -p kafkit --example manual_commit`
 
-use kafkit::{
-    Cluster, CommitStrategy, Consumer, ConsumerOptions, KafkaConfig, Message, Producer, Router,
-};
+use kafkit::{CommitStrategy, ConsumerOptions, Kafka, Message, Router};
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
-    let producer = Producer::new(&config)?;
+    let kafka = Kafka::from_env()?;
+    let producer = kafka.producer()?;
     for i in 0..5 {
         producer
             .send_json(
@@ -35,8 +33,8 @@ async fn main() -> kafkit::Result<()> {
         commit: CommitStrategy::EveryRecord,
         ..ConsumerOptions::default()
     };
-    Consumer::with_options(&config, "bookkeeping", router, options)?
-        .on(&cluster)
+    kafka
+        .consumer_with_options("bookkeeping", router, options)?
         .run(kafkit::shutdown::signal())
         .await
 }

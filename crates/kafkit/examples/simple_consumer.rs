@@ -4,7 +4,7 @@
 //! `cargo run -p kafkit --example simple_consumer` (uses `KAFKA_BROKERS`, or the embedded
 //! development broker with a few records produced first).
 
-use kafkit::{Cluster, Consumer, KafkaConfig, Message, Producer, Router};
+use kafkit::{Kafka, Message, Router};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -15,9 +15,9 @@ struct UserCreated {
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
-    if cluster.embedded().is_some() {
-        let producer = Producer::new(&config)?;
+    let kafka = Kafka::from_env()?;
+    if kafka.cluster().embedded().is_some() {
+        let producer = kafka.producer()?;
         for user_id in 1..=3 {
             let user =
                 serde_json::json!({"user_id": user_id, "email": format!("u{user_id}@example.com")});
@@ -36,7 +36,7 @@ async fn main() -> kafkit::Result<()> {
         );
         Ok(())
     });
-    let consumer = Consumer::new(&config, "user-service", router)?.on(&cluster);
+    let consumer = kafka.consumer("user-service", router)?;
     println!("consuming user-events; Ctrl-C to stop");
     consumer.run(kafkit::shutdown::signal()).await
 }

@@ -4,7 +4,7 @@
 //! `cargo run -p kafkit --example simple_producer` (uses `KAFKA_BROKERS`, or starts the embedded
 //! development broker when it is unset).
 
-use kafkit::{Cluster, KafkaConfig, Producer};
+use kafkit::Kafka;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -15,8 +15,8 @@ struct UserCreated {
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let (_cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
-    let producer = Producer::new(&config)?;
+    let kafka = Kafka::from_env()?;
+    let producer = kafka.producer()?;
 
     for user_id in 1..=3 {
         let event = UserCreated {

@@ -4,17 +4,18 @@
 //!
 //! `cargo run -p kafkit --example tenant_partitioner`
 
-use kafkit::{Admin, Cluster, HeaderHash, KafkaConfig, Producer, Record, TopicSpec};
+use kafkit::{HeaderHash, Kafka, Record, TopicSpec};
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
-    Admin::new(&config)?
-        .on(&cluster)
+    let kafka = Kafka::from_env()?;
+    kafka
+        .admin()?
         .ensure_topics(&[TopicSpec::new("tenant-events", 6)])
         .await?;
 
-    let producer = Producer::builder(&config)
+    let producer = kafka
+        .producer_builder()
         .partitioner(HeaderHash::new("tenant-id"))
         .build()?;
     for tenant in ["acme", "globex", "initech"] {

@@ -187,6 +187,113 @@ where
     }
 }
 
+/// Shared state handed to a handler registered with
+/// [`Router::register_with_state`](crate::router::Router::register_with_state), as axum's
+/// `State` extractor does: the runtime clones it per call (share an `Arc` or a pool handle).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct State<S>(pub S);
+
+/// A typed closure with shared state: decodes JSON, then calls `handler(State(state), message)`.
+pub struct Stateful<S, T, F> {
+    state: S,
+    inner: Typed<T, F>,
+}
+
+impl<S, T, F> std::fmt::Debug for Stateful<S, T, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stateful")
+    }
+}
+
+impl<S, T, F> Stateful<S, T, F> {
+    /// Wraps `handler` with `state`.
+    pub fn new(state: S, handler: F) -> Self {
+        Stateful {
+            state,
+            inner: Typed::new(handler),
+        }
+    }
+}
+
+impl<S, T, F, Fut> Handler for Stateful<S, T, F>
+where
+    S: Clone + Send + Sync + 'static,
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(State<S>, Message<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
+        Box::pin(async move {
+            let typed = message
+                .decode::<T>()
+                .map_err(|e| HandlerError::invalid(format!("undecodable value: {e}")))?;
+            (self.inner.handler)(State(self.state.clone()), typed).await
+        })
+    }
+}
+
+/// A typed handler as a type: state lives in `self`, no closure and no clones.
+///
+/// ```
+/// use kafkit::{HandlerResult, Message, Router, TypedHandler};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
+/// struct Billing { fee: u64 }
+///
+/// impl TypedHandler<Order> for Billing {
+///     async fn handle(&self, order: Message<Order>) -> HandlerResult {
+///         println!("charging {} for order {}", self.fee, order.value.id);
+///         Ok(())
+///     }
+/// }
+///
+/// let mut router = Router::new();
+/// router.register_typed("orders", Billing { fee: 3 });
+/// ```
+pub trait TypedHandler<T>: Send + Sync + 'static {
+    /// Processes one decoded record. Called for records of one partition in offset order.
+    fn handle(&self, message: Message<T>) -> impl Future<Output = HandlerResult> + Send;
+}
+
+/// Adapts a [`TypedHandler`] into a [`Handler`]: decodes JSON (undecodable is invalid).
+pub struct ByType<T, H> {
+    handler: H,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T, H> std::fmt::Debug for ByType<T, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ByType")
+    }
+}
+
+impl<T, H> ByType<T, H> {
+    /// Wraps `handler`.
+    pub fn new(handler: H) -> Self {
+        ByType {
+            handler,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<T, H> Handler for ByType<T, H>
+where
+    T: DeserializeOwned + Send + 'static,
+    H: TypedHandler<T>,
+{
+    fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
+        Box::pin(async move {
+            let typed = message
+                .decode::<T>()
+                .map_err(|e| HandlerError::invalid(format!("undecodable value: {e}")))?;
+            self.handler.handle(typed).await
+        })
+    }
+}
+
 impl<F> std::fmt::Debug for Raw<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Raw")

@@ -64,12 +64,12 @@ pub use admin::{
 pub use batch::{BatchError, BatchOptions};
 pub use cdc::{DatabaseEvent, Operation};
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
-pub use cluster::{Cluster, EmbeddedBroker};
+pub use cluster::{Cluster, EmbeddedBroker, Kafka};
 pub use config::{Compression, KafkaConfig, Security};
 pub use consumer::{CommitStrategy, Consumer, ConsumerOptions};
 pub use dead_letter::DeadLetter;
 pub use error::{Error, Result};
-pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult};
+pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult, State, TypedHandler};
 pub use health::HealthReport;
 pub use manager::Manager;
 pub use metrics::Metrics;

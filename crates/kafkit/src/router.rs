@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::batch::{BatchHandler, BatchOptions, BatchResult, TypedBatch};
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig};
 use crate::dead_letter::DeadLetter;
-use crate::handler::{Handler, HandlerResult, Raw, Typed};
+use crate::handler::{ByType, Handler, HandlerResult, Raw, State, Stateful, Typed, TypedHandler};
 use crate::record::Message;
 use crate::retry::RetryPolicy;
 
@@ -148,6 +148,52 @@ impl Router {
         V: Fn(&T) -> Result<(), String> + Send + Sync + 'static,
     {
         self.register_handler(topic, Typed::new(handler).validate(Arc::new(validator)))
+    }
+
+    /// Like [`Router::register`], with shared state handed to each call as [`State`], the way
+    /// axum does it: no clone-twice dance around the closure.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kafkit::{Message, Router, State};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Order { id: u64 }
+    /// struct Db;
+    /// impl Db { async fn save(&self, _id: u64) {} }
+    ///
+    /// let mut router = Router::new();
+    /// router.register_with_state("orders", Arc::new(Db), |State(db): State<Arc<Db>>, order: Message<Order>| async move {
+    ///     db.save(order.value.id).await;
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn register_with_state<S, T, F, Fut>(
+        &mut self,
+        topic: impl Into<String>,
+        state: S,
+        handler: F,
+    ) -> &mut Registration
+    where
+        S: Clone + Send + Sync + 'static,
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(State<S>, Message<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.register_handler(topic, Stateful::new(state, handler))
+    }
+
+    /// Handles `topic` with a [`TypedHandler`]: a type holding its own state.
+    pub fn register_typed<T, H>(
+        &mut self,
+        topic: impl Into<String>,
+        handler: H,
+    ) -> &mut Registration
+    where
+        T: DeserializeOwned + Send + 'static,
+        H: TypedHandler<T>,
+    {
+        self.register_handler(topic, ByType::new(handler))
     }
 
     /// Handles `topic` with a closure over raw records (non-JSON data).

@@ -621,3 +621,52 @@ async fn a_topic_grown_from_three_to_six_partitions_is_consumed_whole() {
         assert_eq!(committed, Some(high), "partition {partition}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_get_shared_state_by_state_extractor_or_by_type() {
+    // Given two topics: one handled by a closure given `State`, one by a type holding state.
+    let (first, second) = (
+        testkit::topic("state-closure", 1).await,
+        testkit::topic("state-type", 1).await,
+    );
+    testkit::populate(&first, 10, 1).await;
+    testkit::populate(&second, 10, 1).await;
+    let seen = Seen::default();
+
+    struct Recorder {
+        seen: Seen,
+        offset: u64,
+    }
+    impl kafkit::TypedHandler<Item> for Recorder {
+        async fn handle(&self, m: Message<Item>) -> kafkit::HandlerResult {
+            self.seen.add(m.value.id + self.offset);
+            Ok(())
+        }
+    }
+
+    let mut router = Router::new();
+    router.register_with_state(
+        &first,
+        seen.clone(),
+        |kafkit::State(seen): kafkit::State<Seen>, m: Message<Item>| async move {
+            seen.add(m.value.id);
+            Ok(())
+        },
+    );
+    router.register_typed(
+        &second,
+        Recorder {
+            seen: seen.clone(),
+            offset: 100,
+        },
+    );
+    let group = testkit::unique("state");
+    let (_consumer, token, task) =
+        start(Consumer::new(&testkit::config(), &group, router).unwrap());
+
+    // Then both see every record, through the one shared state.
+    assert!(testkit::eventually(WAIT, || seen.distinct() == 20).await);
+    stop(token, task).await;
+    let expected: HashSet<u64> = (0..10).chain(100..110).collect();
+    assert_eq!(seen.ids(), expected);
+}

@@ -7,6 +7,7 @@ mod consume;
 mod dlt;
 mod groups;
 mod produce;
+mod serve;
 mod topics;
 
 use anyhow::{Context, bail};
@@ -17,7 +18,7 @@ use crate::cli::{Cli, Command, Connection};
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => crate::serve::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Topics {

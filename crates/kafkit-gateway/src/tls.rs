@@ -3,20 +3,22 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
 
-/// Loads the server certificate chain and key.
-pub async fn load(cert: &Path, key: &Path) -> anyhow::Result<RustlsConfig> {
+/// Loads the server certificate chain and key from PEM files; the error names both files.
+pub async fn load(cert: &Path, key: &Path) -> std::io::Result<RustlsConfig> {
     // One process-wide provider; an earlier install (by a test, say) is as good as ours.
     let _ = rustls::crypto::ring::default_provider().install_default();
     RustlsConfig::from_pem_file(cert, key)
         .await
-        .with_context(|| {
-            format!(
-                "loading the TLS certificate {} and key {}",
-                cert.display(),
-                key.display()
+        .map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!(
+                    "loading the TLS certificate {} and key {}: {error}",
+                    cert.display(),
+                    key.display()
+                ),
             )
         })
 }

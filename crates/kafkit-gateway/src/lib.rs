@@ -1,6 +1,26 @@
-//! `kafkit serve`: the HTTP gateway. `router(state)` builds the whole app so tests can call it
-//! without a socket; `run` wires configuration, the cluster, the listener (plain or TLS),
-//! signals and graceful shutdown.
+//! kafkit's HTTP gateway as a library: the send and batch APIs, topic, group and dead-letter
+//! reads, replay, health, Prometheus metrics and the OpenAPI document.
+//!
+//! [`router`] builds the whole axum app from an [`AppState`]: mount it in your own app next to
+//! your routes, or run it alone with [`serve`] (plain HTTP) or [`serve_tls`] (HTTPS), which stop
+//! accepting when `shutdown` completes and finish the requests in flight. `kafkit serve` is this
+//! crate plus configuration.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use kafkit::{Cluster, KafkaConfig};
+//! use kafkit_gateway::{AppState, router};
+//!
+//! let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
+//! let state = AppState::new(&config, &cluster)?;
+//! let app = axum::Router::new()
+//!     .route("/hello", axum::routing::get(|| async { "hi" }))
+//!     .merge(router(state.clone()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! state.producer.shutdown().await?;   // flush what was accepted
+//! # Ok(()) }
+//! ```
 
 mod auth;
 mod browse;
@@ -20,10 +40,10 @@ mod testing;
 mod tls;
 mod topics;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::{Extension, Router};
@@ -35,9 +55,9 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::cli::ServeArgs;
-
 pub use auth::ApiKeys;
+pub use axum_server::tls_rustls::RustlsConfig;
+pub use tls::load as load_tls;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -50,7 +70,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a send waits for room in a full producer queue before answering 429.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Longest wait for open connections to finish once shutdown began.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Request and response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -101,7 +121,7 @@ pub struct AppState {
 
 impl AppState {
     /// State for a cluster reachable with `config`, open (no API keys).
-    pub fn new(config: &KafkaConfig, cluster: &Cluster) -> anyhow::Result<Self> {
+    pub fn new(config: &KafkaConfig, cluster: &Cluster) -> kafkit::Result<Self> {
         let metrics = Metrics::default();
         let producer = Producer::builder(config)
             .enqueue_timeout(ENQUEUE_TIMEOUT)
@@ -189,90 +209,39 @@ fn request_span(request: &Request) -> tracing::Span {
     )
 }
 
-/// Runs the gateway until SIGINT/SIGTERM, then stops accepting, finishes in-flight requests and
-/// flushes the producer.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = crate::commands::config(&args.connection)?;
-    if !config.enabled {
-        tracing::warn!("KAFKA_ENABLED=false: the gateway has nothing to serve; exiting");
-        return Ok(());
-    }
-    let keys = args
-        .api_keys
-        .as_ref()
-        .map(|raw| ApiKeys::parse(raw.expose()))
-        .transpose()
-        .map_err(|reason| anyhow!("KAFKIT_API_KEYS: {reason}"))?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+/// Serves `state`'s gateway on `listener` (plain HTTP) until `shutdown` completes, then stops
+/// accepting and finishes the requests in flight. The producer is not flushed here: call
+/// `state.producer.shutdown()` after it returns, so every request answered `2xx` is in Kafka.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let local = listener.local_addr()?;
-    if keys.is_none() && !local.ip().is_loopback() {
-        if !args.allow_unauthenticated {
-            bail!(
-                "refusing to serve {local} without API keys: anyone reaching it could produce. \
-                 Set KAFKIT_API_KEYS, listen on a loopback address, or pass \
-                 --allow-unauthenticated (KAFKIT_ALLOW_UNAUTHENTICATED=true)"
-            );
-        }
-        tracing::warn!(listen = %local, "serving without API keys on a non-loopback address");
-    }
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::load(cert, key).await?),
-        _ => None,
-    };
+}
 
-    let (cluster, config) = Cluster::connect(&config)?;
-    let limits = Limits {
-        request_timeout: Duration::from_millis(args.request_timeout_ms),
-        ..Limits::from_config(&config)
-    };
-    let mut state = AppState::new(&config, &cluster)?.with_limits(limits);
-    let authenticated = keys.is_some();
-    if let Some(keys) = keys {
-        state = state.with_api_keys(keys);
-    }
-    if !args.topics.is_empty() {
-        state
-            .admin
-            .ensure_topics(&args.topics)
-            .await
-            .context("creating --topics")?;
-    }
-    tracing::info!(
-        listen = %local,
-        brokers = %cluster.bootstrap_servers(),
-        embedded = cluster.embedded().is_some(),
-        tls = tls.is_some(),
-        authenticated,
-        "kafkit gateway ready"
-    );
-    let app = router(state.clone());
-    match tls {
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            tokio::spawn({
-                let handle = handle.clone();
-                async move {
-                    kafkit::shutdown::signal().await;
-                    handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
-                }
-            });
-            axum_server::from_tcp_rustls(listener.into_std()?, tls)
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await?;
+/// [`serve`] over TLS (rustls). Connections still open [`DRAIN_TIMEOUT`] after `shutdown` are
+/// closed.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    tls: RustlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            shutdown.await;
+            handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
         }
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(kafkit::shutdown::signal())
-                .await?;
-        }
-    }
-    state.producer.shutdown().await?;
-    tracing::info!("gateway stopped cleanly");
-    drop(cluster);
-    Ok(())
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, tls)
+        .handle(handle)
+        .serve(router(state).into_make_service())
+        .await
 }
 
 #[cfg(test)]

@@ -86,6 +86,24 @@ pub enum Claim<T> {
     Owner(Owner<T>),
 }
 
+impl<T> std::fmt::Debug for Claim<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Claim::Done(_) => "Done",
+            Claim::InProgress => "InProgress",
+            Claim::Owner(_) => "Owner",
+        })
+    }
+}
+
+impl<T> std::fmt::Debug for Owner<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The right to do the work for a key. Dropped without `complete`, it releases the key.
 pub struct Owner<T> {
     cache: IdempotencyCache<T>,

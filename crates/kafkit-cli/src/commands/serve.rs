@@ -1,0 +1,80 @@
+//! `kafkit serve`: the gateway library (`kafkit-gateway`) wired to the command line and the
+//! environment: API keys, listener, TLS, the cluster (or the embedded broker), `--topics`,
+//! signals, and the producer flush after the last request.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use kafkit::Cluster;
+use kafkit_gateway::{ApiKeys, AppState, Limits};
+
+use crate::cli::ServeArgs;
+
+/// Runs the gateway until SIGINT/SIGTERM, then stops accepting, finishes in-flight requests and
+/// flushes the producer.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = super::config(&args.connection)?;
+    if !config.enabled {
+        tracing::warn!("KAFKA_ENABLED=false: the gateway has nothing to serve; exiting");
+        return Ok(());
+    }
+    let keys = args
+        .api_keys
+        .as_ref()
+        .map(|raw| ApiKeys::parse(raw.expose()))
+        .transpose()
+        .map_err(|reason| anyhow!("KAFKIT_API_KEYS: {reason}"))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    if keys.is_none() && !local.ip().is_loopback() {
+        if !args.allow_unauthenticated {
+            bail!(
+                "refusing to serve {local} without API keys: anyone reaching it could produce. \
+                 Set KAFKIT_API_KEYS, listen on a loopback address, or pass \
+                 --allow-unauthenticated (KAFKIT_ALLOW_UNAUTHENTICATED=true)"
+            );
+        }
+        tracing::warn!(listen = %local, "serving without API keys on a non-loopback address");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(kafkit_gateway::load_tls(cert, key).await?),
+        _ => None,
+    };
+
+    let (cluster, config) = Cluster::connect(&config)?;
+    let limits = Limits {
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        ..Limits::from_config(&config)
+    };
+    let mut state = AppState::new(&config, &cluster)?.with_limits(limits);
+    let authenticated = keys.is_some();
+    if let Some(keys) = keys {
+        state = state.with_api_keys(keys);
+    }
+    if !args.topics.is_empty() {
+        state
+            .admin
+            .ensure_topics(&args.topics)
+            .await
+            .context("creating --topics")?;
+    }
+    tracing::info!(
+        listen = %local,
+        brokers = %cluster.bootstrap_servers(),
+        embedded = cluster.embedded().is_some(),
+        tls = tls.is_some(),
+        authenticated,
+        "kafkit gateway ready"
+    );
+    let shutdown = kafkit::shutdown::signal();
+    match tls {
+        Some(tls) => kafkit_gateway::serve_tls(listener, state.clone(), tls, shutdown).await?,
+        None => kafkit_gateway::serve(listener, state.clone(), shutdown).await?,
+    }
+    state.producer.shutdown().await?;
+    tracing::info!("gateway stopped cleanly");
+    drop(cluster);
+    Ok(())
+}
