@@ -594,10 +594,18 @@ impl KafkaConfig {
         config
     }
 
-    /// Admin and metadata client settings. Looking a topic up never creates it.
+    /// Admin and metadata client settings. Looking a topic up never creates it. Passthrough
+    /// keys of consumer group membership (`max.poll.interval.ms`, `group.*`, ...) are left
+    /// out: they mean nothing to these clients, and librdkafka checks some of them against
+    /// defaults the admin client never changes (`max.poll.interval.ms` below the default
+    /// session timeout would refuse to create it).
     pub fn to_admin_config(&self) -> ClientConfig {
         let mut config = self.to_client_config();
-        self.apply_passthrough(&mut config);
+        for (key, value) in &self.librdkafka {
+            if !GROUP_MEMBERSHIP_KEYS.contains(&key.as_str()) && !key.starts_with("group.") {
+                config.set(key, value);
+            }
+        }
         config.set("allow.auto.create.topics", "false");
         config
     }
@@ -608,6 +616,14 @@ impl KafkaConfig {
         }
     }
 }
+
+/// librdkafka keys that only concern a consumer's group membership.
+const GROUP_MEMBERSHIP_KEYS: &[&str] = &[
+    "max.poll.interval.ms",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+];
 
 fn millis(duration: Duration) -> String {
     duration.as_millis().to_string()
@@ -777,6 +793,27 @@ mod tests {
 
     fn from(vars: &[(&str, &str)]) -> Result<KafkaConfig> {
         KafkaConfig::from_vars(vars.iter().copied())
+    }
+
+    #[test]
+    fn group_membership_passthrough_reaches_consumers_only() {
+        let config = from(&[
+            ("KAFKA_BROKERS", "b:9092"),
+            ("KAFKA_LIBRDKAFKA_MAX_POLL_INTERVAL_MS", "6000"),
+            ("KAFKA_LIBRDKAFKA_GROUP_PROTOCOL", "consumer"),
+            ("KAFKA_LIBRDKAFKA_STATISTICS_INTERVAL_MS", "1000"),
+        ])
+        .unwrap();
+        let consumer = config.to_consumer_config("g");
+        assert_eq!(consumer.get("max.poll.interval.ms"), Some("6000"));
+        assert_eq!(consumer.get("group.protocol"), Some("consumer"));
+        // KIP-848: the broker owns the session; librdkafka refuses these keys with it.
+        assert_eq!(consumer.get("session.timeout.ms"), None);
+        assert_eq!(consumer.get("heartbeat.interval.ms"), None);
+        let admin = config.to_admin_config();
+        assert_eq!(admin.get("max.poll.interval.ms"), None);
+        assert_eq!(admin.get("group.protocol"), None);
+        assert_eq!(admin.get("statistics.interval.ms"), Some("1000"));
     }
 
     fn error_of(vars: &[(&str, &str)]) -> (String, String) {

@@ -714,3 +714,109 @@ async fn a_refused_dead_letter_write_keeps_the_offset_and_pauses_the_partition()
     stop(consumer).await;
     assert_eq!(testkit::committed(&group, &topic).await[0].1, Some(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_partitions_of_a_blocked_member_are_taken_over_without_loss() {
+    // Given member A on a runtime of its own whose handler blocks that runtime's only thread
+    // for 12 s on record 5 (so A cannot poll), with a 6 s max poll interval.
+    let topic = testkit::topic("lost", 1).await;
+    testkit::populate(&topic, 20, 1).await;
+    let group = testkit::unique("lost");
+    let handled: Handled = Arc::default();
+    let by_member = Arc::new(Mutex::new(Vec::<(&'static str, u64)>::new()));
+    let member = |name: &'static str, block: bool| {
+        let (handled, by_member) = (handled.clone(), by_member.clone());
+        let blocked_once = Arc::new(AtomicUsize::new(0));
+        let mut router = Router::new();
+        router.register(&topic, move |m: Message<Item>| {
+            let (handled, by_member, blocked_once) =
+                (handled.clone(), by_member.clone(), blocked_once.clone());
+            async move {
+                if block && m.value.id == 5 && blocked_once.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // Blocks the runtime thread, not only this task: no polling meanwhile.
+                    std::thread::sleep(Duration::from_secs(12));
+                }
+                by_member.lock().unwrap().push((name, m.value.id));
+                handled
+                    .lock()
+                    .unwrap()
+                    .entry(m.partition)
+                    .or_default()
+                    .insert(m.offset);
+                Ok(())
+            }
+        });
+        let mut config = KafkaConfig {
+            client_id: name.into(),
+            heartbeat_interval: Duration::from_millis(500),
+            session_timeout: Duration::from_secs(6),
+            ..testkit::config()
+        };
+        config
+            .librdkafka
+            .insert("max.poll.interval.ms".into(), "6000".into());
+        let options = ConsumerOptions {
+            commit: kafkit::CommitStrategy::Periodic(Duration::from_millis(200)),
+            drain_timeout: Duration::from_secs(2),
+            ..ConsumerOptions::default()
+        };
+        Consumer::with_options(&config, &group, router, options).unwrap()
+    };
+
+    let blocked = Arc::new(member("blocked", true));
+    let stop_blocked = CancellationToken::new();
+    let blocked_thread = std::thread::spawn({
+        let (consumer, stop) = (blocked.clone(), stop_blocked.clone());
+        move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(consumer.run(stop.cancelled_owned()))
+        }
+    });
+    let reached = || by_member.lock().unwrap().iter().any(|(_, id)| *id == 4);
+    let got_there = testkit::eventually(WAIT, reached).await;
+    if blocked_thread.is_finished() {
+        panic!("the blocked member stopped: {:?}", blocked_thread.join());
+    }
+    assert!(got_there, "{:?}", blocked.health());
+
+    // When a second member joins while A is blocked.
+    let mut last = BTreeMap::new();
+    let taker = start(member("taker", false));
+
+    // Then A's partition is lost and taken over: B handles record 5 and the rest while A is
+    // still blocked, and commits never pass an unhandled record, before or after A wakes.
+    let took_over = || {
+        by_member
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(m, id)| *m == "taker" && *id == 19)
+    };
+    assert!(
+        testkit::eventually(Duration::from_secs(40), took_over).await,
+        "{:?}",
+        by_member.lock().unwrap()
+    );
+    assert_commits_cover_handled(&group, &topic, &handled, &mut last, "taken over").await;
+    let a_woke = || {
+        by_member
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(m, id)| *m == "blocked" && *id == 5)
+    };
+    assert!(testkit::eventually(Duration::from_secs(30), a_woke).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_commits_cover_handled(&group, &topic, &handled, &mut last, "after A woke").await;
+    let all = handled.lock().unwrap().get(&0).map_or(0, BTreeSet::len);
+    assert_eq!(all, 20);
+
+    stop_blocked.cancel();
+    blocked_thread.join().unwrap().unwrap();
+    stop(taker).await;
+    assert_commits_cover_handled(&group, &topic, &handled, &mut last, "end").await;
+    assert_eq!(testkit::committed(&group, &topic).await[0].1, Some(20));
+}
