@@ -174,9 +174,7 @@ where
 {
     fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
         Box::pin(async move {
-            let typed = message
-                .decode::<T>()
-                .map_err(|e| HandlerError::invalid(format!("undecodable value: {e}")))?;
+            let typed = decode::<T>(message)?;
             if let Some(validator) = &self.validator {
                 validator(&typed.value).map_err(|reason| {
                     HandlerError::invalid(format!("validation failed: {reason}"))
@@ -224,9 +222,7 @@ where
 {
     fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
         Box::pin(async move {
-            let typed = message
-                .decode::<T>()
-                .map_err(|e| HandlerError::invalid(format!("undecodable value: {e}")))?;
+            let typed = decode::<T>(message)?;
             (self.inner.handler)(State(self.state.clone()), typed).await
         })
     }
@@ -286,12 +282,17 @@ where
 {
     fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
         Box::pin(async move {
-            let typed = message
-                .decode::<T>()
-                .map_err(|e| HandlerError::invalid(format!("undecodable value: {e}")))?;
+            let typed = decode::<T>(message)?;
             self.handler.handle(typed).await
         })
     }
+}
+
+/// Decodes a record's JSON value; an undecodable one is invalid input (never retried).
+fn decode<T: DeserializeOwned>(message: &Message) -> Result<Message<T>, HandlerError> {
+    message
+        .decode::<T>()
+        .map_err(|e| HandlerError::invalid(format!("undecodable value: {e}")))
 }
 
 impl<F> std::fmt::Debug for Raw<F> {
