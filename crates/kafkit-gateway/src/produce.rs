@@ -5,9 +5,16 @@
 //! (one forbidden topic refuses the whole request), each record (name, encoding, size, topic
 //! existence when auto-creation is off), then idempotency keys. Sends are bounded by the
 //! gateway's send timeout, so an unreachable broker is a prompt 503, never a hung request.
+//!
+//! A send runs as a task of its own. When the broker does not answer in time the request gets
+//! its 503 at once, but the send goes on (librdkafka keeps the records until its delivery
+//! timeout), and so do its idempotency claims: a retry meanwhile waits or gets 409, and once
+//! the delivery report arrives a success is stored for replay, a failure releases the keys.
+//! A record delivered late is therefore never produced twice under the same key.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -237,28 +244,41 @@ pub async fn messages_send(
 ) -> Response {
     caller_logged(&caller);
     let fingerprint = fingerprint("send", &message);
-    idempotent(&state, &caller, &headers, "send", fingerprint, async {
-        caller.require_write(&message.topic)?;
-        let record = message.checked_record(&state).await?;
-        let claim = match message.idempotency_scope(&caller) {
-            Some(scope) => Some(state.record_replies.claim(&scope).await),
-            None => None,
-        };
-        let owner = match claim {
-            Some(Claim::Done(result)) => return Ok(ok_reply(fingerprint, &result)),
-            Some(Claim::InProgress) => return Err(in_progress()),
-            Some(Claim::Owner(owner)) => Some(owner),
-            None => None,
-        };
-        let delivery = bounded(&state, state.producer.send(record))
-            .await?
-            .map_err(ApiError::from)?;
-        let result = sent(&message.topic, delivery);
-        if let Some(owner) = owner {
-            owner.complete(result.clone());
-        }
-        Ok(ok_reply(fingerprint, &result))
-    })
+    idempotent(
+        &state,
+        &caller,
+        &headers,
+        "send",
+        fingerprint,
+        |request| async {
+            caller.require_write(&message.topic)?;
+            let record = message.checked_record(&state).await?;
+            let claim = match message.idempotency_scope(&caller) {
+                Some(scope) => Some(state.record_replies.claim(&scope).await),
+                None => None,
+            };
+            let owner = match claim {
+                Some(Claim::Done(result)) => return Ok(ok_reply(fingerprint, &result)),
+                Some(Claim::InProgress) => return Err(in_progress()),
+                Some(Claim::Owner(owner)) => Some(owner),
+                None => None,
+            };
+            let producer = state.producer.clone();
+            let topic = message.topic.clone();
+            // Settles the claims with the delivery report, in the request or after it.
+            let settle = move |delivery: kafkit::Result<Delivery>| {
+                let result = sent(&topic, delivery?);
+                if let Some(owner) = owner {
+                    owner.complete(result.clone());
+                }
+                Ok(ok_reply(fingerprint, &result))
+            };
+            bounded(&state, request, async move {
+                settle(producer.send(record).await)
+            })
+            .await
+        },
+    )
     .await
 }
 
@@ -296,7 +316,7 @@ pub async fn messages_send_batch(
         &headers,
         "send-batch",
         fingerprint,
-        async { send_batch(&state, &caller, batch, fingerprint).await },
+        |request| async { send_batch(&state, &caller, batch, fingerprint, request).await },
     )
     .await
 }
@@ -306,6 +326,7 @@ async fn send_batch(
     caller: &Caller,
     batch: BatchRequest,
     fingerprint: u64,
+    request: RequestClaim,
 ) -> Result<Reply, ApiError> {
     if batch.messages.is_empty() {
         return Err(ApiError::bad_request(
@@ -363,7 +384,31 @@ async fn send_batch(
         pending.push((index, message.topic.clone(), owner));
         records.push(record);
     }
-    let deliveries = bounded(state, state.producer.send_batch(records)).await?;
+    let producer = state.producer.clone();
+    let settle = move |deliveries: Vec<kafkit::Result<Delivery>>| {
+        Ok(batch_reply(
+            results,
+            statuses,
+            pending,
+            deliveries,
+            fingerprint,
+        ))
+    };
+    bounded(state, request, async move {
+        settle(producer.send_batch(records).await)
+    })
+    .await
+}
+
+/// The answer to a batch once its deliveries are known; completes the record-level claims of
+/// the records stored.
+fn batch_reply(
+    mut results: Vec<Option<BatchItem>>,
+    mut statuses: Vec<Option<StatusCode>>,
+    pending: Vec<(usize, String, Option<Owner<SendResult>>)>,
+    deliveries: Vec<kafkit::Result<Delivery>>,
+    fingerprint: u64,
+) -> Reply {
     for ((index, topic, owner), delivery) in pending.into_iter().zip(deliveries) {
         results[index] = Some(match delivery {
             Ok(delivery) => {
@@ -398,12 +443,16 @@ async fn send_batch(
         failed: failed_count,
         results,
     };
-    Ok(Reply {
+    Reply {
         fingerprint,
         status,
         body: serde_json::to_value(body).expect("serializable"),
-    })
+    }
 }
+
+/// The request's own `Idempotency-Key` claim, handed to the work so a send that outlives the
+/// request can keep it until the delivery report arrives.
+type RequestClaim = Arc<Mutex<Option<Owner<Reply>>>>;
 
 /// Runs `work` once per `Idempotency-Key` (scoped to caller and route): a retry within the TTL
 /// gets the stored answer with `idempotent-replayed: true`. Only 2xx answers are stored.
@@ -413,7 +462,7 @@ async fn idempotent(
     headers: &HeaderMap,
     route: &str,
     fingerprint: u64,
-    work: impl Future<Output = Result<Reply, ApiError>>,
+    work: impl AsyncFnOnce(RequestClaim) -> Result<Reply, ApiError>,
 ) -> Response {
     let key = match headers.get(IDEMPOTENCY_KEY_HEADER).map(HeaderValue::to_str) {
         None => None,
@@ -453,7 +502,11 @@ async fn idempotent(
             Claim::Owner(owner) => Some(owner),
         },
     };
-    match work.await {
+    let claim: RequestClaim = Arc::new(Mutex::new(owner));
+    let outcome = work(claim.clone()).await;
+    // Still here unless a send that outlived the request took it along.
+    let owner = claim.lock().expect("not poisoned").take();
+    match outcome {
         Ok(reply) => {
             if let Some(owner) = owner
                 && reply.status.is_success()
@@ -467,14 +520,33 @@ async fn idempotent(
     }
 }
 
-/// Awaits a send within the gateway's send timeout. On expiry the records may still be
-/// delivered later (librdkafka keeps them until its delivery timeout): the message says so,
-/// and an idempotency key makes the retry safe.
-async fn bounded<T>(state: &AppState, send: impl Future<Output = T>) -> Result<T, ApiError> {
-    tokio::time::timeout(state.limits.broker_timeout, send)
-        .await
-        .map_err(|_| {
+/// Runs `send` (which settles its record claims itself) as a task, and waits for it within the
+/// gateway's send timeout. On expiry the request gets a 503, while the task goes on with the
+/// request's claim: a success is then stored for replay, a failure releases the key.
+async fn bounded(
+    state: &AppState,
+    request: RequestClaim,
+    send: impl Future<Output = Result<Reply, ApiError>> + Send + 'static,
+) -> Result<Reply, ApiError> {
+    let mut task = tokio::spawn(send);
+    match tokio::time::timeout(state.limits.broker_timeout, &mut task).await {
+        Ok(joined) => joined.map_err(|error| {
             ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                error.to_string(),
+            )
+        })?,
+        Err(_) => {
+            let owner = request.lock().expect("not poisoned").take();
+            tokio::spawn(async move {
+                if let (Ok(Ok(reply)), Some(owner)) = (task.await, owner)
+                    && reply.status.is_success()
+                {
+                    owner.complete(reply);
+                }
+            });
+            Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "broker_timeout",
                 format!(
@@ -482,8 +554,9 @@ async fn bounded<T>(state: &AppState, send: impl Future<Output = T>) -> Result<T
                      delivered, retry with an idempotency key to avoid duplicates",
                     state.limits.broker_timeout.as_millis()
                 ),
-            )
-        })
+            ))
+        }
+    }
 }
 
 /// A stable hash of the request, to spot an idempotency key reused for another body.

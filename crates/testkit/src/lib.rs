@@ -214,3 +214,73 @@ pub async fn committed(group: &str, topic: &str) -> Vec<(i32, Option<i64>, i64)>
         .map(|l| (l.partition, l.committed, l.high_watermark))
         .collect()
 }
+
+/// An Apache Kafka broker of a test's own, started by `scripts/kafka start` in a temporary
+/// directory and stopped on drop: for tests that pause or stop their broker.
+#[derive(Debug)]
+pub struct OwnBroker {
+    /// `host:port` of its PLAINTEXT listener.
+    pub address: String,
+    pid: u32,
+    dir: std::path::PathBuf,
+}
+
+impl OwnBroker {
+    /// Starts one (10–30 s on a loaded 2-core machine). Panics with the script's error.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("own-broker"));
+        let output = std::process::Command::new(Self::script())
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("run scripts/kafka");
+        assert!(
+            output.status.success(),
+            "scripts/kafka start failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let line = String::from_utf8(output.stdout).expect("utf-8");
+        let mut words = line.split_whitespace();
+        let address = words.next().expect("an address").to_owned();
+        let pid = words.next().and_then(|p| p.parse().ok()).expect("a pid");
+        OwnBroker { address, pid, dir }
+    }
+
+    /// The path of `scripts/kafka`.
+    pub fn script() -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka")
+    }
+
+    /// A client configuration for it.
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig::new([self.address.clone()])
+    }
+
+    /// Freezes the broker process (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([name, &self.pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {name} {}", self.pid);
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = std::process::Command::new(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}

@@ -1,0 +1,93 @@
+//! Idempotency keys against a broker that stops answering mid-request: a send that times out
+//! keeps its key until the delivery report arrives, so a retry never produces a second copy.
+
+use std::time::Duration;
+
+use kafkit::{Admin, Cluster, KafkaConfig, TopicSpec};
+use kafkit_gateway::{AppState, Limits, router};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_send_keeps_its_idempotency_key_until_the_broker_answers() {
+    // reqwest is built with rustls and no bundled crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    // Given a gateway on a broker of its own, a 1 s broker timeout, and a 3 s request limit.
+    let broker = testkit::OwnBroker::start();
+    let topic = testkit::unique("paused");
+    Admin::new(&broker.config())
+        .unwrap()
+        .ensure_topics(&[TopicSpec::new(&topic, 1)])
+        .await
+        .unwrap();
+    let config = KafkaConfig {
+        request_timeout: Duration::from_secs(1),
+        delivery_timeout: Duration::from_secs(60),
+        ..broker.config()
+    };
+    let (cluster, config) = Cluster::connect(&config).unwrap();
+    let limits = Limits {
+        broker_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(3),
+    };
+    let state = AppState::new(&config, &cluster)
+        .unwrap()
+        .with_limits(limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(axum::serve(listener, router(state.clone())).into_future());
+    let client = reqwest::Client::new();
+    let send = |key: &'static str| {
+        client
+            .post(format!("{base}/kafka/send"))
+            .header("idempotency-key", key)
+            .json(&json!({"topic": topic, "key": "k", "value": {"n": 1}}))
+            .send()
+    };
+    // The producer knows the broker and the topic before the broker freezes.
+    assert!(send("warm-up").await.unwrap().status().is_success());
+
+    // When the broker freezes during a send with an idempotency key, and the client retries.
+    broker.pause();
+    let first = send("order-1").await.unwrap();
+    assert_eq!(first.status(), 503);
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "broker_timeout", "{body}");
+    let retry = send("order-1").await.unwrap();
+    assert_ne!(
+        retry.status(),
+        200,
+        "a retry succeeded while the broker was frozen"
+    );
+
+    // Then, once the broker answers again, the first send is delivered, a retry replays its
+    // answer, and the record is in the topic once (plus the warm-up).
+    broker.resume();
+    let count = || async {
+        Admin::new(&broker.config())
+            .unwrap()
+            .describe_topic(&topic)
+            .await
+            .unwrap()
+            .record_count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while count().await < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give the delivery report a moment to reach the claim.
+    let mut replay = send("order-1").await.unwrap();
+    for _ in 0..20 {
+        if replay.status() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        replay = send("order-1").await.unwrap();
+    }
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count().await, 2, "the retried record was produced twice");
+    server.abort();
+    state.producer.shutdown().await.unwrap();
+}
