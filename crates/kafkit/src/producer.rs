@@ -86,7 +86,7 @@ impl Batch {
 /// The producer's rdkafka context: routes each delivery report to its batch, and wakes senders
 /// waiting for room in a full queue.
 #[derive(Default)]
-pub struct DeliveryContext {
+pub(crate) struct DeliveryContext {
     room: Notify,
     waiting: AtomicUsize,
 }
@@ -271,6 +271,7 @@ impl Producer {
     ///
     /// When the local queue fills up, enqueueing waits for deliveries to make room
     /// (back-pressure) and gives up after the enqueue timeout.
+    #[must_use = "each record's result says whether the broker stored it"]
     pub async fn send_batch(
         &self,
         records: impl IntoIterator<Item = Record>,
@@ -354,11 +355,6 @@ impl Producer {
     /// Records queued locally or in flight to the brokers.
     pub fn queue_depth(&self) -> i32 {
         self.inner.client.in_flight_count()
-    }
-
-    /// The underlying rdkafka producer, for what kafkit does not wrap.
-    pub fn client(&self) -> &ThreadedProducer<DeliveryContext> {
-        &self.inner.client
     }
 
     /// Hands one record to librdkafka, waiting for room while the queue is full.
