@@ -112,7 +112,7 @@ pub struct AppState {
     /// Answers by request `Idempotency-Key`.
     pub request_replies: idempotency::IdempotencyCache<produce::Reply>,
     /// Deliveries by record `idempotency_key`.
-    pub record_replies: idempotency::IdempotencyCache<produce::SendResult>,
+    pub record_replies: idempotency::IdempotencyCache<produce::RecordReply>,
     /// Topic existence checks when auto-creation is off.
     pub known_topics: Arc<known_topics::KnownTopics>,
     /// Time limits.

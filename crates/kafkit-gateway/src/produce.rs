@@ -98,6 +98,14 @@ pub struct SendResult {
     pub offset: i64,
 }
 
+/// What a record-level idempotency key remembers: where the record landed, and a fingerprint
+/// of the record, so the same key with another record is refused rather than replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordReply {
+    fingerprint: u64,
+    result: SendResult,
+}
+
 /// One record's outcome in a batch: a delivery or an error.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -213,6 +221,20 @@ impl OutboundMessage {
             .as_ref()
             .map(|key| format!("{}\n{}\n{key}", caller.name(), self.topic))
     }
+
+    /// The stored answer for this record's key, or 422 when the key was used for a different
+    /// record.
+    fn replay(&self, stored: RecordReply) -> Result<SendResult, ApiError> {
+        if stored.fingerprint == fingerprint("record", self) {
+            Ok(stored.result)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this record's idempotency_key was used for a different record",
+            ))
+        }
+    }
 }
 
 /// Produce one record.
@@ -258,18 +280,24 @@ pub async fn messages_send(
                 None => None,
             };
             let owner = match claim {
-                Some(Claim::Done(result)) => return Ok(ok_reply(fingerprint, &result)),
+                Some(Claim::Done(stored)) => {
+                    return Ok(ok_reply(fingerprint, &message.replay(stored)?));
+                }
                 Some(Claim::InProgress) => return Err(in_progress()),
                 Some(Claim::Owner(owner)) => Some(owner),
                 None => None,
             };
             let producer = state.producer.clone();
             let topic = message.topic.clone();
+            let record_fingerprint = self::fingerprint("record", &message);
             // Settles the claims with the delivery report, in the request or after it.
             let settle = move |delivery: kafkit::Result<Delivery>| {
                 let result = sent(&topic, delivery?);
                 if let Some(owner) = owner {
-                    owner.complete(result.clone());
+                    owner.complete(RecordReply {
+                        fingerprint: record_fingerprint,
+                        result: result.clone(),
+                    });
                 }
                 Ok(ok_reply(fingerprint, &result))
             };
@@ -353,7 +381,7 @@ async fn send_batch(
     let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(batch.messages.len());
     // The status of each failed record, so an all-failed batch answers the first one's.
     let mut statuses: Vec<Option<StatusCode>> = vec![None; batch.messages.len()];
-    let mut pending: Vec<(usize, String, Option<Owner<SendResult>>)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     let mut records = Vec::new();
     for (index, message) in batch.messages.iter().enumerate() {
         results.push(None);
@@ -369,8 +397,14 @@ async fn send_batch(
             .idempotency_scope(caller)
             .map(|scope| state.record_replies.try_claim(&scope))
         {
-            Some(Claim::Done(result)) => {
-                results[index] = Some(BatchItem::Ok(result));
+            Some(Claim::Done(stored)) => {
+                results[index] = Some(match message.replay(stored) {
+                    Ok(result) => BatchItem::Ok(result),
+                    Err(error) => {
+                        statuses[index] = Some(error.status);
+                        failed(error)
+                    }
+                });
                 continue;
             }
             Some(Claim::InProgress) => {
@@ -381,7 +415,12 @@ async fn send_batch(
             Some(Claim::Owner(owner)) => Some(owner),
             None => None,
         };
-        pending.push((index, message.topic.clone(), owner));
+        pending.push(Pending {
+            index,
+            topic: message.topic.clone(),
+            fingerprint: self::fingerprint("record", message),
+            owner,
+        });
         records.push(record);
     }
     let producer = state.producer.clone();
@@ -405,16 +444,20 @@ async fn send_batch(
 fn batch_reply(
     mut results: Vec<Option<BatchItem>>,
     mut statuses: Vec<Option<StatusCode>>,
-    pending: Vec<(usize, String, Option<Owner<SendResult>>)>,
+    pending: Vec<Pending>,
     deliveries: Vec<kafkit::Result<Delivery>>,
     fingerprint: u64,
 ) -> Reply {
-    for ((index, topic, owner), delivery) in pending.into_iter().zip(deliveries) {
+    for (pending, delivery) in pending.into_iter().zip(deliveries) {
+        let index = pending.index;
         results[index] = Some(match delivery {
             Ok(delivery) => {
-                let result = sent(&topic, delivery);
-                if let Some(owner) = owner {
-                    owner.complete(result.clone());
+                let result = sent(&pending.topic, delivery);
+                if let Some(owner) = pending.owner {
+                    owner.complete(RecordReply {
+                        fingerprint: pending.fingerprint,
+                        result: result.clone(),
+                    });
                 }
                 BatchItem::Ok(result)
             }
@@ -448,6 +491,14 @@ fn batch_reply(
         status,
         body: serde_json::to_value(body).expect("serializable"),
     }
+}
+
+/// A batch record handed to the producer: its place in the answer, and its key's claim.
+struct Pending {
+    index: usize,
+    topic: String,
+    fingerprint: u64,
+    owner: Option<Owner<RecordReply>>,
 }
 
 /// The request's own `Idempotency-Key` claim, handed to the work so a send that outlives the
@@ -883,6 +934,33 @@ mod tests {
         .await;
         assert_eq!(single.body, first.body["results"][0]);
         assert_eq!(records_in(&topic).await, 4);
+        // A record key reused for another record is refused, alone or in a batch.
+        let reused = call(
+            &app,
+            post(
+                "/kafka/send",
+                &json!({"topic": topic, "value": 99, "idempotency_key": "a"}),
+            ),
+        )
+        .await;
+        assert_eq!(
+            reused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            reused.text
+        );
+        assert_eq!(reused.body["error"]["code"], "idempotency_key_reused");
+        let reused = call(
+            &app,
+            post("/kafka/send-batch", &batch(&[("a", 99), ("d", 4)])),
+        )
+        .await;
+        assert_eq!(reused.status, StatusCode::MULTI_STATUS, "{}", reused.text);
+        assert_eq!(
+            reused.body["results"][0]["error"]["code"],
+            "idempotency_key_reused"
+        );
+        assert_eq!(records_in(&topic).await, 5);
     }
 
     #[tokio::test]

@@ -627,7 +627,7 @@ fn topic_infos(
                 .partitions()
                 .iter()
                 .map(|p| {
-                    let (low, high) = client.fetch_watermarks(topic.name(), p.id(), timeout)?;
+                    let (low, high) = watermarks(client, topic.name(), p.id(), timeout)?;
                     Ok(PartitionInfo {
                         id: p.id(),
                         leader: p.leader(),
@@ -644,6 +644,36 @@ fn topic_infos(
             })
         })
         .collect()
+}
+
+/// A partition's low and high watermarks. A partition created a moment ago (by anyone) may
+/// answer "not leader" until its leader is elected: that is retried for up to a second, so one
+/// new topic elsewhere in the cluster does not fail a whole listing.
+fn watermarks(
+    client: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<(i64, i64)> {
+    let mut attempts = 0;
+    loop {
+        match client.fetch_watermarks(topic, partition, timeout) {
+            Err(error)
+                if attempts < 10
+                    && matches!(
+                        error.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::NotLeaderForPartition
+                                | RDKafkaErrorCode::LeaderNotAvailable
+                        )
+                    ) =>
+            {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Decodes a member's assignment as the classic consumer protocol encodes it: version (i16),
