@@ -1,5 +1,6 @@
 //! `/health/live` (the process answers) and `/health/ready` (brokers reachable, producer open).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -13,6 +14,51 @@ use super::AppState;
 
 /// How long readiness waits for the cluster before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a broker check answers readiness probes: an open endpoint must not turn every
+/// probe (or every attacker's request) into a cluster metadata fetch.
+pub const READY_CACHE: Duration = Duration::from_secs(1);
+
+/// Readiness state shared by the gateway: the last broker check and whether shutdown began.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    draining: AtomicBool,
+    /// When the brokers were last checked, and what was found; one check at a time.
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, serde_json::Value)>>,
+}
+
+impl Readiness {
+    /// Shutdown began: readiness answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown began.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The brokers' status: the last check when it is fresh, else a new one (concurrent
+    /// probes wait for that one check instead of each fetching metadata).
+    async fn brokers(&self, state: &AppState) -> serde_json::Value {
+        let mut last = self.last.lock().await;
+        if let Some((at, brokers)) = last.as_ref()
+            && at.elapsed() < READY_CACHE
+        {
+            return brokers.clone();
+        }
+        let cluster = tokio::time::timeout(READY_TIMEOUT, state.admin.describe_cluster()).await;
+        let brokers = match &cluster {
+            Ok(Ok(info)) if !info.brokers.is_empty() => {
+                json!({"status": "up", "brokers": info.brokers.len(), "cluster_id": info.cluster_id})
+            }
+            Ok(Ok(_)) => json!({"status": "down", "error": "no brokers in metadata"}),
+            Ok(Err(error)) => json!({"status": "down", "error": error.to_string()}),
+            Err(_) => json!({"status": "down", "error": "timed out"}),
+        };
+        *last = Some((tokio::time::Instant::now(), brokers.clone()));
+        brokers
+    }
+}
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -43,15 +89,13 @@ pub async fn health_live() -> Json<serde_json::Value> {
     )
 )]
 pub async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let cluster = tokio::time::timeout(READY_TIMEOUT, state.admin.describe_cluster()).await;
-    let brokers = match &cluster {
-        Ok(Ok(info)) if !info.brokers.is_empty() => {
-            json!({"status": "up", "brokers": info.brokers.len(), "cluster_id": info.cluster_id})
-        }
-        Ok(Ok(_)) => json!({"status": "down", "error": "no brokers in metadata"}),
-        Ok(Err(error)) => json!({"status": "down", "error": error.to_string()}),
-        Err(_) => json!({"status": "down", "error": "timed out"}),
-    };
+    if state.readiness.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining", "checks": {}})),
+        );
+    }
+    let brokers = state.readiness.brokers(&state).await;
     let producer_open = !state.producer.is_closed();
     let ready = brokers["status"] == "up" && producer_open;
     let status = if ready {

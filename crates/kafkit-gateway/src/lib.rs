@@ -57,6 +57,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::ApiKeys;
 pub use axum_server::tls_rustls::RustlsConfig;
+pub use health::Readiness;
 pub use tls::load as load_tls;
 
 /// Largest request body accepted.
@@ -117,6 +118,8 @@ pub struct AppState {
     pub known_topics: Arc<known_topics::KnownTopics>,
     /// Time limits.
     pub limits: Limits,
+    /// Readiness: the last broker check, reused for a second, and whether shutdown began.
+    pub readiness: Arc<health::Readiness>,
 }
 
 impl AppState {
@@ -142,6 +145,7 @@ impl AppState {
                 config.allow_auto_topic_creation,
             )),
             limits: Limits::from_config(config),
+            readiness: Arc::default(),
         })
     }
 
@@ -217,8 +221,13 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let readiness = state.readiness.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Load balancers stop sending while the requests in flight finish.
+            readiness.start_draining();
+        })
         .await
 }
 
@@ -232,9 +241,10 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     let handle = axum_server::Handle::new();
     tokio::spawn({
-        let handle = handle.clone();
+        let (handle, readiness) = (handle.clone(), state.readiness.clone());
         async move {
             shutdown.await;
+            readiness.start_draining();
             handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
         }
     });

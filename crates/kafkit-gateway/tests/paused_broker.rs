@@ -44,8 +44,13 @@ async fn a_timed_out_send_keeps_its_idempotency_key_until_the_broker_answers() {
             .json(&json!({"topic": topic, "key": "k", "value": {"n": 1}}))
             .send()
     };
-    // The producer knows the broker and the topic before the broker freezes.
-    assert!(send("warm-up").await.unwrap().status().is_success());
+    // The producer knows the broker and the topic (and has its producer id) before the broker
+    // freezes: sent directly, since a first send can take longer than the 1 s limit.
+    state
+        .producer
+        .send(kafkit::Record::to(&topic).text("warm-up"))
+        .await
+        .unwrap();
 
     // When the broker freezes during a send with an idempotency key, and the client retries.
     broker.pause();
@@ -89,5 +94,67 @@ async fn a_timed_out_send_keeps_its_idempotency_key_until_the_broker_answers() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(count().await, 2, "the retried record was produced twice");
     server.abort();
+    state.producer.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_cached_for_a_second_and_turns_503_once_draining() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Given a gateway served by `serve` on a broker of its own.
+    let broker = testkit::OwnBroker::start();
+    let config = KafkaConfig {
+        request_timeout: Duration::from_secs(2),
+        ..broker.config()
+    };
+    let (cluster, config) = Cluster::connect(&config).unwrap();
+    let state = AppState::new(&config, &cluster).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ready_url = format!("http://{}/health/ready", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kafkit_gateway::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    // (A first metadata fetch may be slow on a loaded machine.)
+    let mut ready = client.get(&ready_url).send().await.unwrap().status();
+    for _ in 0..30 {
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        ready = client.get(&ready_url).send().await.unwrap().status();
+    }
+    assert_eq!(ready, 200);
+
+    // When the broker freezes: within a second the last check answers, without asking it.
+    broker.pause();
+    let started = std::time::Instant::now();
+    assert_eq!(client.get(&ready_url).send().await.unwrap().status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    // After it, the frozen broker is found out.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let fresh = client.get(&ready_url).send().await.unwrap();
+    assert_eq!(fresh.status(), 503);
+    let body: Value = fresh.json().await.unwrap();
+    assert_eq!(body["checks"]["brokers"]["status"], "down", "{body}");
+    broker.resume();
+
+    // And once shutdown begins, readiness is 503 "draining" whatever the brokers say.
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(state.readiness.is_draining());
+    let app = router(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ready_url = format!("http://{}/health/ready", listener.local_addr().unwrap());
+    let again = tokio::spawn(axum::serve(listener, app).into_future());
+    let draining = client.get(&ready_url).send().await.unwrap();
+    assert_eq!(draining.status(), 503);
+    let body: Value = draining.json().await.unwrap();
+    assert_eq!(body["status"], "draining");
+    again.abort();
     state.producer.shutdown().await.unwrap();
 }
