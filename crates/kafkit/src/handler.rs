@@ -194,7 +194,8 @@ pub struct State<S>(pub S);
 /// A typed closure with shared state: decodes JSON, then calls `handler(State(state), message)`.
 pub struct Stateful<S, T, F> {
     state: S,
-    inner: Typed<T, F>,
+    handler: F,
+    _value: PhantomData<fn() -> T>,
 }
 
 impl<S, T, F> std::fmt::Debug for Stateful<S, T, F> {
@@ -208,7 +209,8 @@ impl<S, T, F> Stateful<S, T, F> {
     pub fn new(state: S, handler: F) -> Self {
         Stateful {
             state,
-            inner: Typed::new(handler),
+            handler,
+            _value: PhantomData,
         }
     }
 }
@@ -223,7 +225,7 @@ where
     fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
         Box::pin(async move {
             let typed = decode::<T>(message)?;
-            (self.inner.handler)(State(self.state.clone()), typed).await
+            (self.handler)(State(self.state.clone()), typed).await
         })
     }
 }

@@ -6,10 +6,6 @@ use std::process::Command;
 
 use kafkit::{Admin, KafkaConfig, TopicSpec};
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_brokers_started_in_parallel_are_independent() {
     // Given two starts at the same time, each in a directory of its own.
@@ -19,7 +15,7 @@ async fn two_brokers_started_in_parallel_are_independent() {
     let starts: Vec<_> = dirs
         .iter()
         .map(|dir| {
-            Command::new(script())
+            Command::new(testkit::OwnBroker::script())
                 .arg("start")
                 .arg(dir)
                 .stdout(std::process::Stdio::piped())
@@ -46,7 +42,10 @@ async fn two_brokers_started_in_parallel_are_independent() {
         })
         .collect();
     let stop = |dir: &PathBuf| {
-        let _ = Command::new(script()).arg("stop").arg(dir).status();
+        let _ = Command::new(testkit::OwnBroker::script())
+            .arg("stop")
+            .arg(dir)
+            .status();
     };
 
     // Then they listen on different ports, keep data in their own directories, and a topic
