@@ -48,14 +48,21 @@ impl ApiError {
 
     /// The HTTP status a kafkit error deserves.
     pub fn status_of(error: &kafkit::Error) -> StatusCode {
+        use kafkit::ErrorCode;
         match error.code() {
-            "invalid_record" | "encode" | "decode" => StatusCode::BAD_REQUEST,
-            "message_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "unknown_topic" | "unknown_partition" => StatusCode::NOT_FOUND,
-            "queue_full" => StatusCode::TOO_MANY_REQUESTS,
-            "disabled" | "producer_closed" | "timed_out" | "kafka_retriable" => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::InvalidRecord
+            | ErrorCode::InvalidTopicSpec
+            | ErrorCode::Encode
+            | ErrorCode::Decode => StatusCode::BAD_REQUEST,
+            ErrorCode::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => StatusCode::NOT_FOUND,
+            ErrorCode::NotAuthorized => StatusCode::FORBIDDEN,
+            ErrorCode::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unsupported => StatusCode::NOT_IMPLEMENTED,
+            ErrorCode::Disabled
+            | ErrorCode::ProducerClosed
+            | ErrorCode::TimedOut
+            | ErrorCode::KafkaRetriable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -65,7 +72,7 @@ impl From<kafkit::Error> for ApiError {
     fn from(error: kafkit::Error) -> Self {
         ApiError {
             status: ApiError::status_of(&error),
-            code: error.code(),
+            code: error.code().as_str(),
             message: error.to_string(),
         }
     }

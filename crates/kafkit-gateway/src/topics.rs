@@ -256,7 +256,7 @@ pub async fn messages_browse(
             browse::read_partition(&config, &name, partition, start, high, limit, timeout)
         })
         .await
-        .map_err(|e| ApiError::from(kafkit::Error::Task(e.to_string())))??
+        .map_err(|e| ApiError::from(kafkit::Error::Task(e)))??
     };
     let next_offset = messages.last().map_or(start.min(high), |m| m.offset + 1);
     Ok(Json(BrowseResponse {

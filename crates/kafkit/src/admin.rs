@@ -23,6 +23,10 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::record::validate_topic;
 
+/// How errors name the embedded development broker.
+const EMBEDDED_BROKER: &str =
+    "the embedded development broker (it has no admin API for this; use an Apache Kafka broker)";
+
 /// A topic to create if it does not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
@@ -242,10 +246,10 @@ impl Admin {
         for spec in topics {
             validate_topic(&spec.name)?;
             if spec.partitions < 1 {
-                return Err(Error::InvalidRecord(format!(
-                    "topic {} needs at least one partition, got {}",
-                    spec.name, spec.partitions
-                )));
+                return Err(Error::InvalidTopicSpec {
+                    topic: spec.name.clone(),
+                    reason: format!("needs at least one partition, got {}", spec.partitions),
+                });
             }
         }
         if let Some(broker) = &self.embedded {
@@ -479,14 +483,15 @@ impl Admin {
             return Ok(());
         }
         if partitions < current {
-            return Err(Error::InvalidRecord(format!(
-                "topic {topic} has {current} partitions; Kafka cannot shrink it to {partitions}"
-            )));
+            return Err(Error::InvalidTopicSpec {
+                topic: topic.to_owned(),
+                reason: format!("has {current} partitions; Kafka cannot shrink it to {partitions}"),
+            });
         }
         if self.embedded.is_some() {
-            return Err(Error::Admin {
-                operation: format!("add partitions to {topic}"),
-                source: rdkafka::error::KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedVersion),
+            return Err(Error::Unsupported {
+                operation: format!("adding partitions to {topic}"),
+                broker: EMBEDDED_BROKER,
             });
         }
         let options = AdminOptions::new().operation_timeout(Some(self.timeout));
@@ -719,7 +724,7 @@ where
 {
     tokio::task::spawn_blocking(call)
         .await
-        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(Error::Task)?
         .map_err(|source| Error::Admin {
             operation: operation.to_owned(),
             source,

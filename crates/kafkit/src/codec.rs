@@ -45,6 +45,6 @@ mod tests {
         assert_eq!(bytes, br#"{"id":7,"item":"book"}"#);
         assert_eq!(from_json::<Order>(&bytes).unwrap(), order);
         let err = from_json::<Order>(b"{not json").unwrap_err();
-        assert_eq!(err.code(), "decode");
+        assert_eq!(err.code(), crate::ErrorCode::Decode);
     }
 }

@@ -1,6 +1,7 @@
 //! The crate's one error type and its classification.
 //!
-//! Callers branch on [`Error::is_retriable`] and [`Error::is_fatal`], never on message text.
+//! Callers branch on [`Error::code`] (an [`ErrorCode`]), [`Error::is_retriable`] and
+//! [`Error::is_fatal`], never on message text.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
@@ -41,6 +42,15 @@ pub enum Error {
     /// The producer is shutting down and refuses new records.
     #[error("the producer is shut down and accepts no new records")]
     ProducerClosed,
+    /// Flushing the producer's queue failed or ran out of time.
+    #[error("flushing the producer failed: {source}")]
+    Flush {
+        /// The underlying librdkafka error.
+        source: KafkaError,
+    },
+    /// `run` was called on a consumer that is already running.
+    #[error("the consumer is already running")]
+    AlreadyRunning,
     /// A value could not be encoded into a payload.
     #[error("encoding the payload failed: {0}")]
     Encode(#[source] serde_json::Error),
@@ -50,6 +60,23 @@ pub enum Error {
     /// A record was refused before reaching Kafka (bad topic name, partition out of range...).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A topic to create or grow was refused before reaching Kafka (no partitions, shrinking).
+    #[error("topic {topic}: {reason}")]
+    InvalidTopicSpec {
+        /// The topic.
+        topic: String,
+        /// What is wrong with the request.
+        reason: String,
+    },
+    /// The broker cannot do this at all (the embedded development broker has no admin API for
+    /// some operations).
+    #[error("{operation} is not supported by {broker}")]
+    Unsupported {
+        /// What was attempted, e.g. `add partitions to orders`.
+        operation: String,
+        /// Which broker refused, e.g. `the embedded development broker`.
+        broker: &'static str,
+    },
     /// An admin or metadata operation failed.
     #[error("{operation} failed: {source}")]
     Admin {
@@ -71,7 +98,91 @@ pub enum Error {
     EmbeddedBroker(String),
     /// A blocking task was cancelled or panicked.
     #[error("background task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What kind of error an [`Error`] is: a stable, machine-readable code for HTTP bodies, exit
+/// reports and metric labels. Match on it instead of on message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// A configuration value is wrong ([`Error::Config`]).
+    Config,
+    /// Kafka is switched off ([`Error::Disabled`]).
+    Disabled,
+    /// A client could not be created.
+    ClientCreation,
+    /// The producer refuses new records.
+    ProducerClosed,
+    /// Flushing the producer failed.
+    Flush,
+    /// The consumer already runs.
+    AlreadyRunning,
+    /// A value could not be encoded.
+    Encode,
+    /// A payload could not be decoded.
+    Decode,
+    /// A record was refused before reaching Kafka.
+    InvalidRecord,
+    /// A topic request was refused before reaching Kafka.
+    InvalidTopicSpec,
+    /// The broker cannot do this at all.
+    Unsupported,
+    /// The local producer queue is full: slow down.
+    QueueFull,
+    /// The record exceeds the broker's or topic's size limit.
+    MessageTooLarge,
+    /// The topic does not exist.
+    UnknownTopic,
+    /// The partition does not exist.
+    UnknownPartition,
+    /// The operation timed out (a record may still be delivered later).
+    TimedOut,
+    /// The broker refused for lack of permission.
+    NotAuthorized,
+    /// Another Kafka error that a retry may cure.
+    KafkaRetriable,
+    /// Another Kafka error.
+    Kafka,
+    /// The embedded development broker failed.
+    EmbeddedBroker,
+    /// A background task failed.
+    Task,
+}
+
+impl ErrorCode {
+    /// The code as `snake_case` text, e.g. `unknown_topic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Config => "config",
+            ErrorCode::Disabled => "disabled",
+            ErrorCode::ClientCreation => "client_creation",
+            ErrorCode::ProducerClosed => "producer_closed",
+            ErrorCode::Flush => "flush",
+            ErrorCode::AlreadyRunning => "already_running",
+            ErrorCode::Encode => "encode",
+            ErrorCode::Decode => "decode",
+            ErrorCode::InvalidRecord => "invalid_record",
+            ErrorCode::InvalidTopicSpec => "invalid_topic_spec",
+            ErrorCode::Unsupported => "unsupported_by_broker",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::UnknownTopic => "unknown_topic",
+            ErrorCode::UnknownPartition => "unknown_partition",
+            ErrorCode::TimedOut => "timed_out",
+            ErrorCode::NotAuthorized => "not_authorized",
+            ErrorCode::KafkaRetriable => "kafka_retriable",
+            ErrorCode::Kafka => "kafka",
+            ErrorCode::EmbeddedBroker => "embedded_broker",
+            ErrorCode::Task => "task",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Error {
@@ -81,7 +192,8 @@ impl Error {
             Error::ClientCreation { source, .. }
             | Error::Produce { source, .. }
             | Error::Admin { source, .. }
-            | Error::Consume { source, .. } => source.rdkafka_error_code(),
+            | Error::Consume { source, .. }
+            | Error::Flush { source } => source.rdkafka_error_code(),
             _ => None,
         }
     }
@@ -120,31 +232,42 @@ impl Error {
         self.kafka_code() == Some(RDKafkaErrorCode::QueueFull)
     }
 
-    /// A short, stable, machine-readable name for the kind of error (for HTTP bodies, headers
-    /// and metrics labels).
-    pub fn code(&self) -> &'static str {
+    /// What kind of error this is.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::Config { .. } => "config",
-            Error::Disabled => "disabled",
-            Error::ClientCreation { .. } => "client_creation",
-            Error::ProducerClosed => "producer_closed",
-            Error::Encode(_) => "encode",
-            Error::Decode(_) => "decode",
-            Error::InvalidRecord(_) => "invalid_record",
-            Error::EmbeddedBroker(_) => "embedded_broker",
-            Error::Task(_) => "task",
-            Error::Produce { .. } | Error::Admin { .. } | Error::Consume { .. } => {
-                match self.kafka_code() {
-                    Some(RDKafkaErrorCode::QueueFull) => "queue_full",
-                    Some(RDKafkaErrorCode::MessageSizeTooLarge) => "message_too_large",
-                    Some(RDKafkaErrorCode::UnknownTopicOrPartition)
-                    | Some(RDKafkaErrorCode::UnknownTopic) => "unknown_topic",
-                    Some(RDKafkaErrorCode::UnknownPartition) => "unknown_partition",
-                    Some(RDKafkaErrorCode::MessageTimedOut) => "timed_out",
-                    _ if self.is_retriable() => "kafka_retriable",
-                    _ => "kafka",
-                }
-            }
+            Error::Config { .. } => ErrorCode::Config,
+            Error::Disabled => ErrorCode::Disabled,
+            Error::ClientCreation { .. } => ErrorCode::ClientCreation,
+            Error::ProducerClosed => ErrorCode::ProducerClosed,
+            Error::AlreadyRunning => ErrorCode::AlreadyRunning,
+            Error::Encode(_) => ErrorCode::Encode,
+            Error::Decode(_) => ErrorCode::Decode,
+            Error::InvalidRecord(_) => ErrorCode::InvalidRecord,
+            Error::InvalidTopicSpec { .. } => ErrorCode::InvalidTopicSpec,
+            Error::Unsupported { .. } => ErrorCode::Unsupported,
+            Error::EmbeddedBroker(_) => ErrorCode::EmbeddedBroker,
+            Error::Task(_) => ErrorCode::Task,
+            Error::Flush { .. }
+            | Error::Produce { .. }
+            | Error::Admin { .. }
+            | Error::Consume { .. } => match self.kafka_code() {
+                Some(RDKafkaErrorCode::QueueFull) => ErrorCode::QueueFull,
+                Some(RDKafkaErrorCode::MessageSizeTooLarge) => ErrorCode::MessageTooLarge,
+                Some(
+                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+                ) => ErrorCode::UnknownTopic,
+                Some(RDKafkaErrorCode::UnknownPartition) => ErrorCode::UnknownPartition,
+                Some(RDKafkaErrorCode::MessageTimedOut) => ErrorCode::TimedOut,
+                Some(
+                    RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+                    | RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+                ) => ErrorCode::NotAuthorized,
+                _ if self.is_retriable() => ErrorCode::KafkaRetriable,
+                _ if matches!(self, Error::Flush { .. }) => ErrorCode::Flush,
+                _ => ErrorCode::Kafka,
+            },
         }
     }
 
@@ -197,20 +320,24 @@ mod tests {
     fn classification_follows_error_codes() {
         let full = produce_error(RDKafkaErrorCode::QueueFull);
         assert!(full.is_retriable() && full.is_queue_full() && !full.is_fatal());
-        assert_eq!(full.code(), "queue_full");
+        assert_eq!(full.code(), ErrorCode::QueueFull);
 
         let too_large = produce_error(RDKafkaErrorCode::MessageSizeTooLarge);
         assert!(!too_large.is_retriable() && !too_large.is_fatal());
-        assert_eq!(too_large.code(), "message_too_large");
+        assert_eq!(too_large.code(), ErrorCode::MessageTooLarge);
 
         let unknown = produce_error(RDKafkaErrorCode::UnknownTopicOrPartition);
         assert!(!unknown.is_retriable());
-        assert_eq!(unknown.code(), "unknown_topic");
+        assert_eq!(unknown.code(), ErrorCode::UnknownTopic);
 
         let fenced = produce_error(RDKafkaErrorCode::ProducerFenced);
         assert!(fenced.is_fatal() && !fenced.is_retriable());
 
         assert!(Error::config("KAFKA_BROKERS", "empty").is_fatal());
         assert!(!Error::ProducerClosed.is_retriable());
+
+        let denied = produce_error(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert_eq!(denied.code(), ErrorCode::NotAuthorized);
+        assert_eq!(denied.code().as_str(), "not_authorized");
     }
 }

@@ -45,8 +45,9 @@ impl ErrorKind {
 
 /// A handler's failure: a kind and a message.
 ///
-/// Any `std::error::Error` converts into a transient error, so `?` inside a handler retries by
-/// default; use [`HandlerError::permanent`] or [`HandlerError::invalid`] to say otherwise.
+/// Any `std::error::Error + Send + Sync` (and `anyhow::Error`, and a `String` message)
+/// converts into a transient error, so `?` inside a handler retries by default; use
+/// [`HandlerError::permanent`] or [`HandlerError::invalid`] to say otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerError {
     kind: ErrorKind,
@@ -116,9 +117,11 @@ impl fmt::Display for HandlerError {
     }
 }
 
-impl<E: std::error::Error> From<E> for HandlerError {
+// Bounded on `Into<Box<dyn Error>>` rather than on `Error` so that `anyhow::Error` (which is not
+// an `Error` itself but converts into the box) works with `?` as well.
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for HandlerError {
     fn from(error: E) -> Self {
-        HandlerError::transient(error)
+        HandlerError::transient(error.into())
     }
 }
 
@@ -369,5 +372,20 @@ mod tests {
         let error: HandlerError = std::io::Error::other("db down").into();
         assert_eq!(error.kind(), ErrorKind::Transient);
         assert_eq!(error.to_string(), "transient error: db down");
+    }
+
+    #[tokio::test]
+    async fn question_mark_works_on_anyhow_errors() {
+        fn lookup(id: i32) -> anyhow::Result<i32> {
+            anyhow::ensure!(id > 0, "no customer {id}");
+            Ok(id)
+        }
+        let handler = Typed::new(|m: Message<Order>| async move {
+            lookup(m.value.qty)?;
+            Ok(())
+        });
+        let error = handler.handle(&raw(r#"{"qty": -4}"#)).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Transient);
+        assert_eq!(error.message(), "no customer -4");
     }
 }

@@ -68,7 +68,7 @@ pub use cluster::{Cluster, EmbeddedBroker, Kafka};
 pub use config::{Compression, KafkaConfig, Security};
 pub use consumer::{CommitStrategy, Consumer, ConsumerOptions};
 pub use dead_letter::DeadLetter;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorCode, Result};
 pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult, State, TypedHandler};
 pub use health::HealthReport;
 pub use manager::Manager;

@@ -106,10 +106,7 @@ impl Manager {
             .collect();
         let mut first_error = None;
         for (name, (_, task)) in consumers {
-            let result = task
-                .await
-                .map_err(|e| Error::Task(e.to_string()))
-                .and_then(|r| r);
+            let result = task.await.map_err(Error::Task).and_then(|r| r);
             if let Err(error) = result {
                 tracing::error!(consumer = %name, %error, "consumer stopped with an error");
                 first_error.get_or_insert(error);

@@ -330,11 +330,8 @@ impl Producer {
         let client = self.inner.client.clone();
         tokio::task::spawn_blocking(move || client.flush(timeout))
             .await
-            .map_err(|e| Error::Task(e.to_string()))?
-            .map_err(|source| Error::Produce {
-                topic: "*".into(),
-                source,
-            })
+            .map_err(Error::Task)?
+            .map_err(|source| Error::Flush { source })
     }
 
     /// Refuses new records from now on and flushes the queued ones (within the delivery
@@ -448,7 +445,7 @@ impl Producer {
                 .fetch_metadata(Some(&name), METADATA_TIMEOUT)
         })
         .await
-        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(Error::Task)?
         .map_err(|source| Error::Produce {
             topic: topic.to_owned(),
             source,
@@ -582,7 +579,7 @@ mod tests {
             .send_batch([Record::to("bad topic!").text("x"), Record::to("").text("y")])
             .await;
         for result in results {
-            assert_eq!(result.unwrap_err().code(), "invalid_record");
+            assert_eq!(result.unwrap_err().code(), crate::ErrorCode::InvalidRecord);
         }
     }
 }

@@ -258,7 +258,7 @@ mod tests {
             long.as_str(),
         ] {
             let err = validate_topic(bad).unwrap_err();
-            assert_eq!(err.code(), "invalid_record", "{bad}");
+            assert_eq!(err.code(), crate::ErrorCode::InvalidRecord, "{bad}");
         }
     }
 

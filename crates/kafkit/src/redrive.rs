@@ -145,7 +145,7 @@ impl Redrive {
             }
             tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
                 .await
-                .map_err(|e| Error::Task(e.to_string()))?
+                .map_err(Error::Task)?
                 .map_err(|source| consume_error("commit replay", source))?;
         }
         Ok(report)
@@ -207,7 +207,7 @@ impl Redrive {
             Ok::<_, rdkafka::error::KafkaError>((consumer, ends))
         })
         .await
-        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(Error::Task)?
         .map_err(|source| consume_error(&format!("open {topic}"), source))?;
         Ok((consumer, ends))
     }

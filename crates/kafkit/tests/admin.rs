@@ -36,7 +36,10 @@ async fn ensure_topics_is_idempotent_and_list_shows_watermarks() {
     let missing = admin.describe_topic(&testkit::unique("nope")).await;
     assert!(missing.is_err());
     let invalid = admin.ensure_topics(&[TopicSpec::new("bad name", 1)]).await;
-    assert_eq!(invalid.unwrap_err().code(), "invalid_record");
+    assert_eq!(
+        invalid.unwrap_err().code(),
+        kafkit::ErrorCode::InvalidRecord
+    );
 }
 
 #[tokio::test]

@@ -241,7 +241,7 @@ async fn oversized_records_and_unknown_topics_are_classified_errors() {
         .send(Record::to(&topic).bytes(vec![7u8; 2_000_000]))
         .await
         .unwrap_err();
-    assert_eq!(error.code(), "message_too_large", "{error}");
+    assert_eq!(error.code(), kafkit::ErrorCode::MessageTooLarge, "{error}");
     assert!(!error.is_retriable());
 
     // With auto-creation off, a missing topic fails within the delivery timeout.
@@ -257,7 +257,10 @@ async fn oversized_records_and_unknown_topics_are_classified_errors() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error.code(), "unknown_topic" | "timed_out"),
+        matches!(
+            error.code(),
+            kafkit::ErrorCode::UnknownTopic | kafkit::ErrorCode::TimedOut
+        ),
         "{error} ({})",
         error.code()
     );

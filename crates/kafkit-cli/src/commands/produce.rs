@@ -64,7 +64,7 @@ async fn send(producer: &Producer, batch: Vec<Record>) -> anyhow::Result<usize> 
                 writeln!(
                     out,
                     "{}",
-                    serde_json::json!({"error": {"code": error.code(), "message": error.to_string()}})
+                    serde_json::json!({"error": {"code": error.code().as_str(), "message": error.to_string()}})
                 )?;
             }
         }

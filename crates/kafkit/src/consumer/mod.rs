@@ -376,7 +376,7 @@ impl Consumer {
     /// what is done and leaves the group.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         if self.shared.running.swap(true, Ordering::SeqCst) {
-            return Err(Error::config("consumer", "already running"));
+            return Err(Error::AlreadyRunning);
         }
         let result = self.run_inner(shutdown).await;
         self.shared.running.store(false, Ordering::SeqCst);
@@ -495,7 +495,7 @@ impl Consumer {
             drop(consumer);
         })
         .await
-        .map_err(|e| Error::Task(e.to_string()))?;
+        .map_err(Error::Task)?;
         self.shared.assigned.lock().expect("not poisoned").clear();
         tracing::info!(group = %self.shared.group, "consumer stopped");
         Ok(())
