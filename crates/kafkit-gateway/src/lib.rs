@@ -258,9 +258,8 @@ pub async fn serve_tls(
 mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
-    use serde_json::json;
 
-    use super::testing::{call, get, post, state, state_with};
+    use super::testing::{call, get, state, state_with};
     use super::*;
 
     #[tokio::test]
@@ -312,17 +311,7 @@ mod tests {
             request_timeout: Duration::from_millis(50),
         };
         let app = router(state_with(&config).with_limits(limits));
-        let answer = call(
-            &app,
-            post("/kafka/send", &json!({"topic": "t", "value": 1})),
-        )
-        .await;
-        assert_eq!(
-            answer.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{}",
-            answer.text
-        );
+        let answer = super::produce::tests::send_unanswered(&app).await;
         assert_eq!(answer.body["error"]["code"], "request_timeout");
     }
 

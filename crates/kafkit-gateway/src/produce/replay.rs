@@ -1,0 +1,286 @@
+//! Idempotent sends: the request's `Idempotency-Key` and each record's `idempotency_key` are
+//! claimed in the idempotency cache before anything is produced, a key answered before is
+//! replayed, and the claims are settled with the delivery reports, within the request or,
+//! when the send outlives the gateway's send timeout, after it.
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kafkit::Delivery;
+use serde::Serialize;
+
+use super::super::AppState;
+use super::super::auth::Caller;
+use super::super::error::ApiError;
+use super::super::idempotency::{self, Claim, Owner};
+use super::body::{OutboundMessage, SendResult};
+use super::{IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
+
+/// A successful answer, as stored for idempotent replay.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Hash of the request it answered: the same key with another body is refused.
+    fingerprint: u64,
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl Reply {
+    /// The answer `status` with `body` to the request whose fingerprint is `fingerprint`.
+    pub(super) fn new(fingerprint: u64, status: StatusCode, body: &impl Serialize) -> Self {
+        Reply {
+            fingerprint,
+            status,
+            body: serde_json::to_value(body).expect("serializable"),
+        }
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// What a record-level idempotency key remembers: where the record landed, and a fingerprint
+/// of the record, so the same key with another record is refused rather than replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordReply {
+    fingerprint: u64,
+    result: SendResult,
+}
+
+/// The request's own `Idempotency-Key` claim, handed to the work so a send that outlives the
+/// request can keep it until the delivery report arrives.
+#[derive(Clone)]
+pub(super) struct RequestClaim {
+    /// Hash of the request, stored with its answer.
+    pub(super) fingerprint: u64,
+    owner: Arc<Mutex<Option<Owner<Reply>>>>,
+}
+
+impl RequestClaim {
+    /// Takes the key's owner out of the claim, if it is still there.
+    fn take(&self) -> Option<Owner<Reply>> {
+        self.owner.lock().expect("not poisoned").take()
+    }
+}
+
+/// Runs `work` once per `Idempotency-Key` (scoped to caller and route): a retry within the TTL
+/// gets the stored answer with `idempotent-replayed: true`. Only 2xx answers are stored.
+pub(super) async fn idempotent(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    route: &str,
+    body: &impl Serialize,
+    work: impl AsyncFnOnce(RequestClaim) -> Result<Reply, ApiError>,
+) -> Response {
+    // Every produce request passes here: its log lines name the caller from now on.
+    tracing::Span::current().record("caller", caller.name());
+    let fingerprint = fingerprint(route, body);
+    let key = match headers.get(IDEMPOTENCY_KEY_HEADER).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(key)) => match idempotency::validate_key(key) {
+            Ok(()) => Some(format!("{}\n{route}\n{key}", caller.name())),
+            Err(message) => {
+                return ApiError::bad_request("invalid_idempotency_key", message).into_response();
+            }
+        },
+        Some(Err(_)) => {
+            return ApiError::bad_request(
+                "invalid_idempotency_key",
+                "an idempotency key is visible ASCII only",
+            )
+            .into_response();
+        }
+    };
+    let owner = match &key {
+        None => None,
+        Some(key) => match state.request_replies.claim(key).await {
+            Claim::Done(reply) if reply.fingerprint != fingerprint => {
+                return ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request",
+                )
+                .into_response();
+            }
+            Claim::Done(reply) => {
+                let mut response = reply.into_response();
+                response
+                    .headers_mut()
+                    .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+                return response;
+            }
+            Claim::InProgress => return in_progress().into_response(),
+            Claim::Owner(owner) => Some(owner),
+        },
+    };
+    let claim = RequestClaim {
+        fingerprint,
+        owner: Arc::new(Mutex::new(owner)),
+    };
+    let outcome = work(claim.clone()).await;
+    // Still here unless a send that outlived the request took it along.
+    let owner = claim.take();
+    match outcome {
+        Ok(reply) => {
+            if let Some(owner) = owner
+                && reply.status.is_success()
+            {
+                owner.complete(reply.clone());
+            }
+            reply.into_response()
+        }
+        // Dropping the owner releases the key: the client may retry a failure.
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Runs `send` (which settles its record claims itself) as a task, and waits for it within the
+/// gateway's send timeout. On expiry the request gets a 503, while the task goes on with the
+/// request's claim: a success is then stored for replay, a failure releases the key.
+pub(super) async fn bounded(
+    state: &AppState,
+    request: RequestClaim,
+    send: impl Future<Output = Result<Reply, ApiError>> + Send + 'static,
+) -> Result<Reply, ApiError> {
+    let mut task = tokio::spawn(send);
+    match tokio::time::timeout(state.limits.broker_timeout, &mut task).await {
+        Ok(joined) => joined.map_err(|error| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                error.to_string(),
+            )
+        })?,
+        Err(_) => {
+            let owner = request.take();
+            tokio::spawn(async move {
+                if let (Ok(Ok(reply)), Some(owner)) = (task.await, owner)
+                    && reply.status.is_success()
+                {
+                    owner.complete(reply);
+                }
+            });
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_timeout",
+                format!(
+                    "the broker did not acknowledge within {} ms; the record may still be \
+                     delivered, retry with an idempotency key to avoid duplicates",
+                    state.limits.broker_timeout.as_millis()
+                ),
+            ))
+        }
+    }
+}
+
+/// What claiming a record's idempotency key decided.
+pub(super) enum Claimed {
+    /// The key was answered before, for this very record: it landed here.
+    Replay(SendResult),
+    /// Produce the record, then settle the claim with its delivery.
+    Produce(RecordClaim),
+}
+
+/// A record handed to the producer, with its key's claim when it has a key.
+pub(super) struct RecordClaim {
+    topic: String,
+    fingerprint: u64,
+    owner: Option<Owner<RecordReply>>,
+}
+
+impl RecordClaim {
+    /// Where the record landed, stored for replay under its key. A claim dropped without a
+    /// delivery releases the key.
+    pub(super) fn settle(self, delivery: Delivery) -> SendResult {
+        let result = SendResult {
+            topic: self.topic,
+            partition: delivery.partition,
+            offset: delivery.offset,
+        };
+        if let Some(owner) = self.owner {
+            owner.complete(RecordReply {
+                fingerprint: self.fingerprint,
+                result: result.clone(),
+            });
+        }
+        result
+    }
+}
+
+impl OutboundMessage {
+    /// Claims this record's key, waiting for an attempt in progress to finish (a single send).
+    pub(super) async fn claim(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+    ) -> Result<Claimed, ApiError> {
+        let claim = match self.idempotency_scope(caller) {
+            Some(scope) => Some(state.record_replies.claim(&scope).await),
+            None => None,
+        };
+        self.claimed(claim)
+    }
+
+    /// Claims this record's key without waiting (a batch, where waiting on several keys could
+    /// deadlock two requests): a key in progress is a 409.
+    pub(super) fn try_claim(&self, state: &AppState, caller: &Caller) -> Result<Claimed, ApiError> {
+        let claim = self
+            .idempotency_scope(caller)
+            .map(|scope| state.record_replies.try_claim(&scope));
+        self.claimed(claim)
+    }
+
+    /// What `claim` (`None` without a key) leaves to do: replay, produce, or refuse with 422
+    /// (the key was used for a different record) or 409 (the key is in progress).
+    fn claimed(&self, claim: Option<Claim<RecordReply>>) -> Result<Claimed, ApiError> {
+        let owner = match claim {
+            Some(Claim::Done(stored)) if stored.fingerprint != fingerprint("record", self) => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this record's idempotency_key was used for a different record",
+                ));
+            }
+            Some(Claim::Done(stored)) => return Ok(Claimed::Replay(stored.result)),
+            Some(Claim::InProgress) => return Err(in_progress()),
+            Some(Claim::Owner(owner)) => Some(owner),
+            None => None,
+        };
+        Ok(Claimed::Produce(RecordClaim {
+            topic: self.topic.clone(),
+            fingerprint: fingerprint("record", self),
+            owner,
+        }))
+    }
+
+    /// The cache key of this record's idempotency key, scoped to caller and topic.
+    fn idempotency_scope(&self, caller: &Caller) -> Option<String> {
+        self.idempotency_key
+            .as_ref()
+            .map(|key| format!("{}\n{}\n{key}", caller.name(), self.topic))
+    }
+}
+
+/// A stable hash of the request, to spot an idempotency key reused for another body.
+fn fingerprint(route: &str, body: &impl Serialize) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    route.hash(&mut hasher);
+    serde_json::to_vec(body)
+        .expect("serializable")
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+fn in_progress() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_in_progress",
+        "a request with this idempotency key is still running; retry shortly",
+    )
+}
