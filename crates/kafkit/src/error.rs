@@ -5,6 +5,9 @@
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+/// A boxed error from a codec or a user's code.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Result alias used across kafkit.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -52,11 +55,21 @@ pub enum Error {
     #[error("the consumer is already running")]
     AlreadyRunning,
     /// A value could not be encoded into a payload.
-    #[error("encoding the payload failed: {0}")]
-    Encode(#[source] serde_json::Error),
+    #[error("encoding the payload as {content_type} failed: {source}")]
+    Encode {
+        /// The codec's content type.
+        content_type: &'static str,
+        /// What the codec reported.
+        source: BoxError,
+    },
     /// A payload could not be decoded into the requested type.
-    #[error("decoding the payload failed: {0}")]
-    Decode(#[source] serde_json::Error),
+    #[error("decoding the payload as {content_type} failed: {source}")]
+    Decode {
+        /// The codec's content type.
+        content_type: &'static str,
+        /// What the codec reported.
+        source: BoxError,
+    },
     /// A record was refused before reaching Kafka (bad topic name, partition out of range...).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
@@ -240,8 +253,8 @@ impl Error {
             Error::ClientCreation { .. } => ErrorCode::ClientCreation,
             Error::ProducerClosed => ErrorCode::ProducerClosed,
             Error::AlreadyRunning => ErrorCode::AlreadyRunning,
-            Error::Encode(_) => ErrorCode::Encode,
-            Error::Decode(_) => ErrorCode::Decode,
+            Error::Encode { .. } => ErrorCode::Encode,
+            Error::Decode { .. } => ErrorCode::Decode,
             Error::InvalidRecord(_) => ErrorCode::InvalidRecord,
             Error::InvalidTopicSpec { .. } => ErrorCode::InvalidTopicSpec,
             Error::Unsupported { .. } => ErrorCode::Unsupported,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
+use crate::codec::{Decoder, Json};
 use crate::record::Message;
 
 /// What kind of failure a handler reports.
@@ -138,24 +139,34 @@ pub trait Handler: Send + Sync + 'static {
 /// Checks a decoded value; an `Err` makes the record invalid.
 pub type Validator<T> = Arc<dyn Fn(&T) -> Result<(), String> + Send + Sync>;
 
-impl<T, F> std::fmt::Debug for Typed<T, F> {
+impl<T, F, C> std::fmt::Debug for Typed<T, F, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Typed")
     }
 }
 
-/// Adapts a closure over `Message<T>` into a [`Handler`]: decodes JSON, validates, calls.
-pub struct Typed<T, F> {
+/// Adapts a closure over `Message<T>` into a [`Handler`]: decodes (JSON unless another
+/// [`Codec`](crate::codec::Codec) is given), validates, calls.
+pub struct Typed<T, F, C = Json> {
     handler: F,
+    codec: C,
     validator: Option<Validator<T>>,
     _value: PhantomData<fn() -> T>,
 }
 
 impl<T, F> Typed<T, F> {
-    /// Wraps `handler`.
+    /// Wraps `handler`; values are JSON.
     pub fn new(handler: F) -> Self {
+        Typed::with_codec(Json, handler)
+    }
+}
+
+impl<T, F, C> Typed<T, F, C> {
+    /// Wraps `handler`; values are decoded by `codec`.
+    pub fn with_codec(codec: C, handler: F) -> Self {
         Typed {
             handler,
+            codec,
             validator: None,
             _value: PhantomData,
         }
@@ -169,15 +180,16 @@ impl<T, F> Typed<T, F> {
     }
 }
 
-impl<T, F, Fut> Handler for Typed<T, F>
+impl<T, F, Fut, C> Handler for Typed<T, F, C>
 where
-    T: DeserializeOwned + Send + 'static,
+    T: Send + 'static,
+    C: Decoder<T>,
     F: Fn(Message<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
     fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
         Box::pin(async move {
-            let typed = decode::<T>(message)?;
+            let typed = decode(message, &self.codec)?;
             if let Some(validator) = &self.validator {
                 validator(&typed.value).map_err(|reason| {
                     HandlerError::invalid(format!("validation failed: {reason}"))
@@ -227,7 +239,7 @@ where
 {
     fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
         Box::pin(async move {
-            let typed = decode::<T>(message)?;
+            let typed = decode(message, &Json)?;
             (self.handler)(State(self.state.clone()), typed).await
         })
     }
@@ -258,45 +270,56 @@ pub trait TypedHandler<T>: Send + Sync + 'static {
     fn handle(&self, message: Message<T>) -> impl Future<Output = HandlerResult> + Send;
 }
 
-/// Adapts a [`TypedHandler`] into a [`Handler`]: decodes JSON (undecodable is invalid).
-pub struct ByType<T, H> {
+/// Adapts a [`TypedHandler`] into a [`Handler`]: decodes (JSON unless another codec is given;
+/// undecodable is invalid).
+pub struct ByType<T, H, C = Json> {
     handler: H,
+    codec: C,
     _value: PhantomData<fn() -> T>,
 }
 
-impl<T, H> std::fmt::Debug for ByType<T, H> {
+impl<T, H, C> std::fmt::Debug for ByType<T, H, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ByType")
     }
 }
 
 impl<T, H> ByType<T, H> {
-    /// Wraps `handler`.
+    /// Wraps `handler`; values are JSON.
     pub fn new(handler: H) -> Self {
+        ByType::with_codec(Json, handler)
+    }
+}
+
+impl<T, H, C> ByType<T, H, C> {
+    /// Wraps `handler`; values are decoded by `codec`.
+    pub fn with_codec(codec: C, handler: H) -> Self {
         ByType {
             handler,
+            codec,
             _value: PhantomData,
         }
     }
 }
 
-impl<T, H> Handler for ByType<T, H>
+impl<T, H, C> Handler for ByType<T, H, C>
 where
-    T: DeserializeOwned + Send + 'static,
+    T: Send + 'static,
+    C: Decoder<T>,
     H: TypedHandler<T>,
 {
     fn handle<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, HandlerResult> {
         Box::pin(async move {
-            let typed = decode::<T>(message)?;
+            let typed = decode(message, &self.codec)?;
             self.handler.handle(typed).await
         })
     }
 }
 
-/// Decodes a record's JSON value; an undecodable one is invalid input (never retried).
-fn decode<T: DeserializeOwned>(message: &Message) -> Result<Message<T>, HandlerError> {
+/// Decodes a record's value; an undecodable one is invalid input (never retried).
+fn decode<T, C: Decoder<T>>(message: &Message, codec: &C) -> Result<Message<T>, HandlerError> {
     message
-        .decode::<T>()
+        .decode_with(codec)
         .map_err(|e| HandlerError::invalid(format!("undecodable value: {e}")))
 }
 
@@ -365,6 +388,25 @@ mod tests {
         assert!(invalid.message().contains("qty must be positive"));
         let permanent = handler.handle(&raw(r#"{"qty": 13}"#)).await.unwrap_err();
         assert_eq!(permanent.kind(), ErrorKind::Permanent);
+    }
+
+    #[tokio::test]
+    async fn other_codecs_decode_text_and_bytes() {
+        let text = Typed::with_codec(crate::codec::Text, |m: Message<String>| async move {
+            assert_eq!(m.value, "plain words");
+            Ok(())
+        });
+        assert_eq!(text.handle(&raw("plain words")).await, Ok(()));
+        let mut binary = raw("");
+        binary.value = Some(vec![0xff, 0x00]);
+        let invalid = text.handle(&binary).await.unwrap_err();
+        assert_eq!(invalid.kind(), ErrorKind::Invalid);
+
+        let bytes = Typed::with_codec(crate::codec::Bytes, |m: Message<Vec<u8>>| async move {
+            assert_eq!(m.value, [0xff, 0x00]);
+            Ok(())
+        });
+        assert_eq!(bytes.handle(&binary).await, Ok(()));
     }
 
     #[test]

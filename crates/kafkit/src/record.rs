@@ -5,7 +5,7 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec;
+use crate::codec::{self, Decoder, Encoder, Json};
 use crate::error::{Error, Result};
 
 /// An outbound record: built with [`Record::to`], sent by [`crate::Producer`].
@@ -71,7 +71,13 @@ impl Record {
 
     /// Sets a JSON payload and `content-type: application/json`.
     pub fn json<T: Serialize + ?Sized>(self, value: &T) -> Result<Self> {
-        Ok(self.encoded(codec::to_json(value)?, codec::JSON))
+        self.encode(&Json, value)
+    }
+
+    /// Sets the payload encoded by `codec` and the codec's `content-type` header.
+    pub fn encode<T: ?Sized, C: Encoder<T>>(self, codec: &C, value: &T) -> Result<Self> {
+        let payload = codec.encode(value)?;
+        Ok(self.encoded(payload, codec.content_type()))
     }
 
     /// Sets a UTF-8 text payload and its `content-type`.
@@ -166,12 +172,17 @@ impl Message {
 
     /// Decodes the JSON payload; a tombstone decodes as JSON `null`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
-        codec::from_json(self.payload().unwrap_or(b"null"))
+        Json.decode(self.payload())
     }
 
     /// This message with its payload decoded as JSON into `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<Message<T>> {
-        let value = self.json()?;
+        self.decode_with(&Json)
+    }
+
+    /// This message with its payload decoded by `codec`.
+    pub fn decode_with<T, C: Decoder<T>>(&self, codec: &C) -> Result<Message<T>> {
+        let value = codec.decode(self.payload())?;
         Ok(self.with_value(value))
     }
 }

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::batch::{BatchHandler, BatchOptions, BatchResult, TypedBatch};
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig};
+use crate::codec::Decoder;
 use crate::dead_letter::DeadLetter;
 use crate::handler::{ByType, Handler, HandlerResult, Raw, State, Stateful, Typed, TypedHandler};
 use crate::record::Message;
@@ -183,6 +184,33 @@ impl Router {
         self.register_handler(topic, Stateful::new(state, handler))
     }
 
+    /// Like [`Router::register`], with values decoded by `codec` instead of JSON: UTF-8
+    /// text, raw bytes, or a codec of your own (Avro, Protobuf).
+    ///
+    /// ```
+    /// use kafkit::{Message, Router, codec::Text};
+    ///
+    /// let mut router = Router::new();
+    /// router.register_with_codec("log-lines", Text, |line: Message<String>| async move {
+    ///     println!("{}", line.value);
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn register_with_codec<T, C, F, Fut>(
+        &mut self,
+        topic: impl Into<String>,
+        codec: C,
+        handler: F,
+    ) -> &mut Registration
+    where
+        T: Send + 'static,
+        C: Decoder<T>,
+        F: Fn(Message<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.register_handler(topic, Typed::with_codec(codec, handler))
+    }
+
     /// Handles `topic` with a [`TypedHandler`]: a type holding its own state.
     pub fn register_typed<T, H>(
         &mut self,
@@ -194,6 +222,21 @@ impl Router {
         H: TypedHandler<T>,
     {
         self.register_handler(topic, ByType::new(handler))
+    }
+
+    /// Like [`Router::register_typed`], with values decoded by `codec` instead of JSON.
+    pub fn register_typed_with_codec<T, C, H>(
+        &mut self,
+        topic: impl Into<String>,
+        codec: C,
+        handler: H,
+    ) -> &mut Registration
+    where
+        T: Send + 'static,
+        C: Decoder<T>,
+        H: TypedHandler<T>,
+    {
+        self.register_handler(topic, ByType::with_codec(codec, handler))
     }
 
     /// Handles `topic` with a closure over raw records (non-JSON data).
