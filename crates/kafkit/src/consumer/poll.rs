@@ -19,6 +19,7 @@ use super::worker::Worker;
 use super::{Consumer, Control, PartitionState, PauseReason, TopicPartition, queued_size};
 use crate::producer::Producer;
 use crate::record::Message;
+use tracing::Instrument;
 
 /// How often the loop proves it is alive when no record arrives.
 const TICK: Duration = Duration::from_secs(1);
@@ -247,7 +248,15 @@ impl<'a> PollLoop<'a> {
             metrics: self.owner.metrics.clone(),
             predecessor: predecessor.map(AbortOnDropHandle::new),
         };
-        let task = tokio::spawn(worker.run());
+        // Every event of the worker and of the handlers it calls carries these fields.
+        let span = tracing::info_span!(
+            parent: None,
+            "partition",
+            group = %self.owner.shared.group,
+            topic = %tp.0,
+            partition = tp.1,
+        );
+        let task = tokio::spawn(worker.run().instrument(span));
         self.workers.insert(
             tp,
             WorkerHandle {

@@ -14,6 +14,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use super::context::RuntimeContext;
 use super::offsets::OffsetTracker;
@@ -186,7 +187,13 @@ impl Running {
         if let Some(c) = &self.counters {
             c.consumed.inc();
         }
-        let outcome = self.attempt_until_done(handler, &message).await;
+        // Everything logged while the record is handled (by kafkit and by the user's handler)
+        // carries its offset; the worker's span adds group, topic and partition.
+        let span = tracing::info_span!("record", offset = message.offset);
+        let outcome = self
+            .attempt_until_done(handler, &message)
+            .instrument(span)
+            .await;
         self.finish(&[message], outcome)
     }
 
@@ -223,7 +230,16 @@ impl Running {
 
     /// Handles a batch: on failure at index i, records before i are done and the rest are
     /// retried; a record that keeps failing is dead-lettered alone. False when interrupted.
-    async fn batch(&mut self, mut batch: Vec<Message>) -> bool {
+    async fn batch(&mut self, batch: Vec<Message>) -> bool {
+        let span = tracing::info_span!(
+            "batch",
+            first_offset = batch[0].offset,
+            records = batch.len()
+        );
+        self.handle_batch(batch).instrument(span).await
+    }
+
+    async fn handle_batch(&mut self, mut batch: Vec<Message>) -> bool {
         let Route::Batch(handler, _) = self.worker.registration.route.clone() else {
             unreachable!("batch() is only called for batch routes")
         };
@@ -268,7 +284,11 @@ impl Running {
                 attempts = 1;
             }
             batch = rest;
-            let decision = self.decide(&error.error, attempts, &batch[0]).await;
+            let span = tracing::info_span!("record", offset = batch[0].offset);
+            let decision = self
+                .decide(&error.error, attempts, &batch[0])
+                .instrument(span)
+                .await;
             match decision {
                 Decision::Retry => continue,
                 Decision::Abandon => return self.finish(&batch, Outcome::Abandoned),
@@ -327,14 +347,13 @@ impl Running {
     /// What to do after a failed attempt: wait and retry, dead-letter, or skip.
     async fn decide(&mut self, error: &HandlerError, attempts: u32, message: &Message) -> Decision {
         let registration = &self.worker.registration;
-        let topic = &self.worker.tp.0;
         match error.kind() {
             ErrorKind::Skip => {
-                tracing::info!(%topic, partition = message.partition, offset = message.offset, reason = error.message(), "record skipped by handler");
+                tracing::info!(reason = error.message(), "record skipped by handler");
                 Decision::Done(Outcome::Skipped)
             }
             ErrorKind::Invalid => {
-                tracing::warn!(%topic, partition = message.partition, offset = message.offset, error = error.message(), "invalid record, not retried");
+                tracing::warn!(error = error.message(), "invalid record, not retried");
                 match registration.invalid {
                     InvalidPolicy::Skip => Decision::Done(Outcome::Skipped),
                     InvalidPolicy::DeadLetter => self.dead_letter(message, error, attempts).await,
@@ -345,7 +364,10 @@ impl Running {
                 self.dead_letter(message, error, attempts).await
             }
             ErrorKind::Panic => {
-                tracing::error!(%topic, partition = message.partition, offset = message.offset, error = error.message(), "handler panicked; the record is dead-lettered");
+                tracing::error!(
+                    error = error.message(),
+                    "handler panicked; the record is dead-lettered"
+                );
                 if let Some(c) = &self.counters {
                     c.panicked.inc();
                 }
@@ -355,11 +377,16 @@ impl Running {
             ErrorKind::Transient => {
                 self.breaker_failure();
                 if !registration.retry.should_retry(attempts) {
-                    tracing::warn!(%topic, partition = message.partition, offset = message.offset, attempts, error = error.message(), "retries exhausted");
+                    tracing::warn!(attempts, error = error.message(), "retries exhausted");
                     return self.dead_letter(message, error, attempts).await;
                 }
                 let delay = registration.retry.delay(attempts);
-                tracing::debug!(%topic, partition = message.partition, offset = message.offset, attempts, delay_ms = delay.as_millis() as u64, error = error.message(), "retrying");
+                tracing::debug!(
+                    attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    error = error.message(),
+                    "retrying"
+                );
                 if let Some(c) = &self.counters {
                     c.retried.inc();
                 }
@@ -389,7 +416,10 @@ impl Running {
             self.worker.registration.dead_letter.clone(),
             self.worker.dead_letters.clone(),
         ) else {
-            tracing::error!(topic = %message.topic, partition = message.partition, offset = message.offset, error = error.message(), "no dead-letter topic: record dropped after failure");
+            tracing::error!(
+                error = error.message(),
+                "no dead-letter topic: record dropped after failure"
+            );
             return Decision::Done(Outcome::Skipped);
         };
         let failure = Failure {
@@ -402,7 +432,7 @@ impl Running {
         let decision = loop {
             match producer.send(record.clone()).await {
                 Ok(delivery) => {
-                    tracing::warn!(topic = %message.topic, partition = message.partition, offset = message.offset, dead_letter_topic = %record.topic, dead_letter_offset = delivery.offset, error = error.message(), "record dead-lettered");
+                    tracing::warn!(dead_letter_topic = %record.topic, dead_letter_offset = delivery.offset, error = error.message(), "record dead-lettered");
                     break Decision::Done(Outcome::DeadLettered);
                 }
                 Err(send_error) => {
@@ -571,7 +601,7 @@ impl Running {
                 }
             }
             // Revoked meanwhile: the new owner re-reads from the last commit (at-least-once).
-            Err(error) => tracing::debug!(%topic, partition, %error, "offset not stored"),
+            Err(error) => tracing::debug!(%error, "offset not stored"),
         }
     }
 
