@@ -17,9 +17,11 @@ struct Metric {
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
     let kafka = Kafka::from_env()?;
+    // `TOPIC` overrides the topic name (tests/examples.rs gives every run its own).
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "metrics".to_owned());
     let producer = kafka.producer()?;
     let records = (0..250)
-        .map(|i| Record::to("metrics").json(&serde_json::json!({"name": "cpu", "value": i})))
+        .map(|i| Record::to(&topic).json(&serde_json::json!({"name": "cpu", "value": i})))
         .collect::<kafkit::Result<Vec<_>>>()?;
     let results = producer.send_batch(records).await;
     let failed = results.iter().filter(|r| r.is_err()).count();
@@ -31,7 +33,7 @@ async fn main() -> kafkit::Result<()> {
 
     let mut router = Router::new();
     router.register_batch(
-        "metrics",
+        &topic,
         BatchOptions {
             max_records: 100,
             max_wait: Duration::from_millis(500),

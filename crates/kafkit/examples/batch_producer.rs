@@ -8,17 +8,20 @@ use kafkit::{Kafka, Record};
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
     let kafka = Kafka::from_env()?;
+    // `TOPIC` overrides the orders topic (tests/examples.rs gives every run its own).
+    let orders = std::env::var("TOPIC").unwrap_or_else(|_| "orders".to_owned());
+    let audit = format!("{orders}-audit");
     let producer = kafka.producer()?;
 
     let mut records = Vec::new();
     for i in 0..1_000 {
         records.push(
-            Record::to("orders")
+            Record::to(&orders)
                 .key(format!("order-{i}"))
                 .json(&serde_json::json!({"order": i}))?,
         );
         records.push(
-            Record::to("audit")
+            Record::to(&audit)
                 .header("trace-id", format!("trace-{i}"))
                 .text(format!("order {i} placed")),
         );

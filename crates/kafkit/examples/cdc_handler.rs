@@ -15,12 +15,13 @@ struct User {
 async fn main() -> kafkit::Result<()> {
     let kafka = Kafka::from_env()?;
     let producer = kafka.producer()?;
-    let topic = "dbserver1.public.users";
+    // `TOPIC` overrides the topic name (tests/examples.rs gives every run its own).
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "dbserver1.public.users".to_owned());
     let events = [
-        Record::to(topic).key("1").payload(r#"{"before":null,"after":{"id":1,"email":"a@x.io"},"source":{"table":"users"},"op":"c","ts_ms":1}"#),
-        Record::to(topic).key("1").payload(r#"{"schema":{},"payload":{"before":{"id":1,"email":"a@x.io"},"after":{"id":1,"email":"b@x.io"},"source":{},"op":"u","ts_ms":2}}"#),
-        Record::to(topic).key("1").payload(r#"{"before":{"id":1,"email":"b@x.io"},"after":null,"source":{},"op":"d","ts_ms":3}"#),
-        Record::to(topic).key("1"), // tombstone
+        Record::to(&topic).key("1").payload(r#"{"before":null,"after":{"id":1,"email":"a@x.io"},"source":{"table":"users"},"op":"c","ts_ms":1}"#),
+        Record::to(&topic).key("1").payload(r#"{"schema":{},"payload":{"before":{"id":1,"email":"a@x.io"},"after":{"id":1,"email":"b@x.io"},"source":{},"op":"u","ts_ms":2}}"#),
+        Record::to(&topic).key("1").payload(r#"{"before":{"id":1,"email":"b@x.io"},"after":null,"source":{},"op":"d","ts_ms":3}"#),
+        Record::to(&topic).key("1"), // tombstone
     ];
     let results = producer.send_batch(events).await;
     let failed = results.iter().filter(|r| r.is_err()).count();
@@ -32,7 +33,7 @@ async fn main() -> kafkit::Result<()> {
 
     let mut router = Router::new();
     router.register(
-        topic,
+        &topic,
         |m: Message<Option<DatabaseEvent<User>>>| async move {
             match m.value {
                 None => println!("tombstone for key {:?}", m.key_str()),

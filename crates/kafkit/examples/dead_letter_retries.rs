@@ -17,12 +17,14 @@ struct Order {
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
     let kafka = Kafka::from_env()?;
+    // `TOPIC` overrides the topic name (tests/examples.rs gives every run its own).
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "orders".to_owned());
     let producer = kafka.producer()?;
     let records = vec![
-        Record::to("orders").json(&serde_json::json!({"id": 1, "amount": 10}))?,
-        Record::to("orders").payload("{this is not json"),
-        Record::to("orders").json(&serde_json::json!({"id": 3, "amount": -5}))?,
-        Record::to("orders").json(&serde_json::json!({"id": 4, "amount": 99_999}))?,
+        Record::to(&topic).json(&serde_json::json!({"id": 1, "amount": 10}))?,
+        Record::to(&topic).payload("{this is not json"),
+        Record::to(&topic).json(&serde_json::json!({"id": 3, "amount": -5}))?,
+        Record::to(&topic).json(&serde_json::json!({"id": 4, "amount": 99_999}))?,
     ];
     let results = producer.send_batch(records).await;
     let failed = results.iter().filter(|r| r.is_err()).count();
@@ -35,7 +37,7 @@ async fn main() -> kafkit::Result<()> {
     let mut router = Router::new();
     router
         .register_validated(
-            "orders",
+            &topic,
             |order: &Order| {
                 if order.amount > 0 {
                     Ok(())
@@ -55,6 +57,6 @@ async fn main() -> kafkit::Result<()> {
         .retry(RetryPolicy::exponential(3, Duration::from_millis(200)))
         .dead_letter(DeadLetter::template("{topic}_dlt"));
     let consumer = kafka.consumer("payments", router)?;
-    println!("consuming orders; failures go to orders_dlt; Ctrl-C to stop");
+    println!("consuming {topic}; failures go to {topic}_dlt; Ctrl-C to stop");
     consumer.run(kafkit::shutdown::signal()).await
 }

@@ -11,18 +11,21 @@ use kafkit::{CommitStrategy, ConsumerOptions, Kafka, Manager, Message, Router};
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
     let kafka = Kafka::from_env()?;
+    // `TOPIC` overrides the topic name (tests/examples.rs gives every run its own).
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "page-views".to_owned());
+    let enriched = format!("{topic}-enriched");
     let manager = Manager::new();
     manager.add_producer("events", kafka.producer()?);
 
     let mut router = Router::new();
     let forward = manager.producer("events").expect("just added");
-    router.register("page-views", move |view: Message<serde_json::Value>| {
-        let forward = forward.clone();
+    router.register(&topic, move |view: Message<serde_json::Value>| {
+        let (forward, enriched) = (forward.clone(), enriched.clone());
         async move {
             // Consume-transform-produce (at-least-once): the offset is stored after the
             // forwarded record is acknowledged.
             forward
-                .send_json("page-views-enriched", view.key_str(), &view.value)
+                .send_json(&enriched, view.key_str(), &view.value)
                 .await
                 .map_err(kafkit::HandlerError::transient)?;
             Ok(())
@@ -43,7 +46,7 @@ async fn main() -> kafkit::Result<()> {
     for i in 0..5 {
         producer
             .send_json(
-                "page-views",
+                &topic,
                 Some(&format!("user-{i}")),
                 &serde_json::json!({"page": "/", "n": i}),
             )

@@ -9,11 +9,13 @@ use kafkit::{CommitStrategy, ConsumerOptions, Kafka, Message, Router};
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
     let kafka = Kafka::from_env()?;
+    // `TOPIC` overrides the topic name (tests/examples.rs gives every run its own).
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "invoices".to_owned());
     let producer = kafka.producer()?;
     for i in 0..5 {
         producer
             .send_json(
-                "invoices",
+                &topic,
                 Some(&i.to_string()),
                 &serde_json::json!({"invoice": i}),
             )
@@ -22,7 +24,7 @@ async fn main() -> kafkit::Result<()> {
     producer.shutdown().await?;
 
     let mut router = Router::new();
-    router.register("invoices", |m: Message<serde_json::Value>| async move {
+    router.register(&topic, |m: Message<serde_json::Value>| async move {
         println!(
             "invoice {} booked at offset {}",
             m.value["invoice"], m.offset

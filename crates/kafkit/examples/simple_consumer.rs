@@ -16,20 +16,22 @@ struct UserCreated {
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
     let kafka = Kafka::from_env()?;
+    // `TOPIC` overrides the topic name (tests/examples.rs gives every run its own).
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "user-events".to_owned());
     if kafka.cluster().embedded().is_some() {
         let producer = kafka.producer()?;
         for user_id in 1..=3 {
             let user =
                 serde_json::json!({"user_id": user_id, "email": format!("u{user_id}@example.com")});
             producer
-                .send_json("user-events", Some(&user_id.to_string()), &user)
+                .send_json(&topic, Some(&user_id.to_string()), &user)
                 .await?;
         }
         producer.shutdown().await?;
     }
 
     let mut router = Router::new();
-    router.register("user-events", |event: Message<UserCreated>| async move {
+    router.register(&topic, |event: Message<UserCreated>| async move {
         println!(
             "user {} <{}> (partition {}, offset {})",
             event.value.user_id, event.value.email, event.partition, event.offset
@@ -37,6 +39,6 @@ async fn main() -> kafkit::Result<()> {
         Ok(())
     });
     let consumer = kafka.consumer("user-service", router)?;
-    println!("consuming user-events; Ctrl-C to stop");
+    println!("consuming {topic}; Ctrl-C to stop");
     consumer.run(kafkit::shutdown::signal()).await
 }

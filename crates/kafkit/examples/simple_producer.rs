@@ -17,6 +17,8 @@ struct UserCreated {
 async fn main() -> kafkit::Result<()> {
     let kafka = Kafka::from_env()?;
     let producer = kafka.producer()?;
+    // `TOPIC` overrides the topic name (tests/examples.rs gives every run its own).
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "user-events".to_owned());
 
     for user_id in 1..=3 {
         let event = UserCreated {
@@ -24,7 +26,7 @@ async fn main() -> kafkit::Result<()> {
             email: format!("user{user_id}@example.com"),
         };
         let delivery = producer
-            .send_json("user-events", Some(&user_id.to_string()), &event)
+            .send_json(&topic, Some(&user_id.to_string()), &event)
             .await?;
         println!(
             "user {user_id} -> partition {} offset {}",

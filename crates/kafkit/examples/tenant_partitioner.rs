@@ -9,9 +9,11 @@ use kafkit::{HeaderHash, Kafka, Record, TopicSpec};
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
     let kafka = Kafka::from_env()?;
+    // `TOPIC` overrides the topic name (tests/examples.rs gives every run its own).
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "tenant-events".to_owned());
     kafka
         .admin()?
-        .ensure_topics(&[TopicSpec::new("tenant-events", 6)])
+        .ensure_topics(&[TopicSpec::new(&topic, 6)])
         .await?;
 
     let producer = kafka
@@ -20,7 +22,7 @@ async fn main() -> kafkit::Result<()> {
         .build()?;
     for tenant in ["acme", "globex", "initech"] {
         for n in 0..3 {
-            let record = Record::to("tenant-events")
+            let record = Record::to(&topic)
                 .header("tenant-id", tenant)
                 .json(&serde_json::json!({"tenant": tenant, "n": n}))?;
             let delivery = producer.send(record).await?;
