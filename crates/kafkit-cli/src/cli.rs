@@ -71,8 +71,6 @@ pub enum Command {
     },
     /// Start the embedded development broker alone and print its address.
     Broker(BrokerArgs),
-    /// Measure throughput against a broker.
-    Bench(BenchArgs),
 }
 
 /// `kafkit serve`.
@@ -234,35 +232,6 @@ pub struct BrokerArgs {
     /// Also write the address to this file (for scripts).
     #[arg(long)]
     pub address_file: Option<PathBuf>,
-}
-
-/// `kafkit bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Connection (the embedded broker when unset).
-    #[command(flatten)]
-    pub connection: Connection,
-    /// What to measure.
-    #[arg(value_enum, default_value = "produce")]
-    pub what: BenchTarget,
-    /// Records to send per run.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub records: usize,
-    /// Payload size in bytes.
-    #[arg(long, default_value_t = 100)]
-    pub size: usize,
-    /// Partitions of the benchmark topic.
-    #[arg(long, default_value_t = 6)]
-    pub partitions: i32,
-}
-
-/// Benchmarks `kafkit bench` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchTarget {
-    /// Library batch send versus raw rdkafka BaseProducer.
-    Produce,
-    /// Consumer runtime (typed no-op handler, commits on) versus a raw rdkafka consumer loop.
-    Consume,
 }
 
 /// Parses `name=value`.

@@ -1,7 +1,5 @@
 //! One module per subcommand; `run` dispatches.
 
-mod bench;
-mod bench_consume;
 mod broker;
 mod consume;
 mod dlt;
@@ -34,7 +32,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command,
         } => dlt::run(&connection, command).await,
         Command::Broker(args) => broker::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
     }
 }
 

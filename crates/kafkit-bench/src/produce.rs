@@ -1,4 +1,4 @@
-//! `kafkit bench produce`: the library's batch send next to raw rdkafka `BaseProducer`, on the
+//! `kafkit-bench produce`: the library's batch send next to raw rdkafka `BaseProducer`, on the
 //! same broker, in the same run, with the same librdkafka settings.
 
 use std::sync::Arc;
@@ -11,21 +11,17 @@ use kafkit::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use kafkit::rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext,
 };
-use kafkit::{Admin, Cluster, KafkaConfig, Producer, Record, TopicSpec};
+use kafkit::{KafkaConfig, Producer, Record};
 
-use crate::cli::{BenchArgs, BenchTarget};
+use crate::BenchArgs;
+use crate::outcome::{Outcome, ROUNDS, median};
 
 /// Records per `send_batch` call, and how many calls are in flight at once.
 const BATCH: usize = 10_000;
 const BATCHES_IN_FLIGHT: usize = 8;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.what == BenchTarget::Consume {
-        return super::bench_consume::run(args).await;
-    }
-    let config = super::config(&args.connection)?;
-    let (cluster, config) = Cluster::connect(&config)?;
-    let admin = Admin::new(&config)?.on(&cluster);
+    let (cluster, config, admin) = args.connect()?;
     let broker_kind = if cluster.embedded().is_some() {
         "embedded"
     } else {
@@ -38,10 +34,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.partitions,
         cluster.bootstrap_servers()
     );
-    println!(
-        "{} rounds, interleaved; the median round of each client is shown",
-        ROUNDS
-    );
+    println!("{ROUNDS} rounds, interleaved; the median round of each client is shown");
     println!("| client | records/s | MB/s | seconds | failed |");
     println!("|---|---:|---:|---:|---:|");
     let payload = vec![b'x'; args.size];
@@ -49,86 +42,50 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut lib = Vec::new();
     let mut lib_headers = Vec::new();
     for round in 0..ROUNDS {
-        let topic = fresh_topic(&admin, &format!("bench-raw-{round}"), args.partitions).await?;
+        let topic = args
+            .fresh_topic(&admin, &format!("bench-raw-{round}"))
+            .await?;
         raw.push(raw_rdkafka(&config, &topic, &payload, args.records).await?);
-        let topic = fresh_topic(&admin, &format!("bench-lib-{round}"), args.partitions).await?;
+        let topic = args
+            .fresh_topic(&admin, &format!("bench-lib-{round}"))
+            .await?;
         let producer = Producer::builder(&config).standard_headers(false).build()?;
         lib.push(library(&producer, &topic, &payload, args.records).await?);
-        let topic = fresh_topic(&admin, &format!("bench-hdr-{round}"), args.partitions).await?;
+        let topic = args
+            .fresh_topic(&admin, &format!("bench-hdr-{round}"))
+            .await?;
         let producer = Producer::new(&config)?;
         lib_headers.push(library(&producer, &topic, &payload, args.records).await?);
     }
-    let (raw, lib, lib_headers) = (median(raw), median(lib), median(lib_headers));
-    report("raw rdkafka BaseProducer", &raw, args.size);
-    report("kafkit send_batch", &lib, args.size);
-    report(
-        "kafkit send_batch + standard headers",
-        &lib_headers,
-        args.size,
-    );
+    let raw = median(raw, |outcome| outcome);
+    let lib = median(lib, |outcome| outcome);
+    let lib_headers = median(lib_headers, |outcome| outcome);
+    for (name, outcome) in [
+        ("raw rdkafka BaseProducer", &raw),
+        ("kafkit send_batch", &lib),
+        ("kafkit send_batch + standard headers", &lib_headers),
+    ] {
+        println!("{} {} |", outcome.row(name, args.size), outcome.failed);
+    }
     println!(
         "\nkafkit send_batch reaches {:.0}% of raw rdkafka ({:.0}% with standard headers)",
-        100.0 * lib.rate() / raw.rate(),
-        100.0 * lib_headers.rate() / raw.rate()
+        lib.percent_of(&raw),
+        lib_headers.percent_of(&raw)
     );
     Ok(())
 }
 
-/// Rounds per client; each client's median round is reported.
-const ROUNDS: usize = 3;
-
-fn median(mut outcomes: Vec<Outcome>) -> Outcome {
-    outcomes.sort_by_key(|o| o.elapsed);
-    outcomes.swap_remove(outcomes.len() / 2)
-}
-
-pub(super) struct Outcome {
-    pub records: usize,
-    pub failed: usize,
-    pub elapsed: Duration,
-}
-
-impl Outcome {
-    pub fn rate(&self) -> f64 {
-        self.records as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-pub(super) fn report(name: &str, outcome: &Outcome, size: usize) {
-    println!(
-        "| {name} | {:.0} | {:.1} | {:.2} | {} |",
-        outcome.rate(),
-        outcome.rate() * size as f64 / 1e6,
-        outcome.elapsed.as_secs_f64(),
-        outcome.failed
-    );
-}
-
-pub(super) async fn fresh_topic(
-    admin: &Admin,
-    prefix: &str,
-    partitions: i32,
-) -> anyhow::Result<String> {
-    let name = format!("{prefix}-{}", std::process::id());
-    admin
-        .ensure_topics(&[TopicSpec::new(&name, partitions)])
-        .await?;
-    Ok(name)
-}
-
-async fn library(
+/// Sends `records` records, the `i`th made by `record(i)`, through `producer`: [`BATCH`] per
+/// `send_batch` call, [`BATCHES_IN_FLIGHT`] calls at once. Then shuts the producer down, so
+/// everything is delivered, and answers how many records failed.
+pub async fn send_batches(
     producer: &Producer,
-    topic: &str,
-    payload: &[u8],
     records: usize,
-) -> anyhow::Result<Outcome> {
-    let started = Instant::now();
+    record: impl Fn(usize) -> Record,
+) -> anyhow::Result<usize> {
     let batches = (0..records).step_by(BATCH).map(|start| {
         let end = (start + BATCH).min(records);
-        let batch: Vec<Record> = (start..end)
-            .map(|_| Record::to(topic).payload(payload.to_vec()))
-            .collect();
-        producer.send_batch(batch)
+        producer.send_batch((start..end).map(&record).collect::<Vec<_>>())
     });
     let failed: usize = futures::stream::iter(batches)
         .buffer_unordered(BATCHES_IN_FLIGHT)
@@ -136,6 +93,21 @@ async fn library(
         .fold(0, |a, b| async move { a + b })
         .await;
     producer.shutdown().await?;
+    Ok(failed)
+}
+
+/// kafkit's `send_batch`, until every record is delivered.
+async fn library(
+    producer: &Producer,
+    topic: &str,
+    payload: &[u8],
+    records: usize,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let failed = send_batches(producer, records, |_| {
+        Record::to(topic).payload(payload.to_vec())
+    })
+    .await?;
     Ok(Outcome {
         records,
         failed,
@@ -163,6 +135,8 @@ impl ProducerContext for Counter {
     }
 }
 
+/// A raw rdkafka `BaseProducer` loop (`send` + `poll(0)`, retry on queue full), until every
+/// record is delivered.
 async fn raw_rdkafka(
     config: &KafkaConfig,
     topic: &str,
