@@ -7,8 +7,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use base64::Engine;
-use kafkit::{Message, Redrive, dead_letter};
+use kafkit::Redrive;
+use kafkit::view::DeadLetterView;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -36,45 +36,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub struct LimitQuery {
     /// At most this many records (list: 1–500, default 100; replay: 1–10000, default 1000).
     pub limit: Option<usize>,
-}
-
-/// Why a record was dead-lettered, from its headers.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FailureView {
-    /// Topic it came from (kafkit, Spring or Karafka header).
-    pub original_topic: Option<String>,
-    /// Partition it came from.
-    pub original_partition: Option<String>,
-    /// Offset it had there.
-    pub original_offset: Option<String>,
-    /// Group that gave up on it.
-    pub consumer_group: Option<String>,
-    /// `transient`, `permanent` or `invalid`.
-    pub error_kind: Option<String>,
-    /// The handler's error.
-    pub error_message: Option<String>,
-    /// Attempts made.
-    pub attempts: Option<String>,
-    /// When (RFC 3339).
-    pub failed_at: Option<String>,
-}
-
-/// A dead-lettered record.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeadLetterView {
-    /// Partition of the dead-letter topic.
-    pub partition: i32,
-    /// Offset in the dead-letter topic.
-    pub offset: i64,
-    /// Key as text (lossy), if any.
-    pub key: Option<String>,
-    /// The value: JSON when it parses, else text, else base64 (see `encoding`).
-    #[schema(value_type = Object)]
-    pub value: serde_json::Value,
-    /// `json`, `string`, `base64` or `null`.
-    pub encoding: &'static str,
-    /// The failure.
-    pub failure: FailureView,
 }
 
 /// What a replay did.
@@ -114,7 +75,7 @@ pub async fn dlt_list(
     let limit = bounded(query.limit, 100, MAX_LIST)?;
     ensure_exists(&state, &topic).await?;
     let messages = Redrive::new(&state.config)?.list(&topic, limit).await?;
-    Ok(Json(messages.iter().map(view).collect()))
+    Ok(Json(messages.iter().map(DeadLetterView::of).collect()))
 }
 
 /// Re-publish dead-lettered records to their original topics.
@@ -180,49 +141,6 @@ async fn ensure_exists(state: &AppState, topic: &str) -> Result<(), ApiError> {
             "unknown_topic",
             format!("topic {topic:?} does not exist"),
         )),
-    }
-}
-
-fn view(message: &Message) -> DeadLetterView {
-    let header = |name: &str| {
-        message
-            .header_value(name)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    let (value, encoding) = match message.payload() {
-        None => (serde_json::Value::Null, "null"),
-        Some(bytes) => match serde_json::from_slice(bytes) {
-            Ok(json) => (json, "json"),
-            Err(_) => match std::str::from_utf8(bytes) {
-                Ok(text) => (serde_json::Value::String(text.to_owned()), "string"),
-                Err(_) => (
-                    serde_json::Value::String(
-                        base64::engine::general_purpose::STANDARD.encode(bytes),
-                    ),
-                    "base64",
-                ),
-            },
-        },
-    };
-    DeadLetterView {
-        partition: message.partition,
-        offset: message.offset,
-        key: message
-            .key
-            .as_ref()
-            .map(|k| String::from_utf8_lossy(k).into_owned()),
-        value,
-        encoding,
-        failure: FailureView {
-            original_topic: dead_letter::original_topic(message),
-            original_partition: header(dead_letter::ORIGINAL_PARTITION),
-            original_offset: header(dead_letter::ORIGINAL_OFFSET),
-            consumer_group: header(dead_letter::CONSUMER_GROUP),
-            error_kind: header(dead_letter::ERROR_KIND),
-            error_message: header(dead_letter::ERROR_MESSAGE),
-            attempts: header(dead_letter::ATTEMPTS),
-            failed_at: header(dead_letter::FAILED_AT),
-        },
     }
 }
 

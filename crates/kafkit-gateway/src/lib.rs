@@ -23,7 +23,6 @@
 //! ```
 
 mod auth;
-mod browse;
 mod dlt;
 mod error;
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use kafkit::admin::PartitionInfo;
+use kafkit::view::MessageView;
+use kafkit::{Limits, Reader, Start};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -14,7 +16,6 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::browse::{self, BrowsedMessage};
 use super::error::{ApiError, ApiQuery, ErrorBody};
 use super::known_topics::lookup_error;
 
@@ -22,6 +23,9 @@ use super::known_topics::lookup_error;
 pub const DEFAULT_BROWSE_LIMIT: usize = 100;
 /// Most records one browse request may return.
 pub const MAX_BROWSE_LIMIT: usize = 500;
+/// About the most bytes of keys, values and headers one browse request reads (the record
+/// crossing it is the last one returned).
+pub const MAX_BROWSE_BYTES: usize = 8 << 20;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -107,7 +111,7 @@ pub struct BrowseResponse {
     /// Offset to ask for to continue after this slice.
     pub next_offset: i64,
     /// The records, in offset order.
-    pub messages: Vec<BrowsedMessage>,
+    pub messages: Vec<MessageView>,
 }
 
 /// List the topics the caller may read.
@@ -249,14 +253,17 @@ pub async fn messages_browse(
     let messages = if start >= high {
         Vec::new()
     } else {
-        let config = std::sync::Arc::clone(&state.config);
-        let timeout = state.limits.broker_timeout;
-        let name = topic.clone();
-        tokio::task::spawn_blocking(move || {
-            browse::read_partition(&config, &name, partition, start, high, limit, timeout)
-        })
-        .await
-        .map_err(|e| ApiError::from(kafkit::Error::Task(e)))??
+        let limits = Limits::to_end(limit)
+            .bytes(MAX_BROWSE_BYTES)
+            .timeout(state.limits.broker_timeout);
+        Reader::new(&state.config)?
+            .open(&topic, Some(&[partition]), Start::Offset(start))
+            .await?
+            .collect(&limits)
+            .await?
+            .iter()
+            .map(MessageView::of)
+            .collect()
     };
     let next_offset = messages.last().map_or(start.min(high), |m| m.offset + 1);
     Ok(Json(BrowseResponse {

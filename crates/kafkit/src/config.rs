@@ -494,9 +494,11 @@ impl KafkaConfig {
         Ok(())
     }
 
-    /// The settings every client shares: bootstrap servers, identity, timeouts, security and the
-    /// passthrough map. Role-specific keys come from [`KafkaConfig::to_producer_config`] and
-    /// [`KafkaConfig::to_consumer_config`].
+    /// The settings every client shares: bootstrap servers, identity, timeouts and security,
+    /// without the passthrough map. The role-specific methods ([`KafkaConfig::to_producer_config`],
+    /// [`KafkaConfig::to_consumer_config`], [`KafkaConfig::to_reader_config`],
+    /// [`KafkaConfig::to_admin_config`]) add their keys and then apply the passthrough map last,
+    /// so a `KAFKA_LIBRDKAFKA_*` key always wins over what kafkit derives.
     pub fn to_client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
@@ -558,9 +560,25 @@ impl KafkaConfig {
     }
 
     /// Consumer settings for `group_id`: offsets are stored only by kafkit
-    /// (`enable.auto.offset.store=false`) and committed periodically by librdkafka.
+    /// (`enable.auto.offset.store=false`) and committed by librdkafka every five seconds.
     pub fn to_consumer_config(&self, group_id: &str) -> ClientConfig {
+        self.to_consumer_config_with(group_id, Some(Duration::from_secs(5)))
+    }
+
+    /// Consumer settings for `group_id`, committing stored offsets every `auto_commit`, or
+    /// only when kafkit commits explicitly (`None`).
+    pub fn to_consumer_config_with(
+        &self,
+        group_id: &str,
+        auto_commit: Option<Duration>,
+    ) -> ClientConfig {
         let mut config = self.to_client_config();
+        match auto_commit {
+            Some(interval) => config
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", millis(interval)),
+            None => config.set("enable.auto.commit", "false"),
+        };
         config
             .set("group.id", group_id)
             .set("session.timeout.ms", millis(self.session_timeout))
@@ -571,7 +589,6 @@ impl KafkaConfig {
             )
             .set("fetch.min.bytes", self.min_bytes.to_string())
             .set("fetch.wait.max.ms", millis(self.max_wait_time))
-            .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set(
                 "auto.offset.reset",
@@ -601,13 +618,37 @@ impl KafkaConfig {
     /// session timeout would refuse to create it).
     pub fn to_admin_config(&self) -> ClientConfig {
         let mut config = self.to_client_config();
+        config.set("allow.auto.create.topics", "false");
+        self.apply_passthrough_outside_groups(&mut config);
+        config
+    }
+
+    /// Settings of a group-less reader ([`crate::reader::Reader`]): assigned partitions, never
+    /// commits on its own, reports the end of each partition, never creates a topic. `group_id`
+    /// only names whose committed offsets it may read and write; it never joins that group.
+    pub fn to_reader_config(&self, group_id: &str) -> ClientConfig {
+        let mut config = self.to_client_config();
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("allow.auto.create.topics", "false")
+            .set(
+                "max.partition.fetch.bytes",
+                self.max_bytes_per_partition.to_string(),
+            );
+        self.apply_passthrough_outside_groups(&mut config);
+        config
+    }
+
+    fn apply_passthrough_outside_groups(&self, config: &mut ClientConfig) {
         for (key, value) in &self.librdkafka {
             if !GROUP_MEMBERSHIP_KEYS.contains(&key.as_str()) && !key.starts_with("group.") {
                 config.set(key, value);
             }
         }
-        config.set("allow.auto.create.topics", "false");
-        config
     }
 
     fn apply_passthrough(&self, config: &mut ClientConfig) {

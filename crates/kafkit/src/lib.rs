@@ -50,12 +50,14 @@ pub mod manager;
 pub mod metrics;
 pub mod partitioner;
 pub mod producer;
+pub mod reader;
 pub mod record;
 pub mod redrive;
 pub mod retry;
 pub mod router;
 pub mod secret;
 pub mod shutdown;
+pub mod view;
 
 pub use admin::{
     Admin, ClusterInfo, GroupDescription, GroupInfo, GroupMember, PartitionLag, TopicInfo,
@@ -75,6 +77,7 @@ pub use manager::Manager;
 pub use metrics::Metrics;
 pub use partitioner::{HeaderHash, Murmur2, Partitioner, RoundRobin};
 pub use producer::{Producer, ProducerBuilder};
+pub use reader::{Limits, Reader, Reading, Start};
 pub use record::{Delivery, Message, Record};
 pub use redrive::{Redrive, ReplayReport};
 pub use retry::RetryPolicy;

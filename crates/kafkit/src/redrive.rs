@@ -10,15 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use futures::StreamExt;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::config::KafkaConfig;
 use crate::dead_letter::{self, FAILURE_HEADERS};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::producer::Producer;
+use crate::reader::{Limits, Reader, Start};
 use crate::record::{Message, Record};
 
 /// Header a replayed record carries: `<dead-letter topic>/<partition>/<offset>` of its copy.
@@ -66,11 +64,11 @@ impl Redrive {
 
     /// Up to `limit` records of `dead_letter_topic`, oldest first, without committing.
     pub async fn list(&self, dead_letter_topic: &str, limit: usize) -> Result<Vec<Message>> {
-        let group = format!("kafkit-browse-{}", uuid::Uuid::new_v4().simple());
-        let (consumer, ends) = self
-            .open(dead_letter_topic, &group, Offset::Beginning)
-            .await?;
-        read(&consumer, ends, limit).await
+        Reader::new(&self.config)?
+            .open(dead_letter_topic, None, Start::Beginning)
+            .await?
+            .collect(&Limits::to_end(limit).idle(IDLE))
+            .await
     }
 
     /// Re-publishes up to `limit` not-yet-replayed records of `dead_letter_topic` to their
@@ -87,9 +85,11 @@ impl Redrive {
         limit: usize,
         allowed: impl Fn(&str) -> bool,
     ) -> Result<ReplayReport> {
-        let group = Redrive::group_of(dead_letter_topic);
-        let (consumer, ends) = self.open(dead_letter_topic, &group, Offset::Stored).await?;
-        let messages = read(&consumer, ends, limit).await?;
+        let mut reading = Reader::new(&self.config)?
+            .with_group(Redrive::group_of(dead_letter_topic))
+            .open(dead_letter_topic, None, Start::Committed)
+            .await?;
+        let messages = reading.collect(&Limits::to_end(limit).idle(IDLE)).await?;
         let mut report = ReplayReport::default();
         let mut records = Vec::new();
         for message in &messages {
@@ -137,119 +137,9 @@ impl Redrive {
             let entry = next.entry(message.partition).or_default();
             *entry = (*entry).max(message.offset + 1);
         }
-        if !next.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (partition, offset) in next {
-                tpl.add_partition_offset(dead_letter_topic, partition, Offset::Offset(offset))
-                    .map_err(|source| consume_error("commit replay", source))?;
-            }
-            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-                .await
-                .map_err(Error::Task)?
-                .map_err(|source| consume_error("commit replay", source))?;
-        }
+        reading.commit(&next).await?;
         Ok(report)
     }
-
-    /// A group consumer assigned to every partition of `topic` from `start`, and where each
-    /// partition ends now.
-    async fn open(
-        &self,
-        topic: &str,
-        group: &str,
-        start: Offset,
-    ) -> Result<(StreamConsumer, HashMap<i32, i64>)> {
-        crate::record::validate_topic(topic)?;
-        let mut client = self.config.to_consumer_config(group);
-        client
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("allow.auto.create.topics", "false");
-        let consumer: StreamConsumer = client.create().map_err(|source| Error::ClientCreation {
-            client: "consumer",
-            source,
-        })?;
-        let timeout = self.config.request_timeout;
-        let name = topic.to_owned();
-        let (consumer, ends) = tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(&name), timeout)?;
-            let mut ends = HashMap::new();
-            let mut tpl = TopicPartitionList::new();
-            let mut known = TopicPartitionList::new();
-            for t in metadata.topics().iter().filter(|t| t.error().is_none()) {
-                for p in t.partitions() {
-                    known.add_partition(&name, p.id());
-                }
-            }
-            // Where reading starts per partition: the group's commit, or the beginning.
-            let committed = match start {
-                Offset::Stored => consumer.committed_offsets(known.clone(), timeout)?,
-                _ => known.clone(),
-            };
-            for element in committed.elements() {
-                let partition = element.partition();
-                let (low, high) = consumer.fetch_watermarks(&name, partition, timeout)?;
-                let from = match element.offset() {
-                    Offset::Offset(o) if start == Offset::Stored => o,
-                    _ => low,
-                };
-                if from < high {
-                    ends.insert(partition, high);
-                }
-                tpl.add_partition_offset(&name, partition, start)?;
-            }
-            if known.count() == 0 {
-                return Err(rdkafka::error::KafkaError::MetadataFetch(
-                    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-                ));
-            }
-            consumer.assign(&tpl)?;
-            Ok::<_, rdkafka::error::KafkaError>((consumer, ends))
-        })
-        .await
-        .map_err(Error::Task)?
-        .map_err(|source| consume_error(&format!("open {topic}"), source))?;
-        Ok((consumer, ends))
-    }
-}
-
-/// Reads until every partition reached its end as of opening, `limit` records, or silence.
-async fn read(
-    consumer: &StreamConsumer,
-    mut ends: HashMap<i32, i64>,
-    limit: usize,
-) -> Result<Vec<Message>> {
-    let mut messages = Vec::new();
-    let mut stream = consumer.stream();
-    while messages.len() < limit && !ends.is_empty() {
-        match tokio::time::timeout(IDLE, stream.next()).await {
-            Ok(Some(Ok(message))) => {
-                let message = Message::from_borrowed(&message);
-                if ends
-                    .get(&message.partition)
-                    .is_some_and(|end| message.offset + 1 >= *end)
-                {
-                    ends.remove(&message.partition);
-                }
-                messages.push(message);
-            }
-            Ok(Some(Err(source))) => return Err(consume_error("read dead-letter topic", source)),
-            Ok(None) | Err(_) => break,
-        }
-        // Partitions with nothing left to read (empty, or all replayed already).
-        if let Ok(positions) = consumer.position() {
-            for element in positions.elements() {
-                if let Offset::Offset(position) = element.offset()
-                    && ends
-                        .get(&element.partition())
-                        .is_some_and(|end| position >= *end)
-                {
-                    ends.remove(&element.partition());
-                }
-            }
-        }
-    }
-    Ok(messages)
 }
 
 /// The copy to re-publish: original key, value and headers, failure headers dropped.
@@ -273,11 +163,4 @@ fn replay_record(message: &Message, topic: String) -> Record {
         format!("{}/{}/{}", message.topic, message.partition, message.offset).into_bytes(),
     ));
     record
-}
-
-fn consume_error(operation: &str, source: rdkafka::error::KafkaError) -> Error {
-    Error::Consume {
-        operation: operation.to_owned(),
-        source,
-    }
 }

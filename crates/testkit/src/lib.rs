@@ -9,11 +9,7 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use kafkit::rdkafka::ClientConfig;
-use kafkit::rdkafka::consumer::{Consumer, StreamConsumer};
-use kafkit::rdkafka::{Offset, TopicPartitionList};
-use kafkit::{Admin, KafkaConfig, Message, Producer, Record, TopicSpec};
+use kafkit::{Admin, KafkaConfig, Limits, Message, Producer, Reader, Record, Start, TopicSpec};
 
 /// The variable naming the test broker.
 pub const BROKERS_VAR: &str = "KAFKIT_TEST_BROKERS";
@@ -140,43 +136,29 @@ pub async fn read_with(
     count: usize,
     timeout: Duration,
 ) -> Vec<Message> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("reader consumer");
+    let config = KafkaConfig::new([bootstrap]);
+    let reader = Reader::new(&config).expect("reader");
     let deadline = tokio::time::Instant::now() + timeout;
     // The topic may not exist yet (a dead-letter topic created by a consumer that just
     // started): wait for it within the timeout.
-    let mut assignment = TopicPartitionList::new();
-    loop {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("topic metadata");
-        for t in metadata.topics().iter().filter(|t| t.error().is_none()) {
-            for p in t.partitions() {
-                assignment
-                    .add_partition_offset(topic, p.id(), Offset::Beginning)
-                    .expect("valid partition");
+    let mut reading = loop {
+        match reader.open(topic, None, Start::Beginning).await {
+            Ok(reading) => break reading,
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                panic!("opening {topic}: {error}")
             }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-        if assignment.count() > 0 || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut messages = Vec::with_capacity(count.min(100_000));
-    let mut stream = consumer.stream();
-    while messages.len() < count {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(message))) => messages.push(Message::from_borrowed(&message)),
-            Ok(Some(Err(error))) => panic!("reading {topic}: {error}"),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    messages
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let limits = Limits {
+        records: count,
+        ..Limits::follow().timeout(left)
+    };
+    reading
+        .collect(&limits)
+        .await
+        .unwrap_or_else(|error| panic!("reading {topic}: {error}"))
 }
 
 /// Sends `records` and panics unless every one is acknowledged.

@@ -8,18 +8,9 @@ use utoipa::ToSchema;
 
 use super::super::error::ErrorDetail;
 
-/// How the `value` of a message becomes the record's payload.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    /// Any JSON value, stored as JSON (`content-type: application/json`).
-    #[default]
-    Json,
-    /// A JSON string, stored as its UTF-8 text.
-    String,
-    /// A JSON string holding base64, stored as the decoded bytes.
-    Base64,
-}
+/// How the `value` of a message becomes the record's payload (the same encodings the read
+/// API answers with).
+pub use kafkit::view::Encoding;
 
 /// One record to produce.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]

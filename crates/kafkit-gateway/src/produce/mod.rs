@@ -32,7 +32,7 @@ use super::auth::Caller;
 use super::error::{ApiJson, ErrorBody};
 use replay::{Claimed, bounded, idempotent};
 
-pub use body::{BatchRequest, BatchResponse, Encoding, OutboundMessage, SendResult};
+pub use body::{BatchRequest, BatchResponse, OutboundMessage, SendResult};
 pub use replay::{RecordReply, Reply};
 
 /// Request header naming an idempotency key for the whole request.

@@ -386,15 +386,13 @@ impl Consumer {
     async fn run_inner(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let dead_letters = self.dead_letter_producer().await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let mut client_config: ClientConfig = self.config.to_consumer_config(&self.shared.group);
-        match self.options.commit {
-            CommitStrategy::Periodic(interval) => {
-                client_config.set("auto.commit.interval.ms", interval.as_millis().to_string());
-            }
-            CommitStrategy::EveryRecord => {
-                client_config.set("enable.auto.commit", "false");
-            }
-        }
+        let auto_commit = match self.options.commit {
+            CommitStrategy::Periodic(interval) => Some(interval),
+            CommitStrategy::EveryRecord => None,
+        };
+        let client_config: ClientConfig = self
+            .config
+            .to_consumer_config_with(&self.shared.group, auto_commit);
         let consumer: StreamConsumer<RuntimeContext> = client_config
             .create_with_context(RuntimeContext::new(events_tx))
             .map_err(|source| Error::ClientCreation {

@@ -1,0 +1,351 @@
+//! [`Reader`]: read a topic without joining a consumer group. Partitions are assigned
+//! directly, from the beginning, the end, an offset, a timestamp or a group's committed
+//! offsets, and reading stops at the end of each partition as it was when reading began, at a
+//! record or byte limit, or after a time.
+//!
+//! Everything that browses (`kafkit consume`, the gateway's message and dead-letter endpoints,
+//! [`Redrive`](crate::Redrive), the test harness) reads through this one type.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::record::{Message, validate_topic};
+
+/// Where reading starts in each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest record still stored.
+    Beginning,
+    /// The next record to be written (only new records are read).
+    End,
+    /// This offset (clamped to what is stored).
+    Offset(i64),
+    /// The first record whose timestamp is at or after this time (milliseconds since the
+    /// epoch); the end when there is none.
+    Timestamp(i64),
+    /// The reader's group's committed offset, or the beginning when it has none.
+    Committed,
+}
+
+/// When reading stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Limits {
+    /// At most this many records.
+    pub records: usize,
+    /// At most about this many bytes of keys, values and headers (the record that crosses the
+    /// limit is the last one returned, so one oversized record still comes back).
+    pub bytes: usize,
+    /// Stop once each partition reached its end as of opening. Without it reading follows
+    /// new records until another limit stops it.
+    pub to_end: bool,
+    /// Stop when no record arrived for this long.
+    pub idle: Option<Duration>,
+    /// Stop after this long in all.
+    pub timeout: Option<Duration>,
+}
+
+impl Limits {
+    /// Up to `records` records, stopping at the end of each partition; no byte or time limit.
+    pub fn to_end(records: usize) -> Self {
+        Limits {
+            records,
+            bytes: usize::MAX,
+            to_end: true,
+            idle: None,
+            timeout: None,
+        }
+    }
+
+    /// Follows new records without end.
+    pub fn follow() -> Self {
+        Limits {
+            to_end: false,
+            ..Limits::to_end(usize::MAX)
+        }
+    }
+
+    /// At most about `bytes` bytes.
+    pub fn bytes(mut self, bytes: usize) -> Self {
+        self.bytes = bytes;
+        self
+    }
+
+    /// Stops after `idle` without a record.
+    pub fn idle(mut self, idle: Duration) -> Self {
+        self.idle = Some(idle);
+        self
+    }
+
+    /// Stops after `timeout` in all.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Opens [`Reading`]s of topics on one cluster.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    config: KafkaConfig,
+    group: String,
+}
+
+impl Reader {
+    /// A reader on the cluster of `config`. It carries a group id only because librdkafka wants
+    /// one; it never joins that group or commits unless [`Reader::with_group`] says so.
+    pub fn new(config: &KafkaConfig) -> Result<Self> {
+        config.ensure_enabled()?;
+        Ok(Reader {
+            config: config.clone(),
+            group: "kafkit-reader".to_owned(),
+        })
+    }
+
+    /// Reads with `group`'s committed offsets: [`Start::Committed`] starts from them and
+    /// [`Reading::commit`] moves them. The group is still never joined.
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+
+    /// Starts reading `topic`: every partition, or only `partitions`. An unknown topic or
+    /// partition is an error.
+    pub async fn open(
+        &self,
+        topic: &str,
+        partitions: Option<&[i32]>,
+        start: Start,
+    ) -> Result<Reading> {
+        validate_topic(topic)?;
+        let consumer: StreamConsumer =
+            self.config
+                .to_reader_config(&self.group)
+                .create()
+                .map_err(|source| Error::ClientCreation {
+                    client: "reader",
+                    source,
+                })?;
+        let timeout = self.config.request_timeout;
+        let name = topic.to_owned();
+        let wanted = partitions.map(<[i32]>::to_vec);
+        tokio::task::spawn_blocking(move || {
+            let ranges = ranges(&consumer, &name, wanted.as_deref(), start, timeout)?;
+            let mut assignment = TopicPartitionList::new();
+            let mut ends = HashMap::new();
+            for (partition, (from, high)) in &ranges {
+                assignment.add_partition_offset(&name, *partition, Offset::Offset(*from))?;
+                if from < high {
+                    ends.insert(*partition, *high);
+                }
+            }
+            consumer.assign(&assignment)?;
+            Ok(Reading {
+                consumer: Arc::new(consumer),
+                topic: name,
+                ends,
+                started: Instant::now(),
+            })
+        })
+        .await
+        .map_err(Error::Task)?
+        .map_err(|source| Error::Consume {
+            operation: format!("open {topic} for reading"),
+            source,
+        })
+    }
+}
+
+/// Each partition's first offset to read and its high watermark.
+fn ranges(
+    consumer: &StreamConsumer,
+    topic: &str,
+    wanted: Option<&[i32]>,
+    start: Start,
+    timeout: Duration,
+) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    if let Some(wanted) = wanted {
+        if wanted.iter().any(|p| !partitions.contains(p)) {
+            return Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownPartition,
+            ));
+        }
+        partitions = wanted.to_vec();
+    }
+    let mut list = TopicPartitionList::new();
+    for partition in &partitions {
+        match start {
+            Start::Timestamp(millis) => {
+                list.add_partition_offset(topic, *partition, Offset::Offset(millis))?
+            }
+            _ => {
+                list.add_partition(topic, *partition);
+            }
+        }
+    }
+    let positions = match start {
+        Start::Committed => Some(consumer.committed_offsets(list, timeout)?),
+        Start::Timestamp(_) => Some(consumer.offsets_for_times(list, timeout)?),
+        _ => None,
+    };
+    let mut ranges = HashMap::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        let found = positions
+            .as_ref()
+            .and_then(|list| list.find_partition(topic, partition))
+            .map(|element| element.offset());
+        let from = match (start, found) {
+            (Start::Beginning, _) => low,
+            (Start::End, _) => high,
+            (Start::Offset(offset), _) => offset,
+            (_, Some(Offset::Offset(offset))) => offset,
+            // No record at or after the time: only newer records.
+            (Start::Timestamp(_), _) => high,
+            // No committed offset: the beginning.
+            (Start::Committed, _) => low,
+        };
+        ranges.insert(partition, (from.clamp(low, high), high));
+    }
+    Ok(ranges)
+}
+
+/// Records of one topic being read. Dropping it closes the reader.
+pub struct Reading {
+    // Shared with the blocking task of a synchronous commit.
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    /// High watermarks of the partitions not yet read to their end.
+    ends: HashMap<i32, i64>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reading")
+            .field("topic", &self.topic)
+            .field("unfinished", &self.ends)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reading {
+    /// True once every partition reached its end as of opening.
+    pub fn at_end(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The next record; `None` when `limits` say stop (the end of every partition with
+    /// `to_end`, the idle time or the timeout). The record and byte limits are [`Reading::collect`]'s.
+    pub async fn next(&mut self, limits: &Limits) -> Result<Option<Message>> {
+        loop {
+            if limits.to_end && self.at_end() {
+                return Ok(None);
+            }
+            let deadline = limits.timeout.map(|t| self.started + t);
+            let idle_deadline = limits.idle.map(|idle| Instant::now() + idle);
+            let until = match (deadline, idle_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let received = match until {
+                Some(until) => match tokio::time::timeout_at(until, self.consumer.recv()).await {
+                    Ok(received) => received,
+                    Err(_) => return Ok(None),
+                },
+                None => self.consumer.recv().await,
+            };
+            match received {
+                Ok(message) => {
+                    let message = Message::from_borrowed(&message);
+                    if self
+                        .ends
+                        .get(&message.partition)
+                        .is_some_and(|end| message.offset + 1 >= *end)
+                    {
+                        self.ends.remove(&message.partition);
+                    }
+                    return Ok(Some(message));
+                }
+                // The end of a partition: past its last record, or past control records that
+                // never reach the application (transaction markers).
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    self.ends.remove(&partition);
+                }
+                Err(source) => {
+                    return Err(Error::Consume {
+                        operation: format!("read {}", self.topic),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads until `limits` say stop.
+    pub async fn collect(&mut self, limits: &Limits) -> Result<Vec<Message>> {
+        let mut messages = Vec::new();
+        let mut bytes = 0usize;
+        while messages.len() < limits.records && bytes < limits.bytes {
+            let Some(message) = self.next(limits).await? else {
+                break;
+            };
+            bytes += message_size(&message);
+            messages.push(message);
+        }
+        Ok(messages)
+    }
+
+    /// Commits, for the reader's group, `next` as the next offset to read in each partition.
+    pub async fn commit(&self, next: &HashMap<i32, i64>) -> Result<()> {
+        let failed = |source| Error::Consume {
+            operation: format!("commit the read position of {}", self.topic),
+            source,
+        };
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in next {
+            list.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+                .map_err(failed)?;
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
+            .await
+            .map_err(Error::Task)?
+            .map_err(failed)
+    }
+}
+
+/// The bytes a record holds in memory: key, value and headers.
+pub fn message_size(message: &Message) -> usize {
+    message.key.as_ref().map_or(0, Vec::len)
+        + message.value.as_ref().map_or(0, Vec::len)
+        + message
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum::<usize>()
+}
