@@ -220,6 +220,11 @@ pub enum DltCommand {
         /// At most this many records.
         #[arg(long, short = 'n', default_value_t = 10_000)]
         limit: usize,
+        /// Replay each record to whatever its original-topic header names, even a topic the
+        /// dead-letter topic does not serve (the header can be forged by anyone who can write
+        /// to the dead-letter topic: use only when you trust it).
+        #[arg(long)]
+        any_destination: bool,
     },
 }
 

@@ -97,8 +97,14 @@ async fn replay_republishes_to_the_original_topic_and_the_consumer_handles_it() 
     assert_eq!(again[0]["replayed"], 0);
 
     // Spring's and Karafka's dead-letter headers are understood too.
-    let spring_dlt = testkit::topic("spring-dlt", 1).await;
     let target = testkit::topic("spring-target", 1).await;
+    // Spring's default dead-letter name: the replay goes back only to the topic it serves.
+    let spring_dlt = format!("{target}-dlt");
+    kafkit::Admin::new(&testkit::config())
+        .unwrap()
+        .ensure_topics(&[kafkit::TopicSpec::new(&spring_dlt, 1)])
+        .await
+        .unwrap();
     testkit::send(vec![
         Record::to(&spring_dlt)
             .header("kafka_dlt-original-topic", target.as_str())

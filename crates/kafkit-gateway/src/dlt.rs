@@ -7,8 +7,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use kafkit::Redrive;
 use kafkit::view::DeadLetterView;
+use kafkit::{Limits, Redrive};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -17,9 +17,12 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiQuery, ErrorBody};
+use super::known_topics::lookup_error;
 
 /// Most records one listing returns.
 const MAX_LIST: usize = 500;
+/// About the most bytes of keys, values and headers one listing reads.
+const MAX_LIST_BYTES: usize = 8 << 20;
 /// Most records one replay re-publishes.
 const MAX_REPLAY: usize = 10_000;
 
@@ -45,8 +48,11 @@ pub struct ReplayView {
     pub replayed: usize,
     /// Re-published records by destination topic.
     pub by_topic: std::collections::BTreeMap<String, usize>,
-    /// Records left alone and why.
+    /// Records passed over for good and why (no or forged `original-topic`, unknown topic).
     pub skipped: Vec<String>,
+    /// Records not re-published for now (broker busy or down) and why; the next replay
+    /// starts at the first of them.
+    pub failed: Vec<String>,
 }
 
 /// List dead-lettered records, oldest first.
@@ -74,7 +80,9 @@ pub async fn dlt_list(
     caller.require_read(&topic)?;
     let limit = bounded(query.limit, 100, MAX_LIST)?;
     ensure_exists(&state, &topic).await?;
-    let messages = Redrive::new(&state.config)?.list(&topic, limit).await?;
+    let messages = Redrive::new(&state.config)?
+        .list_within(&topic, Limits::to_end(limit).bytes(MAX_LIST_BYTES))
+        .await?;
     Ok(Json(messages.iter().map(DeadLetterView::of).collect()))
 }
 
@@ -104,7 +112,10 @@ pub async fn dlt_replay(
     let limit = bounded(query.limit, 1_000, MAX_REPLAY)?;
     ensure_exists(&state, &topic).await?;
     let report = Redrive::new(&state.config)?
-        .replay_where(&topic, limit, |destination| caller.may_write(destination))
+        .replay_where(&topic, limit, {
+            let caller = caller.clone();
+            move |destination| caller.may_write(destination)
+        })
         .await?;
     if !report.denied.is_empty() {
         return Err(ApiError::new(
@@ -121,6 +132,7 @@ pub async fn dlt_replay(
         replayed: report.total(),
         by_topic: report.replayed,
         skipped: report.skipped,
+        failed: report.failed,
     }))
 }
 
@@ -134,14 +146,14 @@ fn bounded(limit: Option<usize>, default: usize, max: usize) -> Result<usize, Ap
     }
 }
 
+/// 404 for an unknown topic; a broker that cannot answer is 503/502, not 404.
 async fn ensure_exists(state: &AppState, topic: &str) -> Result<(), ApiError> {
-    match state.admin.describe_topic(topic).await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(ApiError::not_found(
-            "unknown_topic",
-            format!("topic {topic:?} does not exist"),
-        )),
-    }
+    state
+        .admin
+        .describe_topic(topic)
+        .await
+        .map(drop)
+        .map_err(|e| lookup_error(topic, e))
 }
 
 #[cfg(test)]
@@ -155,7 +167,12 @@ mod tests {
 
     /// A dead-letter topic holding one record from `source`, as the consumer writes it.
     async fn dead_letter_topic(source: &str) -> String {
-        let dlt = testkit::topic("gw-dlt", 1).await;
+        let dlt = format!("{source}.dlq");
+        kafkit::Admin::new(&testkit::config())
+            .unwrap()
+            .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1)])
+            .await
+            .unwrap();
         testkit::send(vec![
             Record::to(&dlt)
                 .key("k1")

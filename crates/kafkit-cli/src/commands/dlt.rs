@@ -12,7 +12,16 @@ pub async fn run(connection: &Connection, command: DltCommand) -> anyhow::Result
                 println!("{}", render(&message));
             }
         }
-        DltCommand::Replay { topic, limit } => {
+        DltCommand::Replay {
+            topic,
+            limit,
+            any_destination,
+        } => {
+            let redrive = if any_destination {
+                redrive.any_destination()
+            } else {
+                redrive
+            };
             let report = redrive.replay(&topic, limit).await?;
             println!(
                 "{}",
@@ -20,6 +29,7 @@ pub async fn run(connection: &Connection, command: DltCommand) -> anyhow::Result
                     "replayed": report.total(),
                     "by_topic": report.replayed,
                     "skipped": report.skipped,
+                    "failed": report.failed,
                 })
             );
         }
