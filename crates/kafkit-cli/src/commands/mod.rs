@@ -39,12 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn config(connection: &Connection) -> anyhow::Result<KafkaConfig> {
     let mut config = KafkaConfig::from_env().context("reading KAFKA_* configuration")?;
     if let Some(brokers) = &connection.brokers {
-        config.brokers = brokers
-            .split(',')
-            .map(str::trim)
-            .filter(|b| !b.is_empty())
-            .map(str::to_owned)
-            .collect();
+        config.brokers = kafkit::config::parse_brokers(brokers).context("reading --brokers")?;
     }
     Ok(config)
 }
