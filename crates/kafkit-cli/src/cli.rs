@@ -101,6 +101,16 @@ pub struct ServeArgs {
     /// Longest an HTTP request may take before a 503 `request_timeout` (milliseconds).
     #[arg(long, env = "KAFKIT_REQUEST_TIMEOUT", default_value_t = 60_000)]
     pub request_timeout_ms: u64,
+    /// Longest a client may take to send a request's headers (milliseconds).
+    #[arg(long, env = "KAFKIT_HEADER_TIMEOUT", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Most connections served at once; more are closed at accept.
+    #[arg(long, env = "KAFKIT_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Longest wait for requests in flight at shutdown before connections are closed
+    /// (milliseconds).
+    #[arg(long, env = "KAFKIT_DRAIN_TIMEOUT", default_value_t = 30_000)]
+    pub drain_timeout_ms: u64,
 }
 
 /// Wraps a secret flag value so it never reaches `Debug` output.

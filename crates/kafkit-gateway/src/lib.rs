@@ -34,12 +34,12 @@ mod idempotency;
 mod known_topics;
 mod openapi;
 mod produce;
+mod server;
 #[cfg(test)]
 mod testing;
 mod tls;
 mod topics;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +57,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use auth::ApiKeys;
 pub use axum_server::tls_rustls::RustlsConfig;
 pub use health::Readiness;
+pub use server::{ServerLimits, serve, serve_tls};
 pub use tls::load as load_tls;
 
 /// Largest request body accepted.
@@ -69,8 +70,6 @@ pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a send waits for room in a full producer queue before answering 429.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(100);
-/// Longest wait for open connections to finish once shutdown began.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Request and response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -119,6 +118,11 @@ pub struct AppState {
     pub limits: Limits,
     /// Readiness: the last broker check, reused for a second, and whether shutdown began.
     pub readiness: Arc<health::Readiness>,
+    /// The embedded development broker when the gateway runs on it (kept alive by the state):
+    /// what it cannot do is answered 501 at once.
+    pub embedded: Option<Arc<kafkit::EmbeddedBroker>>,
+    /// Limits of the listening socket ([`serve`], [`serve_tls`]).
+    pub server: ServerLimits,
 }
 
 impl AppState {
@@ -145,6 +149,8 @@ impl AppState {
             )),
             limits: Limits::from_config(config),
             readiness: Arc::default(),
+            embedded: cluster.embedded().cloned(),
+            server: ServerLimits::default(),
         })
     }
 
@@ -159,6 +165,13 @@ impl AppState {
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Overrides the limits of the listening socket.
+    #[must_use]
+    pub fn with_server_limits(mut self, limits: ServerLimits) -> Self {
+        self.server = limits;
         self
     }
 }
@@ -210,47 +223,6 @@ fn request_span(request: &Request) -> tracing::Span {
         path = %request.uri().path(),
         caller = tracing::field::Empty,
     )
-}
-
-/// Serves `state`'s gateway on `listener` (plain HTTP) until `shutdown` completes, then stops
-/// accepting and finishes the requests in flight. The producer is not flushed here: call
-/// `state.producer.shutdown()` after it returns, so every request answered `2xx` is in Kafka.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let readiness = state.readiness.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Load balancers stop sending while the requests in flight finish.
-            readiness.start_draining();
-        })
-        .await
-}
-
-/// [`serve`] over TLS (rustls). Connections still open [`DRAIN_TIMEOUT`] after `shutdown` are
-/// closed.
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    tls: RustlsConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let handle = axum_server::Handle::new();
-    tokio::spawn({
-        let (handle, readiness) = (handle.clone(), state.readiness.clone());
-        async move {
-            shutdown.await;
-            readiness.start_draining();
-            handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
-        }
-    });
-    axum_server::from_tcp_rustls(listener.into_std()?, tls)
-        .handle(handle)
-        .serve(router(state).into_make_service())
-        .await
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use kafkit::Cluster;
-use kafkit_gateway::{ApiKeys, AppState, Limits};
+use kafkit_gateway::{ApiKeys, AppState, Limits, ServerLimits};
 
 use crate::cli::ServeArgs;
 
@@ -48,7 +48,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         ..Limits::from_config(&config)
     };
-    let mut state = AppState::new(&config, &cluster)?.with_limits(limits);
+    let server = ServerLimits {
+        header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+        max_connections: args.max_connections,
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+    };
+    let mut state = AppState::new(&config, &cluster)?
+        .with_limits(limits)
+        .with_server_limits(server);
     let authenticated = keys.is_some();
     if let Some(keys) = keys {
         state = state.with_api_keys(keys);
