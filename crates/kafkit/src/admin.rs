@@ -357,12 +357,21 @@ impl Admin {
     /// Every topic (internal ones, starting with `__`, excluded) with partitions and
     /// watermarks, sorted by name.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        self.list_topics_where(|_| true).await
+    }
+
+    /// Like [`Admin::list_topics`], for the topics `wanted` accepts: the others cost no
+    /// watermark request (a caller sees only what it may read, and pays only for that).
+    pub async fn list_topics_where(
+        &self,
+        wanted: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<Vec<TopicInfo>> {
         let client = Arc::clone(&self.metadata);
         let timeout = self.timeout;
         blocking("list topics", move || {
             let metadata = client.fetch_metadata(None, timeout)?;
-            let mut topics = topic_infos(&client, &metadata, timeout)?;
-            topics.retain(|t| !t.name.starts_with("__"));
+            let wanted = |name: &str| !name.starts_with("__") && wanted(name);
+            let mut topics = topic_infos(&client, &metadata, wanted, timeout)?;
             topics.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(topics)
         })
@@ -377,8 +386,8 @@ impl Admin {
         let topic = name.to_owned();
         blocking(&format!("describe topic {name}"), move || {
             let metadata = client.fetch_metadata(Some(&topic), timeout)?;
-            let mut infos = topic_infos(&client, &metadata, timeout)?;
-            infos.retain(|t| t.name == topic && !t.partitions.is_empty());
+            let mut infos = topic_infos(&client, &metadata, |name| name == topic, timeout)?;
+            infos.retain(|t| !t.partitions.is_empty());
             infos.pop().ok_or(rdkafka::error::KafkaError::MetadataFetch(
                 RDKafkaErrorCode::UnknownTopicOrPartition,
             ))
@@ -617,18 +626,19 @@ impl Admin {
     }
 }
 
-/// Partitions and watermarks of every topic in `metadata`.
+/// Partitions and watermarks of the topics in `metadata` that `wanted` accepts.
 fn topic_infos(
     client: &BaseConsumer,
     metadata: &Metadata,
+    wanted: impl Fn(&str) -> bool,
     timeout: Duration,
 ) -> rdkafka::error::KafkaResult<Vec<TopicInfo>> {
     metadata
         .topics()
         .iter()
-        .filter(|t| t.error().is_none())
+        .filter(|t| t.error().is_none() && wanted(t.name()))
         .map(|topic| {
-            let partitions = topic
+            let mut partitions = topic
                 .partitions()
                 .iter()
                 .map(|p| {
@@ -641,7 +651,6 @@ fn topic_infos(
                     })
                 })
                 .collect::<rdkafka::error::KafkaResult<Vec<_>>>()?;
-            let mut partitions = partitions;
             partitions.sort_by_key(|p| p.id);
             Ok(TopicInfo {
                 name: topic.name().to_owned(),
