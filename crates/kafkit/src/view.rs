@@ -42,7 +42,6 @@ pub struct MessageView {
     pub headers: Vec<HeaderView>,
     /// The value: embedded JSON when the payload parses as JSON, else text, else base64;
     /// `null` for a tombstone.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub value: serde_json::Value,
     /// How `value` is given: `json`, `string` or `base64`.
     pub encoding: Encoding,
