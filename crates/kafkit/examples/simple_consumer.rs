@@ -10,14 +10,15 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 struct UserCreated {
     user_id: u64,
+    /// A record without this field is undecodable: invalid, never retried.
     email: String,
 }
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
-    let kafka = Kafka::from_env()?;
     // `TOPIC` overrides the topic name (tests/examples.rs gives every run its own).
     let topic = std::env::var("TOPIC").unwrap_or_else(|_| "user-events".to_owned());
+    let kafka = Kafka::from_env()?;
     if kafka.cluster().embedded().is_some() {
         let producer = kafka.producer()?;
         for user_id in 1..=3 {
