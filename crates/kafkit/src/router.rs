@@ -211,7 +211,10 @@ impl Router {
         self.register_handler(topic, Typed::with_codec(codec, handler))
     }
 
-    /// Handles `topic` with a [`TypedHandler`]: a type holding its own state.
+    /// Handles `topic` with a [`TypedHandler`]: a type holding its own state. Values are
+    /// JSON; for another codec register
+    /// [`ByType::with_codec(codec, handler)`](crate::handler::ByType::with_codec) with
+    /// [`Router::register_handler`].
     pub fn register_typed<T, H>(
         &mut self,
         topic: impl Into<String>,
@@ -222,21 +225,6 @@ impl Router {
         H: TypedHandler<T>,
     {
         self.register_handler(topic, ByType::new(handler))
-    }
-
-    /// Like [`Router::register_typed`], with values decoded by `codec` instead of JSON.
-    pub fn register_typed_with_codec<T, C, H>(
-        &mut self,
-        topic: impl Into<String>,
-        codec: C,
-        handler: H,
-    ) -> &mut Registration
-    where
-        T: Send + 'static,
-        C: Decoder<T>,
-        H: TypedHandler<T>,
-    {
-        self.register_handler(topic, ByType::with_codec(codec, handler))
     }
 
     /// Handles `topic` with a closure over raw records (non-JSON data).
