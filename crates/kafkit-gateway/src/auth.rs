@@ -8,10 +8,15 @@
 //! KAFKIT_API_KEYS='s3cr3t-producer:write=orders.*|audit,read=orders.*;s3cr3t-viewer:read=*'
 //! ```
 //!
-//! Clients send `Authorization: Bearer KEY`. A missing or unknown key is 401, a topic outside
-//! the key's list 403. With no key configured the gateway is open, and `serve` then refuses a
-//! non-loopback listener unless told `--allow-unauthenticated`. Keys are [`Secret`]s: only
-//! their position (`key#2`) ever reaches a log line.
+//! Clients send `Authorization: Bearer KEY` (the scheme in any case). A missing or unknown key
+//! is 401, a topic outside the key's list 403. With no key configured the gateway is open, and
+//! `serve` then refuses a non-loopback listener unless told `--allow-unauthenticated`. Keys are
+//! [`Secret`]s: only their position (`key#2`) ever reaches a log line.
+//!
+//! The cluster's own topics (`__consumer_offsets`, `__transaction_state`, any `__` topic,
+//! Schema Registry's `_schemas`, Kafka Connect's `connect-*`) are out of reach of broad
+//! patterns such as `*`: a key reaches them only through a pattern that spells their prefix
+//! out (`__consumer_offsets`, `__*`, `_schemas`, `connect-*`).
 
 use std::sync::Arc;
 
@@ -23,58 +28,9 @@ use kafkit::Secret;
 use super::AppState;
 use super::error::ApiError;
 
-/// A topic glob: `*` matches any run of characters, `?` exactly one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicPattern(String);
+mod topic_pattern;
 
-impl TopicPattern {
-    /// Parses a pattern: topic-name characters plus `*` and `?`.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() {
-            return Err("empty topic pattern".to_owned());
-        }
-        match raw
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '*' | '?')))
-        {
-            Some(c) => Err(format!("topic pattern {raw:?} contains {c:?}")),
-            None => Ok(TopicPattern(raw.to_owned())),
-        }
-    }
-
-    /// True when `topic` matches.
-    pub fn matches(&self, topic: &str) -> bool {
-        glob(self.0.as_bytes(), topic.as_bytes())
-    }
-}
-
-/// Iterative glob matching with single-star backtracking: linear in practice, never
-/// exponential, whatever pattern an operator writes.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
+use topic_pattern::TopicPattern;
 
 /// One API key and what it may do.
 #[derive(Debug)]
@@ -169,7 +125,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Who is calling: anyone (no key configured) or the holder of one key.
 #[derive(Debug, Clone)]
 pub enum Caller {
-    /// No key is configured: everything is allowed.
+    /// No key is configured: everything is allowed, internal topics included (an open gateway
+    /// listens on loopback unless its operator said otherwise).
     Open,
     /// Authenticated with this key.
     Key(Arc<ApiKey>),
@@ -219,6 +176,27 @@ impl Caller {
     }
 }
 
+/// A caller that may write at least one topic. The produce routes take it before their body,
+/// so a key without any write grant is refused (403) before its body is read; the topics a
+/// body names are checked as soon as it is parsed, before anything else in it.
+#[derive(Debug, Clone)]
+pub struct Writer(pub Caller);
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Key(key) if key.write.is_empty() => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{} may not write any topic", key.name),
+            )),
+            caller => Ok(Writer(caller)),
+        }
+    }
+}
+
 fn forbidden(caller: &Caller, action: &str, topic: &str) -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
@@ -229,6 +207,13 @@ fn forbidden(caller: &Caller, action: &str, topic: &str) -> ApiError {
 
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme is case-insensitive
+/// (RFC 9110, section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -244,7 +229,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| unauthorized("missing Authorization: Bearer <API key>"))?
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .ok_or_else(|| unauthorized("Authorization must be \"Bearer <API key>\""))?;
         let key = keys
             .find(presented.trim())
@@ -257,27 +242,6 @@ impl FromRequestParts<AppState> for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_match_whole_topic_names() {
-        let cases = [
-            ("orders.*", "orders.eu", true),
-            ("orders.*", "orders.", true),
-            ("orders.*", "orders", false),
-            ("orders.*", "xorders.eu", false),
-            ("*", "anything", true),
-            ("a*b*c", "aXXbYYc", true),
-            ("a*b*c", "aXXbYY", false),
-            ("audit", "audit", true),
-            ("audit", "audits", false),
-            ("t?", "t1", true),
-            ("t?", "t12", false),
-        ];
-        for (pattern, topic, expected) in cases {
-            let pattern = TopicPattern::parse(pattern).unwrap();
-            assert_eq!(pattern.matches(topic), expected, "{pattern:?} vs {topic}");
-        }
-    }
 
     #[test]
     fn parses_keys_with_separate_write_and_read_lists() {
@@ -318,5 +282,225 @@ mod tests {
         }
         let keys = ApiKeys::parse("topsecret:read=*").unwrap();
         assert!(!format!("{keys:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn a_star_key_may_not_touch_internal_topics() {
+        // A key granted `*` may neither read nor write them; one that names them may.
+        let keys =
+            ApiKeys::parse("all:write=*,read=*;ops:write=__consumer_offsets,read=__*").unwrap();
+        let all = Caller::Key(keys.find("all").unwrap());
+        assert!(!all.may_write("__consumer_offsets") && !all.may_read("__consumer_offsets"));
+        assert!(all.may_write("orders") && all.may_read("orders"));
+        let ops = Caller::Key(keys.find("ops").unwrap());
+        assert!(ops.may_write("__consumer_offsets") && ops.may_read("__transaction_state"));
+        assert!(!ops.may_write("__transaction_state") && !ops.may_read("orders"));
+    }
+
+    #[tokio::test]
+    async fn a_star_key_gets_403_on_internal_topics() {
+        use axum::http::StatusCode;
+        use serde_json::json;
+
+        use super::super::router;
+        use super::super::testing::{bearer, call, get, post, state_with_keys};
+
+        let app = router(state_with_keys("all:write=*,read=*"));
+        // Writing and reading `__consumer_offsets` with a `*` key: 403, nothing produced.
+        let send = post(
+            "/kafka/send",
+            &json!({"topic": "__consumer_offsets", "value": 1}),
+        );
+        let answer = call(&app, bearer(send, "all")).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text);
+        assert_eq!(answer.body["error"]["code"], "forbidden");
+        for path in [
+            "/topics/__consumer_offsets",
+            "/topics/__consumer_offsets/messages",
+            "/topics/_schemas",
+            "/topics/connect-offsets",
+        ] {
+            let answer = call(&app, bearer(get(path), "all")).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::FORBIDDEN,
+                "{path}: {}",
+                answer.text
+            );
+            assert_eq!(answer.body["error"]["code"], "forbidden", "{path}");
+        }
+        // Nor does the topic list show them.
+        let answer = call(&app, bearer(get("/topics"), "all")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert!(
+            !answer.text.contains("__consumer_offsets"),
+            "{}",
+            answer.text
+        );
+    }
+
+    #[tokio::test]
+    async fn write_grants_are_checked_before_the_body_is_parsed() {
+        use axum::body::Body;
+        use axum::http::{Request, StatusCode};
+        use serde_json::json;
+
+        use super::super::router;
+        use super::super::testing::{bearer, call, post, records_in, state_with_keys};
+
+        let allowed = testkit::topic("rt-first", 1).await;
+        let other = testkit::unique("rt-first-no");
+        let app = router(state_with_keys(&format!(
+            "writer:write={allowed};reader:read=*"
+        )));
+        let raw = |path: &str, content_type: &str, body: &str| {
+            Request::post(path)
+                .header("content-type", content_type)
+                .body(Body::from(body.to_owned()))
+                .unwrap()
+        };
+        let bodies = [
+            ("application/json", "{\"topic\": "),
+            ("text/plain", "hello"),
+            ("application/json", "{\"nope\": 1}"),
+        ];
+        for path in ["/kafka/send", "/kafka/send-batch"] {
+            for (content_type, body) in bodies {
+                // No key: 401, whatever the body.
+                let answer = call(&app, raw(path, content_type, body)).await;
+                assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path} {body}");
+                // A key that may write no topic at all: 403, whatever the body.
+                let answer = call(&app, bearer(raw(path, content_type, body), "reader")).await;
+                assert_eq!(
+                    answer.status,
+                    StatusCode::FORBIDDEN,
+                    "{path} {body}: {}",
+                    answer.text
+                );
+                assert_eq!(answer.body["error"]["code"], "forbidden");
+            }
+        }
+        // A key that may write some topic: the body names the topic, so it is parsed first...
+        let answer = call(
+            &app,
+            bearer(raw("/kafka/send", bodies[0].0, bodies[0].1), "writer"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+        // ...then the topics are checked before anything else: the Idempotency-Key header,
+        // the record, the batch's size.
+        let with_bad_key = |mut request: Request<Body>| {
+            request
+                .headers_mut()
+                .insert("idempotency-key", "has space".parse().unwrap());
+            request
+        };
+        let forbidden = json!({"topic": other, "value": "%%", "encoding": "base64"});
+        let oversize: Vec<_> = (0..1000)
+            .map(|_| json!({"topic": allowed, "value": 1}))
+            .chain([json!({"topic": other, "value": 1})])
+            .collect();
+        for request in [
+            with_bad_key(post("/kafka/send", &forbidden)),
+            with_bad_key(post("/kafka/send-batch", &json!({"messages": [forbidden]}))),
+            post("/kafka/send-batch", &json!({"messages": oversize})),
+        ] {
+            let answer = call(&app, bearer(request, "writer")).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text);
+            assert_eq!(answer.body["error"]["code"], "forbidden");
+        }
+        assert_eq!(records_in(&allowed).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_caller_is_answered_without_its_body_being_read() {
+        use std::time::Duration;
+
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        use super::super::router;
+        use super::super::testing::state_with_keys;
+
+        // A real server, so the body can be cut short: its headers announce 1000 bytes, the
+        // client sends 10 and waits. Reading the body would wait too.
+        let app = router(state_with_keys("writer:write=orders;reader:read=*"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(axum::serve(listener, app).into_future());
+        for (path, authorization, expected) in [
+            ("/kafka/send", "", "HTTP/1.1 401"),
+            (
+                "/kafka/send",
+                "authorization: Bearer nope\r\n",
+                "HTTP/1.1 401",
+            ),
+            (
+                "/kafka/send",
+                "authorization: Bearer reader\r\n",
+                "HTTP/1.1 403",
+            ),
+            (
+                "/kafka/send-batch",
+                "authorization: Bearer reader\r\n",
+                "HTTP/1.1 403",
+            ),
+        ] {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n\
+                 content-length: 1000\r\n{authorization}\r\n{{\"topic\":"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut status = [0u8; 12];
+            tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut status))
+                .await
+                .unwrap_or_else(|_| panic!("{path} {authorization:?}: no answer before the body"))
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&status),
+                expected,
+                "{path} {authorization:?}"
+            );
+        }
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn the_bearer_scheme_is_case_insensitive() {
+        use axum::http::StatusCode;
+        use serde_json::json;
+
+        use super::super::router;
+        use super::super::testing::{call, post, state_with_keys};
+
+        let app = router(state_with_keys("k1:write=allowed"));
+        // Authenticated whatever the scheme's case: the topic check answers, not the key check.
+        for header in ["Bearer k1", "bearer k1", "BEARER k1", "bEaReR k1"] {
+            let mut request = post("/kafka/send", &json!({"topic": "other", "value": 1}));
+            request
+                .headers_mut()
+                .insert("authorization", header.parse().unwrap());
+            let answer = call(&app, request).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::FORBIDDEN,
+                "{header}: {}",
+                answer.text
+            );
+        }
+        // Another scheme, or a scheme without a key, is still 401.
+        for header in ["Basic k1", "Bearerk1", "bearer", "k1"] {
+            let mut request = post("/kafka/send", &json!({"topic": "other", "value": 1}));
+            request
+                .headers_mut()
+                .insert("authorization", header.parse().unwrap());
+            let answer = call(&app, request).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::UNAUTHORIZED,
+                "{header}: {}",
+                answer.text
+            );
+        }
     }
 }

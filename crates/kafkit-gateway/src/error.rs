@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// `Retry-After` of an answer refused for a full producer queue, in seconds.
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
 /// An HTTP error with a stable code and a message safe to show to clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -109,9 +112,10 @@ impl IntoResponse for ApiError {
         let body = ErrorBody { error: self.into() };
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
         }
         response
     }
@@ -139,8 +143,15 @@ where
                     JsonRejection::JsonDataError(_) => {
                         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
                     }
-                    JsonRejection::BytesRejection(_) => {
+                    // Over the body limit is 413; any other failure to read the body (a broken
+                    // chunked encoding, a connection cut short) is the client's 400.
+                    JsonRejection::BytesRejection(_)
+                        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                    {
                         (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+                    }
+                    JsonRejection::BytesRejection(_) => {
+                        (StatusCode::BAD_REQUEST, "body_read_failed")
                     }
                     _ => (StatusCode::BAD_REQUEST, "malformed_json"),
                 };
@@ -205,4 +216,75 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         }
     }
     answer
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::super::testing::{call, state};
+    use super::super::{MAX_BODY_BYTES, router};
+    use super::*;
+
+    #[test]
+    fn a_broker_authorization_failure_is_403() {
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::ClusterAuthorizationFailed,
+        ] {
+            let error = ApiError::from(kafkit::Error::Produce {
+                topic: "orders".to_owned(),
+                source: KafkaError::MessageProduction(code),
+            });
+            assert_eq!(error.status, StatusCode::FORBIDDEN, "{code:?}");
+            assert_eq!(error.code, "not_authorized", "{code:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_without_a_length_is_413() {
+        // No content-length: the limit is found while reading.
+        let request = Request::post("/kafka/send")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(vec![b' '; MAX_BODY_BYTES + 1]))
+            .unwrap();
+        let answer = call(&router(state()), request).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{}",
+            answer.text
+        );
+        assert_eq!(answer.body["error"]["code"], "body_too_large");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_cannot_be_read_is_400() {
+        // A chunked body whose second chunk size is not hexadecimal: the body fails to read,
+        // and that is the client's fault, not a size problem.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(axum::serve(listener, router(state())).into_future());
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(
+                b"POST /kafka/send HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n\
+                  transfer-encoding: chunked\r\n\r\n2\r\n{\"\r\nzz\r\n",
+            )
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("\"code\":\"body_read_failed\""), "{answer}");
+        server.abort();
+    }
 }

@@ -105,8 +105,9 @@ proptest! {
             .unwrap();
         let answer = runtime.block_on(call(app, request));
         prop_assert!(answer.status.as_u16() < 500, "{path} {body} -> {} {}", answer.status, answer.text);
-        prop_assert!(answer.status.is_success() || answer.body["error"]["code"].is_string()
-            || answer.body["status"] == "failed", "{}", answer.text);
+        // Every failure carries the error body, a batch whose records all failed included.
+        prop_assert!(answer.status.is_success() || answer.body["error"]["code"].is_string(),
+            "{}", answer.text);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The consumer-group read API: `GET /groups` and `GET /groups/{group}` (committed offsets and
 //! lag per partition). Group names are not topics: any valid key may list them, and a group's
 //! lag shows only the partitions of topics the key may read.
+//!
+//! The embedded development broker has no consumer-group API (ListGroups, DescribeGroups):
+//! on it these endpoints answer 501 `unsupported_by_broker` at once.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -15,6 +18,22 @@ use super::error::{ApiError, ErrorBody};
 
 /// Longest group id accepted (Kafka's own limit is the request size; this keeps logs sane).
 const MAX_GROUP_LEN: usize = 255;
+
+/// How a 501 names the embedded broker's limitation.
+const EMBEDDED_BROKER: &str = "the embedded development broker (it has no consumer-group API; \
+     run against an Apache Kafka broker, e.g. set KAFKA_BROKERS)";
+
+/// 501 when the gateway runs on the embedded development broker, which cannot `operation`.
+fn require_group_api(state: &AppState, operation: &str) -> Result<(), ApiError> {
+    match state.embedded {
+        Some(_) => Err(kafkit::Error::Unsupported {
+            operation: operation.to_owned(),
+            broker: EMBEDDED_BROKER,
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -69,6 +88,8 @@ pub struct GroupDetail {
     responses(
         (status = 200, description = "Groups, by name", body = Vec<GroupSummary>),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 501, description = "The broker has no consumer-group API (the embedded \
+            development broker): code `unsupported_by_broker`", body = ErrorBody),
         (status = 503, description = "Broker unreachable", body = ErrorBody),
     ),
     security((), ("api_key" = []))
@@ -77,6 +98,7 @@ pub async fn groups_list(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<Json<Vec<GroupSummary>>, ApiError> {
+    require_group_api(&state, "listing consumer groups")?;
     let groups = state.admin.list_groups().await?;
     Ok(Json(
         groups
@@ -102,6 +124,9 @@ pub async fn groups_list(
         (status = 400, description = "Invalid group id", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 404, description = "Unknown group", body = ErrorBody),
+        (status = 501, description = "The broker has no consumer-group API (the embedded \
+            development broker): code `unsupported_by_broker`", body = ErrorBody),
+        (status = 503, description = "Broker unreachable", body = ErrorBody),
     ),
     security((), ("api_key" = []))
 )]
@@ -116,6 +141,7 @@ pub async fn groups_describe(
             format!("a group id has 1 to {MAX_GROUP_LEN} characters"),
         ));
     }
+    require_group_api(&state, &format!("describing consumer group {group:?}"))?;
     let lags = state.admin.group_lag(&group, &[]).await?;
     // No committed offset anywhere: tell an unknown group from an idle one.
     if lags.is_empty()
@@ -157,7 +183,9 @@ mod tests {
     use serde_json::json;
 
     use super::super::router;
-    use super::super::testing::{bearer, call, config, get, state, state_with_keys};
+    use super::super::testing::{
+        bearer, call, config, embedded_state, get, state, state_with_keys,
+    };
 
     /// Commits `offset` for `group` in partition 0 of `topic`, as a consumer would.
     async fn commit(group: &str, topic: &str, offset: i64) {
@@ -205,5 +233,32 @@ mod tests {
         let answer = call(&app, bearer(get(&format!("/groups/{group}")), "viewer")).await;
         assert_eq!(answer.status, StatusCode::OK);
         assert_eq!(answer.body["partitions"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn the_embedded_broker_answers_501_at_once() {
+        // A gateway on the in-process development broker, which has no consumer-group API.
+        let (_cluster, state) = embedded_state();
+        let app = router(state);
+        for path in ["/groups", "/groups/some-group"] {
+            let started = std::time::Instant::now();
+            let answer = call(&app, get(path)).await;
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(1),
+                "{path}"
+            );
+            assert_eq!(
+                answer.status,
+                StatusCode::NOT_IMPLEMENTED,
+                "{path}: {}",
+                answer.text
+            );
+            assert_eq!(answer.body["error"]["code"], "unsupported_by_broker");
+            let message = answer.body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("embedded development broker") && message.contains("group"),
+                "{message}"
+            );
+        }
     }
 }

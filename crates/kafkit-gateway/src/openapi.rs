@@ -126,6 +126,25 @@ mod tests {
             document["components"]["securitySchemes"]["api_key"]["scheme"],
             "bearer"
         );
+        // The answers the gateway gives beyond the usual ones are documented with their route.
+        let responses =
+            |method: &str, path: &str| document["paths"][path][method]["responses"].clone();
+        for path in ["/groups", "/groups/{group}"] {
+            assert!(responses("get", path)["501"].is_object(), "{path}: 501");
+        }
+        for path in ["/kafka/send", "/kafka/send-batch"] {
+            let answers = responses("post", path);
+            for status in ["400", "401", "403", "429"] {
+                assert!(answers[status].is_object(), "{path}: {status}");
+            }
+            assert!(
+                answers["429"]["headers"]["Retry-After"].is_object(),
+                "{path}"
+            );
+        }
+        assert!(
+            document["components"]["schemas"]["BatchResponse"]["properties"]["error"].is_object()
+        );
         // Each documented route exists: none answers "no such route".
         for route in ROUTES {
             let (method, path) = route.split_once(' ').unwrap();

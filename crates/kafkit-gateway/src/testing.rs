@@ -25,6 +25,14 @@ pub fn state() -> AppState {
     state_with(&config())
 }
 
+/// Open state on the embedded development broker, started in-process for it; the broker
+/// stops when the returned cluster is dropped.
+pub fn embedded_state() -> (Cluster, AppState) {
+    let (cluster, config) = Cluster::connect(&KafkaConfig::default()).expect("embedded broker");
+    let state = AppState::new(&config, &cluster).expect("gateway state");
+    (cluster, state)
+}
+
 /// An answer, with its body parsed as JSON (`Value::Null` when it is not JSON).
 #[derive(Debug)]
 pub struct Answer {

@@ -1,12 +1,15 @@
 //! How `/kafka/send-batch` is assembled: the records that can go are enqueued together, the
 //! others (invalid, replayed, key in progress) are answered in place, and the answer keeps
-//! request order, with a status saying whether all, some or none were stored.
+//! request order, with a status saying whether all, some or none were stored. When none was,
+//! the answer is an error (the first failure's status, and a top-level `error` as every error
+//! answer has) that still lists each record's failure; records refused for a full producer
+//! queue add `Retry-After`.
 
 use axum::http::StatusCode;
 use kafkit::Delivery;
 
 use super::super::auth::Caller;
-use super::super::error::ApiError;
+use super::super::error::{ApiError, ErrorDetail};
 use super::super::{AppState, MAX_BATCH_RECORDS};
 use super::body::{BatchItem, BatchRequest, BatchResponse, SendResult};
 use super::replay::{Claimed, RecordClaim, Reply, RequestClaim, bounded};
@@ -21,7 +24,16 @@ struct Pending {
     claim: RecordClaim,
 }
 
-/// Produces `batch` for `caller`, its keys claimed by `request`.
+/// 403 unless `caller` may write every topic of `batch`. Authorization is all or nothing: a
+/// batch is one request from one caller.
+pub(super) fn authorize(caller: &Caller, batch: &BatchRequest) -> Result<(), ApiError> {
+    batch
+        .messages
+        .iter()
+        .try_for_each(|message| caller.require_write(&message.topic))
+}
+
+/// Produces `batch` for `caller` (authorized already), its keys claimed by `request`.
 pub(super) async fn send_batch(
     state: &AppState,
     caller: &Caller,
@@ -43,10 +55,6 @@ pub(super) async fn send_batch(
                 batch.messages.len()
             ),
         ));
-    }
-    // Authorization is all or nothing: a batch is one request from one caller.
-    for message in &batch.messages {
-        caller.require_write(&message.topic)?;
     }
     // Invalid records, replays and keys in progress are answered in place (`Some`); the rest
     // are produced together.
@@ -95,13 +103,15 @@ fn batch_reply(
     }
     let mut results = Vec::with_capacity(outcomes.len());
     let mut failed = 0;
-    let mut first_error_status = None;
+    let mut first_error = None;
+    let mut queue_full = false;
     for outcome in outcomes {
         results.push(match outcome.expect("filled") {
             Ok(result) => BatchItem::Ok(result),
             Err(error) => {
                 failed += 1;
-                first_error_status.get_or_insert(error.status);
+                queue_full |= error.status == StatusCode::TOO_MANY_REQUESTS;
+                first_error.get_or_insert_with(|| error.clone());
                 BatchItem::Failed {
                     error: error.into(),
                 }
@@ -109,19 +119,128 @@ fn batch_reply(
         });
     }
     let succeeded = results.len() - failed;
-    let (status, label) = match (succeeded, failed) {
-        (_, 0) => (StatusCode::OK, "ok"),
-        (0, _) => (
-            first_error_status.unwrap_or(StatusCode::BAD_REQUEST),
+    let (status, label, error) = match (succeeded, first_error) {
+        (_, None) => (StatusCode::OK, "ok", None),
+        // Nothing stored: the answer is an error, with the first failure's status and code,
+        // and the per-record results still tell which record failed how.
+        (0, Some(first)) => (
+            first.status,
             "failed",
+            Some(ErrorDetail {
+                code: first.code.to_owned(),
+                message: format!(
+                    "none of the {failed} records was stored; the first failed with: {}",
+                    first.message
+                ),
+            }),
         ),
-        _ => (StatusCode::MULTI_STATUS, "partial"),
+        (_, Some(_)) => (StatusCode::MULTI_STATUS, "partial", None),
     };
     let body = BatchResponse {
         status: label,
         succeeded,
         failed,
         results,
+        error,
     };
-    Reply::new(fingerprint, status, &body)
+    let reply = Reply::new(fingerprint, status, &body);
+    // Records refused for a full queue may be sent again shortly: say when.
+    if queue_full {
+        reply.with_retry_after()
+    } else {
+        reply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+    use serde_json::json;
+
+    use super::super::super::router;
+    use super::super::super::testing::{call, config, post, records_in, state, state_with};
+
+    #[tokio::test]
+    async fn a_batch_where_every_record_fails_has_results_and_an_error() {
+        let app = router(state());
+        let answer = call(
+            &app,
+            post(
+                "/kafka/send-batch",
+                &json!({"messages": [{"topic": "a b"}, {"topic": "c d"}]}),
+            ),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+        // Per-record results, as in any batch answer...
+        assert_eq!(answer.body["status"], "failed");
+        assert_eq!(answer.body["succeeded"], 0);
+        assert_eq!(answer.body["failed"], 2);
+        assert_eq!(answer.body["results"][0]["error"]["code"], "invalid_record");
+        assert_eq!(answer.body["results"][1]["error"]["code"], "invalid_record");
+        // ...and the top-level error every failed answer carries, naming the first failure.
+        assert_eq!(answer.body["error"]["code"], "invalid_record");
+        let message = answer.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("none of the 2 records was stored"),
+            "{message}"
+        );
+        // A batch with a success has no top-level error.
+        let topic = testkit::topic("rt-batch-err", 1).await;
+        let answer = call(
+            &app,
+            post(
+                "/kafka/send-batch",
+                &json!({"messages": [{"topic": topic, "value": 1}, {"topic": "c d"}]}),
+            ),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::MULTI_STATUS, "{}", answer.text);
+        assert!(answer.body.get("error").is_none(), "{}", answer.text);
+        assert_eq!(records_in(&topic).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_for_a_full_queue_says_when_to_retry() {
+        // A producer queue of one record, which lingers a second before it is sent.
+        let topic = testkit::topic("rt-queue-full", 1).await;
+        let mut config = config();
+        config.linger = Duration::from_secs(1);
+        config
+            .librdkafka
+            .insert("queue.buffering.max.messages".to_owned(), "1".to_owned());
+        let app = router(state_with(&config));
+        let batch = |values: &[i32]| {
+            json!({"messages": values.iter().map(|n| json!({"topic": topic, "value": n}))
+                .collect::<Vec<_>>()})
+        };
+        // A batch of three: the first record fills the queue, the other two find it full.
+        let partial = call(&app, post("/kafka/send-batch", &batch(&[1, 2, 3]))).await;
+        assert_eq!(partial.status, StatusCode::MULTI_STATUS, "{}", partial.text);
+        assert_eq!(partial.body["results"][1]["error"]["code"], "queue_full");
+        assert_eq!(partial.body["results"][2]["error"]["code"], "queue_full");
+        assert_eq!(partial.headers["retry-after"], "1");
+        // A batch sent while another request's record holds the queue: every record fails,
+        // the answer is a 429 with per-record results, an error and Retry-After.
+        let (first, refused) =
+            tokio::join!(call(&app, post("/kafka/send-batch", &batch(&[4]))), async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                call(&app, post("/kafka/send-batch", &batch(&[5, 6]))).await
+            });
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+        assert_eq!(
+            refused.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            refused.text
+        );
+        assert_eq!(refused.headers["retry-after"], "1");
+        assert_eq!(refused.body["error"]["code"], "queue_full");
+        assert_eq!(refused.body["results"][0]["error"]["code"], "queue_full");
+        assert_eq!(refused.body["results"][1]["error"]["code"], "queue_full");
+        // Only the records that found room were stored.
+        assert_eq!(records_in(&topic).await, 2);
+    }
 }

@@ -79,4 +79,8 @@ pub struct BatchResponse {
     pub failed: usize,
     /// One entry per request record, in request order.
     pub results: Vec<BatchItem>,
+    /// Present when no record was stored: the first failure's code, as every error answer
+    /// carries one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
 }

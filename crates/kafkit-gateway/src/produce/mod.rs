@@ -1,10 +1,13 @@
 //! `POST /kafka/send` and `POST /kafka/send-batch` (seed 003), producing through the shared
 //! producer: a batch is enqueued whole, then its acknowledgements are awaited together.
 //!
-//! Before anything is produced a request is checked in this order: the caller's write grants
-//! (one forbidden topic refuses the whole request), each record (name, encoding, size, topic
-//! existence when auto-creation is off), then idempotency keys. Sends are bounded by the
-//! gateway's send timeout, so an unreachable broker is a prompt 503, never a hung request.
+//! Before anything is produced a request is checked in this order: the API key (401), before
+//! the body is read; whether the key may write any topic at all (403), still before the body
+//! is read; the body's JSON (400, 415, 422); the caller's write grants on the topics it names
+//! (403; one forbidden topic refuses the whole request); then the `Idempotency-Key` header,
+//! each record (name, encoding, size, topic existence when auto-creation is off) and the
+//! record-level idempotency keys. Sends are bounded by the gateway's send timeout, so an
+//! unreachable broker is a prompt 503, never a hung request.
 //!
 //! A send runs as a task of its own. When the broker does not answer in time the request gets
 //! its 503 at once, but the send goes on (librdkafka keeps the records until its delivery
@@ -23,12 +26,12 @@ mod replay;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::Writer;
 use super::error::{ApiJson, ErrorBody};
 use replay::{Claimed, bounded, idempotent};
 
@@ -56,23 +59,27 @@ pub fn routes() -> OpenApiRouter<AppState> {
         description = "Replays the first answer for 10 minutes instead of producing again")),
     responses(
         (status = 200, description = "Stored; the broker acknowledged it", body = SendResult),
-        (status = 400, description = "Invalid record", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key may not write this topic", body = ErrorBody),
+        (status = 400, description = "Invalid record, malformed JSON, or a body that could not be read", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key (the body is not read)", body = ErrorBody),
+        (status = 403, description = "The key may not write this topic (the body is not read when it may write none)", body = ErrorBody),
         (status = 404, description = "Unknown topic (auto-creation off)", body = ErrorBody),
         (status = 413, description = "Record or body too large", body = ErrorBody),
         (status = 422, description = "Wrong fields", body = ErrorBody),
-        (status = 429, description = "Producer queue full; retry later", body = ErrorBody),
+        (status = 429, description = "Producer queue full; retry later", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
         (status = 503, description = "Broker unreachable or slow", body = ErrorBody),
     ),
     security((), ("api_key" = []))
 )]
 pub async fn messages_send(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     headers: HeaderMap,
     ApiJson(message): ApiJson<OutboundMessage>,
 ) -> Response {
+    if let Err(error) = caller.require_write(&message.topic) {
+        return error.into_response();
+    }
     idempotent(
         &state,
         &caller,
@@ -80,7 +87,6 @@ pub async fn messages_send(
         "send",
         &message,
         async |request| {
-            caller.require_write(&message.topic)?;
             let record = message.checked_record(&state).await?;
             let fingerprint = request.fingerprint;
             let claim = match message.claim(&state, &caller).await? {
@@ -111,22 +117,30 @@ pub async fn messages_send(
         description = "Replays the first answer for 10 minutes instead of producing again")),
     responses(
         (status = 200, description = "Every record stored", body = BatchResponse),
-        (status = 207, description = "Some records stored, the others failed", body = BatchResponse),
-        (status = 400, description = "Empty batch, or every record invalid", body = BatchResponse),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key may not write one of the topics: nothing produced", body = ErrorBody),
+        (status = 207, description = "Some records stored, the others failed; `Retry-After` \
+            when some found the producer queue full", body = BatchResponse,
+            headers(("Retry-After" = Option<u32>, description = "Seconds to wait before retrying the records refused for a full queue"))),
+        (status = 400, description = "Empty batch, malformed JSON or a body that could not be read (`error` only), or every record invalid (`results` and `error`)", body = BatchResponse),
+        (status = 401, description = "Missing or unknown API key (the body is not read)", body = ErrorBody),
+        (status = 403, description = "The key may not write one of the topics: nothing produced (the body is not read when it may write none)", body = ErrorBody),
         (status = 413, description = "More than 1000 records, or body too large", body = ErrorBody),
         (status = 422, description = "Wrong fields", body = ErrorBody),
+        (status = 429, description = "Every record found the producer queue full: per-record \
+            `results` and a top-level `error`", body = BatchResponse,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
         (status = 503, description = "Broker unreachable or slow", body = ErrorBody),
     ),
     security((), ("api_key" = []))
 )]
 pub async fn messages_send_batch(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     headers: HeaderMap,
     ApiJson(batch): ApiJson<BatchRequest>,
 ) -> Response {
+    if let Err(error) = batch::authorize(&caller, &batch) {
+        return error.into_response();
+    }
     idempotent(
         &state,
         &caller,

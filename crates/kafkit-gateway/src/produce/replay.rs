@@ -6,14 +6,14 @@
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kafkit::Delivery;
 use serde::Serialize;
 
 use super::super::AppState;
 use super::super::auth::Caller;
-use super::super::error::ApiError;
+use super::super::error::{ApiError, RETRY_AFTER_SECONDS};
 use super::super::idempotency::{self, Claim, Owner};
 use super::body::{OutboundMessage, SendResult};
 use super::{IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
@@ -25,6 +25,8 @@ pub struct Reply {
     fingerprint: u64,
     status: StatusCode,
     body: serde_json::Value,
+    /// Some records were refused for a full producer queue: tell the client when to retry.
+    retry_after: bool,
 }
 
 impl Reply {
@@ -34,13 +36,27 @@ impl Reply {
             fingerprint,
             status,
             body: serde_json::to_value(body).expect("serializable"),
+            retry_after: status == StatusCode::TOO_MANY_REQUESTS,
         }
+    }
+
+    /// This answer with `Retry-After`, whatever its status.
+    pub(super) fn with_retry_after(mut self) -> Self {
+        self.retry_after = true;
+        self
     }
 }
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body)).into_response()
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }
 
