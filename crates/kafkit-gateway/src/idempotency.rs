@@ -5,9 +5,17 @@
 //! the work runs either waits for its outcome ([`IdempotencyCache::claim`]) or is told it is in
 //! progress ([`IdempotencyCache::try_claim`], for batches, where waiting on several keys could
 //! deadlock two requests). Only successes are stored: a failed attempt releases the key so the
-//! retry can try again. Entries expire after a TTL and the cache holds a bounded number.
+//! retry can try again.
+//!
+//! Keys live in *scopes* (one per API key): a caller's keys never collide with another's.
+//! Memory is bounded by bytes, not entries: each scope may hold [`DEFAULT_SCOPE_BYTES`] of
+//! answers and all scopes together [`DEFAULT_TOTAL_BYTES`]. Over its own budget a scope forgets
+//! its oldest answers; over the total budget the scope holding the most pays, so one busy
+//! caller cannot push out everyone else's keys. A key whose work is still running is never
+//! forgotten (forgetting it would let a retry produce a second copy); entries expire after a
+//! TTL.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,39 +24,101 @@ use tokio::time::Instant;
 
 /// How long an answer is replayed.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
-/// Most answers kept at once; the oldest are forgotten first.
-pub const DEFAULT_CAPACITY: usize = 100_000;
+/// Bytes of answers one scope (API key) may keep.
+pub const DEFAULT_SCOPE_BYTES: usize = 64 << 20;
+/// Bytes of answers all scopes together may keep.
+pub const DEFAULT_TOTAL_BYTES: usize = 256 << 20;
 /// Longest idempotency key accepted.
 pub const MAX_KEY_LEN: usize = 255;
+/// What an entry costs beyond its key and answer (maps, order, bookkeeping).
+const ENTRY_OVERHEAD: usize = 96;
+
+/// The memory an answer holds, for the cache's byte budget.
+pub trait Weigh {
+    /// Approximate bytes.
+    fn weight(&self) -> usize;
+}
 
 /// What the work ended with, as seen by waiters: `None` while it runs.
 type Outcome<T> = Option<Option<T>>;
 
 enum Slot<T> {
-    Running {
-        generation: u64,
-        outcome: watch::Receiver<Outcome<T>>,
-    },
+    Running(watch::Receiver<Outcome<T>>),
     Done(T),
 }
 
 struct Entry<T> {
     slot: Slot<T>,
+    generation: u64,
     expires: Instant,
+    weight: usize,
+}
+
+struct Scope<T> {
+    entries: HashMap<String, Entry<T>>,
+    /// Keys by generation (claim order), oldest first.
+    order: BTreeMap<u64, String>,
+    bytes: usize,
+}
+
+impl<T> Default for Scope<T> {
+    fn default() -> Self {
+        Scope {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> Scope<T> {
+    fn remove(&mut self, key: &str) -> usize {
+        let Some(entry) = self.entries.remove(key) else {
+            return 0;
+        };
+        self.order.remove(&entry.generation);
+        self.bytes -= entry.weight;
+        entry.weight
+    }
+
+    /// Forgets the oldest finished answer (or an expired one); the bytes freed, 0 if none.
+    fn forget_oldest(&mut self, now: Instant) -> usize {
+        let oldest = self.order.values().find(|key| {
+            self.entries
+                .get(*key)
+                .is_some_and(|e| matches!(e.slot, Slot::Done(_)) || e.expires <= now)
+        });
+        match oldest.cloned() {
+            Some(key) => self.remove(&key),
+            None => 0,
+        }
+    }
+
+    /// Forgets expired entries at the front of the order.
+    fn expire(&mut self, now: Instant) -> usize {
+        let mut freed = 0;
+        while let Some(key) = self.order.values().next().cloned() {
+            if self.entries.get(&key).is_some_and(|e| e.expires > now) {
+                break;
+            }
+            freed += self.remove(&key);
+        }
+        freed
+    }
 }
 
 struct Inner<T> {
-    entries: HashMap<String, Entry<T>>,
-    /// Insertion order, for bounded eviction; may name keys already removed.
-    order: VecDeque<(String, Instant)>,
+    scopes: HashMap<String, Scope<T>>,
+    bytes: usize,
     next_generation: u64,
 }
 
-/// Answers by idempotency key. Cheap to clone.
+/// Answers by scope and idempotency key. Cheap to clone.
 pub struct IdempotencyCache<T> {
     inner: Arc<Mutex<Inner<T>>>,
     ttl: Duration,
-    capacity: usize,
+    scope_bytes: usize,
+    total_bytes: usize,
 }
 
 impl<T> Clone for IdempotencyCache<T> {
@@ -56,7 +126,8 @@ impl<T> Clone for IdempotencyCache<T> {
         IdempotencyCache {
             inner: Arc::clone(&self.inner),
             ttl: self.ttl,
-            capacity: self.capacity,
+            scope_bytes: self.scope_bytes,
+            total_bytes: self.total_bytes,
         }
     }
 }
@@ -65,14 +136,15 @@ impl<T> std::fmt::Debug for IdempotencyCache<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdempotencyCache")
             .field("ttl", &self.ttl)
-            .field("capacity", &self.capacity)
+            .field("scope_bytes", &self.scope_bytes)
+            .field("total_bytes", &self.total_bytes)
             .finish_non_exhaustive()
     }
 }
 
-impl<T: Clone> Default for IdempotencyCache<T> {
+impl<T: Clone + Weigh> Default for IdempotencyCache<T> {
     fn default() -> Self {
-        IdempotencyCache::new(DEFAULT_TTL, DEFAULT_CAPACITY)
+        IdempotencyCache::new(DEFAULT_TTL, DEFAULT_SCOPE_BYTES, DEFAULT_TOTAL_BYTES)
     }
 }
 
@@ -99,6 +171,7 @@ impl<T> std::fmt::Debug for Claim<T> {
 impl<T> std::fmt::Debug for Owner<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Owner")
+            .field("scope", &self.scope)
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
@@ -107,39 +180,47 @@ impl<T> std::fmt::Debug for Owner<T> {
 /// The right to do the work for a key. Dropped without `complete`, it releases the key.
 pub struct Owner<T> {
     cache: IdempotencyCache<T>,
+    scope: String,
     key: String,
     generation: u64,
     outcome: Option<watch::Sender<Outcome<T>>>,
 }
 
-impl<T: Clone> IdempotencyCache<T> {
-    /// A cache replaying answers for `ttl`, holding at most `capacity`.
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+enum Watched<T> {
+    Done(T),
+    Running(watch::Receiver<Outcome<T>>),
+}
+
+impl<T: Clone + Weigh> IdempotencyCache<T> {
+    /// A cache replaying answers for `ttl`, keeping at most `scope_bytes` per scope and
+    /// `total_bytes` in all.
+    pub fn new(ttl: Duration, scope_bytes: usize, total_bytes: usize) -> Self {
         IdempotencyCache {
             inner: Arc::new(Mutex::new(Inner {
-                entries: HashMap::new(),
-                order: VecDeque::new(),
+                scopes: HashMap::new(),
+                bytes: 0,
                 next_generation: 0,
             })),
             ttl,
-            capacity: capacity.max(1),
+            scope_bytes,
+            total_bytes: total_bytes.max(scope_bytes),
         }
     }
 
-    /// Claims `key` without waiting.
-    pub fn try_claim(&self, key: &str) -> Claim<T> {
-        match self.claim_or_watch(key) {
+    /// Claims `key` of `scope` without waiting.
+    pub fn try_claim(&self, scope: &str, key: &str) -> Claim<T> {
+        match self.claim_or_watch(scope, key) {
             Ok(owner) => Claim::Owner(owner),
             Err(Watched::Done(value)) => Claim::Done(value),
             Err(Watched::Running(_)) => Claim::InProgress,
         }
     }
 
-    /// Claims `key`, waiting for a running attempt to finish first: its success is replayed,
-    /// its failure hands the key over.
-    pub async fn claim(&self, key: &str) -> Claim<T> {
+    /// Claims `key` of `scope`, waiting for a running attempt to finish first: its success is
+    /// replayed, its failure hands the key over.
+    pub async fn claim(&self, scope: &str, key: &str) -> Claim<T> {
         loop {
-            match self.claim_or_watch(key) {
+            match self.claim_or_watch(scope, key) {
                 Ok(owner) => return Claim::Owner(owner),
                 Err(Watched::Done(value)) => return Claim::Done(value),
                 Err(Watched::Running(mut outcome)) => {
@@ -154,82 +235,104 @@ impl<T: Clone> IdempotencyCache<T> {
         }
     }
 
-    fn claim_or_watch(&self, key: &str) -> Result<Owner<T>, Watched<T>> {
+    fn claim_or_watch(&self, scope_name: &str, key: &str) -> Result<Owner<T>, Watched<T>> {
         let now = Instant::now();
-        let mut inner = self.inner.lock().expect("not poisoned");
-        if let Some(entry) = inner.entries.get(key)
+        let mut guard = self.inner.lock().expect("not poisoned");
+        let inner = &mut *guard;
+        let scope = inner.scopes.entry(scope_name.to_owned()).or_default();
+        inner.bytes -= scope.expire(now);
+        if let Some(entry) = scope.entries.get(key)
             && entry.expires > now
         {
             return Err(match &entry.slot {
                 Slot::Done(value) => Watched::Done(value.clone()),
-                Slot::Running { outcome, .. } => Watched::Running(outcome.clone()),
+                Slot::Running(outcome) => Watched::Running(outcome.clone()),
             });
         }
+        inner.bytes -= scope.remove(key);
         let generation = inner.next_generation;
         inner.next_generation += 1;
         let (sender, receiver) = watch::channel(None);
-        let expires = now + self.ttl;
-        inner.entries.insert(
+        let weight = key.len() + ENTRY_OVERHEAD;
+        scope.entries.insert(
             key.to_owned(),
             Entry {
-                slot: Slot::Running {
-                    generation,
-                    outcome: receiver,
-                },
-                expires,
+                slot: Slot::Running(receiver),
+                generation,
+                expires: now + self.ttl,
+                weight,
             },
         );
-        inner.order.push_back((key.to_owned(), expires));
-        self.evict(&mut inner, now);
+        scope.order.insert(generation, key.to_owned());
+        scope.bytes += weight;
+        inner.bytes += weight;
+        self.evict(inner, scope_name, now);
         Ok(Owner {
             cache: self.clone(),
+            scope: scope_name.to_owned(),
             key: key.to_owned(),
             generation,
             outcome: Some(sender),
         })
     }
 
-    /// Forgets expired entries, then the oldest while over capacity.
-    fn evict(&self, inner: &mut Inner<T>, now: Instant) {
-        while let Some((key, expires)) = inner.order.front().cloned() {
-            let over = inner.entries.len() > self.capacity;
-            if expires > now && !over {
+    /// Brings `scope` under its budget (its own oldest answers go), then everyone under the
+    /// total budget (the scope holding the most pays first).
+    fn evict(&self, inner: &mut Inner<T>, scope_name: &str, now: Instant) {
+        if let Some(scope) = inner.scopes.get_mut(scope_name) {
+            while scope.bytes > self.scope_bytes {
+                let freed = scope.forget_oldest(now);
+                if freed == 0 {
+                    break;
+                }
+                inner.bytes -= freed;
+            }
+        }
+        while inner.bytes > self.total_bytes {
+            let Some(largest) = inner
+                .scopes
+                .values_mut()
+                .filter(|s| s.bytes > 0)
+                .max_by_key(|s| s.bytes)
+            else {
+                break;
+            };
+            let freed = largest.forget_oldest(now);
+            if freed == 0 {
+                // Only running work is left in the largest scope: nothing may be forgotten.
                 break;
             }
-            inner.order.pop_front();
-            // Only remove the entry this order slot was written for.
-            if inner
-                .entries
-                .get(&key)
-                .is_some_and(|e| e.expires == expires)
-            {
-                inner.entries.remove(&key);
-            }
+            inner.bytes -= freed;
         }
+        inner.scopes.retain(|_, s| !s.entries.is_empty());
     }
 
-    /// Entries currently kept (expired ones included until evicted).
+    /// Bytes kept for `scope`, and in all.
     #[cfg(test)]
-    fn len(&self) -> usize {
-        self.inner.lock().expect("not poisoned").entries.len()
+    fn bytes(&self, scope: &str) -> (usize, usize) {
+        let inner = self.inner.lock().expect("not poisoned");
+        (inner.scopes.get(scope).map_or(0, |s| s.bytes), inner.bytes)
     }
 }
 
-enum Watched<T> {
-    Done(T),
-    Running(watch::Receiver<Outcome<T>>),
-}
-
-impl<T: Clone> Owner<T> {
+impl<T: Clone + Weigh> Owner<T> {
     /// Stores `value` as the key's answer and hands it to anyone waiting.
     pub fn complete(mut self, value: T) {
-        let mut inner = self.cache.inner.lock().expect("not poisoned");
-        if let Some(entry) = inner.entries.get_mut(&self.key)
-            && matches!(entry.slot, Slot::Running { generation, .. } if generation == self.generation)
+        let now = Instant::now();
+        let mut guard = self.cache.inner.lock().expect("not poisoned");
+        let inner = &mut *guard;
+        if let Some(scope) = inner.scopes.get_mut(&self.scope)
+            && let Some(entry) = scope.entries.get_mut(&self.key)
+            && entry.generation == self.generation
         {
+            let weight = self.key.len() + ENTRY_OVERHEAD + value.weight();
+            scope.bytes = scope.bytes - entry.weight + weight;
+            inner.bytes = inner.bytes - entry.weight + weight;
+            entry.weight = weight;
             entry.slot = Slot::Done(value.clone());
+            self.cache.evict(inner, &self.scope, now);
         }
-        drop(inner);
+        drop(guard);
         if let Some(sender) = self.outcome.take() {
             sender.send_replace(Some(Some(value)));
         }
@@ -242,12 +345,19 @@ impl<T> Drop for Owner<T> {
             return;
         };
         // Not completed: release the key so a retry may do the work.
-        if let Ok(mut inner) = self.cache.inner.lock()
-            && inner.entries.get(&self.key).is_some_and(|e| {
-                matches!(e.slot, Slot::Running { generation, .. } if generation == self.generation)
-            })
-        {
-            inner.entries.remove(&self.key);
+        if let Ok(mut guard) = self.cache.inner.lock() {
+            let inner = &mut *guard;
+            if let Some(scope) = inner.scopes.get_mut(&self.scope)
+                && scope
+                    .entries
+                    .get(&self.key)
+                    .is_some_and(|e| e.generation == self.generation)
+            {
+                inner.bytes -= scope.remove(&self.key);
+                if scope.entries.is_empty() {
+                    inner.scopes.remove(&self.scope);
+                }
+            }
         }
         sender.send_replace(Some(None));
     }
@@ -271,6 +381,15 @@ pub fn validate_key(key: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    impl Weigh for u32 {
+        fn weight(&self) -> usize {
+            // Each answer weighs a kibibyte in these tests.
+            1024
+        }
+    }
+
+    const SCOPE: &str = "key#1";
+
     fn owner(claim: Claim<u32>) -> Owner<u32> {
         match claim {
             Claim::Owner(owner) => owner,
@@ -279,31 +398,35 @@ mod tests {
         }
     }
 
+    fn cache(scope_bytes: usize, total_bytes: usize) -> IdempotencyCache<u32> {
+        IdempotencyCache::new(Duration::from_secs(600), scope_bytes, total_bytes)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_completed_key_is_replayed_until_its_ttl() {
-        let cache = IdempotencyCache::new(Duration::from_secs(600), 10);
+        let cache = cache(1 << 20, 1 << 20);
         // First claim owns the key; a concurrent one is told it is in progress.
-        let first = owner(cache.try_claim("k"));
-        assert!(matches!(cache.try_claim("k"), Claim::InProgress));
+        let first = owner(cache.try_claim(SCOPE, "k"));
+        assert!(matches!(cache.try_claim(SCOPE, "k"), Claim::InProgress));
         first.complete(7);
         // Retries within the TTL replay the answer.
-        assert!(matches!(cache.try_claim("k"), Claim::Done(7)));
+        assert!(matches!(cache.try_claim(SCOPE, "k"), Claim::Done(7)));
         tokio::time::advance(Duration::from_secs(599)).await;
-        assert!(matches!(cache.claim("k").await, Claim::Done(7)));
+        assert!(matches!(cache.claim(SCOPE, "k").await, Claim::Done(7)));
         // After the TTL the key is new again.
         tokio::time::advance(Duration::from_secs(2)).await;
-        drop(owner(cache.try_claim("k")));
+        drop(owner(cache.try_claim(SCOPE, "k")));
     }
 
     #[tokio::test]
     async fn a_failed_attempt_releases_the_key_to_a_waiting_retry() {
-        let cache = IdempotencyCache::<u32>::new(Duration::from_secs(60), 10);
-        let first = owner(cache.try_claim("k"));
+        let cache = cache(1 << 20, 1 << 20);
+        let first = owner(cache.try_claim(SCOPE, "k"));
         // A duplicate waits for the first attempt...
         let waiter = tokio::spawn({
             let cache = cache.clone();
             async move {
-                let retry = owner(cache.claim("k").await);
+                let retry = owner(cache.claim(SCOPE, "k").await);
                 retry.complete(9);
             }
         });
@@ -311,32 +434,87 @@ mod tests {
         // ...which fails (dropped without an answer): the duplicate takes the key over.
         drop(first);
         waiter.await.unwrap();
-        assert!(matches!(cache.try_claim("k"), Claim::Done(9)));
+        assert!(matches!(cache.try_claim(SCOPE, "k"), Claim::Done(9)));
     }
 
     #[tokio::test]
     async fn a_waiter_gets_the_answer_of_the_running_attempt() {
-        let cache = IdempotencyCache::<u32>::new(Duration::from_secs(60), 10);
-        let first = owner(cache.try_claim("k"));
+        let cache = cache(1 << 20, 1 << 20);
+        let first = owner(cache.try_claim(SCOPE, "k"));
         let waiter = tokio::spawn({
             let cache = cache.clone();
-            async move { cache.claim("k").await }
+            async move { cache.claim(SCOPE, "k").await }
         });
         tokio::task::yield_now().await;
         first.complete(3);
         assert!(matches!(waiter.await.unwrap(), Claim::Done(3)));
     }
 
-    #[tokio::test]
-    async fn holds_at_most_its_capacity_oldest_first() {
-        let cache = IdempotencyCache::<u32>::new(Duration::from_secs(60), 3);
+    #[test]
+    fn scopes_never_share_keys() {
+        let cache = cache(1 << 20, 1 << 20);
+        owner(cache.try_claim("key#1", "order-1")).complete(1);
+        // The same key under another API key is another key.
+        owner(cache.try_claim("key#2", "order-1")).complete(2);
+        assert!(matches!(
+            cache.try_claim("key#1", "order-1"),
+            Claim::Done(1)
+        ));
+        assert!(matches!(
+            cache.try_claim("key#2", "order-1"),
+            Claim::Done(2)
+        ));
+    }
+
+    #[test]
+    fn a_scope_over_its_byte_budget_forgets_its_own_oldest_answers() {
+        // Room for about three answers per scope.
+        let cache = cache(3 * 1200, 1 << 20);
         for (i, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            owner(cache.try_claim(key)).complete(i as u32);
+            owner(cache.try_claim(SCOPE, key)).complete(i as u32);
         }
-        assert_eq!(cache.len(), 3);
-        // "a" was forgotten; the others are replayed.
-        drop(owner(cache.try_claim("a")));
-        assert!(matches!(cache.try_claim("d"), Claim::Done(3)));
+        let (scope, _) = cache.bytes(SCOPE);
+        assert!(scope <= 3 * 1200, "{scope} bytes kept");
+        // "a" was forgotten; the newest is replayed.
+        assert!(matches!(cache.try_claim(SCOPE, "d"), Claim::Done(3)));
+        drop(owner(cache.try_claim(SCOPE, "a")));
+    }
+
+    #[test]
+    fn over_the_total_budget_the_largest_scope_pays() {
+        // Each scope may hold 10 answers, all together 12.
+        let cache = cache(10 * 1200, 12 * 1200);
+        owner(cache.try_claim("quiet", "q1")).complete(1);
+        owner(cache.try_claim("quiet", "q2")).complete(2);
+        for i in 0..30 {
+            owner(cache.try_claim("busy", &format!("b{i}"))).complete(i);
+        }
+        // The quiet caller's keys survive the busy caller's flood.
+        assert!(matches!(cache.try_claim("quiet", "q1"), Claim::Done(1)));
+        assert!(matches!(cache.try_claim("quiet", "q2"), Claim::Done(2)));
+        let (busy, total) = cache.bytes("busy");
+        assert!(total <= 12 * 1200 && busy <= 10 * 1200, "{busy} of {total}");
+        assert!(matches!(cache.try_claim("busy", "b29"), Claim::Done(29)));
+    }
+
+    #[test]
+    fn running_work_is_never_forgotten_and_failed_claims_leave_nothing_behind() {
+        // A budget smaller than one answer.
+        let cache = cache(10, 10);
+        let running = owner(cache.try_claim(SCOPE, "slow"));
+        for i in 0..100 {
+            owner(cache.try_claim(SCOPE, &format!("k{i}"))).complete(i);
+        }
+        // However full, the key whose work runs is still claimed: no second attempt starts.
+        assert!(matches!(cache.try_claim(SCOPE, "slow"), Claim::InProgress));
+        drop(running);
+        // Claims that fail (dropped owners) leave no bytes and no order entries.
+        for i in 0..1000 {
+            drop(owner(cache.try_claim(SCOPE, &format!("failed{i}"))));
+        }
+        let inner = cache.inner.lock().unwrap();
+        let kept: usize = inner.scopes.values().map(|s| s.order.len()).sum();
+        assert!(kept <= 1, "{kept} order entries kept");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::super::AppState;
 use super::super::auth::Caller;
 use super::super::error::{ApiError, RETRY_AFTER_SECONDS};
-use super::super::idempotency::{self, Claim, Owner};
+use super::super::idempotency::{self, Claim, Owner, Weigh};
 use super::body::{OutboundMessage, SendResult};
 use super::{IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
 
@@ -68,6 +68,24 @@ pub struct RecordReply {
     result: SendResult,
 }
 
+impl Weigh for Reply {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>() + json_weight(&self.body)
+    }
+}
+
+impl Weigh for RecordReply {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + serde_json::to_value(&self.result).map_or(0, |v| json_weight(&v))
+    }
+}
+
+/// About the bytes a JSON value holds in memory (its text length is close enough).
+fn json_weight(value: &serde_json::Value) -> usize {
+    serde_json::to_vec(value).map_or(0, |text| text.len())
+}
+
 /// The request's own `Idempotency-Key` claim, handed to the work so a send that outlives the
 /// request can keep it until the delivery report arrives.
 #[derive(Clone)]
@@ -100,7 +118,7 @@ pub(super) async fn idempotent(
     let key = match headers.get(IDEMPOTENCY_KEY_HEADER).map(HeaderValue::to_str) {
         None => None,
         Some(Ok(key)) => match idempotency::validate_key(key) {
-            Ok(()) => Some(format!("{}\n{route}\n{key}", caller.name())),
+            Ok(()) => Some(format!("{route}\n{key}")),
             Err(message) => {
                 return ApiError::bad_request("invalid_idempotency_key", message).into_response();
             }
@@ -115,7 +133,7 @@ pub(super) async fn idempotent(
     };
     let owner = match &key {
         None => None,
-        Some(key) => match state.request_replies.claim(key).await {
+        Some(key) => match state.request_replies.claim(caller.name(), key).await {
             Claim::Done(reply) if reply.fingerprint != fingerprint => {
                 return ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -236,8 +254,8 @@ impl OutboundMessage {
         state: &AppState,
         caller: &Caller,
     ) -> Result<Claimed, ApiError> {
-        let claim = match self.idempotency_scope(caller) {
-            Some(scope) => Some(state.record_replies.claim(&scope).await),
+        let claim = match self.idempotency_key() {
+            Some(key) => Some(state.record_replies.claim(caller.name(), &key).await),
             None => None,
         };
         self.claimed(claim)
@@ -247,8 +265,8 @@ impl OutboundMessage {
     /// deadlock two requests): a key in progress is a 409.
     pub(super) fn try_claim(&self, state: &AppState, caller: &Caller) -> Result<Claimed, ApiError> {
         let claim = self
-            .idempotency_scope(caller)
-            .map(|scope| state.record_replies.try_claim(&scope));
+            .idempotency_key()
+            .map(|key| state.record_replies.try_claim(caller.name(), &key));
         self.claimed(claim)
     }
 
@@ -275,11 +293,11 @@ impl OutboundMessage {
         }))
     }
 
-    /// The cache key of this record's idempotency key, scoped to caller and topic.
-    fn idempotency_scope(&self, caller: &Caller) -> Option<String> {
+    /// The cache key of this record's idempotency key within the caller's scope: per topic.
+    fn idempotency_key(&self) -> Option<String> {
         self.idempotency_key
             .as_ref()
-            .map(|key| format!("{}\n{}\n{key}", caller.name(), self.topic))
+            .map(|key| format!("{}\n{key}", self.topic))
     }
 }
 
