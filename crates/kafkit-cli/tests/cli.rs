@@ -200,6 +200,22 @@ fn embedded_broker_serves_cli_produce_and_consume() {
         .map(|r| r["value"].clone())
         .collect();
     assert_eq!(values, ["one", "two"]);
+
+    // Admin calls the mock cannot answer fail at once and say what to do instead.
+    let began = std::time::Instant::now();
+    let refused = kafkit()
+        .args(["topics", "create", "more", "--partitions", "3"])
+        .env("KAFKA_BROKERS", &address)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("kafkit broker --topics"), "{stderr}");
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}: the mock's missing admin API was waited out",
+        began.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -441,4 +441,26 @@ mod tests {
         .await;
         assert_eq!(answer.status, StatusCode::OK);
     }
+
+    #[tokio::test]
+    async fn the_embedded_broker_describes_a_topic_at_once_without_configs() {
+        let (_cluster, state) = super::super::testing::embedded_state();
+        state
+            .admin
+            .ensure_topics(&[kafkit::TopicSpec::new("embedded-detail", 2)])
+            .await
+            .unwrap();
+        let app = router(state);
+        let began = std::time::Instant::now();
+        let answer = call(&app, get("/topics/embedded-detail")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert_eq!(answer.body["partitions"].as_array().unwrap().len(), 2);
+        let why = answer.body["configs_error"].as_str().unwrap();
+        assert!(why.contains("embedded development broker"), "{why}");
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(2),
+            "took {:?}",
+            began.elapsed()
+        );
+    }
 }

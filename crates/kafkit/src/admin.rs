@@ -26,6 +26,13 @@ use crate::record::validate_topic;
 /// How errors name the embedded development broker.
 const EMBEDDED_BROKER: &str =
     "the embedded development broker (it has no admin API for this; use an Apache Kafka broker)";
+/// How errors name the embedded development broker reached from another process (`kafkit
+/// broker`), with what to do instead.
+const REMOTE_EMBEDDED_BROKER: &str = "the embedded development broker (librdkafka's mock cluster has no admin API; \
+     create topics with `kafkit broker --topics NAME:PARTITIONS`, or produce to a new topic to \
+     create it with the default partition count)";
+/// The start of the cluster id librdkafka's mock cluster reports.
+const MOCK_CLUSTER_ID: &str = "mockCluster";
 
 /// A topic to create if it does not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +191,9 @@ pub struct Admin {
     metadata: Arc<BaseConsumer>,
     config: KafkaConfig,
     embedded: Option<Arc<EmbeddedBroker>>,
+    /// Whether the cluster is the embedded development broker of another process, asked once:
+    /// its missing admin API would otherwise make each call wait out the full timeout.
+    remote_mock: tokio::sync::OnceCell<bool>,
     timeout: Duration,
 }
 
@@ -221,8 +231,35 @@ impl Admin {
             metadata: Arc::new(metadata),
             config: config.clone(),
             embedded: None,
+            remote_mock: tokio::sync::OnceCell::new(),
             timeout: config.request_timeout,
         })
+    }
+
+    /// `Err(Unsupported)` at once when the cluster is the embedded development broker of
+    /// another process (`kafkit broker`): `operation` would only time out there.
+    async fn refuse_on_remote_mock(&self, operation: impl FnOnce() -> String) -> Result<()> {
+        if self.embedded.is_some() {
+            return Ok(());
+        }
+        let mock = *self
+            .remote_mock
+            .get_or_try_init(|| async {
+                let cluster = self.describe_cluster().await?;
+                Ok::<_, Error>(
+                    cluster
+                        .cluster_id
+                        .is_some_and(|id| id.starts_with(MOCK_CLUSTER_ID)),
+                )
+            })
+            .await?;
+        if mock {
+            return Err(Error::Unsupported {
+                operation: operation(),
+                broker: REMOTE_EMBEDDED_BROKER,
+            });
+        }
+        Ok(())
     }
 
     /// Works on `cluster`: with the embedded broker, topics are created through it.
@@ -261,6 +298,11 @@ impl Admin {
             }
             return self.wait_for_topics(topics).await;
         }
+        self.refuse_on_remote_mock(|| {
+            let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+            format!("creating topics {}", names.join(", "))
+        })
+        .await?;
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|spec| {
@@ -397,6 +439,14 @@ impl Admin {
 
     /// The topic's configuration as the broker reports it (name → value), secrets left out.
     pub async fn topic_configs(&self, name: &str) -> Result<BTreeMap<String, String>> {
+        if self.embedded.is_some() {
+            return Err(Error::Unsupported {
+                operation: format!("describing the configs of {name}"),
+                broker: EMBEDDED_BROKER,
+            });
+        }
+        self.refuse_on_remote_mock(|| format!("describing the configs of {name}"))
+            .await?;
         let options = AdminOptions::new().request_timeout(Some(self.timeout));
         let results = self
             .client
@@ -503,6 +553,8 @@ impl Admin {
                 broker: EMBEDDED_BROKER,
             });
         }
+        self.refuse_on_remote_mock(|| format!("adding partitions to {topic}"))
+            .await?;
         let options = AdminOptions::new().operation_timeout(Some(self.timeout));
         let results = self
             .client
