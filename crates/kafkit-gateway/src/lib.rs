@@ -34,6 +34,7 @@ mod idempotency;
 mod known_topics;
 mod openapi;
 mod produce;
+mod read_limit;
 mod server;
 #[cfg(test)]
 mod testing;
@@ -57,6 +58,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use auth::ApiKeys;
 pub use axum_server::tls_rustls::RustlsConfig;
 pub use health::Readiness;
+pub use read_limit::ReadLimit;
 pub use server::{ServerLimits, serve, serve_tls};
 pub use tls::load as load_tls;
 
@@ -123,6 +125,8 @@ pub struct AppState {
     pub embedded: Option<Arc<kafkit::EmbeddedBroker>>,
     /// Limits of the listening socket ([`serve`], [`serve_tls`]).
     pub server: ServerLimits,
+    /// Places of the read endpoints (topics, groups, dead letters).
+    pub reads: ReadLimit,
 }
 
 impl AppState {
@@ -151,6 +155,7 @@ impl AppState {
             readiness: Arc::default(),
             embedded: cluster.embedded().cloned(),
             server: ServerLimits::default(),
+            reads: ReadLimit::default(),
         })
     }
 
@@ -181,9 +186,15 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let (routes, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(produce::routes())
-        .merge(topics::routes())
-        .merge(groups::routes())
-        .merge(dlt::routes())
+        .merge(
+            topics::routes()
+                .merge(groups::routes())
+                .merge(dlt::routes())
+                .layer(axum::middleware::from_fn_with_state(
+                    state.reads.clone(),
+                    read_limit::limit,
+                )),
+        )
         .merge(health::routes())
         .merge(openapi::routes())
         .split_for_parts();
