@@ -1,6 +1,8 @@
 //! Property test of the whole router: arbitrary JSON bodies and arbitrary paths never get a
-//! 5xx and never panic. The state is on the test broker with topic auto-creation off, so
-//! random topic names are answered 404 instead of littering the broker with topics.
+//! 5xx and never panic, open and behind API keys, on every route (send, batch, topics,
+//! browse, groups, dead-letter listing and replay), with record keys, idempotency keys and
+//! oversize bodies. The state is on the test broker with topic auto-creation off, so random
+//! topic names are answered 404 instead of littering the broker with topics.
 
 use std::sync::OnceLock;
 
@@ -10,8 +12,8 @@ use axum::http::Request;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use super::router;
 use super::testing::{call, config, state_with};
+use super::{MAX_BODY_BYTES, router};
 
 /// One runtime and one app for every case: building a producer per case would dominate.
 fn fixture() -> &'static (tokio::runtime::Runtime, Router, String) {
@@ -22,6 +24,39 @@ fn fixture() -> &'static (tokio::runtime::Runtime, Router, String) {
         let mut config = config();
         config.allow_auto_topic_creation = false;
         let app = runtime.block_on(async { router(state_with(&config)) });
+        (runtime, app, topic)
+    })
+}
+
+/// One runtime and one app behind API keys, with a topic and its dead-letter topic holding a
+/// record: `writer` may write and read the fuzz topics, `reader` may only read them.
+fn keyed_fixture() -> &'static (tokio::runtime::Runtime, Router, String) {
+    static FIXTURE: OnceLock<(tokio::runtime::Runtime, Router, String)> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let topic = runtime.block_on(async {
+            let topic = testkit::topic("fuzz-keyed", 2).await;
+            let dlt = format!("{topic}.dlq");
+            kafkit::Admin::new(&config())
+                .expect("admin")
+                .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1)])
+                .await
+                .expect("dead-letter topic");
+            testkit::send(vec![
+                kafkit::Record::to(&dlt)
+                    .key("k")
+                    .header(kafkit::dead_letter::ORIGINAL_TOPIC, topic.as_str())
+                    .json(&json!({"id": 1}))
+                    .expect("encodable"),
+            ])
+            .await;
+            topic
+        });
+        let mut config = config();
+        config.allow_auto_topic_creation = false;
+        let keys = super::ApiKeys::parse("writer:write=fuzz-*,read=fuzz-*;reader:read=fuzz-*")
+            .expect("valid keys");
+        let app = runtime.block_on(async { router(state_with(&config).with_api_keys(keys)) });
         (runtime, app, topic)
     })
 }
@@ -132,5 +167,75 @@ proptest! {
         };
         let answer = runtime.block_on(call(app, request));
         prop_assert!(answer.status.as_u16() < 500, "{path} -> {} {}", answer.status, answer.text);
+    }
+
+    #[test]
+    fn every_route_behind_api_keys_never_answers_5xx(
+        route in 0usize..8,
+        auth in prop_oneof![
+            Just(None),
+            Just(Some("Bearer writer")),
+            Just(Some("bearer reader")),
+            Just(Some("Bearer nobody")),
+            Just(Some("Basic d3JpdGVyOg==")),
+        ],
+        idempotency in prop::option::of(prop_oneof!["[ -~]{0,20}", "[a-z0-9-]{1,300}"]),
+        key in prop::option::of(any_json()),
+        oversize in prop::bool::weighted(0.05),
+        query in prop::option::of("(limit|offset|partition)=[-0-9]{0,20}"),
+        body in any_json(),
+    ) {
+        let (runtime, app, topic) = keyed_fixture();
+        let dlt = format!("{topic}.dlq");
+        let (method, path) = match route {
+            0 => ("POST", "/kafka/send".to_owned()),
+            1 => ("POST", "/kafka/send-batch".to_owned()),
+            2 => ("GET", "/topics".to_owned()),
+            3 => ("GET", format!("/topics/{topic}")),
+            4 => ("GET", format!("/topics/{topic}/messages")),
+            5 => ("GET", "/groups".to_owned()),
+            6 => ("GET", format!("/dlt/{dlt}")),
+            _ => ("POST", format!("/dlt/{dlt}/replay")),
+        };
+        let path = match &query {
+            Some(query) if method == "GET" || route == 7 => format!("{path}?{query}"),
+            _ => path,
+        };
+        let mut message = json!({"topic": topic, "value": body});
+        if let Some(key) = key {
+            message["key"] = key;
+        }
+        let payload = if oversize {
+            format!("{{\"topic\": \"{topic}\", \"value\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES))
+        } else if route == 1 {
+            json!({"messages": [message]}).to_string()
+        } else {
+            message.to_string()
+        };
+        let mut request = Request::builder().method(method).uri(path.as_str());
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        if let Some(idempotency) = &idempotency
+            && let Ok(value) = axum::http::HeaderValue::from_str(idempotency)
+        {
+            request = request.header("idempotency-key", value);
+        }
+        let request = if method == "POST" {
+            request.header("content-type", "application/json").body(Body::from(payload))
+        } else {
+            request.body(Body::empty())
+        };
+        let Ok(request) = request else {
+            return Ok(());
+        };
+        let answer = runtime.block_on(call(app, request));
+        prop_assert!(answer.status.as_u16() < 500, "{method} {path} -> {} {}", answer.status, answer.text);
+        prop_assert!(answer.status.is_success() || answer.body["error"]["code"].is_string(),
+            "{method} {path} -> {}", answer.text);
+        // Without a known key nothing but health answers.
+        if !matches!(auth, Some("Bearer writer") | Some("bearer reader")) {
+            prop_assert_eq!(answer.status.as_u16(), 401, "{} {}", method, path);
+        }
     }
 }
