@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kafkit::{CircuitBreakerConfig, HandlerError, Kafka, Message, RetryPolicy, Router};
+use kafkit::{CircuitBreakerConfig, HandlerError, Kafka, Message, RetryPolicy, Router, State};
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
@@ -25,19 +25,21 @@ async fn main() -> kafkit::Result<()> {
 
     // The dependency fails its first 6 calls, then recovers: five open the circuit, the first
     // probe fails and opens it again, the second closes it.
+    // The call count is shared state, handed to the handler as `State` (as in axum).
     let calls = Arc::new(AtomicU64::new(0));
     let mut router = Router::new();
     router
-        .register(&topic, move |m: Message<serde_json::Value>| {
-            let calls = calls.clone();
-            async move {
+        .register_with_state(
+            &topic,
+            calls,
+            |State(calls): State<Arc<AtomicU64>>, m: Message<serde_json::Value>| async move {
                 if calls.fetch_add(1, Ordering::SeqCst) < 6 {
                     return Err(HandlerError::transient("SMTP server unavailable"));
                 }
                 println!("sent notification {}", m.value["n"]);
                 Ok(())
-            }
-        })
+            },
+        )
         .retry(RetryPolicy::exponential(50, Duration::from_millis(100)))
         .circuit_breaker(CircuitBreakerConfig {
             failure_threshold: 5,

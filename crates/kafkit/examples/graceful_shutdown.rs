@@ -6,7 +6,27 @@
 
 use std::time::Duration;
 
-use kafkit::{CommitStrategy, ConsumerOptions, Kafka, Manager, Message, Router};
+use kafkit::{
+    CommitStrategy, ConsumerOptions, HandlerResult, Kafka, Manager, Message, Producer, Router,
+    TypedHandler,
+};
+
+/// The handler as a type: its state (a producer, a topic) lives in `self`, no clones.
+struct Forward {
+    producer: Producer,
+    topic: String,
+}
+
+impl TypedHandler<serde_json::Value> for Forward {
+    async fn handle(&self, view: Message<serde_json::Value>) -> HandlerResult {
+        // Consume-transform-produce (at-least-once): the offset is stored after the forwarded
+        // record is acknowledged.
+        self.producer
+            .send_json(&self.topic, view.key_str(), &view.value)
+            .await?;
+        Ok(())
+    }
+}
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {
@@ -18,19 +38,11 @@ async fn main() -> kafkit::Result<()> {
     manager.add_producer("events", kafka.producer()?);
 
     let mut router = Router::new();
-    let forward = manager.producer("events").expect("just added");
-    router.register(&topic, move |view: Message<serde_json::Value>| {
-        let (forward, enriched) = (forward.clone(), enriched.clone());
-        async move {
-            // Consume-transform-produce (at-least-once): the offset is stored after the
-            // forwarded record is acknowledged.
-            forward
-                .send_json(&enriched, view.key_str(), &view.value)
-                .await
-                .map_err(kafkit::HandlerError::transient)?;
-            Ok(())
-        }
-    });
+    let forward = Forward {
+        producer: manager.producer("events").expect("just added"),
+        topic: enriched,
+    };
+    router.register_typed(&topic, forward);
     let options = ConsumerOptions {
         // Manual-commit style: commit after every record, as KafkaJS autoCommit: false.
         commit: CommitStrategy::EveryRecord,
