@@ -7,10 +7,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use kafkit::redrive::KNOWN_TEMPLATES;
 use kafkit::view::DeadLetterView;
 use kafkit::{Limits, Redrive};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -18,13 +21,14 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiQuery, ErrorBody};
 use super::known_topics::lookup_error;
+use super::openapi::TopicName;
 
 /// Most records one listing returns.
-const MAX_LIST: usize = 500;
+pub const MAX_LIST: usize = 500;
 /// About the most bytes of keys, values and headers one listing reads.
 const MAX_LIST_BYTES: usize = 8 << 20;
 /// Most records one replay re-publishes.
-const MAX_REPLAY: usize = 10_000;
+pub const MAX_REPLAY: usize = 10_000;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -32,9 +36,48 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(dlt_replay))
 }
 
-/// How many records.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+/// The name of a dead-letter topic that can be replayed: it follows one of
+/// [`kafkit::redrive::KNOWN_TEMPLATES`], which tells the topic it serves (the only destination
+/// of its records).
+pub struct DeadLetterTopicName;
+
+impl DeadLetterTopicName {
+    /// `^(…)$` with one alternative per template, `{topic}` standing for a non-empty name.
+    pub fn pattern() -> String {
+        let alternatives: Vec<String> = KNOWN_TEMPLATES
+            .iter()
+            .filter_map(|template| template.split_once("{topic}"))
+            // Templates hold topic-name characters only, of which `.` alone means something
+            // in a regular expression.
+            .map(|(prefix, suffix)| {
+                let literal = |text: &str| text.replace('.', r"\.");
+                format!("{}[a-zA-Z0-9._-]+{}", literal(prefix), literal(suffix))
+            })
+            .collect();
+        format!("^({})$", alternatives.join("|"))
+    }
+}
+
+impl PartialSchema for DeadLetterTopicName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(kafkit::record::MAX_TOPIC_NAME_LEN))
+            .pattern(Some(DeadLetterTopicName::pattern()))
+            .description(Some(
+                "A dead-letter topic named after the topic it serves: `{topic}.dlq`, \
+                 `{topic}_dlt`, `{topic}-dlt` or `{topic}.DLT`",
+            ))
+            .examples(["orders.dlq"])
+            .into()
+    }
+}
+
+impl ToSchema for DeadLetterTopicName {}
+
+/// How many records; the operations document their own bounds.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
     /// At most this many records (list: 1–500, default 100; replay: 1–10000, default 1000).
@@ -60,15 +103,23 @@ pub struct ReplayView {
     get,
     path = "/dlt/{topic}",
     tag = "dead letters",
-    params(("topic" = String, Path, description = "Dead-letter topic, e.g. orders.dlq"), LimitQuery),
+    params(
+        ("topic" = TopicName, Path, description = "Dead-letter topic, e.g. orders.dlq"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500,
+            description = "At most this many records (default 100)"),
+    ),
     responses(
         (status = 200, description = "Dead-lettered records", body = Vec<DeadLetterView>),
         (status = 400, description = "Invalid topic or limit", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "Topic not readable with this key", body = ErrorBody),
+        (status = 403, description = "Topic not readable with this key, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
+        (status = 502, description = "The broker failed the request", body = ErrorBody),
+        (status = 503, description = "Broker unreachable or slow, too many reads at once \
+            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 pub async fn dlt_list(
     State(state): State<AppState>,
@@ -91,15 +142,23 @@ pub async fn dlt_list(
     post,
     path = "/dlt/{topic}/replay",
     tag = "dead letters",
-    params(("topic" = String, Path, description = "Dead-letter topic, e.g. orders.dlq"), LimitQuery),
+    params(
+        ("topic" = DeadLetterTopicName, Path, description = "Dead-letter topic, e.g. orders.dlq"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000,
+            description = "At most this many records (default 1000)"),
+    ),
     responses(
         (status = 200, description = "What was replayed", body = ReplayView),
-        (status = 400, description = "Invalid topic or limit", body = ErrorBody),
+        (status = 400, description = "Invalid topic or limit, or a dead-letter topic not named after the topic it serves", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "Dead-letter topic not readable, or a destination not writable", body = ErrorBody),
+        (status = 403, description = "Dead-letter topic not readable, a destination not writable, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
+        (status = 502, description = "The broker failed the request", body = ErrorBody),
+        (status = 503, description = "Broker unreachable or slow, too many reads at once \
+            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 pub async fn dlt_replay(
     State(state): State<AppState>,

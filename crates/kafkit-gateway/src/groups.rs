@@ -17,7 +17,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 
 /// Longest group id accepted (Kafka's own limit is the request size; this keeps logs sane).
-const MAX_GROUP_LEN: usize = 255;
+pub const MAX_GROUP_LEN: usize = 255;
 
 /// How a 501 names the embedded broker's limitation.
 const EMBEDDED_BROKER: &str = "the embedded development broker (it has no consumer-group API; \
@@ -86,13 +86,20 @@ pub struct GroupDetail {
     path = "/groups",
     tag = "groups",
     responses(
-        (status = 200, description = "Groups, by name", body = Vec<GroupSummary>),
+        (status = 200, description = "Groups, by name", body = Vec<GroupSummary>,
+            links(("describe" = (operation_id = "groups_describe",
+                parameters(("group" = "$response.body#/0/name")),
+                description = "The first group's lag")))),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The broker refused the gateway", body = ErrorBody),
         (status = 501, description = "The broker has no consumer-group API (the embedded \
             development broker): code `unsupported_by_broker`", body = ErrorBody),
-        (status = 503, description = "Broker unreachable", body = ErrorBody),
+        (status = 502, description = "The broker failed the request", body = ErrorBody),
+        (status = 503, description = "Broker unreachable or slow, too many reads at once \
+            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 pub async fn groups_list(
     State(state): State<AppState>,
@@ -118,24 +125,29 @@ pub async fn groups_list(
     get,
     path = "/groups/{group}",
     tag = "groups",
-    params(("group" = String, Path, description = "Group id")),
+    params(("group" = String, Path, min_length = 1, max_length = 255, description = "Group id")),
     responses(
         (status = 200, description = "The group's lag", body = GroupDetail),
         (status = 400, description = "Invalid group id", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown group", body = ErrorBody),
         (status = 501, description = "The broker has no consumer-group API (the embedded \
             development broker): code `unsupported_by_broker`", body = ErrorBody),
-        (status = 503, description = "Broker unreachable", body = ErrorBody),
+        (status = 502, description = "The broker failed the request", body = ErrorBody),
+        (status = 503, description = "Broker unreachable or slow, too many reads at once \
+            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 pub async fn groups_describe(
     State(state): State<AppState>,
     caller: Caller,
     Path(group): Path<String>,
 ) -> Result<Json<GroupDetail>, ApiError> {
-    if group.is_empty() || group.len() > MAX_GROUP_LEN {
+    // Characters, not bytes: the document's `maxLength` counts characters.
+    if group.is_empty() || group.chars().count() > MAX_GROUP_LEN {
         return Err(ApiError::bad_request(
             "invalid_group",
             format!("a group id has 1 to {MAX_GROUP_LEN} characters"),
@@ -186,6 +198,7 @@ mod tests {
     use super::super::testing::{
         bearer, call, config, embedded_state, get, state, state_with_keys,
     };
+    use super::MAX_GROUP_LEN;
 
     /// Commits `offset` for `group` in partition 0 of `topic`, as a consumer would.
     async fn commit(group: &str, topic: &str, offset: i64) {
@@ -233,6 +246,25 @@ mod tests {
         let answer = call(&app, bearer(get(&format!("/groups/{group}")), "viewer")).await;
         assert_eq!(answer.status, StatusCode::OK);
         assert_eq!(answer.body["partitions"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn a_group_id_is_measured_in_characters_as_the_document_says() {
+        // On the embedded broker a valid id gets its 501 at once, an invalid one 400 before.
+        let (_cluster, state) = embedded_state();
+        let app = router(state);
+        // `é`, two bytes in UTF-8, percent-encoded.
+        let id = |n: usize| "%C3%A9".repeat(n);
+        let answer = call(&app, get(&format!("/groups/{}", id(MAX_GROUP_LEN)))).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_IMPLEMENTED,
+            "{}",
+            answer.text
+        );
+        let answer = call(&app, get(&format!("/groups/{}", id(MAX_GROUP_LEN + 1)))).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+        assert_eq!(answer.body["error"]["code"], "invalid_group");
     }
 
     #[tokio::test]

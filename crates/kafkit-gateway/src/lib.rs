@@ -198,9 +198,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(openapi::routes())
         .split_for_parts();
-    let document = openapi::Document(Arc::new(
-        document.to_json().expect("the OpenAPI document serializes"),
-    ));
+    let document = openapi::Document::new(&document, state.keys.is_some());
     routes
         .layer(Extension(document))
         .layer(TimeoutLayer::with_status_code(

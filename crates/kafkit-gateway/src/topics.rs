@@ -18,6 +18,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiQuery, ErrorBody};
 use super::known_topics::lookup_error;
+use super::openapi::TopicName;
 
 /// Records one browse request returns by default.
 pub const DEFAULT_BROWSE_LIMIT: usize = 100;
@@ -90,10 +91,13 @@ pub struct TopicDetail {
 #[serde(deny_unknown_fields)]
 pub struct BrowseQuery {
     /// Partition to read (default 0).
+    #[param(minimum = 0)]
     pub partition: Option<i32>,
     /// First offset (default: the oldest kept).
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
     /// Most records to return (default 100, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
 }
 
@@ -122,9 +126,13 @@ pub struct BrowseResponse {
     responses(
         (status = 200, description = "Topics, by name", body = Vec<TopicSummary>),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 503, description = "Broker unreachable", body = ErrorBody),
+        (status = 403, description = "The broker refused the gateway", body = ErrorBody),
+        (status = 502, description = "The broker failed the request", body = ErrorBody),
+        (status = 503, description = "Broker unreachable or slow, too many reads at once \
+            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 pub async fn topics_list(
     State(state): State<AppState>,
@@ -153,15 +161,19 @@ pub async fn topics_list(
     get,
     path = "/topics/{topic}",
     tag = "topics",
-    params(("topic" = String, Path, description = "Topic name")),
+    params(("topic" = TopicName, Path, description = "Topic name")),
     responses(
         (status = 200, description = "The topic", body = TopicDetail),
         (status = 400, description = "Invalid topic name", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key may not read this topic", body = ErrorBody),
+        (status = 403, description = "The key may not read this topic, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
+        (status = 502, description = "The broker failed the request", body = ErrorBody),
+        (status = 503, description = "Broker unreachable or slow, too many reads at once \
+            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 pub async fn topics_describe(
     State(state): State<AppState>,
@@ -200,15 +212,19 @@ pub async fn topics_describe(
     get,
     path = "/topics/{topic}/messages",
     tag = "topics",
-    params(("topic" = String, Path, description = "Topic name"), BrowseQuery),
+    params(("topic" = TopicName, Path, description = "Topic name"), BrowseQuery),
     responses(
         (status = 200, description = "Records from the offset on", body = BrowseResponse),
         (status = 400, description = "Invalid topic name or query", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key may not read this topic", body = ErrorBody),
+        (status = 403, description = "The key may not read this topic, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic or partition", body = ErrorBody),
+        (status = 502, description = "The broker failed the request", body = ErrorBody),
+        (status = 503, description = "Broker unreachable or slow, too many reads at once \
+            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 pub async fn messages_browse(
     State(state): State<AppState>,

@@ -35,7 +35,9 @@ use super::auth::Writer;
 use super::error::{ApiJson, ErrorBody};
 use replay::{Claimed, bounded, idempotent};
 
-pub use body::{BatchRequest, BatchResponse, OutboundMessage, SendResult};
+pub use body::{
+    BatchFailure, BatchRequest, BatchResponse, IdempotencyKey, OutboundMessage, SendResult,
+};
 pub use replay::{RecordReply, Reply};
 
 /// Request header naming an idempotency key for the whole request.
@@ -55,21 +57,25 @@ pub fn routes() -> OpenApiRouter<AppState> {
     path = "/kafka/send",
     tag = "produce",
     request_body = OutboundMessage,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<IdempotencyKey>, Header, nullable = false,
         description = "Replays the first answer for 10 minutes instead of producing again")),
     responses(
-        (status = 200, description = "Stored; the broker acknowledged it", body = SendResult),
+        (status = 200, description = "Stored; the broker acknowledged it", body = SendResult,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"))),
         (status = 400, description = "Invalid record, malformed JSON, or a body that could not be read", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key (the body is not read)", body = ErrorBody),
-        (status = 403, description = "The key may not write this topic (the body is not read when it may write none)", body = ErrorBody),
-        (status = 404, description = "Unknown topic (auto-creation off)", body = ErrorBody),
+        (status = 403, description = "The key may not write this topic (the body is not read when it may write none), or the broker refused the gateway", body = ErrorBody),
+        (status = 404, description = "Unknown topic (auto-creation off) or partition", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running", body = ErrorBody),
         (status = 413, description = "Record or body too large", body = ErrorBody),
-        (status = 422, description = "Wrong fields", body = ErrorBody),
+        (status = 415, description = "The body is not declared `application/json`", body = ErrorBody),
+        (status = 422, description = "Wrong fields, or an idempotency key used before for another request or record", body = ErrorBody),
         (status = 429, description = "Producer queue full; retry later", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 503, description = "Broker unreachable or slow", body = ErrorBody),
+        (status = 502, description = "The broker refused the record for another reason", body = ErrorBody),
+        (status = 503, description = "Broker unreachable or slow, or the request over the gateway's time limit; the record may still be delivered", body = ErrorBody),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 pub async fn messages_send(
     State(state): State<AppState>,
@@ -113,24 +119,29 @@ pub async fn messages_send(
     path = "/kafka/send-batch",
     tag = "produce",
     request_body = BatchRequest,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<IdempotencyKey>, Header, nullable = false,
         description = "Replays the first answer for 10 minutes instead of producing again")),
     responses(
-        (status = 200, description = "Every record stored", body = BatchResponse),
+        (status = 200, description = "Every record stored", body = BatchResponse,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"))),
         (status = 207, description = "Some records stored, the others failed; `Retry-After` \
             when some found the producer queue full", body = BatchResponse,
-            headers(("Retry-After" = Option<u32>, description = "Seconds to wait before retrying the records refused for a full queue"))),
-        (status = 400, description = "Empty batch, malformed JSON or a body that could not be read (`error` only), or every record invalid (`results` and `error`)", body = BatchResponse),
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying the records refused for a full queue"))),
+        (status = 400, description = "Malformed JSON or a body that could not be read (`error` only), or every record invalid (`results` and `error`)", body = BatchFailure),
         (status = 401, description = "Missing or unknown API key (the body is not read)", body = ErrorBody),
-        (status = 403, description = "The key may not write one of the topics: nothing produced (the body is not read when it may write none)", body = ErrorBody),
-        (status = 413, description = "More than 1000 records, or body too large", body = ErrorBody),
-        (status = 422, description = "Wrong fields", body = ErrorBody),
+        (status = 403, description = "The key may not write one of the topics: nothing produced (the body is not read when it may write none); or the broker refused every record", body = BatchFailure),
+        (status = 404, description = "Every record names an unknown topic (auto-creation off) or partition", body = BatchFailure),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running, or every record's `idempotency_key` is", body = BatchFailure),
+        (status = 413, description = "More than 1000 records, a body too large, or every record too large", body = BatchFailure),
+        (status = 415, description = "The body is not declared `application/json`", body = ErrorBody),
+        (status = 422, description = "Wrong fields, or an idempotency key used before for another request (or every record's for another record)", body = BatchFailure),
         (status = 429, description = "Every record found the producer queue full: per-record \
-            `results` and a top-level `error`", body = BatchResponse,
+            `results` and a top-level `error`", body = BatchFailure,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 503, description = "Broker unreachable or slow", body = ErrorBody),
+        (status = 502, description = "The broker refused every record for another reason", body = BatchFailure),
+        (status = 503, description = "Broker unreachable or slow, or the request over the gateway's time limit; records may still be delivered", body = BatchFailure),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 pub async fn messages_send_batch(
     State(state): State<AppState>,
