@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiQuery, ErrorBody};
+use super::error::{ApiError, ApiQuery, ErrorBody, ReadFailures};
 use super::known_topics::lookup_error;
 use super::openapi::TopicName;
 
@@ -111,13 +111,9 @@ pub struct ReplayView {
     responses(
         (status = 200, description = "Dead-lettered records", body = Vec<DeadLetterView>),
         (status = 400, description = "Invalid topic or limit", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "Topic not readable with this key, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
-        (status = 502, description = "The broker failed the request", body = ErrorBody),
-        (status = 503, description = "Broker unreachable or slow, too many reads at once \
-            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
+        ReadFailures,
     ),
     security(("api_key" = []))
 )]
@@ -150,13 +146,9 @@ pub async fn dlt_list(
     responses(
         (status = 200, description = "What was replayed", body = ReplayView),
         (status = 400, description = "Invalid topic or limit, or a dead-letter topic not named after the topic it serves", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "Dead-letter topic not readable, a destination not writable, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
-        (status = 502, description = "The broker failed the request", body = ErrorBody),
-        (status = 503, description = "Broker unreachable or slow, too many reads at once \
-            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
+        ReadFailures,
     ),
     security(("api_key" = []))
 )]

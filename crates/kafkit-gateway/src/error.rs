@@ -88,6 +88,27 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// The failures every read route can answer, documented once for all of them. Documentation
+/// only: the answers themselves are [`ApiError`]s.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ReadFailures {
+    /// 401.
+    #[response(status = 401, description = "Missing or unknown API key")]
+    Unauthorized(ErrorBody),
+    /// 502.
+    #[response(status = 502, description = "The broker failed the request")]
+    BrokerFailed(ErrorBody),
+    /// 503.
+    #[response(
+        status = 503,
+        description = "Broker unreachable or slow, too many reads at once (`busy`), or the \
+            request over the gateway's time limit",
+        headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))
+    )]
+    Unavailable(ErrorBody),
+}
+
 /// A stable code and a message naming the problem.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
 pub struct ErrorDetail {

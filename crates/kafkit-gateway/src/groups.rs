@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ReadFailures};
 
 /// Longest group id accepted (Kafka's own limit is the request size; this keeps logs sane).
 pub const MAX_GROUP_LEN: usize = 255;
@@ -90,14 +90,10 @@ pub struct GroupDetail {
             links(("describe" = (operation_id = "groups_describe",
                 parameters(("group" = "$response.body#/0/name")),
                 description = "The first group's lag")))),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The broker refused the gateway", body = ErrorBody),
         (status = 501, description = "The broker has no consumer-group API (the embedded \
             development broker): code `unsupported_by_broker`", body = ErrorBody),
-        (status = 502, description = "The broker failed the request", body = ErrorBody),
-        (status = 503, description = "Broker unreachable or slow, too many reads at once \
-            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
+        ReadFailures,
     ),
     security(("api_key" = []))
 )]
@@ -129,15 +125,11 @@ pub async fn groups_list(
     responses(
         (status = 200, description = "The group's lag", body = GroupDetail),
         (status = 400, description = "Invalid group id", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown group", body = ErrorBody),
         (status = 501, description = "The broker has no consumer-group API (the embedded \
             development broker): code `unsupported_by_broker`", body = ErrorBody),
-        (status = 502, description = "The broker failed the request", body = ErrorBody),
-        (status = 503, description = "Broker unreachable or slow, too many reads at once \
-            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
+        ReadFailures,
     ),
     security(("api_key" = []))
 )]

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiQuery, ErrorBody};
+use super::error::{ApiError, ApiQuery, ErrorBody, ReadFailures};
 use super::known_topics::lookup_error;
 use super::openapi::TopicName;
 
@@ -125,12 +125,8 @@ pub struct BrowseResponse {
     tag = "topics",
     responses(
         (status = 200, description = "Topics, by name", body = Vec<TopicSummary>),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The broker refused the gateway", body = ErrorBody),
-        (status = 502, description = "The broker failed the request", body = ErrorBody),
-        (status = 503, description = "Broker unreachable or slow, too many reads at once \
-            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
+        ReadFailures,
     ),
     security(("api_key" = []))
 )]
@@ -165,13 +161,9 @@ pub async fn topics_list(
     responses(
         (status = 200, description = "The topic", body = TopicDetail),
         (status = 400, description = "Invalid topic name", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key may not read this topic, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
-        (status = 502, description = "The broker failed the request", body = ErrorBody),
-        (status = 503, description = "Broker unreachable or slow, too many reads at once \
-            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
+        ReadFailures,
     ),
     security(("api_key" = []))
 )]
@@ -216,13 +208,9 @@ pub async fn topics_describe(
     responses(
         (status = 200, description = "Records from the offset on", body = BrowseResponse),
         (status = 400, description = "Invalid topic name or query", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key may not read this topic, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic or partition", body = ErrorBody),
-        (status = 502, description = "The broker failed the request", body = ErrorBody),
-        (status = 503, description = "Broker unreachable or slow, too many reads at once \
-            (`busy`), or the request over the gateway's time limit", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait, when `busy`"))),
+        ReadFailures,
     ),
     security(("api_key" = []))
 )]

@@ -294,19 +294,7 @@ pub(super) mod tests {
         let answer = call(&app, text).await;
         assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert_eq!(answer.body["error"]["code"], "unsupported_media_type");
-        // A batch whose every record is invalid fails as a whole, with per-record errors.
-        let answer = call(
-            &app,
-            post(
-                "/kafka/send-batch",
-                &json!({"messages": [{"topic": "a b"}, {"topic": "c d"}]}),
-            ),
-        )
-        .await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-        assert_eq!(answer.body["status"], "failed");
-        assert_eq!(answer.body["failed"], 2);
-        assert_eq!(answer.body["results"][1]["error"]["code"], "invalid_record");
+        // (A batch whose every record is invalid: produce::batch's tests.)
         assert_eq!(records_in(&topic).await, 0);
     }
 
