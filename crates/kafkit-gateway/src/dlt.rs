@@ -126,10 +126,11 @@ pub async fn dlt_list(
     kafkit::record::validate_topic(&topic)?;
     caller.require_read(&topic)?;
     let limit = bounded(query.limit, 100, MAX_LIST)?;
-    ensure_exists(&state, &topic).await?;
+    // The reader looks the topic up itself: an unknown one is its error, answered 404.
     let messages = Redrive::new(&state.config)?
         .list_within(&topic, Limits::to_end(limit).bytes(MAX_LIST_BYTES))
-        .await?;
+        .await
+        .map_err(|e| lookup_error(&topic, e))?;
     Ok(Json(messages.iter().map(DeadLetterView::of).collect()))
 }
 

@@ -279,6 +279,7 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
     /// Brings `scope` under its budget (its own oldest answers go), then everyone under the
     /// total budget (the scope holding the most pays first).
     fn evict(&self, inner: &mut Inner<T>, scope_name: &str, now: Instant) {
+        let mut forgot = false;
         if let Some(scope) = inner.scopes.get_mut(scope_name) {
             while scope.bytes > self.scope_bytes {
                 let freed = scope.forget_oldest(now);
@@ -286,6 +287,7 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
                     break;
                 }
                 inner.bytes -= freed;
+                forgot = true;
             }
         }
         while inner.bytes > self.total_bytes {
@@ -303,8 +305,12 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
                 break;
             }
             inner.bytes -= freed;
+            forgot = true;
         }
-        inner.scopes.retain(|_, s| !s.entries.is_empty());
+        // Only forgetting can leave a scope empty; a claim that forgot nothing skips the sweep.
+        if forgot {
+            inner.scopes.retain(|_, s| !s.entries.is_empty());
+        }
     }
 
     /// Bytes kept for `scope`, and in all.

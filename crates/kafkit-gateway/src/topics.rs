@@ -236,43 +236,31 @@ pub async fn messages_browse(
             format!("offset must be >= 0, got {offset}"),
         ));
     }
-    let info = state
-        .admin
-        .describe_topic(&topic)
+    // The reader looks the topic and partition up and reads their watermarks once: an unknown
+    // topic or partition is its error, answered 404.
+    let partition = query.partition.unwrap_or(0);
+    let mut reading = Reader::new(&state.config)?
+        .open(
+            &topic,
+            Some(&[partition]),
+            Start::Offset(query.offset.unwrap_or(0)),
+        )
         .await
         .map_err(|e| lookup_error(&topic, e))?;
-    let partition = query.partition.unwrap_or(0);
-    let watermarks = info
-        .partitions
-        .iter()
-        .find(|p| p.id == partition)
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "unknown_partition",
-                format!(
-                    "topic {topic:?} has {} partitions, there is no partition {partition}",
-                    info.partitions.len()
-                ),
-            )
-        })?;
-    let (low, high) = (watermarks.low_watermark, watermarks.high_watermark);
-    // Records below the low watermark are gone: start at the oldest one kept.
+    let (low, high) = reading
+        .watermarks(partition)
+        .expect("the reader was opened on this partition");
+    // Records below the low watermark are gone: reading starts at the oldest one kept.
     let start = query.offset.unwrap_or(low).max(low);
-    let messages = if start >= high {
-        Vec::new()
-    } else {
-        let limits = Limits::to_end(limit)
-            .bytes(MAX_BROWSE_BYTES)
-            .timeout(state.limits.broker_timeout);
-        Reader::new(&state.config)?
-            .open(&topic, Some(&[partition]), Start::Offset(start))
-            .await?
-            .collect(&limits)
-            .await?
-            .iter()
-            .map(MessageView::of)
-            .collect()
-    };
+    let limits = Limits::to_end(limit)
+        .bytes(MAX_BROWSE_BYTES)
+        .timeout(state.limits.broker_timeout);
+    let messages: Vec<MessageView> = reading
+        .collect(&limits)
+        .await?
+        .iter()
+        .map(MessageView::of)
+        .collect();
     let next_offset = messages.last().map_or(start.min(high), |m| m.offset + 1);
     Ok(Json(BrowseResponse {
         topic,

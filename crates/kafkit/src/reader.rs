@@ -142,17 +142,20 @@ impl Reader {
             let ranges = ranges(&consumer, &name, wanted.as_deref(), start, timeout)?;
             let mut assignment = TopicPartitionList::new();
             let mut ends = HashMap::new();
-            for (partition, (from, high)) in &ranges {
-                assignment.add_partition_offset(&name, *partition, Offset::Offset(*from))?;
+            let mut watermarks = HashMap::new();
+            for (partition, (from, low, high)) in ranges {
+                assignment.add_partition_offset(&name, partition, Offset::Offset(from))?;
                 if from < high {
-                    ends.insert(*partition, *high);
+                    ends.insert(partition, high);
                 }
+                watermarks.insert(partition, (low, high));
             }
             consumer.assign(&assignment)?;
             Ok(Reading {
                 consumer: Arc::new(consumer),
                 topic: name,
                 ends,
+                watermarks,
                 started: Instant::now(),
             })
         })
@@ -165,14 +168,14 @@ impl Reader {
     }
 }
 
-/// Each partition's first offset to read and its high watermark.
+/// Each partition's first offset to read and its low and high watermarks.
 fn ranges(
     consumer: &StreamConsumer,
     topic: &str,
     wanted: Option<&[i32]>,
     start: Start,
     timeout: Duration,
-) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
+) -> Result<HashMap<i32, (i64, i64, i64)>, KafkaError> {
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut partitions: Vec<i32> = metadata
         .topics()
@@ -226,7 +229,7 @@ fn ranges(
             // No committed offset: the beginning.
             (Start::Committed, _) => low,
         };
-        ranges.insert(partition, (from.clamp(low, high), high));
+        ranges.insert(partition, (from.clamp(low, high), low, high));
     }
     Ok(ranges)
 }
@@ -238,6 +241,8 @@ pub struct Reading {
     topic: String,
     /// High watermarks of the partitions not yet read to their end.
     ends: HashMap<i32, i64>,
+    /// Low and high watermarks of every assigned partition as of opening.
+    watermarks: HashMap<i32, (i64, i64)>,
     started: Instant,
 }
 
@@ -251,6 +256,11 @@ impl std::fmt::Debug for Reading {
 }
 
 impl Reading {
+    /// The low and high watermarks of `partition` as of opening; `None` if it is not read.
+    pub fn watermarks(&self, partition: i32) -> Option<(i64, i64)> {
+        self.watermarks.get(&partition).copied()
+    }
+
     /// True once every partition reached its end as of opening.
     pub fn at_end(&self) -> bool {
         self.ends.is_empty()

@@ -76,14 +76,25 @@ impl Weigh for Reply {
 
 impl Weigh for RecordReply {
     fn weight(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + serde_json::to_value(&self.result).map_or(0, |v| json_weight(&v))
+        std::mem::size_of::<Self>() + json_weight(&self.result)
     }
 }
 
-/// About the bytes a JSON value holds in memory (its text length is close enough).
-fn json_weight(value: &serde_json::Value) -> usize {
-    serde_json::to_vec(value).map_or(0, |text| text.len())
+/// About the bytes an answer holds in memory: the length of its JSON text, counted without
+/// writing the text anywhere.
+fn json_weight(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(0, |()| count.0)
 }
 
 /// The request's own `Idempotency-Key` claim, handed to the work so a send that outlives the
