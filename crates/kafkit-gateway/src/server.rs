@@ -23,7 +23,9 @@ use super::{AppState, router};
 /// Limits of the listening socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerLimits {
-    /// Longest a client may take to send a request's headers (HTTP/1).
+    /// Longest a client may take to send a request's headers (HTTP/1). hyper runs this timer
+    /// while a kept-alive connection waits for its next request too, so it is also the idle
+    /// timeout: keep it above the pool idle time of usual clients, or they race the close.
     pub header_read_timeout: Duration,
     /// Most connections served at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
@@ -34,7 +36,7 @@ pub struct ServerLimits {
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(60),
             max_connections: 1024,
             drain_timeout: Duration::from_secs(30),
         }
