@@ -130,6 +130,15 @@ impl Kafka {
         crate::producer::Producer::new(&self.config)
     }
 
+    /// A transactional producer named `transactional_id`, registered with the cluster. The
+    /// embedded broker accepts transactions but does not honour them faithfully.
+    pub async fn transactional_producer(
+        &self,
+        transactional_id: impl Into<String>,
+    ) -> Result<crate::transaction::TransactionalProducer> {
+        crate::producer::Producer::transactional(&self.config, transactional_id).await
+    }
+
     /// A producer builder, for a partitioner, metrics or an enqueue timeout.
     pub fn producer_builder(&self) -> crate::producer::ProducerBuilder {
         crate::producer::Producer::builder(&self.config)

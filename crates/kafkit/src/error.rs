@@ -106,6 +106,35 @@ pub enum Error {
         /// The underlying librdkafka error.
         source: KafkaError,
     },
+    /// A transactional producer can do nothing more: a newer producer with the same
+    /// transactional id fenced it (zombie fencing), or another fatal error struck it. Its open
+    /// transaction, if any, is aborted by the broker; recreate the producer to go on.
+    #[error(
+        "transactional producer {transactional_id} is fenced or failed fatally and can do \
+         nothing more ({code:?}: {reason}); recreate it"
+    )]
+    Fenced {
+        /// The producer's transactional id.
+        transactional_id: String,
+        /// librdkafka's fatal error code (e.g. `Fenced`, `InvalidProducerEpoch`).
+        code: RDKafkaErrorCode,
+        /// librdkafka's description.
+        reason: String,
+    },
+    /// A transaction could not be begun, committed or aborted, or a record sent in it failed
+    /// and it had to be aborted.
+    #[error("{operation} of a transaction of {transactional_id} failed{}: {source}", aborted_note(*.aborted))]
+    Transaction {
+        /// The producer's transactional id.
+        transactional_id: String,
+        /// `begin`, `send`, `send offsets`, `commit` or `abort`.
+        operation: &'static str,
+        /// Whether the transaction was aborted: none of its records will ever be visible to a
+        /// read-committed reader. When false after a commit, the outcome is unknown.
+        aborted: bool,
+        /// The underlying librdkafka error.
+        source: KafkaError,
+    },
     /// The embedded development broker could not be started or used.
     #[error("embedded broker: {0}")]
     EmbeddedBroker(String),
@@ -161,6 +190,12 @@ pub enum ErrorCode {
     EmbeddedBroker,
     /// A background task failed.
     Task,
+    /// A transactional producer is fenced (or failed fatally): recreate it.
+    Fenced,
+    /// A transaction was aborted: none of its records is visible to read-committed readers.
+    TransactionAborted,
+    /// A transaction operation failed otherwise.
+    Transaction,
 }
 
 impl ErrorCode {
@@ -188,6 +223,9 @@ impl ErrorCode {
             ErrorCode::Kafka => "kafka",
             ErrorCode::EmbeddedBroker => "embedded_broker",
             ErrorCode::Task => "task",
+            ErrorCode::Fenced => "fenced",
+            ErrorCode::TransactionAborted => "transaction_aborted",
+            ErrorCode::Transaction => "transaction",
         }
     }
 }
@@ -206,7 +244,9 @@ impl Error {
             | Error::Produce { source, .. }
             | Error::Admin { source, .. }
             | Error::Consume { source, .. }
+            | Error::Transaction { source, .. }
             | Error::Flush { source } => source.rdkafka_error_code(),
+            Error::Fenced { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -221,7 +261,10 @@ impl Error {
     /// fenced or out of sequence), or the configuration is wrong.
     pub fn is_fatal(&self) -> bool {
         match self {
-            Error::Config { .. } | Error::Disabled | Error::ClientCreation { .. } => true,
+            Error::Config { .. }
+            | Error::Disabled
+            | Error::ClientCreation { .. }
+            | Error::Fenced { .. } => true,
             _ => self.kafka_code().is_some_and(|code| {
                 matches!(
                     code,
@@ -260,6 +303,9 @@ impl Error {
             Error::Unsupported { .. } => ErrorCode::Unsupported,
             Error::EmbeddedBroker(_) => ErrorCode::EmbeddedBroker,
             Error::Task(_) => ErrorCode::Task,
+            Error::Fenced { .. } => ErrorCode::Fenced,
+            Error::Transaction { aborted: true, .. } => ErrorCode::TransactionAborted,
+            Error::Transaction { .. } => ErrorCode::Transaction,
             Error::Flush { .. }
             | Error::Produce { .. }
             | Error::Admin { .. }
@@ -289,6 +335,15 @@ impl Error {
             variable: variable.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// The end of a [`Error::Transaction`] message: what became of the transaction.
+fn aborted_note(aborted: bool) -> &'static str {
+    if aborted {
+        " and it was aborted (none of its records is visible to read-committed readers)"
+    } else {
+        ""
     }
 }
 
@@ -352,5 +407,23 @@ mod tests {
         let denied = produce_error(RDKafkaErrorCode::TopicAuthorizationFailed);
         assert_eq!(denied.code(), ErrorCode::NotAuthorized);
         assert_eq!(denied.code().as_str(), "not_authorized");
+
+        let fenced = Error::Fenced {
+            transactional_id: "orders-1".into(),
+            code: RDKafkaErrorCode::Fenced,
+            reason: "producer fenced by a newer instance".into(),
+        };
+        assert!(fenced.is_fatal() && !fenced.is_retriable());
+        assert_eq!(fenced.code().as_str(), "fenced");
+        assert!(fenced.to_string().contains("recreate it"), "{fenced}");
+        let aborted = Error::Transaction {
+            transactional_id: "orders-1".into(),
+            operation: "commit",
+            aborted: true,
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        };
+        assert!(!aborted.is_fatal());
+        assert_eq!(aborted.code(), ErrorCode::TransactionAborted);
+        assert!(aborted.to_string().contains("aborted"), "{aborted}");
     }
 }

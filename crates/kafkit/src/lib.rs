@@ -7,6 +7,8 @@
 //!   unset.
 //! - [`Producer`]: typed sends, pipelined multi-topic batches with per-record results,
 //!   idempotent by default, Java-compatible murmur2 partitioning, flush on shutdown.
+//! - [`TransactionalProducer`]: records to many topics, and consumed offsets, committed
+//!   together or not at all ([`Transaction`]); zombie producers fenced.
 //! - [`Admin`]: ensure topics, describe the cluster, list topics with watermarks, consumer
 //!   groups and their lag.
 //! - [`Consumer`]: the runtime. A [`Router`] maps topics to typed handlers; each partition is
@@ -57,6 +59,7 @@ pub mod retry;
 pub mod router;
 pub mod secret;
 pub mod shutdown;
+pub mod transaction;
 pub mod view;
 
 pub use admin::{
@@ -67,7 +70,7 @@ pub use batch::{BatchError, BatchOptions};
 pub use cdc::{DatabaseEvent, Operation};
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 pub use cluster::{Cluster, EmbeddedBroker, Kafka};
-pub use config::{Compression, KafkaConfig, Security};
+pub use config::{Compression, Isolation, KafkaConfig, Security};
 pub use consumer::{CommitStrategy, Consumer, ConsumerOptions};
 pub use dead_letter::DeadLetter;
 pub use error::{Error, ErrorCode, Result};
@@ -83,6 +86,7 @@ pub use redrive::{Redrive, ReplayReport};
 pub use retry::RetryPolicy;
 pub use router::{InvalidPolicy, Router};
 pub use secret::Secret;
+pub use transaction::{Transaction, TransactionalProducer};
 
 /// The rdkafka crate kafkit is built on, for what kafkit does not wrap.
 pub use rdkafka;

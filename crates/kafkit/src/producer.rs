@@ -164,11 +164,21 @@ impl ProducerBuilder {
 
     /// Creates the producer. It connects lazily; a wrong address shows up as delivery errors.
     pub fn build(self) -> Result<Producer> {
+        let settings = self.config.to_producer_config();
+        self.build_with(settings)
+    }
+
+    /// The configuration the producer is built from.
+    pub(crate) fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// Creates the producer with these librdkafka settings (derived from the builder's
+    /// configuration by one of its `to_*_config` methods).
+    pub(crate) fn build_with(self, settings: rdkafka::ClientConfig) -> Result<Producer> {
         self.config.ensure_enabled()?;
         self.config.validate()?;
-        let client: ThreadedProducer<DeliveryContext> = self
-            .config
-            .to_producer_config()
+        let client: ThreadedProducer<DeliveryContext> = settings
             .create_with_context(DeliveryContext::default())
             .map_err(|source| Error::ClientCreation {
                 client: "producer",
@@ -352,6 +362,12 @@ impl Producer {
     /// Records queued locally or in flight to the brokers.
     pub fn queue_depth(&self) -> i32 {
         self.inner.client.in_flight_count()
+    }
+
+    /// The librdkafka client, for the transaction calls of
+    /// [`TransactionalProducer`](crate::TransactionalProducer).
+    pub(crate) fn client(&self) -> &ThreadedProducer<DeliveryContext> {
+        &self.inner.client
     }
 
     /// Hands one record to librdkafka, waiting for room while the queue is full.

@@ -16,7 +16,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
-use crate::config::KafkaConfig;
+use crate::config::{Isolation, KafkaConfig};
 use crate::error::{Error, Result};
 use crate::record::{Message, validate_topic};
 
@@ -115,6 +115,15 @@ impl Reader {
     /// [`Reading::commit`] moves them. The group is still never joined.
     pub fn with_group(mut self, group: impl Into<String>) -> Self {
         self.group = group.into();
+        self
+    }
+
+    /// Reads with `isolation`: [`Isolation::ReadCommitted`] (the default, unless
+    /// `KAFKA_ISOLATION_LEVEL` says otherwise) skips records of aborted and still-open
+    /// transactions and stops before them; [`Isolation::ReadUncommitted`] reads everything
+    /// written.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.config.isolation = isolation;
         self
     }
 

@@ -32,6 +32,10 @@ pub const ENV_VARIABLES: &[&str] = &[
     "KAFKA_IDEMPOTENT",
     "KAFKA_ALLOW_AUTO_TOPIC_CREATION",
     "KAFKA_AUTO_OFFSET_RESET",
+    "KAFKA_ISOLATION_LEVEL",
+    "KAFKA_TRANSACTIONAL_ID",
+    "KAFKA_TRANSACTIONAL_ID_SUFFIX",
+    "KAFKA_TRANSACTION_TIMEOUT",
     "KAFKA_SSL_ENABLED",
     "KAFKA_SSL_CA_LOCATION",
     "KAFKA_SSL_CERT_LOCATION",
@@ -108,6 +112,15 @@ impl KafkaConfig {
                 defaults.auto_offset_reset,
                 str::parse,
             )?,
+            isolation: vars.parse("KAFKA_ISOLATION_LEVEL", defaults.isolation, str::parse)?,
+            transactional_id: vars.get("KAFKA_TRANSACTIONAL_ID").map(str::to_owned),
+            transactional_id_suffix: vars.parse(
+                "KAFKA_TRANSACTIONAL_ID_SUFFIX",
+                defaults.transactional_id_suffix,
+                str::parse,
+            )?,
+            transaction_timeout: vars
+                .millis("KAFKA_TRANSACTION_TIMEOUT", defaults.transaction_timeout)?,
             security: security_from(&vars)?,
             librdkafka: vars.passthrough(),
         };
@@ -264,7 +277,7 @@ impl EnvVars {
 mod tests {
     use super::*;
     use crate::config::tests::{error_of, from};
-    use crate::config::{Compression, OffsetReset, SaslMechanism};
+    use crate::config::{Compression, Isolation, OffsetReset, SaslMechanism};
 
     #[test]
     fn empty_environment_gives_defaults_and_embedded_broker() {
@@ -298,6 +311,10 @@ mod tests {
             ("KAFKA_IDEMPOTENT", "true"),
             ("KAFKA_ALLOW_AUTO_TOPIC_CREATION", "false"),
             ("KAFKA_AUTO_OFFSET_RESET", "latest"),
+            ("KAFKA_ISOLATION_LEVEL", "read_uncommitted"),
+            ("KAFKA_TRANSACTIONAL_ID", "orders-writer"),
+            ("KAFKA_TRANSACTIONAL_ID_SUFFIX", "pid"),
+            ("KAFKA_TRANSACTION_TIMEOUT", "20000"),
             ("KAFKA_SSL_ENABLED", "true"),
             ("KAFKA_SSL_CA_LOCATION", "/etc/ca.pem"),
             ("KAFKA_SSL_CERT_LOCATION", "/etc/cert.pem"),
@@ -329,6 +346,12 @@ mod tests {
         assert_eq!(config.compression, Compression::Zstd);
         assert!(!config.allow_auto_topic_creation);
         assert_eq!(config.auto_offset_reset, OffsetReset::Latest);
+        assert_eq!(config.isolation, Isolation::ReadUncommitted);
+        assert_eq!(
+            config.instance_transactional_id().unwrap(),
+            Some(format!("orders-writer-{}", std::process::id()))
+        );
+        assert_eq!(config.transaction_timeout, Duration::from_millis(20_000));
         let tls = config.security.tls.as_ref().unwrap();
         assert_eq!(tls.ca_location, Some(PathBuf::from("/etc/ca.pem")));
         assert!(!tls.verify_certificate);
@@ -356,6 +379,21 @@ mod tests {
         );
         for (vars, variable) in [
             (&[("KAFKA_ENABLED", "maybe")][..], "KAFKA_ENABLED"),
+            (
+                &[("KAFKA_ISOLATION_LEVEL", "serializable")],
+                "KAFKA_ISOLATION_LEVEL",
+            ),
+            (
+                &[("KAFKA_TRANSACTION_TIMEOUT", "1m")],
+                "KAFKA_TRANSACTION_TIMEOUT",
+            ),
+            (
+                &[
+                    ("KAFKA_TRANSACTIONAL_ID", "t"),
+                    ("KAFKA_TRANSACTIONAL_ID_SUFFIX", "random"),
+                ],
+                "KAFKA_TRANSACTIONAL_ID_SUFFIX",
+            ),
             (&[("KAFKA_BATCH_SIZE", "-1")], "KAFKA_BATCH_SIZE"),
             (&[("KAFKA_COMPRESSION", "brotli")], "KAFKA_COMPRESSION"),
             (&[("KAFKA_BROKERS", "localhost")], "KAFKA_BROKERS"),

@@ -53,6 +53,32 @@ impl KafkaConfig {
     /// Producer settings: idempotence, acks, batching, compression, delivery timeout and the
     /// Java-compatible murmur2 partitioner.
     pub fn to_producer_config(&self) -> ClientConfig {
+        let mut config = self.producer_settings();
+        self.apply_passthrough(&mut config);
+        config
+    }
+
+    /// Settings of a transactional producer named `transactional_id`: the producer settings,
+    /// idempotent with `acks=all` whatever `KAFKA_IDEMPOTENT` says (transactions need it), the
+    /// transaction timeout, and a delivery timeout no longer than the transaction timeout
+    /// (librdkafka refuses a longer one).
+    pub fn to_transactional_producer_config(&self, transactional_id: &str) -> ClientConfig {
+        let mut config = self.producer_settings();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", millis(self.transaction_timeout))
+            .set(
+                "message.timeout.ms",
+                millis(self.delivery_timeout.min(self.transaction_timeout)),
+            );
+        self.apply_passthrough(&mut config);
+        config
+    }
+
+    /// The producer keys, without the passthrough map.
+    fn producer_settings(&self) -> ClientConfig {
         let mut config = self.to_client_config();
         config
             .set("enable.idempotence", self.idempotent.to_string())
@@ -69,7 +95,6 @@ impl KafkaConfig {
             .set("compression.type", self.compression.as_str())
             // Same key → same partition as the Java client and KafkaJS's DefaultPartitioner.
             .set("partitioner", "murmur2_random");
-        self.apply_passthrough(&mut config);
         config
     }
 
@@ -104,6 +129,7 @@ impl KafkaConfig {
             .set("fetch.min.bytes", self.min_bytes.to_string())
             .set("fetch.wait.max.ms", millis(self.max_wait_time))
             .set("enable.auto.offset.store", "false")
+            .set("isolation.level", self.isolation.as_str())
             .set(
                 "auto.offset.reset",
                 match self.auto_offset_reset {
@@ -149,6 +175,7 @@ impl KafkaConfig {
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             .set("allow.auto.create.topics", "false")
+            .set("isolation.level", self.isolation.as_str())
             .set(
                 "max.partition.fetch.bytes",
                 self.max_bytes_per_partition.to_string(),
@@ -240,6 +267,36 @@ mod tests {
         assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(consumer.get("fetch.wait.max.ms"), Some("250"));
         assert_eq!(consumer.get("auto.offset.reset"), Some("latest"));
+        // Read committed unless told otherwise, as librdkafka's default.
+        assert_eq!(consumer.get("isolation.level"), Some("read_committed"));
+        assert_eq!(
+            config.to_reader_config("r").get("isolation.level"),
+            Some("read_committed")
+        );
+        // Plain producers are never transactional.
+        assert_eq!(producer.get("transactional.id"), None);
+    }
+
+    #[test]
+    fn a_transactional_producer_is_idempotent_and_bounded_by_its_timeout() {
+        let config = KafkaConfig {
+            idempotent: false,
+            isolation: crate::config::Isolation::ReadUncommitted,
+            delivery_timeout: Duration::from_secs(300),
+            transaction_timeout: Duration::from_secs(20),
+            ..KafkaConfig::default()
+        };
+        let producer = config.to_transactional_producer_config("orders-1");
+        assert_eq!(producer.get("transactional.id"), Some("orders-1"));
+        assert_eq!(producer.get("transaction.timeout.ms"), Some("20000"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("acks"), Some("all"));
+        // librdkafka refuses a delivery timeout beyond the transaction timeout.
+        assert_eq!(producer.get("message.timeout.ms"), Some("20000"));
+        assert_eq!(
+            config.to_consumer_config("g").get("isolation.level"),
+            Some("read_uncommitted")
+        );
     }
 
     #[test]

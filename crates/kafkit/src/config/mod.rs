@@ -48,6 +48,9 @@ pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_millis(300_000);
 pub const DEFAULT_BATCH_SIZE: u32 = 1_000_000;
 /// Default time the producer waits to fill a batch.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+/// Default longest time a transaction may stay open before the broker aborts it (the Java
+/// client's and librdkafka's default).
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_millis(60_000);
 
 /// Payload compression of produced batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,6 +123,101 @@ impl FromStr for OffsetReset {
     }
 }
 
+/// Which records a consumer or reader sees of transactional producers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Only records of committed transactions (and non-transactional ones), up to the last
+    /// stable offset: aborted and still-open transactions are invisible. librdkafka's default.
+    #[default]
+    ReadCommitted,
+    /// Every record written, aborted and open transactions included.
+    ReadUncommitted,
+}
+
+impl Isolation {
+    /// The librdkafka (and Kafka) name: `read_committed` or `read_uncommitted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
+    }
+}
+
+impl FromStr for Isolation {
+    type Err = String;
+
+    /// Reads `read_committed` or `read_uncommitted`, with `-` or `_`, any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "read_committed" => Ok(Isolation::ReadCommitted),
+            "read_uncommitted" => Ok(Isolation::ReadUncommitted),
+            _ => Err(format!(
+                "expected read_committed or read_uncommitted, got {s:?}"
+            )),
+        }
+    }
+}
+
+/// What is appended to `KAFKA_TRANSACTIONAL_ID` to make it unique per instance
+/// (`KAFKA_TRANSACTIONAL_ID_SUFFIX`).
+///
+/// A transactional id names one producer: a second producer starting with the same id fences
+/// the first (the first's open transaction is aborted and it can write nothing more). That is
+/// what stops a zombie instance, but it also means replicas of one service each need their own
+/// id. A suffix that stays the same across restarts of one instance (`hostname` on a
+/// StatefulSet pod, `kafka-0`, `kafka-1`...) keeps both properties; `pid` is unique per process
+/// but a restarted instance no longer fences its predecessor (whose open transaction then
+/// blocks read-committed readers until the transaction timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransactionalIdSuffix {
+    /// The id is used as it is (one instance, or ids set per instance already).
+    #[default]
+    None,
+    /// `-<hostname>` is appended.
+    Hostname,
+    /// `-<process id>` is appended.
+    Pid,
+}
+
+impl FromStr for TransactionalIdSuffix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(TransactionalIdSuffix::None),
+            "hostname" => Ok(TransactionalIdSuffix::Hostname),
+            "pid" => Ok(TransactionalIdSuffix::Pid),
+            _ => Err(format!("expected none, hostname or pid, got {s:?}")),
+        }
+    }
+}
+
+impl TransactionalIdSuffix {
+    /// `id` with this suffix. The host name comes from the kernel (`/proc/sys/kernel/hostname`)
+    /// or `HOSTNAME`; having neither is an error naming `KAFKA_TRANSACTIONAL_ID_SUFFIX`.
+    pub fn apply(self, id: &str) -> crate::Result<String> {
+        match self {
+            TransactionalIdSuffix::None => Ok(id.to_owned()),
+            TransactionalIdSuffix::Pid => Ok(format!("{id}-{}", std::process::id())),
+            TransactionalIdSuffix::Hostname => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| {
+                        crate::Error::config(
+                            "KAFKA_TRANSACTIONAL_ID_SUFFIX",
+                            "hostname: the host name is unknown (no /proc/sys/kernel/hostname, no HOSTNAME)",
+                        )
+                    })?;
+                Ok(format!("{id}-{host}"))
+            }
+        }
+    }
+}
+
 /// Everything needed to connect kafkit's clients to a cluster.
 ///
 /// Build it in code (`KafkaConfig::new(["localhost:9092"])`) or from the environment with
@@ -169,6 +267,18 @@ pub struct KafkaConfig {
     pub allow_auto_topic_creation: bool,
     /// `KAFKA_AUTO_OFFSET_RESET`.
     pub auto_offset_reset: OffsetReset,
+    /// `KAFKA_ISOLATION_LEVEL`: what consumers and readers see of transactions
+    /// (`read_committed`, the default, or `read_uncommitted`).
+    pub isolation: Isolation,
+    /// `KAFKA_TRANSACTIONAL_ID`: the transactional id of
+    /// [`TransactionalProducer::from_config`](crate::TransactionalProducer::from_config), before
+    /// its suffix. Plain producers never use it.
+    pub transactional_id: Option<String>,
+    /// `KAFKA_TRANSACTIONAL_ID_SUFFIX`: what makes `transactional_id` unique per instance.
+    pub transactional_id_suffix: TransactionalIdSuffix,
+    /// `KAFKA_TRANSACTION_TIMEOUT`: how long a transaction may stay open before the broker
+    /// aborts it. A transactional producer's delivery timeout is at most this long.
+    pub transaction_timeout: Duration,
     /// `KAFKA_SSL_*` and `KAFKA_SASL_*`.
     pub security: Security,
     /// `KAFKA_LIBRDKAFKA_<KEY>`: raw librdkafka properties, applied last (`_` becomes `.`).
@@ -199,6 +309,10 @@ impl Default for KafkaConfig {
             idempotent: true,
             allow_auto_topic_creation: true,
             auto_offset_reset: OffsetReset::Earliest,
+            isolation: Isolation::ReadCommitted,
+            transactional_id: None,
+            transactional_id_suffix: TransactionalIdSuffix::None,
+            transaction_timeout: DEFAULT_TRANSACTION_TIMEOUT,
             security: Security::default(),
             librdkafka: BTreeMap::new(),
         }
@@ -216,6 +330,14 @@ impl KafkaConfig {
             brokers: brokers.into_iter().map(Into::into).collect(),
             ..KafkaConfig::default()
         }
+    }
+
+    /// `KAFKA_TRANSACTIONAL_ID` with its `KAFKA_TRANSACTIONAL_ID_SUFFIX`, when it is set.
+    pub fn instance_transactional_id(&self) -> crate::Result<Option<String>> {
+        self.transactional_id
+            .as_deref()
+            .map(|id| self.transactional_id_suffix.apply(id))
+            .transpose()
     }
 }
 

@@ -6,9 +6,24 @@ use std::time::Duration;
 use super::{KafkaConfig, LIBRDKAFKA_PREFIX};
 use crate::error::{Error, Result};
 
-/// librdkafka keys the passthrough map may not set, because kafkit's delivery guarantees rest
-/// on them.
-const RESERVED_KEYS: &[&str] = &["enable.auto.offset.store"];
+/// librdkafka keys the passthrough map may not set, and why: kafkit's delivery guarantees rest
+/// on them, or a `KAFKA_*` variable of kafkit's own sets them.
+const RESERVED_KEYS: &[(&str, &str)] = &[
+    (
+        "enable.auto.offset.store",
+        "is managed by kafkit (at-least-once delivery relies on it)",
+    ),
+    (
+        "transactional.id",
+        "would make every producer transactional: set KAFKA_TRANSACTIONAL_ID, which only \
+         transactional producers use",
+    ),
+    ("isolation.level", "is set by KAFKA_ISOLATION_LEVEL"),
+    (
+        "transaction.timeout.ms",
+        "is set by KAFKA_TRANSACTION_TIMEOUT",
+    ),
+];
 
 impl KafkaConfig {
     /// Fails with [`Error::Disabled`] when `KAFKA_ENABLED=false`.
@@ -70,15 +85,44 @@ impl KafkaConfig {
             ));
         }
         for key in self.librdkafka.keys() {
-            if RESERVED_KEYS.contains(&key.as_str()) {
+            if let Some((_, reason)) = RESERVED_KEYS.iter().find(|(k, _)| k == key) {
                 return Err(Error::config(
                     format!(
                         "{LIBRDKAFKA_PREFIX}{}",
                         key.replace('.', "_").to_uppercase()
                     ),
-                    format!("{key} is managed by kafkit (at-least-once delivery relies on it)"),
+                    format!("{key} {reason}"),
                 ));
             }
+        }
+        self.validate_transactions()
+    }
+
+    /// Transactions need the idempotent producer, a timeout librdkafka accepts, and an id to
+    /// put a suffix on.
+    fn validate_transactions(&self) -> Result<()> {
+        if self.transaction_timeout < Duration::from_millis(1000) {
+            return Err(Error::config(
+                "KAFKA_TRANSACTION_TIMEOUT",
+                format!(
+                    "must be at least 1000 ms, got {} ms",
+                    self.transaction_timeout.as_millis()
+                ),
+            ));
+        }
+        if self.transactional_id.is_some() && !self.idempotent {
+            return Err(Error::config(
+                "KAFKA_IDEMPOTENT",
+                "must be true with KAFKA_TRANSACTIONAL_ID: transactions need the idempotent producer",
+            ));
+        }
+        if self.transactional_id.is_none()
+            && self.transactional_id_suffix != super::TransactionalIdSuffix::None
+        {
+            return Err(Error::config(
+                "KAFKA_TRANSACTIONAL_ID_SUFFIX",
+                "is set but KAFKA_TRANSACTIONAL_ID is not",
+            ));
         }
         Ok(())
     }
@@ -139,6 +183,29 @@ mod tests {
             (
                 &[("KAFKA_CONNECTION_TIMEOUT", "500")],
                 "KAFKA_CONNECTION_TIMEOUT",
+            ),
+            (
+                &[("KAFKA_LIBRDKAFKA_TRANSACTIONAL_ID", "x")],
+                "KAFKA_LIBRDKAFKA_TRANSACTIONAL_ID",
+            ),
+            (
+                &[("KAFKA_LIBRDKAFKA_ISOLATION_LEVEL", "read_uncommitted")],
+                "KAFKA_LIBRDKAFKA_ISOLATION_LEVEL",
+            ),
+            (
+                &[("KAFKA_TRANSACTION_TIMEOUT", "999")],
+                "KAFKA_TRANSACTION_TIMEOUT",
+            ),
+            (
+                &[
+                    ("KAFKA_TRANSACTIONAL_ID", "t"),
+                    ("KAFKA_IDEMPOTENT", "false"),
+                ],
+                "KAFKA_IDEMPOTENT",
+            ),
+            (
+                &[("KAFKA_TRANSACTIONAL_ID_SUFFIX", "hostname")],
+                "KAFKA_TRANSACTIONAL_ID_SUFFIX",
             ),
         ] {
             assert_eq!(error_of(vars).0, variable, "{vars:?}");
