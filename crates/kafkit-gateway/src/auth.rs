@@ -107,7 +107,7 @@ impl ApiKeys {
 
     /// The key whose secret is `presented`. Every key is compared in full, in constant time,
     /// so timing does not tell how much of a guess was right.
-    fn find(&self, presented: &str) -> Option<Arc<ApiKey>> {
+    pub(crate) fn find(&self, presented: &str) -> Option<Arc<ApiKey>> {
         let mut found = None;
         for key in &self.keys {
             if constant_time_eq(key.secret.expose().as_bytes(), presented.as_bytes()) {
@@ -146,6 +146,14 @@ impl Caller {
         match self {
             Caller::Open => true,
             Caller::Key(key) => ApiKey::allows(&key.write, topic),
+        }
+    }
+
+    /// True when the caller may write some topic (the console shows write controls then).
+    pub fn writes_any(&self) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Key(key) => !key.write.is_empty(),
         }
     }
 

@@ -123,15 +123,26 @@ pub async fn dlt_list(
     Path(topic): Path<String>,
     ApiQuery(query): ApiQuery<LimitQuery>,
 ) -> Result<Json<Vec<DeadLetterView>>, ApiError> {
-    kafkit::record::validate_topic(&topic)?;
-    caller.require_read(&topic)?;
     let limit = bounded(query.limit, 100, MAX_LIST)?;
-    // The reader looks the topic up itself: an unknown one is its error, answered 404.
-    let messages = Redrive::new(&state.config)?
-        .list_within(&topic, Limits::to_end(limit).bytes(MAX_LIST_BYTES))
-        .await
-        .map_err(|e| lookup_error(&topic, e))?;
+    let messages = list(&state, &caller, &topic, limit).await?;
     Ok(Json(messages.iter().map(DeadLetterView::of).collect()))
+}
+
+/// Up to `limit` records of dead-letter topic `topic` (and about 8 MiB), oldest first, when
+/// `caller` may read it.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    topic: &str,
+    limit: usize,
+) -> Result<Vec<kafkit::Message>, ApiError> {
+    kafkit::record::validate_topic(topic)?;
+    caller.require_read(topic)?;
+    // The reader looks the topic up itself: an unknown one is its error, answered 404.
+    Redrive::new(&state.config)?
+        .list_within(topic, Limits::to_end(limit).bytes(MAX_LIST_BYTES))
+        .await
+        .map_err(|e| lookup_error(topic, e))
 }
 
 /// Re-publish dead-lettered records to their original topics.
@@ -159,12 +170,24 @@ pub async fn dlt_replay(
     Path(topic): Path<String>,
     ApiQuery(query): ApiQuery<LimitQuery>,
 ) -> Result<Json<ReplayView>, ApiError> {
-    kafkit::record::validate_topic(&topic)?;
-    caller.require_read(&topic)?;
     let limit = bounded(query.limit, 1_000, MAX_REPLAY)?;
-    ensure_exists(&state, &topic).await?;
+    replay(&state, &caller, &topic, limit).await.map(Json)
+}
+
+/// Re-publishes up to `limit` not-yet-replayed records of `topic` to the topic it serves,
+/// through [`Redrive`]'s safe replay: 403 and nothing replayed unless `caller` may read the
+/// dead-letter topic and write every destination.
+pub async fn replay(
+    state: &AppState,
+    caller: &Caller,
+    topic: &str,
+    limit: usize,
+) -> Result<ReplayView, ApiError> {
+    kafkit::record::validate_topic(topic)?;
+    caller.require_read(topic)?;
+    ensure_exists(state, topic).await?;
     let report = Redrive::new(&state.config)?
-        .replay_where(&topic, limit, {
+        .replay_where(topic, limit, {
             let caller = caller.clone();
             move |destination| caller.may_write(destination)
         })
@@ -180,12 +203,12 @@ pub async fn dlt_replay(
             ),
         ));
     }
-    Ok(Json(ReplayView {
+    Ok(ReplayView {
         replayed: report.total(),
         by_topic: report.replayed,
         skipped: report.skipped,
         failed: report.failed,
-    }))
+    })
 }
 
 fn bounded(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {

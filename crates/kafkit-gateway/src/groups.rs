@@ -101,8 +101,7 @@ pub async fn groups_list(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<Json<Vec<GroupSummary>>, ApiError> {
-    require_group_api(&state, "listing consumer groups")?;
-    let groups = state.admin.list_groups().await?;
+    let groups = list(&state).await?;
     Ok(Json(
         groups
             .into_iter()
@@ -138,6 +137,22 @@ pub async fn groups_describe(
     caller: Caller,
     Path(group): Path<String>,
 ) -> Result<Json<GroupDetail>, ApiError> {
+    detail(&state, &caller, group).await.map(Json)
+}
+
+/// Every consumer group, by name; 501 on the embedded development broker.
+pub async fn list(state: &AppState) -> Result<Vec<kafkit::GroupInfo>, ApiError> {
+    require_group_api(state, "listing consumer groups")?;
+    Ok(state.admin.list_groups().await?)
+}
+
+/// A group's committed offsets and lag in the partitions of the topics `caller` may read:
+/// 400 for an invalid id, 404 for an unknown group, 501 on the embedded development broker.
+pub async fn detail(
+    state: &AppState,
+    caller: &Caller,
+    group: String,
+) -> Result<GroupDetail, ApiError> {
     // Characters, not bytes: the document's `maxLength` counts characters.
     if group.is_empty() || group.chars().count() > MAX_GROUP_LEN {
         return Err(ApiError::bad_request(
@@ -145,7 +160,7 @@ pub async fn groups_describe(
             format!("a group id has 1 to {MAX_GROUP_LEN} characters"),
         ));
     }
-    require_group_api(&state, &format!("describing consumer group {group:?}"))?;
+    require_group_api(state, &format!("describing consumer group {group:?}"))?;
     let lags = state.admin.group_lag(&group, &[]).await?;
     // No committed offset anywhere: tell an unknown group from an idle one.
     if lags.is_empty()
@@ -172,11 +187,11 @@ pub async fn groups_describe(
             lag: l.lag,
         })
         .collect();
-    Ok(Json(GroupDetail {
+    Ok(GroupDetail {
         total_lag: partitions.iter().map(|p| p.lag).sum(),
         group,
         partitions,
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ impl Readiness {
 
     /// The brokers' status: the last check when it is fresh, else a new one (concurrent
     /// probes wait for that one check instead of each fetching metadata).
-    async fn brokers(&self, state: &AppState) -> serde_json::Value {
+    pub(crate) async fn brokers(&self, state: &AppState) -> serde_json::Value {
         let mut last = self.last.lock().await;
         if let Some((at, brokers)) = last.as_ref()
             && at.elapsed() < READY_CACHE

@@ -1,5 +1,6 @@
 //! kafkit's HTTP gateway as a library: the send and batch APIs, topic, group and dead-letter
-//! reads, replay, health, Prometheus metrics and the OpenAPI document.
+//! reads, replay, health, Prometheus metrics, the OpenAPI document, and the web console at
+//! `/console`.
 //!
 //! [`router`] builds the whole axum app from an [`AppState`]: mount it in your own app next to
 //! your routes, or run it alone with [`serve`] (plain HTTP) or [`serve_tls`] (HTTPS), which stop
@@ -23,6 +24,7 @@
 //! ```
 
 mod auth;
+mod console;
 mod dlt;
 mod error;
 #[cfg(test)]
@@ -200,6 +202,8 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let document = openapi::Document::new(&document, state.keys.is_some());
     routes
+        // The web console: HTML pages, not API routes (not in the document).
+        .merge(console::routes(&state))
         .layer(Extension(document))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

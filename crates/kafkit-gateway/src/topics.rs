@@ -178,18 +178,7 @@ pub async fn topics_describe(
         .describe_topic(&topic)
         .await
         .map_err(|e| lookup_error(&topic, e))?;
-    // Configs are a nicety: brokers without DescribeConfigs (the embedded one) still get an
-    // answer, with the reason configs are missing.
-    let configs = tokio::time::timeout(
-        state.limits.broker_timeout,
-        state.admin.topic_configs(&topic),
-    )
-    .await;
-    let (configs, configs_error) = match configs {
-        Ok(Ok(configs)) => (Some(configs), None),
-        Ok(Err(error)) => (None, Some(error.to_string())),
-        Err(_) => (None, Some("the broker did not answer in time".to_owned())),
-    };
+    let (configs, configs_error) = configs_of(&state, &topic).await;
     Ok(Json(TopicDetail {
         records: info.record_count(),
         partitions: info.partitions.iter().map(PartitionView::from).collect(),
@@ -236,31 +225,18 @@ pub async fn messages_browse(
             format!("offset must be >= 0, got {offset}"),
         ));
     }
-    // The reader looks the topic and partition up and reads their watermarks once: an unknown
-    // topic or partition is its error, answered 404.
-    let partition = query.partition.unwrap_or(0);
-    let mut reading = Reader::new(&state.config)?
-        .open(
-            &topic,
-            Some(&[partition]),
-            Start::Offset(query.offset.unwrap_or(0)),
-        )
-        .await
-        .map_err(|e| lookup_error(&topic, e))?;
-    let (low, high) = reading
-        .watermarks(partition)
-        .expect("the reader was opened on this partition");
+    let slice = read_slice(
+        &state,
+        &topic,
+        partition_of(&query),
+        Start::Offset(query.offset.unwrap_or(0)),
+        limit,
+    )
+    .await?;
+    let (low, high, partition) = (slice.low_watermark, slice.high_watermark, slice.partition);
     // Records below the low watermark are gone: reading starts at the oldest one kept.
     let start = query.offset.unwrap_or(low).max(low);
-    let limits = Limits::to_end(limit)
-        .bytes(MAX_BROWSE_BYTES)
-        .timeout(state.limits.broker_timeout);
-    let messages: Vec<MessageView> = reading
-        .collect(&limits)
-        .await?
-        .iter()
-        .map(MessageView::of)
-        .collect();
+    let messages: Vec<MessageView> = slice.messages.iter().map(MessageView::of).collect();
     let next_offset = messages.last().map_or(start.min(high), |m| m.offset + 1);
     Ok(Json(BrowseResponse {
         topic,
@@ -270,6 +246,73 @@ pub async fn messages_browse(
         next_offset,
         messages,
     }))
+}
+
+/// The topic's configs, or why there are none. Configs are a nicety: brokers without
+/// DescribeConfigs (the embedded one) still get an answer, with the reason configs are missing.
+pub async fn configs_of(
+    state: &AppState,
+    topic: &str,
+) -> (Option<BTreeMap<String, String>>, Option<String>) {
+    let configs = tokio::time::timeout(
+        state.limits.broker_timeout,
+        state.admin.topic_configs(topic),
+    )
+    .await;
+    match configs {
+        Ok(Ok(configs)) => (Some(configs), None),
+        Ok(Err(error)) => (None, Some(error.to_string())),
+        Err(_) => (None, Some("the broker did not answer in time".to_owned())),
+    }
+}
+
+fn partition_of(query: &BrowseQuery) -> i32 {
+    query.partition.unwrap_or(0)
+}
+
+/// Records of one partition from `start` on, with its watermarks: what the browse endpoint
+/// and the console's message browser show.
+#[derive(Debug)]
+pub struct Slice {
+    /// Partition read.
+    pub partition: i32,
+    /// Oldest offset kept.
+    pub low_watermark: i64,
+    /// Offset the next record will get.
+    pub high_watermark: i64,
+    /// The records, in offset order.
+    pub messages: Vec<kafkit::Message>,
+}
+
+/// Reads up to `limit` records (and about [`MAX_BROWSE_BYTES`]) of one partition from `start`,
+/// stopping at its end as of opening or at the broker time limit. The caller checked the
+/// grants; an unknown topic or partition is 404.
+pub async fn read_slice(
+    state: &AppState,
+    topic: &str,
+    partition: i32,
+    start: Start,
+    limit: usize,
+) -> Result<Slice, ApiError> {
+    // The reader looks the topic and partition up and reads their watermarks once: an unknown
+    // topic or partition is its error, answered 404.
+    let mut reading = Reader::new(&state.config)?
+        .open(topic, Some(&[partition]), start)
+        .await
+        .map_err(|e| lookup_error(topic, e))?;
+    let (low, high) = reading
+        .watermarks(partition)
+        .expect("the reader was opened on this partition");
+    let limits = Limits::to_end(limit)
+        .bytes(MAX_BROWSE_BYTES)
+        .timeout(state.limits.broker_timeout);
+    let messages = reading.collect(&limits).await?;
+    Ok(Slice {
+        partition,
+        low_watermark: low,
+        high_watermark: high,
+        messages,
+    })
 }
 
 #[cfg(test)]

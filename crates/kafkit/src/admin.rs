@@ -101,6 +101,10 @@ pub struct PartitionInfo {
     pub id: i32,
     /// Node id of the leader (-1 when none).
     pub leader: i32,
+    /// Node ids of the replicas.
+    pub replicas: Vec<i32>,
+    /// Node ids of the in-sync replicas.
+    pub isr: Vec<i32>,
     /// Oldest offset still kept.
     pub low_watermark: i64,
     /// Offset the next record will get.
@@ -124,6 +128,20 @@ impl TopicInfo {
             .map(|p| p.high_watermark - p.low_watermark)
             .sum()
     }
+}
+
+/// Where [`Admin::offsets_for`] places a group in each partition of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// The oldest record kept (low watermark).
+    Earliest,
+    /// The next record to be written (high watermark): nothing left to read.
+    Latest,
+    /// The first record at or after this time (milliseconds since the epoch); the high
+    /// watermark where there is none.
+    Timestamp(i64),
+    /// This offset, clamped to the partition's watermarks.
+    Offset(i64),
 }
 
 /// A consumer group as the coordinator lists it.
@@ -651,6 +669,82 @@ impl Admin {
         .await
     }
 
+    /// Where `to` lies in every partition of `topic`: `(partition, offset)`, by partition. The
+    /// plan of an offset reset, to show before [`Admin::commit_offsets`] carries it out.
+    pub async fn offsets_for(&self, topic: &str, to: OffsetReset) -> Result<Vec<(i32, i64)>> {
+        let info = self.describe_topic(topic).await?;
+        let client = Arc::clone(&self.metadata);
+        let timeout = self.timeout;
+        let name = topic.to_owned();
+        blocking(&format!("find offsets in {topic}"), move || {
+            let found = match to {
+                OffsetReset::Timestamp(millis) => {
+                    let mut list = TopicPartitionList::new();
+                    for p in &info.partitions {
+                        list.add_partition_offset(&name, p.id, Offset::Offset(millis))?;
+                    }
+                    Some(client.offsets_for_times(list, timeout)?)
+                }
+                _ => None,
+            };
+            Ok(info
+                .partitions
+                .iter()
+                .map(|p| {
+                    let (low, high) = (p.low_watermark, p.high_watermark);
+                    let offset = match to {
+                        OffsetReset::Earliest => low,
+                        OffsetReset::Latest => high,
+                        OffsetReset::Offset(offset) => offset,
+                        OffsetReset::Timestamp(_) => found
+                            .as_ref()
+                            .and_then(|list| list.find_partition(&name, p.id))
+                            .and_then(|e| match e.offset() {
+                                Offset::Offset(o) => Some(o),
+                                _ => None,
+                            })
+                            .unwrap_or(high),
+                    };
+                    (p.id, offset.clamp(low, high))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Commits `offsets` (`(partition, next offset to read)`) of `topic` for `group`, without
+    /// joining it. The broker refuses this while the group has members: reset an empty group.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<()> {
+        validate_topic(topic)?;
+        let consumer: BaseConsumer =
+            self.config
+                .to_consumer_config(group)
+                .create()
+                .map_err(|source| Error::ClientCreation {
+                    client: "consumer",
+                    source,
+                })?;
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|source| Error::Admin {
+                    operation: format!("commit offsets of group {group}"),
+                    source,
+                })?;
+        }
+        blocking(&format!("commit offsets of group {group}"), move || {
+            consumer.commit(&list, rdkafka::consumer::CommitMode::Sync)?;
+            drop(consumer);
+            Ok(())
+        })
+        .await
+    }
+
     /// Waits until metadata shows every topic with its partitions, so that a produce right
     /// after `ensure_topics` does not race topic creation.
     async fn wait_for_topics(&self, topics: &[TopicSpec]) -> Result<()> {
@@ -698,6 +792,8 @@ fn topic_infos(
                     Ok(PartitionInfo {
                         id: p.id(),
                         leader: p.leader(),
+                        replicas: p.replicas().to_vec(),
+                        isr: p.isr().to_vec(),
                         low_watermark: low,
                         high_watermark: high,
                     })

@@ -1,0 +1,295 @@
+//! [`LagHistory`]: every consumer group's lag, sampled by the server while the console is in
+//! use, kept in memory and bounded, and the SVG chart of one group's lag over time.
+//!
+//! A background task, started by the first console page, samples every group every
+//! [`SAMPLE_EVERY`] (at most [`MAX_GROUPS`] groups, [`KEEP`] samples each: the last hour) and
+//! stops sampling after [`IDLE_AFTER`] without a visit. A group page adds a sample of its own
+//! each time it computes the group's lag.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use kafkit::PartitionLag;
+use maud::{Markup, html};
+
+use super::super::AppState;
+use super::page::{clock, now_millis};
+
+/// How often groups are sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// Samples kept per group: an hour at [`SAMPLE_EVERY`].
+pub const KEEP: usize = 360;
+/// Groups tracked; others are listed without lag.
+pub const MAX_GROUPS: usize = 200;
+/// Partitions kept per group sample.
+pub const MAX_PARTITIONS: usize = 1_000;
+/// Sampling pauses when no console page was shown for this long.
+pub const IDLE_AFTER: Duration = Duration::from_secs(3600);
+/// Two samples closer than this replace each other.
+const MIN_GAP_MILLIS: i64 = 1_000;
+
+/// One sample of a group: when, and the lag per partition.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: i64,
+    partitions: Vec<PartitionLag>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    groups: BTreeMap<String, VecDeque<Sample>>,
+    /// When all groups were last sampled.
+    sampled: Option<Instant>,
+}
+
+/// The sampled lag of every group.
+#[derive(Debug, Default)]
+pub struct LagHistory {
+    inner: Mutex<Inner>,
+    last_visit: Mutex<Option<Instant>>,
+    started: AtomicBool,
+    /// One full sampling at a time.
+    sampling: tokio::sync::Mutex<()>,
+}
+
+impl LagHistory {
+    /// Notes a console visit, and starts the sampler on the first one (not on the embedded
+    /// development broker, which has no group API).
+    pub fn visited(self: &Arc<Self>, state: &AppState) {
+        *self.last_visit.lock().expect("not poisoned") = Some(Instant::now());
+        if state.embedded.is_some() || self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let history = Arc::downgrade(self);
+        let state = state.clone();
+        tokio::spawn(async move { sample_forever(history, state).await });
+    }
+
+    /// Adds `partitions` as the group's lag now.
+    pub fn record(&self, group: &str, partitions: &[PartitionLag]) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        if !inner.groups.contains_key(group) && inner.groups.len() >= MAX_GROUPS {
+            return;
+        }
+        let samples = inner.groups.entry(group.to_owned()).or_default();
+        let at = now_millis();
+        if samples.back().is_some_and(|s| at - s.at < MIN_GAP_MILLIS) {
+            samples.pop_back();
+        }
+        samples.push_back(Sample {
+            at,
+            partitions: partitions.iter().take(MAX_PARTITIONS).cloned().collect(),
+        });
+        while samples.len() > KEEP {
+            samples.pop_front();
+        }
+    }
+
+    /// Samples every group now unless that was done less than `fresh` ago.
+    pub async fn refresh(&self, state: &AppState, fresh: Duration) {
+        let _one = self.sampling.lock().await;
+        let sampled = self.inner.lock().expect("not poisoned").sampled;
+        if sampled.is_some_and(|at| at.elapsed() < fresh) {
+            return;
+        }
+        if let Err(error) = self.sample(state).await {
+            tracing::debug!(%error, "lag sampling failed");
+        }
+    }
+
+    async fn sample(&self, state: &AppState) -> kafkit::Result<()> {
+        let groups = state.admin.list_groups().await?;
+        let listed: Vec<String> = groups
+            .into_iter()
+            .map(|g| g.name)
+            .take(MAX_GROUPS)
+            .collect();
+        for group in &listed {
+            match state.admin.group_lag(group, &[]).await {
+                Ok(lags) => self.record(group, &lags),
+                Err(error) => tracing::debug!(%group, %error, "lag sample failed"),
+            }
+        }
+        let mut inner = self.inner.lock().expect("not poisoned");
+        inner.groups.retain(|name, _| listed.contains(name));
+        inner.sampled = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The group's latest lag in the partitions `readable` accepts, when sampled.
+    pub fn latest(&self, group: &str, readable: impl Fn(&str) -> bool) -> Option<i64> {
+        let inner = self.inner.lock().expect("not poisoned");
+        let sample = inner.groups.get(group)?.back()?;
+        Some(
+            sample
+                .partitions
+                .iter()
+                .filter(|p| readable(&p.topic))
+                .map(|p| p.lag)
+                .sum(),
+        )
+    }
+
+    /// Groups whose latest sample has committed offsets in `topic`, with their lag there.
+    pub fn readers_of(&self, topic: &str) -> Vec<(String, i64)> {
+        let inner = self.inner.lock().expect("not poisoned");
+        inner
+            .groups
+            .iter()
+            .filter_map(|(group, samples)| {
+                let partitions: Vec<&PartitionLag> = samples
+                    .back()?
+                    .partitions
+                    .iter()
+                    .filter(|p| p.topic == topic)
+                    .collect();
+                (!partitions.is_empty())
+                    .then(|| (group.clone(), partitions.iter().map(|p| p.lag).sum()))
+            })
+            .collect()
+    }
+
+    /// The group's total lag over time in the partitions `readable` accepts: `(millis, lag)`.
+    pub fn series(&self, group: &str, readable: impl Fn(&str) -> bool) -> Vec<(i64, i64)> {
+        let inner = self.inner.lock().expect("not poisoned");
+        inner.groups.get(group).map_or_else(Vec::new, |samples| {
+            samples
+                .iter()
+                .map(|s| {
+                    let lag = s
+                        .partitions
+                        .iter()
+                        .filter(|p| readable(&p.topic))
+                        .map(|p| p.lag)
+                        .sum();
+                    (s.at, lag)
+                })
+                .collect()
+        })
+    }
+
+    fn idle(&self) -> bool {
+        self.last_visit
+            .lock()
+            .expect("not poisoned")
+            .is_none_or(|at| at.elapsed() > IDLE_AFTER)
+    }
+}
+
+/// Samples every [`SAMPLE_EVERY`] while the console is in use, until the history is dropped.
+async fn sample_forever(history: Weak<LagHistory>, state: AppState) {
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(history) = history.upgrade() else {
+            return;
+        };
+        if !history.idle() {
+            history.refresh(&state, SAMPLE_EVERY / 2).await;
+        }
+    }
+}
+
+/// Chart size, in SVG units.
+const WIDTH: f64 = 720.0;
+const HEIGHT: f64 = 200.0;
+const LEFT: f64 = 56.0;
+const BOTTOM: f64 = 24.0;
+const TOP: f64 = 12.0;
+const RIGHT: f64 = 12.0;
+
+/// A line chart of `series` (`(millis, lag)`), drawn on the server.
+pub fn chart(series: &[(i64, i64)]) -> Markup {
+    let max_lag = series.iter().map(|(_, lag)| *lag).max().unwrap_or(0).max(1);
+    let first = series.first().map_or(0, |(at, _)| *at);
+    let last = series.last().map_or(0, |(at, _)| *at);
+    let span = (last - first).max(1) as f64;
+    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
+    let x = |at: i64| LEFT + (at - first) as f64 / span * plot_w;
+    let y = |lag: i64| TOP + plot_h - lag as f64 / max_lag as f64 * plot_h;
+    let points: Vec<String> = series
+        .iter()
+        .map(|(at, lag)| format!("{:.1},{:.1}", x(*at), y(*lag)))
+        .collect();
+    let latest = series.last().map_or(0, |(_, lag)| *lag);
+    html! {
+        svg.chart viewBox={"0 0 " (WIDTH) " " (HEIGHT)} role="img"
+            aria-label={"Lag over time: " (series.len()) " samples, latest " (latest)} {
+            title { "Lag over time (" (series.len()) " samples)" }
+            line.axis x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(TOP + plot_h) {}
+            line.axis x1=(LEFT) y1=(TOP + plot_h) x2=(WIDTH - RIGHT) y2=(TOP + plot_h) {}
+            line.grid x1=(LEFT) y1=(TOP) x2=(WIDTH - RIGHT) y2=(TOP) {}
+            text.label x=(LEFT - 6.0) y=(TOP + 4.0) text-anchor="end" { (max_lag) }
+            text.label x=(LEFT - 6.0) y=(TOP + plot_h) text-anchor="end" { "0" }
+            @if let (Some((from, _)), Some((to, _))) = (series.first(), series.last()) {
+                text.label x=(LEFT) y=(HEIGHT - 6.0) { (clock(*from)) " UTC" }
+                text.label x=(WIDTH - RIGHT) y=(HEIGHT - 6.0) text-anchor="end" { (clock(*to)) " UTC" }
+            }
+            @if points.len() == 1 {
+                circle.point cx=(x(series[0].0)) cy=(y(series[0].1)) r="3" {}
+            } @else if !points.is_empty() {
+                polyline.series points=(points.join(" ")) {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lag(topic: &str, lag: i64) -> PartitionLag {
+        PartitionLag {
+            topic: topic.to_owned(),
+            partition: 0,
+            committed: Some(0),
+            high_watermark: lag,
+            lag,
+        }
+    }
+
+    #[test]
+    fn samples_are_bounded_and_filtered_by_topic() {
+        let history = LagHistory::default();
+        // Samples closer than a second replace each other: the bound is checked on distinct
+        // times, written directly.
+        for i in 0..(KEEP + 10) {
+            history.record("g", &[lag("a", i as i64), lag("b", 1)]);
+            let mut inner = history.inner.lock().unwrap();
+            inner.groups.get_mut("g").unwrap().back_mut().unwrap().at = i as i64 * 10_000;
+        }
+        let series = history.series("g", |_| true);
+        assert_eq!(series.len(), KEEP);
+        assert_eq!(
+            series.last(),
+            Some(&((KEEP as i64 + 9) * 10_000, KEEP as i64 + 9 + 1))
+        );
+        assert_eq!(history.latest("g", |t| t == "b"), Some(1));
+        assert_eq!(
+            history.readers_of("a"),
+            vec![("g".to_owned(), KEEP as i64 + 9)]
+        );
+        assert!(history.readers_of("c").is_empty());
+        // No more than MAX_GROUPS groups.
+        for i in 0..MAX_GROUPS + 5 {
+            history.record(&format!("g{i}"), &[]);
+        }
+        assert_eq!(history.inner.lock().unwrap().groups.len(), MAX_GROUPS);
+    }
+
+    #[test]
+    fn the_chart_draws_one_point_per_sample() {
+        let svg = chart(&[(0, 10), (10_000, 5), (20_000, 0)]).into_string();
+        assert!(svg.contains("<polyline"), "{svg}");
+        assert!(
+            svg.contains("points=\"56.0,12.0 382.0,94.0 708.0,176.0\""),
+            "{svg}"
+        );
+        let svg = chart(&[(0, 3)]).into_string();
+        assert!(svg.contains("<circle"), "{svg}");
+        assert!(chart(&[]).into_string().contains("0 samples"));
+    }
+}

@@ -1,0 +1,241 @@
+//! The console through the router: login and cookies, CSRF, grants, escaping, the embedded
+//! broker's banners, and the OpenAPI document left alone. The browser tests
+//! (crates/kafkit-cli/tests/console.rs) drive the same pages in headless Chromium.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use kafkit::Record;
+
+use super::super::router;
+use super::super::testing::{
+    Answer, call, embedded_state, get, records_in, state, state_with_keys,
+};
+
+/// A form `POST` with `cookie`.
+fn form(path: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Request<Body> {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect();
+    let mut request = Request::post(path)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body.join("&")))
+        .unwrap();
+    if let Some(cookie) = cookie {
+        request
+            .headers_mut()
+            .insert(header::COOKIE, cookie.parse().unwrap());
+    }
+    request
+}
+
+fn encode(text: &str) -> String {
+    super::page::segment(text)
+}
+
+fn with_cookie(mut request: Request<Body>, cookie: &str) -> Request<Body> {
+    request
+        .headers_mut()
+        .insert(header::COOKIE, cookie.parse().unwrap());
+    request
+}
+
+/// Logs in with `key`: the session cookie (`name=value`).
+async fn login(app: &Router, key: &str) -> String {
+    let answer = call(app, form("/console/login", None, &[("key", key)])).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
+    let cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf(answer: &Answer) -> String {
+    let marker = "name=\"_csrf\" value=\"";
+    let start = answer.text.find(marker).expect("a form with a CSRF token") + marker.len();
+    answer.text[start..][..64].to_owned()
+}
+
+#[tokio::test]
+async fn login_sets_a_strict_http_only_cookie_and_pages_need_it() {
+    let app = router(state_with_keys("admin:write=*,read=*"));
+    // Without a session a page redirects to the login form; a form post is refused.
+    let answer = call(&app, get("/console/topics")).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(answer.headers[header::LOCATION], "/console/login");
+    let answer = call(&app, form("/console/topics", None, &[("name", "x")])).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        answer.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // A wrong key: 401 and the form again, no cookie.
+    let answer = call(&app, form("/console/login", None, &[("key", "nope")])).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.headers.get(header::SET_COOKIE).is_none());
+    assert!(answer.text.contains("Unknown API key"));
+    // The right key: a session cookie, HttpOnly and SameSite=Strict, scoped to the console.
+    let answer = call(&app, form("/console/login", None, &[("key", "admin")])).await;
+    let set_cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(set_cookie.contains(part), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap();
+    let answer = call(&app, with_cookie(get("/console/topics"), cookie)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(answer.text.contains("Create a topic"));
+    // Every answer carries the strict Content-Security-Policy.
+    let policy = answer.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"));
+    // Logging out forgets the session.
+    let token = csrf(&answer);
+    let answer = call(
+        &app,
+        form("/console/logout", Some(cookie), &[("_csrf", &token)]),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    let answer = call(&app, with_cookie(get("/console/topics"), cookie)).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn writes_need_the_csrf_token_and_a_write_grant() {
+    let topic = testkit::topic("console-writes", 1).await;
+    let app = router(state_with_keys("admin:write=*,read=*;viewer:read=*"));
+    let admin = login(&app, "admin").await;
+    let viewer = login(&app, "viewer").await;
+    let page = call(
+        &app,
+        with_cookie(get(&format!("/console/topics/{topic}")), &admin),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("Produce a record"));
+    let admin_token = csrf(&page);
+    let produce = format!("/console/topics/{topic}/produce");
+    // Without the token, or with another session's: refused, nothing produced.
+    let answer = call(&app, form(&produce, Some(&admin), &[("value", "v")])).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    // The read-only key sees no write control...
+    let page = call(
+        &app,
+        with_cookie(get(&format!("/console/topics/{topic}")), &viewer),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.text.contains("Produce a record") && !page.text.contains("/produce"));
+    assert!(page.text.contains("read-only"));
+    let viewer_token = csrf(&page);
+    let answer = call(
+        &app,
+        form(
+            &produce,
+            Some(&viewer),
+            &[("_csrf", &admin_token), ("value", "v")],
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    // ...and a forged post with its own valid token is refused by the grant check.
+    let answer = call(
+        &app,
+        form(
+            &produce,
+            Some(&viewer),
+            &[("_csrf", &viewer_token), ("value", "v")],
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text);
+    assert!(answer.text.contains("may not write"), "{}", answer.text);
+    assert_eq!(records_in(&topic).await, 0);
+    // The admin's post with its token produces one record and shows where it went.
+    let answer = call(
+        &app,
+        form(
+            &produce,
+            Some(&admin),
+            &[
+                ("_csrf", &admin_token),
+                ("key", "k"),
+                ("value", "hello"),
+                ("headers", "h: 1"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
+    let location = answer.headers[header::LOCATION].to_str().unwrap();
+    assert!(location.ends_with("produced=0:0"), "{location}");
+    assert_eq!(records_in(&topic).await, 1);
+    let page = call(&app, with_cookie(get(location), &admin)).await;
+    assert!(
+        page.text
+            .contains("Record produced to partition 0 at offset 0")
+    );
+    assert!(page.text.contains("hello"));
+}
+
+#[tokio::test]
+async fn record_contents_are_escaped() {
+    let topic = testkit::topic("console-xss", 1).await;
+    let script = "<script>document.title='pwned'</script>";
+    testkit::send(vec![
+        Record::to(&topic)
+            .key(format!("k{script}"))
+            .header(format!("h{script}"), format!("v{script}"))
+            .text(format!("{{\"x\": \"{script}\"}} {script}")),
+    ])
+    .await;
+    let app = router(state());
+    for format in ["auto", "text", "json"] {
+        let answer = call(
+            &app,
+            get(&format!("/console/topics/{topic}?format={format}")),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert!(!answer.text.contains("<script>document"), "{format}");
+        assert!(
+            answer.text.contains("&lt;script&gt;document.title"),
+            "{format}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_embedded_broker_shows_banners_at_once() {
+    let (_cluster, state) = embedded_state();
+    let app = router(state);
+    let began = std::time::Instant::now();
+    for path in ["/console", "/console/groups", "/console/groups/some-group"] {
+        let answer = call(&app, get(path)).await;
+        assert!(
+            answer.text.contains("embedded development broker"),
+            "{path}: {}",
+            answer.text
+        );
+    }
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_console_is_not_in_the_openapi_document() {
+    let app = router(state());
+    let answer = call(&app, get("/openapi.json")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(!answer.text.contains("/console"));
+    // Its assets come from the binary.
+    let answer = call(&app, get("/console/assets/console.js")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.text.contains("data-refresh"));
+}
