@@ -164,6 +164,29 @@ pub struct ConsumeArgs {
     /// Stop when no record arrived for this many milliseconds.
     #[arg(long)]
     pub idle_timeout_ms: Option<u64>,
+    /// Which records of transactions to print: `read-committed` (committed ones only, the
+    /// default unless `KAFKA_ISOLATION_LEVEL` says otherwise) or `read-uncommitted` (aborted
+    /// and open ones too).
+    #[arg(long, value_enum)]
+    pub isolation: Option<IsolationArg>,
+}
+
+/// `--isolation`: what a reader sees of transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    /// Records of committed transactions (and non-transactional ones) only.
+    ReadCommitted,
+    /// Every record written, aborted and open transactions included.
+    ReadUncommitted,
+}
+
+impl From<IsolationArg> for kafkit::Isolation {
+    fn from(arg: IsolationArg) -> Self {
+        match arg {
+            IsolationArg::ReadCommitted => kafkit::Isolation::ReadCommitted,
+            IsolationArg::ReadUncommitted => kafkit::Isolation::ReadUncommitted,
+        }
+    }
 }
 
 /// `kafkit topics …`.

@@ -291,3 +291,52 @@ async fn groups_describe_shows_members_with_client_ids_hosts_and_assignments() {
     assert_eq!(partitions, [0, 1, 2, 3], "{description:#}");
     drop(members);
 }
+
+#[tokio::test]
+async fn consume_isolation_chooses_whether_aborted_transactions_are_printed() {
+    let brokers = testkit::brokers();
+    let topic = testkit::topic("cli-isolation", 1).await;
+    // One aborted transaction, then one committed.
+    let producer =
+        kafkit::Producer::transactional(&testkit::config(), testkit::unique("cli-isolation"))
+            .await
+            .unwrap();
+    let tx = producer.begin().await.unwrap();
+    tx.send(kafkit::Record::to(&topic).text("aborted"))
+        .await
+        .unwrap();
+    tx.abort().await.unwrap();
+    let tx = producer.begin().await.unwrap();
+    tx.send(kafkit::Record::to(&topic).text("committed"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    producer.shutdown().await.unwrap();
+
+    // Up to two records, stopping after two seconds without one.
+    let consume = |isolation: Option<&str>| {
+        let mut command = kafkit();
+        command
+            .args([
+                "consume",
+                "--topic",
+                &topic,
+                "--from-beginning",
+                "--count",
+                "2",
+            ])
+            .args(["--idle-timeout-ms", "2000"])
+            .env("KAFKA_BROKERS", &brokers);
+        if let Some(isolation) = isolation {
+            command.args(["--isolation", isolation]);
+        }
+        json_lines(&run(&mut command, ""))
+            .into_iter()
+            .map(|r| r["value"].clone())
+            .collect::<Vec<Value>>()
+    };
+    assert_eq!(consume(Some("read-uncommitted")), ["aborted", "committed"]);
+    assert_eq!(consume(Some("read-committed")), ["committed"]);
+    // Read committed is the default.
+    assert_eq!(consume(None), ["committed"]);
+}

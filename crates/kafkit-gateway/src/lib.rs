@@ -20,6 +20,7 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! state.producer.shutdown().await?;   // flush what was accepted
+//! state.transactions.shutdown().await?;
 //! # Ok(()) }
 //! ```
 
@@ -60,6 +61,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use auth::ApiKeys;
 pub use axum_server::tls_rustls::RustlsConfig;
 pub use health::Readiness;
+pub use produce::Transactions;
 pub use read_limit::ReadLimit;
 pub use server::{ServerLimits, serve, serve_tls};
 pub use tls::load as load_tls;
@@ -102,6 +104,8 @@ impl Limits {
 pub struct AppState {
     /// The shared producer.
     pub producer: Producer,
+    /// The transactional producer of `transactional` batches, created on first use.
+    pub transactions: Transactions,
     /// Admin client, for readiness and read endpoints.
     pub admin: Arc<Admin>,
     /// Client configuration, for the readers of the browse endpoint.
@@ -143,6 +147,7 @@ impl AppState {
         let http = http_metrics::HttpMetrics::new(metrics.registry());
         Ok(AppState {
             producer,
+            transactions: Transactions::new(config, metrics.clone())?,
             admin: Arc::new(admin),
             config: Arc::new(config.clone()),
             metrics,

@@ -162,6 +162,12 @@ fn with_message_rules(schemas: &mut Value) {
     let messages = &mut schemas["BatchRequest"]["properties"]["messages"];
     messages["items"] = reference("MessageShape");
     messages["contains"] = reference("OutboundMessage");
+    // A transactional batch is refused whole when one message breaks the rules: there, every
+    // message must follow them.
+    schemas["BatchRequest"]["anyOf"] = json!([
+        {"properties": {"transactional": {"const": false}}},
+        {"properties": {"messages": {"items": reference("OutboundMessage")}}},
+    ]);
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -434,6 +440,17 @@ mod tests {
         assert_eq!(
             messages["contains"]["$ref"],
             "#/components/schemas/OutboundMessage"
+        );
+        // A transactional one: every message a valid record.
+        let transactional = &schemas["BatchRequest"]["anyOf"];
+        assert_eq!(transactional[0]["properties"]["transactional"]["const"], false);
+        assert_eq!(
+            transactional[1]["properties"]["messages"]["items"]["$ref"],
+            "#/components/schemas/OutboundMessage"
+        );
+        assert_eq!(
+            schemas["BatchRequest"]["properties"]["transactional"]["type"],
+            "boolean"
         );
         // A single send takes a valid record: the shape and the rules.
         let message = &schemas["OutboundMessage"]["allOf"];

@@ -1,6 +1,7 @@
 //! `kafkit consume`: prints one JSON object per record (the view the gateway's read API answers
 //! with). Without `--group` it reads every partition through a [`Reader`], joining no group;
-//! with `--group` it joins the group and commits what it printed.
+//! with `--group` it joins the group and commits what it printed. `--isolation` chooses whether
+//! records of aborted and open transactions are printed.
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,7 +14,10 @@ use kafkit::{KafkaConfig, Limits, Message, Reader, Start};
 use crate::cli::ConsumeArgs;
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
-    let config = super::remote_config(&args.connection)?;
+    let mut config = super::remote_config(&args.connection)?;
+    if let Some(isolation) = args.isolation {
+        config.isolation = isolation.into();
+    }
     kafkit::record::validate_topic(&args.topic)?;
     match &args.group {
         Some(group) => follow_group(config, group, &args).await,

@@ -81,6 +81,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => kafkit_gateway::serve(listener, state.clone(), shutdown).await?,
     }
     state.producer.shutdown().await?;
+    state.transactions.shutdown().await?;
     tracing::info!("gateway stopped cleanly");
     drop(cluster);
     Ok(())

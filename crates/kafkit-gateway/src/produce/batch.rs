@@ -78,6 +78,9 @@ pub(super) async fn send_batch(
             Err(error) => Some(Err(error)),
         });
     }
+    if batch.transactional {
+        return send_transaction(state, outcomes, pending, records, request).await;
+    }
     let fingerprint = request.fingerprint;
     let producer = state.producer.clone();
     bounded(state, request, async move {
@@ -85,6 +88,114 @@ pub(super) async fn send_batch(
         Ok(batch_reply(outcomes, pending, deliveries, fingerprint))
     })
     .await
+}
+
+/// A transactional batch: the records to produce go in one transaction, committed whole or
+/// not at all. A record refused before the send (invalid, its key in progress) refuses them
+/// all, and so does a failed transaction: the answer is then one error status for the batch,
+/// every record not stored. Records answered from their idempotency key were stored by an
+/// earlier request and are answered as such.
+async fn send_transaction(
+    state: &AppState,
+    outcomes: Vec<Option<Outcome>>,
+    pending: Vec<Pending>,
+    records: Vec<kafkit::Record>,
+    request: RequestClaim,
+) -> Result<Reply, ApiError> {
+    let fingerprint = request.fingerprint;
+    let refused = outcomes
+        .iter()
+        .flatten()
+        .find_map(|outcome| outcome.as_ref().err())
+        .cloned();
+    if let Some(cause) = refused {
+        let not_sent = ApiError::new(
+            cause.status,
+            "transaction_not_sent",
+            format!(
+                "not sent: another record of this transactional batch was refused ({})",
+                cause.code
+            ),
+        );
+        return Ok(nothing_stored(
+            outcomes,
+            pending,
+            &cause,
+            not_sent,
+            fingerprint,
+        ));
+    }
+    if records.is_empty() {
+        // Every record was a replay.
+        return Ok(batch_reply(outcomes, pending, Vec::new(), fingerprint));
+    }
+    let transactions = state.transactions.clone();
+    bounded(state, request, async move {
+        let sent = match transactions.producer().await {
+            Ok(producer) => {
+                producer
+                    .transaction(async |tx| tx.send_batch(records).await)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        Ok(match sent {
+            Ok(deliveries) => batch_reply(
+                outcomes,
+                pending,
+                deliveries.into_iter().map(Ok).collect(),
+                fingerprint,
+            ),
+            Err(error) => {
+                let cause = ApiError::from(error);
+                nothing_stored(outcomes, pending, &cause, cause.clone(), fingerprint)
+            }
+        })
+    })
+    .await
+}
+
+/// The answer to a transactional batch of which nothing was stored: `cause`'s status, the
+/// records that were to be sent failed with `not_sent` (their key claims released), the
+/// others with their own errors (or their replayed results).
+fn nothing_stored(
+    mut outcomes: Vec<Option<Outcome>>,
+    pending: Vec<Pending>,
+    cause: &ApiError,
+    not_sent: ApiError,
+    fingerprint: u64,
+) -> Reply {
+    for pending in pending {
+        // Dropping the claim releases the record's key: the client may retry.
+        outcomes[pending.index] = Some(Err(not_sent.clone()));
+    }
+    let mut results = Vec::with_capacity(outcomes.len());
+    let mut failed = 0;
+    for outcome in outcomes {
+        results.push(match outcome.expect("filled") {
+            Ok(result) => BatchItem::Ok(result),
+            Err(error) => {
+                failed += 1;
+                BatchItem::Failed {
+                    error: error.into(),
+                }
+            }
+        });
+    }
+    let body = BatchResponse {
+        status: "failed",
+        succeeded: results.len() - failed,
+        failed,
+        results,
+        error: Some(ErrorDetail {
+            code: cause.code.to_owned(),
+            message: format!(
+                "transactional batch: none of its records was stored; {}",
+                cause.message
+            ),
+        }),
+    };
+    Reply::new(fingerprint, cause.status, &body)
 }
 
 /// The answer to a batch once its deliveries are known; completes the record-level claims of

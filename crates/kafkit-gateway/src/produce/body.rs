@@ -129,6 +129,14 @@ pub struct BatchRequest {
     /// others are produced, as long as one follows them.
     #[schema(min_items = 1, max_items = 1000)]
     pub messages: Vec<OutboundMessage>,
+    /// Send every record in one Kafka transaction: all of them become visible to
+    /// read-committed readers together, or none does. One record refused (invalid, its
+    /// idempotency key in progress) or a failed transaction fails the whole batch, answered
+    /// with one error status and every record's result an error (records replayed from their
+    /// idempotency key excepted: an earlier request stored them). Default `false`: each record
+    /// on its own, with per-record results.
+    #[serde(default)]
+    pub transactional: bool,
 }
 
 /// Where one record landed.

@@ -23,6 +23,7 @@ mod batch;
 mod body;
 mod record;
 mod replay;
+mod transactional;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -39,6 +40,7 @@ pub use body::{
     BatchFailure, BatchRequest, BatchResponse, IdempotencyKey, OutboundMessage, SendResult,
 };
 pub use replay::{RecordReply, Reply};
+pub use transactional::Transactions;
 
 /// Request header naming an idempotency key for the whole request.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -114,6 +116,11 @@ pub async fn messages_send(
 }
 
 /// Produce many records, to any topics, with a result per record.
+///
+/// With `"transactional": true` the records are sent in one Kafka transaction: all become
+/// visible to read-committed readers together, or none does, and one refused record (invalid,
+/// or its idempotency key in progress) or a failed transaction fails the whole batch with one
+/// error status.
 #[utoipa::path(
     post,
     path = "/kafka/send-batch",
@@ -122,10 +129,10 @@ pub async fn messages_send(
     params(("Idempotency-Key" = Option<IdempotencyKey>, Header, nullable = false,
         description = "Replays the first answer for 10 minutes instead of producing again")),
     responses(
-        (status = 200, description = "Every record stored", body = BatchResponse,
+        (status = 200, description = "Every record stored (with `transactional`, committed in one transaction)", body = BatchResponse,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"))),
         (status = 207, description = "Some records stored, the others failed; `Retry-After` \
-            when some found the producer queue full", body = BatchResponse,
+            when some found the producer queue full (never for a `transactional` batch)", body = BatchResponse,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying the records refused for a full queue"))),
         (status = 400, description = "Malformed JSON or a body that could not be read (`error` only), or every record invalid (`results` and `error`)", body = BatchFailure),
         (status = 401, description = "Missing or unknown API key (the body is not read)", body = ErrorBody),
@@ -138,8 +145,8 @@ pub async fn messages_send(
         (status = 429, description = "Every record found the producer queue full: per-record \
             `results` and a top-level `error`", body = BatchFailure,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 502, description = "The broker refused every record for another reason", body = BatchFailure),
-        (status = 503, description = "Broker unreachable or slow, or the request over the gateway's time limit; records may still be delivered", body = BatchFailure),
+        (status = 502, description = "The broker refused every record for another reason, or a `transactional` batch's transaction failed (`transaction_aborted`, `fenced`): nothing stored", body = BatchFailure),
+        (status = 503, description = "Broker unreachable or slow, or the request over the gateway's time limit; records may still be delivered (a `transactional` batch: committed whole or not at all)", body = BatchFailure),
     ),
     security(("api_key" = []))
 )]
