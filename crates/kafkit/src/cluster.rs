@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 
 /// What the embedded broker cannot do; logged whenever it starts.
 pub const EMBEDDED_LIMITS: &str = "in-memory and not durable, about 5 MiB kept per partition, \
-     no admin API (topics are created by kafkit through the mock), transactions not honoured";
+     no admin API (topics are created by kafkit through the mock), transactions accepted but not \
+     honoured (read-committed readers see aborted records too)";
 
 /// The brokers a process talks to.
 #[derive(Debug)]

@@ -362,6 +362,76 @@ async fn batch_producer_delivers_every_record_of_both_topics() {
     assert_eq!(seen, (0..1000).collect());
 }
 
+/// Every record `topic` holds for a reader with `isolation`, in offset order.
+async fn read_isolated(topic: &str, isolation: kafkit::Isolation) -> Vec<Message> {
+    let reader = kafkit::Reader::new(&testkit::config())
+        .expect("reader")
+        .isolation(isolation);
+    let mut reading = reader
+        .open(topic, None, kafkit::Start::Beginning)
+        .await
+        .expect("open");
+    let records = reading
+        .collect(&kafkit::Limits::to_end(usize::MAX).timeout(WAIT))
+        .await
+        .expect("read");
+    assert!(reading.at_end(), "{topic}: the end was not reached");
+    records
+}
+
+#[tokio::test]
+async fn transactional_producer_commits_three_transfers_and_aborts_the_fourth() {
+    let payments = testkit::topic("payments", 1).await;
+    let notifications = format!("{payments}-notifications");
+    admin()
+        .ensure_topics(&[kafkit::TopicSpec::new(&notifications, 1)])
+        .await
+        .expect("create the notifications topic");
+    let stdout = Example::start("transactional_producer", &payments)
+        .finish()
+        .await;
+    assert_eq!(
+        stdout,
+        [
+            "transfer 1 committed",
+            "transfer 2 committed",
+            "transfer 3 committed",
+            "transfer 4 aborted: invalid record: 5000 is over the limit of 1000",
+        ]
+    );
+    // Read committed: the debits and notifications of transfers 1-3, each once.
+    let debits: Vec<Value> = read_isolated(&payments, kafkit::Isolation::ReadCommitted)
+        .await
+        .iter()
+        .map(value)
+        .collect();
+    assert_eq!(
+        debits,
+        [
+            json!({"transfer": 1, "debit": 250}),
+            json!({"transfer": 2, "debit": 40}),
+            json!({"transfer": 3, "debit": 999}),
+        ]
+    );
+    let notes: Vec<String> = read_isolated(&notifications, kafkit::Isolation::ReadCommitted)
+        .await
+        .iter()
+        .map(|m| String::from_utf8(m.payload().expect("a payload").to_vec()).expect("text"))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            "transfer 1 of 250 done",
+            "transfer 2 of 40 done",
+            "transfer 3 of 999 done",
+        ]
+    );
+    // Read uncommitted: the aborted transfer's debit was written, and stays invisible above.
+    let written = read_isolated(&payments, kafkit::Isolation::ReadUncommitted).await;
+    assert_eq!(written.len(), 4);
+    assert_eq!(value(&written[3]), json!({"transfer": 4, "debit": 5000}));
+}
+
 #[tokio::test]
 async fn tenant_partitioner_keeps_each_tenant_on_its_header_hash_partition() {
     // The example creates the topic itself, with six partitions.
