@@ -443,7 +443,10 @@ mod tests {
         );
         // A transactional one: every message a valid record.
         let transactional = &schemas["BatchRequest"]["anyOf"];
-        assert_eq!(transactional[0]["properties"]["transactional"]["const"], false);
+        assert_eq!(
+            transactional[0]["properties"]["transactional"]["const"],
+            false
+        );
         assert_eq!(
             transactional[1]["properties"]["messages"]["items"]["$ref"],
             "#/components/schemas/OutboundMessage"
