@@ -123,11 +123,9 @@ pub enum Error {
     },
     /// A transaction could not be begun, committed or aborted, or a record sent in it failed
     /// and it had to be aborted.
-    #[error("{operation} of a transaction of {transactional_id} failed{}: {source}", aborted_note(*.aborted))]
+    #[error("{operation} of a transaction failed{}: {source}", aborted_note(*.aborted))]
     Transaction {
-        /// The producer's transactional id.
-        transactional_id: String,
-        /// `begin`, `send`, `send offsets`, `commit` or `abort`.
+        /// `init`, `begin`, `send`, `send offsets`, `commit` or `abort`.
         operation: &'static str,
         /// Whether the transaction was aborted: none of its records will ever be visible to a
         /// read-committed reader. When false after a commit, the outcome is unknown.
@@ -417,7 +415,6 @@ mod tests {
         assert_eq!(fenced.code().as_str(), "fenced");
         assert!(fenced.to_string().contains("recreate it"), "{fenced}");
         let aborted = Error::Transaction {
-            transactional_id: "orders-1".into(),
             operation: "commit",
             aborted: true,
             source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),

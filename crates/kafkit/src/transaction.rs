@@ -237,7 +237,6 @@ impl TransactionalProducer {
                 reason: error.string(),
             },
             source => Error::Transaction {
-                transactional_id: self.shared.id.clone(),
                 operation,
                 aborted,
                 source,
