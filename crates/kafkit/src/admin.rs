@@ -132,7 +132,7 @@ impl TopicInfo {
 
 /// Where [`Admin::offsets_for`] places a group in each partition of a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OffsetReset {
+pub enum ResetTo {
     /// The oldest record kept (low watermark).
     Earliest,
     /// The next record to be written (high watermark): nothing left to read.
@@ -671,14 +671,14 @@ impl Admin {
 
     /// Where `to` lies in every partition of `topic`: `(partition, offset)`, by partition. The
     /// plan of an offset reset, to show before [`Admin::commit_offsets`] carries it out.
-    pub async fn offsets_for(&self, topic: &str, to: OffsetReset) -> Result<Vec<(i32, i64)>> {
+    pub async fn offsets_for(&self, topic: &str, to: ResetTo) -> Result<Vec<(i32, i64)>> {
         let info = self.describe_topic(topic).await?;
         let client = Arc::clone(&self.metadata);
         let timeout = self.timeout;
         let name = topic.to_owned();
         blocking(&format!("find offsets in {topic}"), move || {
             let found = match to {
-                OffsetReset::Timestamp(millis) => {
+                ResetTo::Timestamp(millis) => {
                     let mut list = TopicPartitionList::new();
                     for p in &info.partitions {
                         list.add_partition_offset(&name, p.id, Offset::Offset(millis))?;
@@ -693,10 +693,10 @@ impl Admin {
                 .map(|p| {
                     let (low, high) = (p.low_watermark, p.high_watermark);
                     let offset = match to {
-                        OffsetReset::Earliest => low,
-                        OffsetReset::Latest => high,
-                        OffsetReset::Offset(offset) => offset,
-                        OffsetReset::Timestamp(_) => found
+                        ResetTo::Earliest => low,
+                        ResetTo::Latest => high,
+                        ResetTo::Offset(offset) => offset,
+                        ResetTo::Timestamp(_) => found
                             .as_ref()
                             .and_then(|list| list.find_partition(&name, p.id))
                             .and_then(|e| match e.offset() {

@@ -63,8 +63,8 @@ pub mod transaction;
 pub mod view;
 
 pub use admin::{
-    Admin, ClusterInfo, GroupDescription, GroupInfo, GroupMember, OffsetReset, PartitionLag,
-    TopicInfo, TopicSpec,
+    Admin, ClusterInfo, GroupDescription, GroupInfo, GroupMember, PartitionLag, ResetTo, TopicInfo,
+    TopicSpec,
 };
 pub use batch::{BatchError, BatchOptions};
 pub use cdc::{DatabaseEvent, Operation};

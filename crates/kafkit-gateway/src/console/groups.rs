@@ -9,13 +9,13 @@ use axum::Form;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
-use kafkit::OffsetReset;
+use kafkit::{GroupDescription, ResetTo};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::super::AppState;
 use super::super::groups::{GroupDetail, detail, list};
-use super::lag_history::{SAMPLE_EVERY, chart};
+use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY, chart};
 use super::page::{
     Failure, Nav, PageResult, csrf_field, page, parse_utc, segment, unsupported_banner,
 };
@@ -42,7 +42,10 @@ pub async fn groups_list(
         let body = html! { h1 { "Consumer groups" } (unsupported_banner(NO_GROUP_API)) };
         return Ok(page(&viewer, Nav::Groups, "Consumer groups", body));
     }
-    console.lag.refresh(&state, SAMPLE_EVERY).await;
+    console
+        .lag
+        .refresh_within(&state, SAMPLE_EVERY, PAGE_WAIT)
+        .await;
     let groups = list(&state).await?;
     let mut rows: Vec<(kafkit::GroupInfo, Option<i64>)> = groups
         .into_iter()
@@ -81,11 +84,42 @@ pub async fn groups_list(
 }
 
 /// The live part of a group page: lag per partition and the chart.
-fn live(console: &Console, viewer: &Viewer, detail: &GroupDetail) -> Markup {
+fn live(
+    console: &Console,
+    viewer: &Viewer,
+    detail: &GroupDetail,
+    description: Option<&GroupDescription>,
+) -> Markup {
     let series = console
         .lag
         .series(&detail.group, |t| viewer.caller.may_read(t));
     html! {
+        @if let Some(d) = description {
+            p {
+                "State " strong #group-state { (d.state) }
+                @if !d.protocol.is_empty() { ", protocol " (d.protocol) }
+                ", " span #member-count { (d.members.len()) } " members."
+            }
+            @if !d.members.is_empty() {
+                table #members {
+                    thead { tr { th { "Client" } th { "Host" } th { "Member" } th { "Assignment" } } }
+                    tbody {
+                        @for m in &d.members {
+                            tr {
+                                td { (m.client_id) }
+                                td { (m.host) }
+                                td { code { (m.member_id) } }
+                                td {
+                                    @for (topic, partitions) in &m.assignment {
+                                        div { (topic) ": " (partitions.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         p { "Total lag " strong #total-lag { (detail.total_lag) } }
         (chart(&series))
         table #lag {
@@ -142,30 +176,8 @@ pub async fn groups_show(
         .collect();
     let body = html! {
         h1 { "Group " span.name { (group) } }
-        @if let Some(d) = &description {
-            p { "State " strong #group-state { (d.state) } ", protocol " (d.protocol) ", " (d.members.len()) " members." }
-            @if !d.members.is_empty() {
-                table #members {
-                    thead { tr { th { "Client" } th { "Host" } th { "Member" } th { "Assignment" } } }
-                    tbody {
-                        @for m in &d.members {
-                            tr {
-                                td { (m.client_id) }
-                                td { (m.host) }
-                                td { code { (m.member_id) } }
-                                td {
-                                    @for (topic, partitions) in &m.assignment {
-                                        div { (topic) ": " (partitions.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")) }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
         section #live data-refresh={(BASE) "/groups/" (segment(&group)) "/live"} data-every="5000" {
-            (live(&console, &viewer, &detail))
+            (live(&console, &viewer, &detail, description.as_ref()))
         }
         @if !writable.is_empty() {
             section #reset {
@@ -204,7 +216,8 @@ pub async fn groups_live(
     Path(group): Path<String>,
 ) -> PageResult {
     let detail = sample(&state, &console, &viewer, &group).await?;
-    Ok(Html(live(&console, &viewer, &detail).into_string()).into_response())
+    let description = state.admin.describe_group(&group).await?;
+    Ok(Html(live(&console, &viewer, &detail, description.as_ref()).into_string()).into_response())
 }
 
 /// What the reset form posts: first without `confirm` (the plan is shown), then with it.
@@ -221,19 +234,19 @@ pub struct ResetForm {
 }
 
 impl ResetForm {
-    fn target(&self) -> Result<OffsetReset, Failure> {
+    fn target(&self) -> Result<ResetTo, Failure> {
         let at = self.at.trim();
         match self.to.as_str() {
-            "earliest" => Ok(OffsetReset::Earliest),
-            "latest" => Ok(OffsetReset::Latest),
-            "timestamp" => parse_utc(at).map(OffsetReset::Timestamp).ok_or_else(|| {
+            "earliest" => Ok(ResetTo::Earliest),
+            "latest" => Ok(ResetTo::Latest),
+            "timestamp" => parse_utc(at).map(ResetTo::Timestamp).ok_or_else(|| {
                 Failure::bad_request("The time reads YYYY-MM-DDTHH:MM[:SS], in UTC.")
             }),
             "offset" => at
                 .parse::<i64>()
                 .ok()
                 .filter(|o| *o >= 0)
-                .map(OffsetReset::Offset)
+                .map(ResetTo::Offset)
                 .ok_or_else(|| Failure::bad_request("The offset is a number, 0 or more.")),
             _ => Err(Failure::bad_request(
                 "Reset to earliest, latest, a time or an offset.",

@@ -27,6 +27,10 @@ pub const MAX_GROUPS: usize = 200;
 pub const MAX_PARTITIONS: usize = 1_000;
 /// Sampling pauses when no console page was shown for this long.
 pub const IDLE_AFTER: Duration = Duration::from_secs(3600);
+/// Groups sampled at once.
+const CONCURRENT_SAMPLES: usize = 4;
+/// Longest a page waits for a fresh sample of every group.
+pub const PAGE_WAIT: Duration = Duration::from_secs(2);
 /// Two samples closer than this replace each other.
 const MIN_GAP_MILLIS: i64 = 1_000;
 
@@ -99,6 +103,20 @@ impl LagHistory {
         }
     }
 
+    /// Like [`LagHistory::refresh`], waiting at most `wait` for it: a page shows the samples
+    /// there are rather than wait for a slow cluster, and the sampling goes on behind it.
+    pub async fn refresh_within(
+        self: &Arc<Self>,
+        state: &AppState,
+        fresh: Duration,
+        wait: Duration,
+    ) {
+        let history = Arc::clone(self);
+        let state = state.clone();
+        let sampling = tokio::spawn(async move { history.refresh(&state, fresh).await });
+        let _ = tokio::time::timeout(wait, sampling).await;
+    }
+
     async fn sample(&self, state: &AppState) -> kafkit::Result<()> {
         let groups = state.admin.list_groups().await?;
         let listed: Vec<String> = groups
@@ -106,10 +124,21 @@ impl LagHistory {
             .map(|g| g.name)
             .take(MAX_GROUPS)
             .collect();
-        for group in &listed {
-            match state.admin.group_lag(group, &[]).await {
-                Ok(lags) => self.record(group, &lags),
-                Err(error) => tracing::debug!(%group, %error, "lag sample failed"),
+        // A few groups at a time: each is a committed-offsets and a watermarks round trip.
+        for chunk in listed.chunks(CONCURRENT_SAMPLES) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for group in chunk {
+                let (admin, group) = (Arc::clone(&state.admin), group.clone());
+                tasks.spawn(async move {
+                    let lags = admin.group_lag(&group, &[]).await;
+                    (group, lags)
+                });
+            }
+            while let Some(Ok((group, lags))) = tasks.join_next().await {
+                match lags {
+                    Ok(lags) => self.record(&group, &lags),
+                    Err(error) => tracing::debug!(%group, %error, "lag sample failed"),
+                }
             }
         }
         let mut inner = self.inner.lock().expect("not poisoned");

@@ -7,7 +7,7 @@ use maud::html;
 use std::sync::Arc;
 
 use super::super::AppState;
-use super::lag_history::SAMPLE_EVERY;
+use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY};
 use super::page::{Nav, PageResult, page, unsupported_banner};
 use super::session::Viewer;
 use super::{BASE, Console};
@@ -32,7 +32,10 @@ pub async fn overview_show(
     let groups = if state.embedded.is_some() {
         None
     } else {
-        console.lag.refresh(&state, SAMPLE_EVERY).await;
+        console
+            .lag
+            .refresh_within(&state, SAMPLE_EVERY, PAGE_WAIT)
+            .await;
         let groups = state.admin.list_groups().await?;
         let total: i64 = groups
             .iter()

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::super::AppState;
 use super::super::topics::{MAX_BROWSE_LIMIT, configs_of, read_slice};
-use super::lag_history::SAMPLE_EVERY;
+use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY};
 use super::page::{
     Failure, Nav, PageResult, csrf_field, page, parse_utc, segment, unsupported_banner, utc,
 };
@@ -411,7 +411,10 @@ pub async fn topics_show(
     let readers = if state.embedded.is_some() {
         None
     } else {
-        console.lag.refresh(&state, SAMPLE_EVERY * 3).await;
+        console
+            .lag
+            .refresh_within(&state, SAMPLE_EVERY * 3, PAGE_WAIT)
+            .await;
         Some(console.lag.readers_of(&topic))
     };
     let (configs, configs_error) = configs_of(&state, &topic).await;
