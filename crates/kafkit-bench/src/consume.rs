@@ -40,6 +40,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     println!("| client | records/s | MB/s | seconds | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|");
+    let chosen = |client: &str| args.only.as_deref().is_none_or(|only| only == client);
     let mut raw = Vec::new();
     let mut stream = Vec::new();
     let mut lib = Vec::new();
@@ -51,25 +52,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             records: args.records,
             number,
         };
-        raw.push(with_peak_rss(round.raw_loop()).await?);
-        stream.push(with_peak_rss(round.stream_loop()).await?);
-        lib.push(with_peak_rss(round.runtime()).await?);
+        if chosen("raw") {
+            raw.push(with_peak_rss(round.raw_loop()).await?);
+        }
+        if chosen("stream") {
+            stream.push(with_peak_rss(round.stream_loop()).await?);
+        }
+        if chosen("kafkit") {
+            lib.push(with_peak_rss(round.runtime()).await?);
+        }
     }
-    let raw = median(raw, |(outcome, _)| outcome);
-    let stream = median(stream, |(outcome, _)| outcome);
-    let lib = median(lib, |(outcome, _)| outcome);
-    for (name, (outcome, peak_rss)) in [
+    let [raw, stream, lib] = [raw, stream, lib]
+        .map(|rounds| (!rounds.is_empty()).then(|| median(rounds, |(outcome, _)| outcome)));
+    for (name, measured) in [
         ("raw rdkafka BaseConsumer loop (blocking thread)", &raw),
         ("raw rdkafka StreamConsumer loop (async)", &stream),
         ("kafkit Consumer runtime", &lib),
     ] {
-        println!("{} {peak_rss:.0} |", outcome.row(name, args.size));
+        if let Some((outcome, peak_rss)) = measured {
+            println!("{} {peak_rss:.0} |", outcome.row(name, args.size));
+        }
     }
-    println!(
-        "\nkafkit Consumer reaches {:.0}% of the blocking raw loop, {:.0}% of the async one",
-        lib.0.percent_of(&raw.0),
-        lib.0.percent_of(&stream.0)
-    );
+    if let (Some(lib), Some(raw), Some(stream)) = (&lib, &raw, &stream) {
+        println!(
+            "\nkafkit Consumer reaches {:.0}% of the blocking raw loop, {:.0}% of the async one",
+            lib.0.percent_of(&raw.0),
+            lib.0.percent_of(&stream.0)
+        );
+    }
     Ok(())
 }
 

@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// Partitions of the benchmark topic.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
+    /// Measure this client only, for profiling (`consume`: raw, stream or kafkit).
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 impl BenchArgs {

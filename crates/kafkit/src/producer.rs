@@ -387,9 +387,6 @@ impl Producer {
             validate_topic(&record.topic)?;
             *validated = Some(record.topic.clone());
         }
-        if let Some(sent_at) = sent_at {
-            add_standard_headers(&mut record, sent_at);
-        }
         if record.partition.is_none()
             && let Some(partitioner) = &self.inner.partitioner
             && let Some(count) = self.partition_count(&record.topic).await?
@@ -403,16 +400,20 @@ impl Producer {
         base.partition = record.partition;
         base.timestamp = record.timestamp;
         // No header block at all for header-less records: it is a C allocation per record.
-        if !record.headers.is_empty() {
-            base.headers = Some(record.headers.iter().fold(
-                OwnedHeaders::new_with_capacity(record.headers.len()),
+        if !record.headers.is_empty() || sent_at.is_some() {
+            let headers = record.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(record.headers.len() + 2),
                 |h, (k, v)| {
                     h.insert(Header {
                         key: k,
                         value: Some(v),
                     })
                 },
-            ));
+            );
+            base.headers = Some(match sent_at {
+                Some(sent_at) => add_standard_headers(&record, headers, sent_at),
+                None => headers,
+            });
         }
         let context = self.inner.client.context();
         let mut deadline = None;
@@ -540,40 +541,69 @@ fn now_millis() -> String {
         .to_string()
 }
 
-fn add_standard_headers(record: &mut Record, sent_at: &str) {
+/// Appends to `headers` the standard headers `record` lacks. They go straight into librdkafka's
+/// header block: no Rust copy of the names and values, and the correlation id is formatted on
+/// the stack.
+fn add_standard_headers(record: &Record, mut headers: OwnedHeaders, sent_at: &str) -> OwnedHeaders {
     if record.header_value(CORRELATION_ID_HEADER).is_none() {
-        record.headers.push((
-            CORRELATION_ID_HEADER.to_owned(),
-            uuid::Uuid::new_v4().to_string().into_bytes(),
-        ));
+        let mut text = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        headers = headers.insert(Header {
+            key: CORRELATION_ID_HEADER,
+            value: Some(id.as_bytes()),
+        });
     }
     if record.header_value(TIMESTAMP_HEADER).is_none() {
-        record
-            .headers
-            .push((TIMESTAMP_HEADER.to_owned(), sent_at.as_bytes().to_vec()));
+        headers = headers.insert(Header {
+            key: TIMESTAMP_HEADER,
+            value: Some(sent_at.as_bytes()),
+        });
     }
+    headers
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The headers `record` is sent with, as name and text.
+    fn sent_headers(record: &Record, sent_at: &str) -> Vec<(String, String)> {
+        use rdkafka::message::Headers as _;
+        let headers = record
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: Some(v),
+                })
+            });
+        add_standard_headers(record, headers, sent_at)
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap();
+                (h.key.to_owned(), value)
+            })
+            .collect()
+    }
+
     #[test]
     fn standard_headers_fill_gaps_only() {
-        let mut record = Record::to("t").header(CORRELATION_ID_HEADER, "req-1");
-        add_standard_headers(&mut record, &now_millis());
-        assert_eq!(
-            record.header_value(CORRELATION_ID_HEADER),
-            Some(&b"req-1"[..])
-        );
-        let stamp: u128 = std::str::from_utf8(record.header_value(TIMESTAMP_HEADER).unwrap())
-            .unwrap()
-            .parse()
-            .unwrap();
+        let record = Record::to("t").header(CORRELATION_ID_HEADER, "req-1");
+        let headers = sent_headers(&record, &now_millis());
+        assert_eq!(headers.len(), 2, "{headers:?}");
+        assert_eq!(headers[0], (CORRELATION_ID_HEADER.into(), "req-1".into()));
+        assert_eq!(headers[1].0, TIMESTAMP_HEADER);
+        let stamp: u128 = headers[1].1.parse().unwrap();
         assert!(stamp > 1_600_000_000_000);
-        let mut bare = Record::to("t");
-        add_standard_headers(&mut bare, "1");
-        assert_eq!(bare.header_value(CORRELATION_ID_HEADER).unwrap().len(), 36);
+
+        let bare = sent_headers(&Record::to("t"), "1");
+        assert_eq!(bare[0].0, CORRELATION_ID_HEADER);
+        let id = uuid::Uuid::parse_str(&bare[0].1).expect("a UUID");
+        assert_eq!(id.get_version_num(), 4);
+        assert_eq!(bare[1], (TIMESTAMP_HEADER.into(), "1".into()));
+        // Fresh per record.
+        assert_ne!(sent_headers(&Record::to("t"), "1")[0], bare[0]);
     }
 
     #[tokio::test]

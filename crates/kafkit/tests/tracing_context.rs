@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kafkit::{Consumer, ConsumerOptions, HandlerError, Message, Router};
@@ -23,21 +23,36 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handler_log_lines_carry_group_topic_partition_and_offset() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .init();
+/// The process's subscriber (installed once for every test here), writing into one buffer.
+fn captured() -> &'static Captured {
+    static CAPTURED: OnceLock<Captured> = OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .init();
+        captured
+    })
+}
 
+/// What one traced run left: the lines of its topic, and where each record really was.
+struct Run {
+    group: String,
+    topic: String,
+    lines: Vec<String>,
+    seen: HashMap<u64, (i32, i64)>,
+}
+
+/// Consumes 20 records (the handler logs each and skips id 7) with `record_spans` as given.
+async fn traced_run(record_spans: bool) -> Run {
+    let captured = captured();
     let topic = testkit::topic("traced", 2).await;
     testkit::populate(&topic, 20, 20).await;
     let group = testkit::unique("traced-group");
 
-    // Where each record really was, as the handler saw it.
     let seen: Arc<Mutex<HashMap<u64, (i32, i64)>>> = Arc::default();
     let mut router = Router::new();
     let record = seen.clone();
@@ -53,13 +68,12 @@ async fn handler_log_lines_carry_group_topic_partition_and_offset() {
             Ok(())
         }
     });
-    let consumer = Consumer::with_options(
-        &testkit::config(),
-        &group,
-        router,
-        ConsumerOptions::default(),
-    )
-    .expect("consumer");
+    let options = ConsumerOptions {
+        record_spans,
+        ..ConsumerOptions::default()
+    };
+    let consumer =
+        Consumer::with_options(&testkit::config(), &group, router, options).expect("consumer");
     let stop = CancellationToken::new();
     let run = tokio::spawn({
         let stop = stop.clone();
@@ -73,27 +87,74 @@ async fn handler_log_lines_carry_group_topic_partition_and_offset() {
     run.await.unwrap().unwrap();
 
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let seen = seen.lock().unwrap();
-    for (id, (partition, offset)) in seen.iter() {
-        let line = text
-            .lines()
-            .find(|line| line.ends_with(&format!("handled by the user's code id={id}")))
-            .unwrap_or_else(|| panic!("no line for record {id} in:\n{text}"));
-        let context = format!(
-            "partition{{group={group} topic={topic} partition={partition}}}:record{{offset={offset}}}"
-        );
+    let lines = text
+        .lines()
+        .filter(|line| line.contains(&format!("topic={topic} ")))
+        .map(str::to_owned)
+        .collect();
+    let seen = seen.lock().unwrap().clone();
+    Run {
+        group,
+        topic,
+        lines,
+        seen,
+    }
+}
+
+impl Run {
+    /// The line the handler logged for record `id`.
+    fn handler_line(&self, id: u64) -> &str {
+        let suffix = format!("handled by the user's code id={id}");
+        self.lines
+            .iter()
+            .find(|line| line.ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no line for record {id} in:\n{}", self.lines.join("\n")))
+    }
+
+    /// The partition span's text for the partition of record `id`.
+    fn partition_context(&self, id: u64) -> String {
+        let (partition, _) = self.seen[&id];
+        format!(
+            "partition{{group={} topic={} partition={partition}}}",
+            self.group, self.topic
+        )
+    }
+
+    /// kafkit's own event about the skipped record 7 carries its partition and offset.
+    fn assert_skip_names_its_record(&self) {
+        let (_, offset) = self.seen[&7];
+        let skipped = self
+            .lines
+            .iter()
+            .find(|line| line.contains("record skipped by handler"))
+            .unwrap_or_else(|| panic!("no skip line in:\n{}", self.lines.join("\n")));
+        let context = format!("{}:record{{offset={offset}}}", self.partition_context(7));
+        assert!(skipped.contains(&context), "{skipped}\nlacks {context}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_record_spans_handler_lines_carry_group_topic_partition_and_offset() {
+    let run = traced_run(true).await;
+    for (id, (_, offset)) in &run.seen {
+        let line = run.handler_line(*id);
+        let context = format!("{}:record{{offset={offset}}}", run.partition_context(*id));
         assert!(line.contains(&context), "{line}\nlacks {context}");
     }
-    // kafkit's own events inside the record carry the same context.
-    let (partition, offset) = seen[&7];
-    let skipped = text
-        .lines()
-        .find(|line| line.contains("record skipped by handler"))
-        .unwrap_or_else(|| panic!("no skip line in:\n{text}"));
-    assert!(
-        skipped.contains(&format!(
-            "partition={partition}}}:record{{offset={offset}}}"
-        )),
-        "{skipped}"
-    );
+    run.assert_skip_names_its_record();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_record_spans_handler_lines_carry_the_partition_and_failures_their_offset() {
+    let run = traced_run(false).await;
+    for id in run.seen.keys() {
+        let line = run.handler_line(*id);
+        let context = format!("{}: ", run.partition_context(*id));
+        assert!(line.contains(&context), "{line}\nlacks {context}");
+        assert!(
+            !line.contains("record{"),
+            "{line}: a record span although they are off"
+        );
+    }
+    run.assert_skip_names_its_record();
 }

@@ -128,6 +128,7 @@ impl KafkaConfig {
             )
             .set("fetch.min.bytes", self.min_bytes.to_string())
             .set("fetch.wait.max.ms", millis(self.max_wait_time))
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", self.isolation.as_str())
             .set(
@@ -176,6 +177,7 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("allow.auto.create.topics", "false")
             .set("isolation.level", self.isolation.as_str())
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
             .set(
                 "max.partition.fetch.bytes",
                 self.max_bytes_per_partition.to_string(),
@@ -198,6 +200,13 @@ impl KafkaConfig {
         }
     }
 }
+
+/// How long librdkafka postpones fetching a partition whose local queue is full
+/// (`queued.min.messages` or `queued.max.messages.kbytes`). Its default, 1 s, starves a
+/// consumer that drains the queue within milliseconds: fetching stops for the rest of the
+/// second. Measured with `kafkit-bench consume`, it cut throughput by 2-3x for raw loops and
+/// the runtime alike (BENCHMARKS.md). The queue thresholds still bound memory.
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 /// librdkafka keys that only concern a consumer's group membership.
 const GROUP_MEMBERSHIP_KEYS: &[&str] = &[
@@ -266,6 +275,7 @@ mod tests {
         assert_eq!(consumer.get("session.timeout.ms"), Some("45000"));
         assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(consumer.get("fetch.wait.max.ms"), Some("250"));
+        assert_eq!(consumer.get("fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(consumer.get("auto.offset.reset"), Some("latest"));
         // Read committed unless told otherwise, as librdkafka's default.
         assert_eq!(consumer.get("isolation.level"), Some("read_committed"));

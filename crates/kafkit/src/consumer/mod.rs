@@ -226,6 +226,12 @@ pub struct ConsumerOptions {
     pub lag_interval: Duration,
     /// Create missing dead-letter topics at start, with the source topic's partition count.
     pub create_dead_letter_topics: bool,
+    /// Run each record's handling in a `record{offset}` span, inside the worker's
+    /// `partition{group, topic, partition}` span, so every line the handler logs names its
+    /// record. Off by default: with a formatting subscriber a span per record costs about as
+    /// much as the rest of the runtime's per-record work (see BENCHMARKS.md). kafkit's own
+    /// events about a failed record (retry, dead letter, skip) carry its offset either way.
+    pub record_spans: bool,
 }
 
 impl Default for ConsumerOptions {
@@ -238,6 +244,7 @@ impl Default for ConsumerOptions {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             lag_interval: DEFAULT_LAG_INTERVAL,
             create_dead_letter_topics: true,
+            record_spans: false,
         }
     }
 }

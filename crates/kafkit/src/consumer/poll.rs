@@ -245,6 +245,7 @@ impl<'a> PollLoop<'a> {
             commit_each: self.owner.options.commit == super::CommitStrategy::EveryRecord,
             max_queued: self.owner.options.max_queued_per_partition,
             max_queued_bytes: self.owner.options.max_queued_bytes_per_partition,
+            record_spans: self.owner.options.record_spans,
             metrics: self.owner.metrics.clone(),
             predecessor: predecessor.map(AbortOnDropHandle::new),
         };

@@ -92,6 +92,8 @@ pub(crate) struct Worker {
     pub commit_each: bool,
     pub max_queued: usize,
     pub max_queued_bytes: usize,
+    /// Run each record's handling in a `record{offset}` span.
+    pub record_spans: bool,
     pub metrics: Option<Metrics>,
     /// The worker this one replaces after a rebalance; it finishes first, so two workers never
     /// run the same partition's handler at once. Aborting this worker (a drain timeout) aborts
@@ -187,13 +189,17 @@ impl Running {
         if let Some(c) = &self.counters {
             c.consumed.inc();
         }
-        // Everything logged while the record is handled (by kafkit and by the user's handler)
-        // carries its offset; the worker's span adds group, topic and partition.
-        let span = tracing::info_span!("record", offset = message.offset);
-        let outcome = self
-            .attempt_until_done(handler, &message)
-            .instrument(span)
-            .await;
+        // With record spans on, everything logged while the record is handled (by kafkit and
+        // by the user's handler) carries its offset; the worker's span adds group, topic and
+        // partition. Off, only kafkit's own events about a failure do (see `decide`).
+        let outcome = if self.worker.record_spans {
+            let span = tracing::info_span!("record", offset = message.offset);
+            self.attempt_until_done(handler, &message)
+                .instrument(span)
+                .await
+        } else {
+            self.attempt_until_done(handler, &message).await
+        };
         self.finish(&[message], outcome)
     }
 
@@ -335,12 +341,29 @@ impl Running {
                     self.breaker_success();
                     return Outcome::Succeeded;
                 }
-                Err(error) => match self.decide(&error, attempts, message).await {
-                    Decision::Retry => {}
-                    Decision::Abandon => return Outcome::Abandoned,
-                    Decision::Done(outcome) => return outcome,
-                },
+                Err(error) => {
+                    let span = self.failure_span(message.offset);
+                    match self
+                        .decide(&error, attempts, message)
+                        .instrument(span)
+                        .await
+                    {
+                        Decision::Retry => {}
+                        Decision::Abandon => return Outcome::Abandoned,
+                        Decision::Done(outcome) => return outcome,
+                    }
+                }
             }
+        }
+    }
+
+    /// The span of kafkit's own events about a failed record: `record{offset}`, unless the
+    /// record's whole handling already runs in one.
+    fn failure_span(&self, offset: i64) -> tracing::Span {
+        if self.worker.record_spans {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("record", offset)
         }
     }
 
