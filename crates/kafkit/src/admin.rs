@@ -779,16 +779,23 @@ fn topic_infos(
     wanted: impl Fn(&str) -> bool,
     timeout: Duration,
 ) -> rdkafka::error::KafkaResult<Vec<TopicInfo>> {
-    metadata
+    let topics: Vec<_> = metadata
         .topics()
         .iter()
         .filter(|t| t.error().is_none() && wanted(t.name()))
+        .collect();
+    let known = all_watermarks(client, &topics, timeout);
+    topics
+        .into_iter()
         .map(|topic| {
             let mut partitions = topic
                 .partitions()
                 .iter()
                 .map(|p| {
-                    let (low, high) = watermarks(client, topic.name(), p.id(), timeout)?;
+                    let (low, high) = match known.get(&(topic.name(), p.id())) {
+                        Some(marks) => *marks,
+                        None => watermarks(client, topic.name(), p.id(), timeout)?,
+                    };
                     Ok(PartitionInfo {
                         id: p.id(),
                         leader: p.leader(),
@@ -806,6 +813,52 @@ fn topic_infos(
             })
         })
         .collect()
+}
+
+/// The low and high watermarks of every partition of `topics` in two ListOffsets requests per
+/// leader (earliest, then latest: what [`watermarks`] asks partition by partition, with the
+/// same client and so the same isolation level), so listing 1,000 topics costs two round trips,
+/// not 2,000. A partition missing from the answer (its leader moving, or the requests failing)
+/// is left out, for [`watermarks`] to ask on its own.
+fn all_watermarks<'a>(
+    client: &BaseConsumer,
+    topics: &[&'a rdkafka::metadata::MetadataTopic],
+    timeout: Duration,
+) -> std::collections::HashMap<(&'a str, i32), (i64, i64)> {
+    let ask = |offset: Offset| {
+        let mut list = TopicPartitionList::new();
+        for topic in topics {
+            for partition in topic.partitions() {
+                list.add_partition_offset(topic.name(), partition.id(), offset)
+                    .ok()?;
+            }
+        }
+        client.offsets_for_times(list, timeout).ok()
+    };
+    let mut known = std::collections::HashMap::new();
+    if topics.iter().all(|t| t.partitions().is_empty()) {
+        return known;
+    }
+    let (Some(earliest), Some(latest)) = (ask(Offset::Beginning), ask(Offset::End)) else {
+        return known;
+    };
+    let found = |list: &TopicPartitionList, topic: &str, partition: i32| {
+        let element = list.find_partition(topic, partition)?;
+        match (element.error(), element.offset()) {
+            (Ok(()), Offset::Offset(offset)) => Some(offset),
+            _ => None,
+        }
+    };
+    for topic in topics {
+        for partition in topic.partitions() {
+            let (name, id) = (topic.name(), partition.id());
+            if let (Some(low), Some(high)) = (found(&earliest, name, id), found(&latest, name, id))
+            {
+                known.insert((name, id), (low, high));
+            }
+        }
+    }
+    known
 }
 
 /// A partition's low and high watermarks. A partition created a moment ago (by anyone) may

@@ -85,3 +85,73 @@ async fn group_lag_is_high_watermark_minus_committed() {
     }
     assert!(listed, "group {group} not listed");
 }
+
+#[tokio::test]
+async fn listed_watermarks_match_the_per_partition_query_and_offsets_reset_as_planned() {
+    // A topic of three partitions holding 30 records spread by key.
+    let topic = testkit::topic("admin-marks", 3).await;
+    testkit::populate(&topic, 30, 7).await;
+    let admin = Admin::new(&testkit::config()).unwrap();
+    // The listing asks all partitions at once; the reader asks them one by one: they agree.
+    let wanted = topic.clone();
+    let listed = admin
+        .list_topics_where(move |name| name == wanted)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].record_count(), 30);
+    let reading = kafkit::Reader::new(&testkit::config())
+        .unwrap()
+        .open(&topic, None, kafkit::Start::Beginning)
+        .await
+        .unwrap();
+    for p in &listed[0].partitions {
+        assert_eq!(
+            reading.watermarks(p.id),
+            Some((p.low_watermark, p.high_watermark)),
+            "partition {}",
+            p.id
+        );
+    }
+    // An offset reset plans the earliest, latest or an exact (clamped) offset per partition,
+    // and commits exactly that for a group that never joined.
+    let highs: Vec<(i32, i64)> = listed[0]
+        .partitions
+        .iter()
+        .map(|p| (p.id, p.high_watermark))
+        .collect();
+    let group = testkit::unique("admin-reset");
+    let plan = admin
+        .offsets_for(&topic, kafkit::ResetTo::Latest)
+        .await
+        .unwrap();
+    assert_eq!(plan, highs);
+    let plan = admin
+        .offsets_for(&topic, kafkit::ResetTo::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(plan, vec![(0, 0), (1, 0), (2, 0)]);
+    let plan = admin
+        .offsets_for(&topic, kafkit::ResetTo::Offset(1_000))
+        .await
+        .unwrap();
+    assert_eq!(plan, highs);
+    admin
+        .commit_offsets(&group, &topic, &[(0, 1), (1, 0), (2, 0)])
+        .await
+        .unwrap();
+    let committed = testkit::committed(&group, &topic).await;
+    let committed: Vec<(i32, Option<i64>)> = committed.iter().map(|(p, c, _)| (*p, *c)).collect();
+    assert_eq!(committed, vec![(0, Some(1)), (1, Some(0)), (2, Some(0))]);
+    // A time after every record: the high watermarks.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 60_000;
+    let plan = admin
+        .offsets_for(&topic, kafkit::ResetTo::Timestamp(later))
+        .await
+        .unwrap();
+    assert_eq!(plan, highs);
+}

@@ -264,3 +264,72 @@ async fn the_console_is_not_in_the_openapi_document() {
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.text.contains("data-refresh"));
 }
+
+#[tokio::test]
+async fn a_topic_is_created_and_a_page_exported_as_json_and_csv() {
+    let app = router(state_with_keys("admin:write=*,read=*"));
+    let admin = login(&app, "admin").await;
+    let page = call(&app, with_cookie(get("/console/topics"), &admin)).await;
+    let token = csrf(&page);
+    // Create a topic of 2 partitions from the form.
+    let name = testkit::unique("console-created");
+    let answer = call(
+        &app,
+        form(
+            "/console/topics",
+            Some(&admin),
+            &[("_csrf", &token), ("name", &name), ("partitions", "2")],
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
+    let admin_client = kafkit::Admin::new(&super::super::testing::config()).unwrap();
+    assert_eq!(
+        admin_client
+            .describe_topic(&name)
+            .await
+            .unwrap()
+            .partitions
+            .len(),
+        2
+    );
+    // Two records, exported as JSON (the API's message view) and CSV (formulas defused).
+    testkit::send(vec![
+        Record::to(&name).partition(0).key("k1").text("{\"id\": 1}"),
+        Record::to(&name)
+            .partition(0)
+            .key("k2")
+            .text("=HYPERLINK(\"x\")"),
+    ])
+    .await;
+    let path = format!("/console/topics/{name}?from=oldest");
+    let answer = call(
+        &app,
+        with_cookie(get(&format!("{path}&export=json")), &admin),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body[0]["value"], serde_json::json!({"id": 1}));
+    assert_eq!(answer.body[1]["key"], "k2");
+    let answer = call(
+        &app,
+        with_cookie(get(&format!("{path}&export=csv")), &admin),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let lines: Vec<&str> = answer.text.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", answer.text);
+    assert!(lines[1].starts_with("\"0\",\"0\","), "{}", lines[1]);
+    assert!(
+        lines[2].ends_with("\"'=HYPERLINK(\"\"x\"\")\""),
+        "{}",
+        lines[2]
+    );
+    // The key filter keeps one of them.
+    let answer = call(
+        &app,
+        with_cookie(get(&format!("{path}&key=k2&export=json")), &admin),
+    )
+    .await;
+    assert_eq!(answer.body.as_array().unwrap().len(), 1);
+}
