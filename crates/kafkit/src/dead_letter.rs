@@ -158,6 +158,36 @@ fn time_rfc3339(time: SystemTime) -> String {
     )
 }
 
+/// Creates missing dead-letter topics, each with its source topic's partition count so the
+/// original partitioning is kept; `pairs` are `(source, dead-letter topic)`. Only when the
+/// configuration allows topic creation; a refusal is logged (auto-creation may still work).
+pub(crate) async fn ensure_topics(
+    config: &crate::config::KafkaConfig,
+    embedded: Option<&std::sync::Arc<crate::cluster::EmbeddedBroker>>,
+    pairs: &[(String, String)],
+) -> crate::Result<()> {
+    if pairs.is_empty() || !config.allow_auto_topic_creation {
+        return Ok(());
+    }
+    let mut admin = crate::admin::Admin::new(config)?;
+    if let Some(broker) = embedded {
+        admin = admin.with_embedded(broker.clone());
+    }
+    let mut specs = Vec::new();
+    for (source, dlt) in pairs {
+        if let Ok(info) = admin.describe_topic(source).await {
+            specs.push(crate::admin::TopicSpec::new(
+                dlt,
+                info.partitions.len() as i32,
+            ));
+        }
+    }
+    if let Err(error) = admin.ensure_topics(&specs).await {
+        tracing::warn!(%error, "could not create dead-letter topics; relying on auto-creation");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

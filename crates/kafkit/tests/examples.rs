@@ -9,7 +9,7 @@
 //! `cargo test --workspace`, which already built them with the same features, and what keeps
 //! the binaries current when only this test is run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use kafkit::codec::{CONTENT_TYPE_HEADER, JSON, TEXT};
 use kafkit::partitioner::murmur2_partition;
 use kafkit::producer::{CORRELATION_ID_HEADER, TIMESTAMP_HEADER};
+use kafkit::rdkafka::TopicPartitionList;
+use kafkit::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use kafkit::{Admin, Message, Producer, dead_letter};
 use serde_json::{Value, json};
 
@@ -104,6 +106,11 @@ struct Example {
 impl Example {
     /// Starts example `name` against the test broker with `TOPIC=topic`.
     fn start(name: &'static str, topic: &str) -> Self {
+        Example::start_with(name, topic, &[])
+    }
+
+    /// [`Example::start`] with more environment variables.
+    fn start_with(name: &'static str, topic: &str, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(examples_dir().join(name));
         // Only the broker the test names: a developer's own KAFKA_* settings must not leak in.
         for (key, _) in std::env::vars_os() {
@@ -115,6 +122,7 @@ impl Example {
         let mut child = command
             .env("KAFKA_BROKERS", testkit::brokers())
             .env("TOPIC", topic)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -180,6 +188,15 @@ impl Example {
             reader.join().expect("output reader");
         }
         assert_eq!(status.code(), Some(0), "{} exited with {status}", self.name);
+    }
+
+    /// SIGKILL: no drain, no commit, no goodbye to the group or the transaction coordinator.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the example");
+        self.child.wait().expect("reap the example");
+        for reader in self.readers.drain(..) {
+            reader.join().expect("output reader");
+        }
     }
 
     fn signal(&self, signal: &str) {
@@ -685,4 +702,209 @@ async fn manual_commit_books_every_invoice_and_commits_each_while_running() {
     let stdout = example.stop("-INT").await;
     // Invoice i is the record at offset i, booked once.
     assert_eq!(booked(&stdout), (0..5).map(|i| [i, i]).collect::<Vec<_>>());
+}
+
+/// The outputs a read-committed reader of `fees` sees, as how many fee records each payment
+/// (by the partition and offset it was read from) has.
+async fn fees_by_source(fees: &str) -> BTreeMap<(i64, i64), usize> {
+    let mut found = BTreeMap::new();
+    for fee in read_isolated(fees, kafkit::Isolation::ReadCommitted).await {
+        let fee = value(&fee);
+        let source = (
+            fee["source_partition"].as_i64().expect("source_partition"),
+            fee["source_offset"].as_i64().expect("source_offset"),
+        );
+        *found.entry(source).or_insert(0) += 1;
+    }
+    found
+}
+
+/// The dead-letter copies a read-committed reader of `dlt` sees, per original offset.
+async fn dead_letters_by_source(dlt: &str) -> BTreeMap<(i64, i64), usize> {
+    let mut found = BTreeMap::new();
+    for copy in read_isolated(dlt, kafkit::Isolation::ReadCommitted).await {
+        let number = |name: &str| header(&copy, name).parse::<i64>().expect("a number");
+        let source = (
+            number(dead_letter::ORIGINAL_PARTITION),
+            number(dead_letter::ORIGINAL_OFFSET),
+        );
+        *found.entry(source).or_insert(0) += 1;
+    }
+    found
+}
+
+#[tokio::test]
+async fn exactly_once_pipeline_writes_each_fee_once_across_sigkills() {
+    // Given 20,000 payments on 3 partitions; every 1,000th has amount 0 and is invalid.
+    const PAYMENTS: u64 = 20_000;
+    let payments = testkit::topic("eos-payments", 3).await;
+    let fees = format!("{payments}-fees");
+    let dlt = format!("{payments}.dlq");
+    admin()
+        .ensure_topics(&[kafkit::TopicSpec::new(&fees, 3)])
+        .await
+        .expect("create the fees topic");
+    let records = (0..PAYMENTS).map(|id| {
+        let amount = if id % 1_000 == 0 { 0 } else { id % 997 + 1 };
+        kafkit::Record::to(&payments)
+            .key(id.to_string())
+            .json(&json!({"id": id, "amount": amount}))
+            .expect("JSON")
+    });
+    testkit::send(records.collect()).await;
+    // Where each payment landed, and which are invalid.
+    let mut valid = BTreeSet::new();
+    let mut invalid = BTreeSet::new();
+    for payment in read_exactly(&payments, PAYMENTS as usize).await {
+        let source = (i64::from(payment.partition), payment.offset);
+        if value(&payment)["amount"] == 0 {
+            invalid.insert(source);
+        } else {
+            valid.insert(source);
+        }
+    }
+    assert_eq!(invalid.len(), 20);
+
+    // When the pipeline is SIGKILLed at random moments, and started again each time with the
+    // same transactional id (and the same static group member, so it takes its partitions back
+    // at once), in transactions of 100 payments.
+    let id = testkit::unique("eos-fees");
+    let env = [
+        ("KAFKA_TRANSACTIONAL_ID", id.as_str()),
+        ("KAFKA_LIBRDKAFKA_GROUP_INSTANCE_ID", "fees-1"),
+        ("TRANSACTION_RECORDS", "100"),
+    ];
+    let group = fees.clone();
+    // The group's committed offset per partition (0 before any commit), asked by one client
+    // that never joins the group. Read uncommitted: it does not ask for stable offsets, which
+    // would keep it waiting while the pipeline has a transaction open.
+    let offsets: BaseConsumer = kafkit::KafkaConfig {
+        isolation: kafkit::Isolation::ReadUncommitted,
+        ..testkit::config()
+    }
+    .to_consumer_config(&group)
+    .create()
+    .expect("offsets client");
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..3 {
+        partitions.add_partition(&payments, partition);
+    }
+    let committed = || async {
+        let committed = offsets
+            .committed_offsets(partitions.clone(), Duration::from_secs(30))
+            .expect("committed offsets");
+        committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    kafkit::rdkafka::Offset::Offset(offset) => offset,
+                    _ => 0,
+                };
+                (i64::from(e.partition()), offset)
+            })
+            .collect::<BTreeMap<i64, i64>>()
+    };
+    // Exactly the payments below each partition's committed offset have their output, once:
+    // outputs and offsets are committed together or not at all.
+    let assert_exactly_once = |step: &str,
+                               positions: &BTreeMap<i64, i64>,
+                               fees: &BTreeMap<(i64, i64), usize>,
+                               copies: &BTreeMap<(i64, i64), usize>| {
+        let done = |source: &(i64, i64)| source.1 < positions.get(&source.0).copied().unwrap_or(0);
+        let twice: Vec<_> = fees.iter().chain(copies).filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{step}: written more than once: {twice:?}"
+        );
+        let expected: BTreeSet<_> = valid.iter().filter(|s| done(s)).copied().collect();
+        let written: BTreeSet<_> = fees.keys().copied().collect();
+        assert_eq!(
+            written.len(),
+            expected.len(),
+            "{step}: {} fees for {} committed payments ({positions:?})",
+            written.len(),
+            expected.len()
+        );
+        assert_eq!(
+            written, expected,
+            "{step}: fees differ from the committed payments"
+        );
+        let expected: BTreeSet<_> = invalid.iter().filter(|s| done(s)).copied().collect();
+        let written: BTreeSet<_> = copies.keys().copied().collect();
+        assert_eq!(
+            written, expected,
+            "{step}: dead-letter copies differ from the committed invalid payments"
+        );
+    };
+    // A cheap pseudo-random source for the kill points, seeded from the clock.
+    let mut seed = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+    ) | 1;
+    let mut random = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let mut kills = 0;
+    loop {
+        let before: i64 = committed().await.values().sum();
+        if before as u64 >= PAYMENTS {
+            break;
+        }
+        let pipeline = Example::start_with("exactly_once_pipeline", &payments, &env);
+        // Let it commit some transactions (600 to 1,800 payments), then kill it at once or
+        // a little later: inside a transaction, between two, or while it starts.
+        let step = 600 + random(1_200) as i64;
+        let deadline = Instant::now() + WAIT;
+        while committed().await.values().sum::<i64>() < before + step && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(random(150))).await;
+        pipeline.kill();
+        kills += 1;
+        // Then, once its transactional id is taken over (as the next instance does when it
+        // starts: what the killed one left open is aborted, what it committed is completed),
+        // exactly the committed payments have their output.
+        kafkit::Producer::transactional(&testkit::config(), id.as_str())
+            .await
+            .expect("take the transactional id over")
+            .shutdown()
+            .await
+            .expect("close the transactional producer");
+        let positions = committed().await;
+        let step = format!("after kill {kills}");
+        assert_exactly_once(
+            &step,
+            &positions,
+            &fees_by_source(&fees).await,
+            &dead_letters_by_source(&dlt).await,
+        );
+        assert!(kills < 40, "no progress: {positions:?}");
+    }
+    assert!(
+        kills >= 10,
+        "only {kills} kills before every payment was done"
+    );
+
+    // And a last run to the end leaves every payment's output exactly once.
+    let mut pipeline = Example::start_with("exactly_once_pipeline", &payments, &env);
+    pipeline
+        .wait_until("it runs", |lines| {
+            lines.iter().any(|line| line.starts_with("transforming"))
+        })
+        .await;
+    assert_committed_to_end(&group, &payments, WAIT).await;
+    pipeline.stop("-TERM").await;
+    let positions = committed().await;
+    let (fees, copies) = (
+        fees_by_source(&fees).await,
+        dead_letters_by_source(&dlt).await,
+    );
+    assert_exactly_once("at the end", &positions, &fees, &copies);
+    assert_eq!(fees.len() + copies.len(), PAYMENTS as usize);
 }

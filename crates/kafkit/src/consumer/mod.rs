@@ -25,7 +25,6 @@ pub use offsets::OffsetTracker;
 #[cfg(test)]
 pub(crate) use self::context::CommitHistory;
 use self::context::RuntimeContext;
-use crate::admin::{Admin, TopicSpec};
 use crate::cluster::{Cluster, EmbeddedBroker};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
@@ -520,21 +519,13 @@ impl Consumer {
         if dead_letter_topics.is_empty() {
             return Ok(None);
         }
-        if self.options.create_dead_letter_topics && self.config.allow_auto_topic_creation {
-            let mut admin = Admin::new(&self.config)?;
-            if let Some(broker) = &self.embedded {
-                admin = admin.with_embedded(broker.clone());
-            }
-            let mut specs = Vec::new();
-            for (source, dlt) in &dead_letter_topics {
-                // Same partition count as the source, so original partitioning is kept.
-                if let Ok(info) = admin.describe_topic(source).await {
-                    specs.push(TopicSpec::new(dlt, info.partitions.len() as i32));
-                }
-            }
-            if let Err(error) = admin.ensure_topics(&specs).await {
-                tracing::warn!(%error, "could not create dead-letter topics; relying on auto-creation");
-            }
+        if self.options.create_dead_letter_topics {
+            crate::dead_letter::ensure_topics(
+                &self.config,
+                self.embedded.as_ref(),
+                &dead_letter_topics,
+            )
+            .await?;
         }
         match &self.dead_letters {
             Some(producer) => Ok(Some(producer.clone())),
