@@ -153,11 +153,20 @@ pub async fn detail(
     caller: &Caller,
     group: String,
 ) -> Result<GroupDetail, ApiError> {
-    // Characters, not bytes: the document's `maxLength` counts characters.
-    if group.is_empty() || group.chars().count() > MAX_GROUP_LEN {
+    // Characters, not bytes: the document's `maxLength` counts characters. librdkafka strips
+    // the leading whitespace of a group id (" g" would read group "g", "\n" no group at all),
+    // and control characters name no real group: both are refused.
+    if group.is_empty()
+        || group.chars().count() > MAX_GROUP_LEN
+        || group.chars().any(char::is_control)
+        || group.starts_with(|c: char| c.is_ascii_whitespace())
+    {
         return Err(ApiError::bad_request(
             "invalid_group",
-            format!("a group id has 1 to {MAX_GROUP_LEN} characters"),
+            format!(
+                "a group id has 1 to {MAX_GROUP_LEN} characters, no control character and no \
+                 leading space"
+            ),
         ));
     }
     require_group_api(state, &format!("describing consumer group {group:?}"))?;
@@ -272,6 +281,17 @@ mod tests {
         let answer = call(&app, get(&format!("/groups/{}", id(MAX_GROUP_LEN + 1)))).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
         assert_eq!(answer.body["error"]["code"], "invalid_group");
+        // librdkafka would strip a leading space (another group) or find no group at all.
+        for bad in ["%0A", "%20g", "%09g", "g%00"] {
+            let answer = call(&app, get(&format!("/groups/{bad}"))).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{bad}: {}",
+                answer.text
+            );
+            assert_eq!(answer.body["error"]["code"], "invalid_group", "{bad}");
+        }
     }
 
     #[tokio::test]

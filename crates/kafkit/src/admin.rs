@@ -642,17 +642,29 @@ impl Admin {
                 }
             }
             let committed = consumer.committed_offsets(tpl, timeout)?;
+            let elements: Vec<_> = committed
+                .elements()
+                .into_iter()
+                .filter(|e| !named.is_empty() || matches!(e.offset(), Offset::Offset(_)))
+                .collect();
+            // Every partition's watermarks at once; one by one only where that failed.
+            let partitions: Vec<(&str, i32)> = elements
+                .iter()
+                .map(|e| (e.topic(), e.partition()))
+                .collect();
+            let known = all_watermarks(&consumer, &partitions, timeout);
             let mut lags = Vec::new();
-            for element in committed.elements() {
+            for element in &elements {
                 let offset = match element.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 };
-                if offset.is_none() && named.is_empty() {
-                    continue;
-                }
-                let (low, high) =
-                    consumer.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+                let (low, high) = match known.get(&(element.topic(), element.partition())) {
+                    Some(marks) => *marks,
+                    None => {
+                        consumer.fetch_watermarks(element.topic(), element.partition(), timeout)?
+                    }
+                };
                 lags.push(PartitionLag {
                     topic: element.topic().to_owned(),
                     partition: element.partition(),
@@ -784,7 +796,11 @@ fn topic_infos(
         .iter()
         .filter(|t| t.error().is_none() && wanted(t.name()))
         .collect();
-    let known = all_watermarks(client, &topics, timeout);
+    let partitions: Vec<(&str, i32)> = topics
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| (t.name(), p.id())))
+        .collect();
+    let known = all_watermarks(client, &partitions, timeout);
     topics
         .into_iter()
         .map(|topic| {
@@ -815,28 +831,25 @@ fn topic_infos(
         .collect()
 }
 
-/// The low and high watermarks of every partition of `topics` in two ListOffsets requests per
-/// leader (earliest, then latest: what [`watermarks`] asks partition by partition, with the
+/// The low and high watermarks of `partitions` (topic, partition) in two ListOffsets requests
+/// per leader (earliest, then latest: what [`watermarks`] asks partition by partition, with the
 /// same client and so the same isolation level), so listing 1,000 topics costs two round trips,
 /// not 2,000. A partition missing from the answer (its leader moving, or the requests failing)
 /// is left out, for [`watermarks`] to ask on its own.
-fn all_watermarks<'a>(
-    client: &BaseConsumer,
-    topics: &[&'a rdkafka::metadata::MetadataTopic],
+fn all_watermarks<'a, C: rdkafka::consumer::ConsumerContext>(
+    client: &BaseConsumer<C>,
+    partitions: &[(&'a str, i32)],
     timeout: Duration,
 ) -> std::collections::HashMap<(&'a str, i32), (i64, i64)> {
     let ask = |offset: Offset| {
         let mut list = TopicPartitionList::new();
-        for topic in topics {
-            for partition in topic.partitions() {
-                list.add_partition_offset(topic.name(), partition.id(), offset)
-                    .ok()?;
-            }
+        for (topic, partition) in partitions {
+            list.add_partition_offset(topic, *partition, offset).ok()?;
         }
         client.offsets_for_times(list, timeout).ok()
     };
     let mut known = std::collections::HashMap::new();
-    if topics.iter().all(|t| t.partitions().is_empty()) {
+    if partitions.is_empty() {
         return known;
     }
     let (Some(earliest), Some(latest)) = (ask(Offset::Beginning), ask(Offset::End)) else {
@@ -849,13 +862,12 @@ fn all_watermarks<'a>(
             _ => None,
         }
     };
-    for topic in topics {
-        for partition in topic.partitions() {
-            let (name, id) = (topic.name(), partition.id());
-            if let (Some(low), Some(high)) = (found(&earliest, name, id), found(&latest, name, id))
-            {
-                known.insert((name, id), (low, high));
-            }
+    for (topic, partition) in partitions {
+        if let (Some(low), Some(high)) = (
+            found(&earliest, topic, *partition),
+            found(&latest, topic, *partition),
+        ) {
+            known.insert((*topic, *partition), (low, high));
         }
     }
     known
