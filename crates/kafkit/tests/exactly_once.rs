@@ -1,0 +1,234 @@
+//! The exactly-once pipeline ([`kafkit::ExactlyOnce`]) on the real test broker: failures
+//! retried or dead-lettered inside the transaction, and a zombie instance fenced by a newer
+//! one with the same transactional id. The SIGKILL test is `exactly_once_pipeline` in
+//! tests/examples.rs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafkit::dead_letter::{ERROR_KIND, ORIGINAL_OFFSET};
+use kafkit::retry::RetryPolicy;
+use kafkit::{
+    ErrorCode, ExactlyOnce, HandlerError, Isolation, Limits, Message, Producer, Reader, Record,
+    Start,
+};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(serde::Deserialize)]
+struct Item {
+    id: u64,
+}
+
+/// Everything `topic` holds for a read-committed reader, up to the end as of now.
+async fn read_committed(topic: &str) -> Vec<Message> {
+    let reader = Reader::new(&testkit::config())
+        .unwrap()
+        .isolation(Isolation::ReadCommitted);
+    let mut reading = reader.open(topic, None, Start::Beginning).await.unwrap();
+    let messages = reading
+        .collect(&Limits::to_end(usize::MAX).timeout(WAIT))
+        .await
+        .unwrap();
+    assert!(reading.at_end(), "{topic}: the end was not reached in time");
+    messages
+}
+
+/// How many output records each input id has in `topic` (outputs carry the id as their key).
+async fn outputs_per_id(topic: &str) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for message in read_committed(topic).await {
+        let id: u64 = message.key_str().unwrap().parse().unwrap();
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A pipeline of `group` copying `input`'s items to `output`, keyed by id, through a producer
+/// with `transactional_id`; `delay` slows each record down.
+async fn copier(
+    group: &str,
+    transactional_id: &str,
+    input: &str,
+    output: &str,
+    delay: Duration,
+) -> ExactlyOnce {
+    let config = testkit::config();
+    let producer = Producer::transactional(&config, transactional_id)
+        .await
+        .unwrap();
+    let mut pipeline = ExactlyOnce::new(&config, group, producer).unwrap();
+    let output = output.to_owned();
+    pipeline.route(input, move |item: Message<Item>| {
+        let output = output.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            Ok(vec![
+                Record::to(&output)
+                    .key(item.value.id.to_string())
+                    .text("copied"),
+            ])
+        }
+    });
+    pipeline
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_retried_or_dead_lettered_inside_the_transaction() {
+    // Given 50 items; item 7 fails twice (transient) before it succeeds, 13 fails for good and
+    // 21 is invalid.
+    let input = testkit::topic("eos-failures", 1).await;
+    let output = testkit::topic("eos-failures-out", 1).await;
+    testkit::populate(&input, 50, 50).await;
+    let attempts: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let config = testkit::config();
+    let producer = Producer::transactional(&config, testkit::unique("eos-failures"))
+        .await
+        .unwrap();
+    let group = testkit::unique("eos-failures");
+    let mut pipeline = ExactlyOnce::new(&config, &group, producer).unwrap();
+    let (seen, out) = (attempts.clone(), output.clone());
+    pipeline
+        .route(&input, move |item: Message<Item>| {
+            let (seen, output) = (seen.clone(), out.clone());
+            async move {
+                let id = item.value.id;
+                let attempt = {
+                    let mut seen = seen.lock().unwrap();
+                    let attempt = seen.entry(id).or_insert(0);
+                    *attempt += 1;
+                    *attempt
+                };
+                match id {
+                    7 if attempt <= 2 => return Err(HandlerError::transient("not yet")),
+                    13 => return Err(HandlerError::permanent("never")),
+                    21 => return Err(HandlerError::invalid("bad item")),
+                    _ => {}
+                }
+                Ok(vec![Record::to(&output).key(id.to_string()).text("ok")])
+            }
+        })
+        .retry(RetryPolicy::exponential(5, Duration::from_millis(10)));
+
+    // When it runs until every item's offset is committed.
+    let stop = CancellationToken::new();
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move { pipeline.run(stop.cancelled_owned()).await }
+    });
+    let done = async {
+        loop {
+            let positions = testkit::committed(&group, &input).await;
+            if positions
+                .iter()
+                .all(|(_, committed, end)| *committed == Some(*end))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, done)
+        .await
+        .expect("every offset committed");
+    stop.cancel();
+    run.await.unwrap().unwrap();
+
+    // Then every good item has its output once, item 7 after three attempts; 13 and 21 have
+    // none, and one dead-letter copy each, with its kind.
+    let outputs = outputs_per_id(&output).await;
+    let expected: BTreeMap<u64, usize> = (0..50)
+        .filter(|id| *id != 13 && *id != 21)
+        .map(|id| (id, 1))
+        .collect();
+    assert_eq!(outputs, expected);
+    assert_eq!(attempts.lock().unwrap()[&7], 3);
+    let copies = read_committed(&format!("{input}.dlq")).await;
+    let kinds: BTreeMap<String, String> = copies
+        .iter()
+        .map(|copy| {
+            let header = |name| String::from_utf8(copy.header_value(name).unwrap().to_vec());
+            (
+                header(ORIGINAL_OFFSET).unwrap(),
+                header(ERROR_KIND).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(copies.len(), 2, "{kinds:?}");
+    assert_eq!(
+        kinds,
+        [
+            ("13".to_owned(), "permanent".to_owned()),
+            ("21".to_owned(), "invalid".to_owned())
+        ]
+        .into()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
+    // Given 2,000 items on 2 partitions, and a slow first instance.
+    let input = testkit::topic("eos-zombie", 2).await;
+    let output = testkit::topic("eos-zombie-out", 2).await;
+    testkit::populate(&input, 2_000, 2_000).await;
+    let group = testkit::unique("eos-zombie");
+    let id = testkit::unique("eos-zombie");
+    let slow = Duration::from_millis(2);
+    let first = Arc::new(copier(&group, &id, &input, &output, slow).await);
+    let first_run = tokio::spawn({
+        let first = first.clone();
+        async move { first.run(std::future::pending()).await }
+    });
+    let started = tokio::time::Instant::now();
+    while first.transactions() == 0 {
+        assert!(
+            started.elapsed() < WAIT,
+            "the first instance never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // When a second instance starts with the same transactional id (a restart while the old
+    // process still runs: the old one is now a zombie).
+    let second = copier(&group, &id, &input, &output, Duration::ZERO).await;
+
+    // Then the first stops with the fenced error, and writes nothing more.
+    let outcome = tokio::time::timeout(WAIT, first_run)
+        .await
+        .expect("the zombie stops")
+        .unwrap();
+    let error = outcome.expect_err("the zombie is fenced");
+    assert_eq!(error.code(), ErrorCode::Fenced, "{error}");
+    let by_first = first.transactions();
+
+    // And with the second running to the end, every item has its output exactly once.
+    let stop = CancellationToken::new();
+    let second_run = tokio::spawn({
+        let stop = stop.clone();
+        async move { second.run(stop.cancelled_owned()).await }
+    });
+    let done = async {
+        loop {
+            let positions = testkit::committed(&group, &input).await;
+            if positions
+                .iter()
+                .all(|(_, committed, end)| *committed == Some(*end))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, done)
+        .await
+        .expect("every offset committed");
+    stop.cancel();
+    second_run.await.unwrap().unwrap();
+    assert_eq!(first.transactions(), by_first, "the zombie committed again");
+    let outputs = outputs_per_id(&output).await;
+    let twice: Vec<_> = outputs.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "not exactly once: {twice:?}");
+    assert_eq!(outputs.len(), 2_000);
+}
