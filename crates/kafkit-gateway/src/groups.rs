@@ -16,6 +16,12 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, ReadFailures};
 
+/// The group ids accepted, as the document states them (in `groups_describe`'s parameter,
+/// which needs a literal; the openapi test checks they agree): no control character, no leading
+/// space (see [`detail`]).
+#[cfg(test)]
+pub const GROUP_ID_PATTERN: &str = r"^[^\u0000-\u0020\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+
 /// Longest group id accepted (Kafka's own limit is the request size; this keeps logs sane).
 pub const MAX_GROUP_LEN: usize = 255;
 
@@ -120,7 +126,8 @@ pub async fn groups_list(
     get,
     path = "/groups/{group}",
     tag = "groups",
-    params(("group" = String, Path, min_length = 1, max_length = 255, description = "Group id")),
+    params(("group" = String, Path, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u0020\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$",
+        description = "Group id: no control character, no leading space")),
     responses(
         (status = 200, description = "The group's lag", body = GroupDetail),
         (status = 400, description = "Invalid group id", body = ErrorBody),

@@ -425,6 +425,7 @@ mod tests {
             (group["minLength"].as_u64(), group["maxLength"].as_u64()),
             (Some(1), most(groups::MAX_GROUP_LEN))
         );
+        assert_eq!(group["pattern"], groups::GROUP_ID_PATTERN);
         // Idempotency keys, in the header and in records.
         let key = parameter(&document, "POST /kafka/send", "Idempotency-Key");
         assert_eq!(*key, schemas["IdempotencyKey"]);
