@@ -76,6 +76,8 @@ pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a send waits for room in a full producer queue before answering 429.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(100);
+/// Where [`router`] serves the web console.
+pub const CONSOLE_PATH: &str = console::BASE;
 /// Request and response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 

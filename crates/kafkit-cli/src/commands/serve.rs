@@ -69,6 +69,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(
         listen = %local,
+        console = %format!(
+            "{}://{local}{}",
+            if tls.is_some() { "https" } else { "http" },
+            kafkit_gateway::CONSOLE_PATH
+        ),
         brokers = %cluster.bootstrap_servers(),
         embedded = cluster.embedded().is_some(),
         tls = tls.is_some(),

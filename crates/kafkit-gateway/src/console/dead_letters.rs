@@ -12,9 +12,9 @@ use serde::Deserialize;
 use super::super::AppState;
 use super::super::dlt::{MAX_REPLAY, list, replay};
 use super::BASE;
+use super::messages::Format;
 use super::page::{Failure, Nav, PageResult, csrf_field, page, utc};
 use super::session::Viewer;
-use super::topics::Format;
 
 /// Records a dead-letter page shows.
 const SHOWN: usize = 100;

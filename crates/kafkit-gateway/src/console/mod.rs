@@ -19,6 +19,7 @@
 mod dead_letters;
 mod groups;
 mod lag_history;
+mod messages;
 mod overview;
 mod page;
 mod session;

@@ -1,0 +1,426 @@
+//! The message browser of a topic page: where to start (partition, offset, time, newest
+//! first), the filters (key, header, value substring, JSON field), how bytes are shown (text,
+//! JSON, base64, hex), the records table, and the page exported as JSON or CSV.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use kafkit::Message;
+use kafkit::view::MessageView;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::super::topics::MAX_BROWSE_LIMIT;
+use super::BASE;
+use super::page::utc;
+
+/// Records a browse shows unless told otherwise.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// How record bytes are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON pretty-printed when it parses, else text, else base64.
+    Auto,
+    Text,
+    Json,
+    Base64,
+    Hex,
+}
+
+impl Format {
+    const ALL: [(Format, &'static str); 5] = [
+        (Format::Auto, "auto"),
+        (Format::Text, "text"),
+        (Format::Json, "json"),
+        (Format::Base64, "base64"),
+        (Format::Hex, "hex"),
+    ];
+
+    pub(super) fn parse(text: Option<&str>) -> Format {
+        Format::ALL
+            .iter()
+            .find(|(_, name)| Some(*name) == text)
+            .map_or(Format::Auto, |(format, _)| *format)
+    }
+
+    /// `bytes` in this format, with the encoding actually used.
+    pub fn show(self, bytes: &[u8]) -> (String, &'static str) {
+        match self {
+            Format::Auto => match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(value) => (pretty(&value), "json"),
+                Err(_) => match std::str::from_utf8(bytes) {
+                    Ok(text) => (text.to_owned(), "text"),
+                    Err(_) => (Format::Base64.show(bytes).0, "base64"),
+                },
+            },
+            Format::Json => match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(value) => (pretty(&value), "json"),
+                Err(_) => (
+                    String::from_utf8_lossy(bytes).into_owned(),
+                    "text, not JSON",
+                ),
+            },
+            Format::Text => (String::from_utf8_lossy(bytes).into_owned(), "text"),
+            Format::Base64 => (
+                base64::engine::general_purpose::STANDARD.encode(bytes),
+                "base64",
+            ),
+            Format::Hex => (
+                bytes
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                "hex",
+            ),
+        }
+    }
+}
+
+fn pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// The topic page's query: where to browse, how to show it, what to keep.
+#[derive(Debug, Default, Deserialize)]
+pub struct BrowseQuery {
+    pub(super) partition: Option<String>,
+    /// `oldest`, `offset`, `timestamp` or `newest` (the default).
+    pub(super) from: Option<String>,
+    pub(super) offset: Option<String>,
+    pub(super) at: Option<String>,
+    pub(super) limit: Option<String>,
+    pub(super) format: Option<String>,
+    pub(super) key: Option<String>,
+    pub(super) header: Option<String>,
+    pub(super) value: Option<String>,
+    pub(super) json: Option<String>,
+    pub(super) export: Option<String>,
+    /// `partition:offset` of a record just produced from the form.
+    pub(super) produced: Option<String>,
+}
+
+/// Where a browse starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum From {
+    Oldest,
+    Offset(i64),
+    Timestamp(i64),
+    Newest,
+}
+
+/// Filters on the records of a page.
+#[derive(Debug, Default)]
+pub(super) struct Filters {
+    key: Option<String>,
+    header: Option<(String, Option<String>)>,
+    value: Option<String>,
+    json: Option<(Vec<String>, String)>,
+}
+
+fn non_empty(text: &Option<String>) -> Option<String> {
+    text.as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+impl Filters {
+    pub(super) fn of(query: &BrowseQuery) -> Self {
+        Filters {
+            key: non_empty(&query.key),
+            header: non_empty(&query.header).map(|h| match h.split_once('=') {
+                Some((name, value)) => (name.trim().to_owned(), Some(value.trim().to_owned())),
+                None => (h, None),
+            }),
+            value: non_empty(&query.value),
+            json: non_empty(&query.json).and_then(|j| {
+                let (path, value) = j.split_once('=')?;
+                Some((
+                    path.trim().split('.').map(str::to_owned).collect(),
+                    value.trim().to_owned(),
+                ))
+            }),
+        }
+    }
+
+    pub(super) fn keeps(&self, message: &Message) -> bool {
+        let lossy =
+            |bytes: Option<&[u8]>| String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned();
+        if let Some(key) = &self.key
+            && !lossy(message.key.as_deref()).contains(key.as_str())
+        {
+            return false;
+        }
+        if let Some((name, value)) = &self.header
+            && !message.headers.iter().any(|(n, v)| {
+                n == name
+                    && value
+                        .as_ref()
+                        .is_none_or(|value| lossy(Some(v)).contains(value.as_str()))
+            })
+        {
+            return false;
+        }
+        if let Some(value) = &self.value
+            && !lossy(message.payload()).contains(value.as_str())
+        {
+            return false;
+        }
+        if let Some((path, wanted)) = &self.json {
+            let Some(json) = message
+                .payload()
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            else {
+                return false;
+            };
+            let found = path.iter().try_fold(&json, |node, step| match node {
+                serde_json::Value::Array(items) => items.get(step.parse::<usize>().ok()?),
+                _ => node.get(step),
+            });
+            let matches = match found {
+                Some(serde_json::Value::String(text)) => text == wanted,
+                Some(other) => serde_json::from_str::<serde_json::Value>(wanted)
+                    .is_ok_and(|wanted| &wanted == other),
+                None => false,
+            };
+            if !matches {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub(super) fn any(&self) -> bool {
+        self.key.is_some() || self.header.is_some() || self.value.is_some() || self.json.is_some()
+    }
+}
+
+pub(super) fn format_name(format: Format) -> &'static str {
+    Format::ALL
+        .iter()
+        .find(|(f, _)| *f == format)
+        .map_or("auto", |(_, name)| name)
+}
+
+pub(super) fn browse_form(
+    topic: &str,
+    partitions: &[kafkit::admin::PartitionInfo],
+    partition: i32,
+    from: From,
+    limit: usize,
+    format: Format,
+    query: &BrowseQuery,
+) -> Markup {
+    let offset = match from {
+        From::Offset(o) => o.to_string(),
+        _ => String::new(),
+    };
+    let from_name = match from {
+        From::Oldest => "oldest",
+        From::Offset(_) => "offset",
+        From::Timestamp(_) => "timestamp",
+        From::Newest => "newest",
+    };
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    html! {
+        form.toolbar #browse method="get" action={(BASE) "/topics/" (topic)} {
+            label { "Partition "
+                select name="partition" {
+                    @for p in partitions { option value=(p.id) selected[p.id == partition] { (p.id) } }
+                }
+            }
+            label { "From "
+                select name="from" {
+                    @for (value, label) in [("newest", "newest first"), ("oldest", "oldest"), ("offset", "offset"), ("timestamp", "time (UTC)")] {
+                        option value=(value) selected[value == from_name] { (label) }
+                    }
+                }
+            }
+            label { "Offset " input type="number" name="offset" min="0" value=(offset); }
+            label { "Time " input type="datetime-local" name="at" step="1" value=(text(&query.at)); }
+            label { "Limit " input type="number" name="limit" min="1" max=(MAX_BROWSE_LIMIT) value=(limit); }
+            label { "Show as "
+                select name="format" {
+                    @for (f, name) in Format::ALL { option value=(name) selected[f == format] { (name) } }
+                }
+            }
+            label { "Key " input type="text" name="key" value=(text(&query.key)); }
+            label { "Header " input type="text" name="header" placeholder="name or name=value" value=(text(&query.header)); }
+            label { "Value contains " input type="text" name="value" value=(text(&query.value)); }
+            label { "JSON field " input type="text" name="json" placeholder="path.to.field=value" value=(text(&query.json)); }
+            button type="submit" { "Browse" }
+            button type="submit" name="export" value="json" { "Export JSON" }
+            button type="submit" name="export" value="csv" { "Export CSV" }
+        }
+    }
+}
+
+pub(super) fn records_table(messages: &[Message], format: Format) -> Markup {
+    html! {
+        table.records #messages {
+            thead { tr { th.num { "Offset" } th { "Time (UTC)" } th { "Key" } th { "Headers" } th { "Value" } } }
+            tbody {
+                @for message in messages {
+                    tr data-offset=(message.offset) {
+                        td.num { (message.offset) }
+                        td.time { (message.timestamp.map(utc).unwrap_or_default()) }
+                        td.key {
+                            @if let Some(key) = &message.key {
+                                @let (shown, _) = format.show(key);
+                                code { (shown) }
+                            } @else { span.null { "null" } }
+                        }
+                        td.headers {
+                            @for (name, value) in &message.headers {
+                                @let (shown, _) = format.show(value);
+                                div.header { code.hname { (name) } ": " code.hvalue { (shown) } }
+                            }
+                        }
+                        td.value {
+                            @match message.payload() {
+                                Some(bytes) => {
+                                    @let (shown, encoding) = format.show(bytes);
+                                    span.encoding { (encoding) }
+                                    pre { (shown) }
+                                }
+                                None => { span.null { "null (tombstone)" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn export_json(topic: &str, messages: &[Message]) -> Response {
+    let views: Vec<MessageView> = messages.iter().map(MessageView::of).collect();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{topic}.json\""),
+            ),
+        ],
+        serde_json::to_string_pretty(&views).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// One CSV cell, quoted; a cell a spreadsheet would run as a formula is prefixed with `'`.
+fn csv_cell(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+pub(super) fn export_csv(topic: &str, messages: &[Message]) -> Response {
+    let mut out = String::from("partition,offset,timestamp,key,headers,value\n");
+    for message in messages {
+        let view = MessageView::of(message);
+        let headers = serde_json::to_string(&view.headers).unwrap_or_default();
+        let value = match &view.value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let cells = [
+            message.partition.to_string(),
+            message.offset.to_string(),
+            message.timestamp.map(|t| t.to_string()).unwrap_or_default(),
+            view.key.clone().unwrap_or_default(),
+            headers,
+            value,
+        ];
+        let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{topic}.csv\""),
+            ),
+        ],
+        out,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(key: &[u8], headers: &[(&str, &[u8])], value: &[u8]) -> Message {
+        Message {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: Some(key.to_vec()),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
+                .collect(),
+            value: Some(value.to_vec()),
+        }
+    }
+
+    #[test]
+    fn formats_show_the_same_bytes_five_ways() {
+        let json = br#"{"id":1}"#;
+        assert_eq!(
+            Format::Auto.show(json),
+            ("{\n  \"id\": 1\n}".to_owned(), "json")
+        );
+        assert_eq!(Format::Auto.show(b"hi"), ("hi".to_owned(), "text"));
+        assert_eq!(Format::Auto.show(&[0xff]), ("/w==".to_owned(), "base64"));
+        assert_eq!(Format::Json.show(b"hi").1, "text, not JSON");
+        assert_eq!(Format::Hex.show(b"hi"), ("68 69".to_owned(), "hex"));
+        assert_eq!(Format::Base64.show(b"hi"), ("aGk=".to_owned(), "base64"));
+        assert_eq!(Format::Text.show(&[0x68, 0xff]).0, "h\u{fffd}");
+    }
+
+    #[test]
+    fn filters_match_key_header_value_and_json_field() {
+        let m = message(
+            b"order-7",
+            &[("tenant", b"acme")],
+            br#"{"a":{"b":[1,"x"]},"n":5}"#,
+        );
+        let keeps = |pairs: &[(&str, &str)]| {
+            let mut query = BrowseQuery::default();
+            for (name, value) in pairs {
+                let value = Some((*value).to_owned());
+                match *name {
+                    "key" => query.key = value,
+                    "header" => query.header = value,
+                    "value" => query.value = value,
+                    _ => query.json = value,
+                }
+            }
+            Filters::of(&query).keeps(&m)
+        };
+        assert!(keeps(&[]));
+        assert!(keeps(&[("key", "der-")]) && !keeps(&[("key", "nope")]));
+        assert!(keeps(&[("header", "tenant")]) && keeps(&[("header", "tenant=ac")]));
+        assert!(!keeps(&[("header", "tenant=zz")]) && !keeps(&[("header", "other")]));
+        assert!(keeps(&[("value", "\"n\":5")]) && !keeps(&[("value", "zzz")]));
+        assert!(keeps(&[("json", "n=5")]) && keeps(&[("json", "a.b.1=x")]));
+        assert!(!keeps(&[("json", "n=6")]) && !keeps(&[("json", "a.c=1")]));
+        assert!(keeps(&[("key", "order"), ("json", "a.b.0=1")]));
+    }
+
+    #[test]
+    fn csv_cells_are_quoted_and_never_formulas() {
+        assert_eq!(csv_cell("a\"b"), "\"a\"\"b\"");
+        assert_eq!(csv_cell("=1+1"), "\"'=1+1\"");
+    }
+}
