@@ -2,7 +2,8 @@
 //! use, kept in memory and bounded, and the SVG chart of one group's lag over time.
 //!
 //! A background task, started by the first console page, samples every group every
-//! [`SAMPLE_EVERY`] (at most [`MAX_GROUPS`] groups, [`KEEP`] samples each: the last hour) and
+//! [`SAMPLE_EVERY`] (at most [`MAX_GROUPS`] groups, [`KEEP`] samples each: the last hour,
+//! [`MAX_TOPICS`] topics a group, [`MAX_BYTES`] in all) and
 //! stops sampling after [`IDLE_AFTER`] without a visit. A group page adds a sample of its own
 //! each time it computes the group's lag.
 
@@ -23,8 +24,11 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 pub const KEEP: usize = 360;
 /// Groups tracked; others are listed without lag.
 pub const MAX_GROUPS: usize = 200;
-/// Partitions kept per group sample.
-pub const MAX_PARTITIONS: usize = 1_000;
+/// Topics tracked per group; the lag of others is not counted.
+pub const MAX_TOPICS: usize = 100;
+/// Most bytes the history keeps, all groups together (8 bytes a lag and a time, topic names
+/// once per group): past it the oldest samples of the group holding the most go first.
+pub const MAX_BYTES: usize = 16 << 20;
 /// Sampling pauses when no console page was shown for this long.
 pub const IDLE_AFTER: Duration = Duration::from_secs(3600);
 /// Groups sampled at once.
@@ -34,18 +38,63 @@ pub const PAGE_WAIT: Duration = Duration::from_secs(2);
 /// Two samples closer than this replace each other.
 const MIN_GAP_MILLIS: i64 = 1_000;
 
-/// One sample of a group: when, and the lag per partition.
+/// One sample of a group: when, and its lag in each topic of its table.
 #[derive(Debug, Clone)]
 struct Sample {
     at: i64,
-    partitions: Vec<PartitionLag>,
+    lags: Vec<i64>,
 }
 
+impl Sample {
+    fn bytes(&self) -> usize {
+        8 + 8 * self.lags.len()
+    }
+}
+
+/// A group's samples, the lags indexed by its topic table.
 #[derive(Debug, Default)]
+struct GroupHistory {
+    topics: Vec<String>,
+    samples: VecDeque<Sample>,
+}
+
+impl GroupHistory {
+    fn bytes(&self) -> usize {
+        self.topics.iter().map(String::len).sum::<usize>()
+            + self.samples.iter().map(Sample::bytes).sum::<usize>()
+    }
+
+    /// The last sample's lag over the topics `readable` accepts.
+    fn total(&self, sample: &Sample, readable: &impl Fn(&str) -> bool) -> i64 {
+        self.topics
+            .iter()
+            .zip(&sample.lags)
+            .filter(|(topic, _)| readable(topic))
+            .map(|(_, lag)| lag)
+            .sum()
+    }
+}
+
+#[derive(Debug)]
 struct Inner {
-    groups: BTreeMap<String, VecDeque<Sample>>,
+    groups: BTreeMap<String, GroupHistory>,
+    /// What `groups` holds, as [`GroupHistory::bytes`] counts it.
+    bytes: usize,
+    /// The budget for `bytes`.
+    max_bytes: usize,
     /// When all groups were last sampled.
     sampled: Option<Instant>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            groups: BTreeMap::new(),
+            bytes: 0,
+            max_bytes: MAX_BYTES,
+            sampled: None,
+        }
+    }
 }
 
 /// The sampled lag of every group.
@@ -73,21 +122,52 @@ impl LagHistory {
 
     /// Adds `partitions` as the group's lag now.
     pub fn record(&self, group: &str, partitions: &[PartitionLag]) {
+        self.record_at(group, partitions, now_millis());
+    }
+
+    fn record_at(&self, group: &str, partitions: &[PartitionLag], at: i64) {
         let mut inner = self.inner.lock().expect("not poisoned");
         if !inner.groups.contains_key(group) && inner.groups.len() >= MAX_GROUPS {
             return;
         }
-        let samples = inner.groups.entry(group.to_owned()).or_default();
-        let at = now_millis();
-        if samples.back().is_some_and(|s| at - s.at < MIN_GAP_MILLIS) {
-            samples.pop_back();
+        let history = inner.groups.entry(group.to_owned()).or_default();
+        let before = history.bytes();
+        for p in partitions {
+            if history.topics.len() < MAX_TOPICS && !history.topics.contains(&p.topic) {
+                history.topics.push(p.topic.clone());
+            }
         }
-        samples.push_back(Sample {
-            at,
-            partitions: partitions.iter().take(MAX_PARTITIONS).cloned().collect(),
-        });
-        while samples.len() > KEEP {
-            samples.pop_front();
+        let mut lags = vec![0; history.topics.len()];
+        for p in partitions {
+            if let Some(i) = history.topics.iter().position(|t| *t == p.topic) {
+                lags[i] += p.lag;
+            }
+        }
+        if history
+            .samples
+            .back()
+            .is_some_and(|s| at - s.at < MIN_GAP_MILLIS)
+        {
+            history.samples.pop_back();
+        }
+        history.samples.push_back(Sample { at, lags });
+        while history.samples.len() > KEEP {
+            history.samples.pop_front();
+        }
+        let after = history.bytes();
+        inner.bytes = inner.bytes + after - before;
+        // Over the budget: the group holding the most samples gives up its oldest.
+        while inner.bytes > inner.max_bytes {
+            let Some(largest) = inner
+                .groups
+                .values_mut()
+                .filter(|h| h.samples.len() > 1)
+                .max_by_key(|h| h.samples.len())
+            else {
+                break;
+            };
+            let freed = largest.samples.pop_front().map_or(0, |s| s.bytes());
+            inner.bytes -= freed;
         }
     }
 
@@ -143,22 +223,16 @@ impl LagHistory {
         }
         let mut inner = self.inner.lock().expect("not poisoned");
         inner.groups.retain(|name, _| listed.contains(name));
+        inner.bytes = inner.groups.values().map(GroupHistory::bytes).sum();
         inner.sampled = Some(Instant::now());
         Ok(())
     }
 
-    /// The group's latest lag in the partitions `readable` accepts, when sampled.
+    /// The group's latest lag in the topics `readable` accepts, when sampled.
     pub fn latest(&self, group: &str, readable: impl Fn(&str) -> bool) -> Option<i64> {
         let inner = self.inner.lock().expect("not poisoned");
-        let sample = inner.groups.get(group)?.back()?;
-        Some(
-            sample
-                .partitions
-                .iter()
-                .filter(|p| readable(&p.topic))
-                .map(|p| p.lag)
-                .sum(),
-        )
+        let history = inner.groups.get(group)?;
+        Some(history.total(history.samples.back()?, &readable))
     }
 
     /// Groups whose latest sample has committed offsets in `topic`, with their lag there.
@@ -167,34 +241,22 @@ impl LagHistory {
         inner
             .groups
             .iter()
-            .filter_map(|(group, samples)| {
-                let partitions: Vec<&PartitionLag> = samples
-                    .back()?
-                    .partitions
-                    .iter()
-                    .filter(|p| p.topic == topic)
-                    .collect();
-                (!partitions.is_empty())
-                    .then(|| (group.clone(), partitions.iter().map(|p| p.lag).sum()))
+            .filter_map(|(group, history)| {
+                let i = history.topics.iter().position(|t| t == topic)?;
+                let lag = *history.samples.back()?.lags.get(i)?;
+                Some((group.clone(), lag))
             })
             .collect()
     }
 
-    /// The group's total lag over time in the partitions `readable` accepts: `(millis, lag)`.
+    /// The group's total lag over time in the topics `readable` accepts: `(millis, lag)`.
     pub fn series(&self, group: &str, readable: impl Fn(&str) -> bool) -> Vec<(i64, i64)> {
         let inner = self.inner.lock().expect("not poisoned");
-        inner.groups.get(group).map_or_else(Vec::new, |samples| {
-            samples
+        inner.groups.get(group).map_or_else(Vec::new, |history| {
+            history
+                .samples
                 .iter()
-                .map(|s| {
-                    let lag = s
-                        .partitions
-                        .iter()
-                        .filter(|p| readable(&p.topic))
-                        .map(|p| p.lag)
-                        .sum();
-                    (s.at, lag)
-                })
+                .map(|s| (s.at, history.total(s, &readable)))
                 .collect()
         })
     }
@@ -283,30 +345,52 @@ mod tests {
     #[test]
     fn samples_are_bounded_and_filtered_by_topic() {
         let history = LagHistory::default();
-        // Samples closer than a second replace each other: the bound is checked on distinct
-        // times, written directly.
         for i in 0..(KEEP + 10) {
-            history.record("g", &[lag("a", i as i64), lag("b", 1)]);
-            let mut inner = history.inner.lock().unwrap();
-            inner.groups.get_mut("g").unwrap().back_mut().unwrap().at = i as i64 * 10_000;
+            let i = i as i64;
+            history.record_at("g", &[lag("a", i), lag("b", 1), lag("a", 1)], i * 10_000);
         }
         let series = history.series("g", |_| true);
         assert_eq!(series.len(), KEEP);
-        assert_eq!(
-            series.last(),
-            Some(&((KEEP as i64 + 9) * 10_000, KEEP as i64 + 9 + 1))
-        );
+        let last = KEEP as i64 + 9;
+        assert_eq!(series.last(), Some(&(last * 10_000, last + 2)));
+        assert_eq!(series[0].0, 10 * 10_000, "the oldest went first");
         assert_eq!(history.latest("g", |t| t == "b"), Some(1));
-        assert_eq!(
-            history.readers_of("a"),
-            vec![("g".to_owned(), KEEP as i64 + 9)]
-        );
+        assert_eq!(history.readers_of("a"), vec![("g".to_owned(), last + 1)]);
         assert!(history.readers_of("c").is_empty());
+        // Samples closer than a second replace each other.
+        history.record_at("h", &[lag("a", 5)], 0);
+        history.record_at("h", &[lag("a", 4)], 500);
+        assert_eq!(history.series("h", |_| true), vec![(500, 4)]);
         // No more than MAX_GROUPS groups.
         for i in 0..MAX_GROUPS + 5 {
             history.record(&format!("g{i}"), &[]);
         }
         assert_eq!(history.inner.lock().unwrap().groups.len(), MAX_GROUPS);
+    }
+
+    #[test]
+    fn the_history_stays_within_its_byte_budget() {
+        let history = LagHistory::default();
+        history.inner.lock().unwrap().max_bytes = 64 << 10;
+        // Ten groups of MAX_TOPICS + 20 topics each, sampled far more than the budget holds.
+        let partitions: Vec<PartitionLag> = (0..MAX_TOPICS + 20)
+            .map(|t| lag(&format!("topic-{t:03}"), 1))
+            .collect();
+        for round in 0..200 {
+            for group in 0..10 {
+                history.record_at(&format!("g{group}"), &partitions, round * 10_000);
+            }
+        }
+        let inner = history.inner.lock().unwrap();
+        let counted: usize = inner.groups.values().map(GroupHistory::bytes).sum();
+        assert_eq!(inner.bytes, counted);
+        assert!(inner.bytes <= 64 << 10, "{} bytes", inner.bytes);
+        // Topics past MAX_TOPICS are not tracked; every group kept recent samples.
+        for history in inner.groups.values() {
+            assert_eq!(history.topics.len(), MAX_TOPICS);
+            assert!(history.samples.len() >= 5, "{}", history.samples.len());
+            assert_eq!(history.samples.back().unwrap().at, 199 * 10_000);
+        }
     }
 
     #[test]
