@@ -10,6 +10,7 @@ use futures::StreamExt;
 use kafkit::rdkafka::Message as _;
 use kafkit::rdkafka::config::FromClientConfig;
 use kafkit::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as RdConsumer, StreamConsumer};
+use kafkit::rdkafka::message::Headers as _;
 use kafkit::{Cluster, Consumer, KafkaConfig, Message, Producer, Record, Router};
 
 use crate::BenchArgs;
@@ -42,6 +43,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|");
     let chosen = |client: &str| args.only.as_deref().is_none_or(|only| only == client);
     let mut raw = Vec::new();
+    let mut raw_headers = Vec::new();
     let mut stream = Vec::new();
     let mut lib = Vec::new();
     for number in 0..ROUNDS {
@@ -53,7 +55,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             number,
         };
         if chosen("raw") {
-            raw.push(with_peak_rss(round.raw_loop()).await?);
+            raw.push(with_peak_rss(round.raw_loop(false)).await?);
+        }
+        if chosen("raw-headers") {
+            raw_headers.push(with_peak_rss(round.raw_loop(true)).await?);
         }
         if chosen("stream") {
             stream.push(with_peak_rss(round.stream_loop()).await?);
@@ -62,10 +67,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             lib.push(with_peak_rss(round.runtime()).await?);
         }
     }
-    let [raw, stream, lib] = [raw, stream, lib]
+    let [raw, raw_headers, stream, lib] = [raw, raw_headers, stream, lib]
         .map(|rounds| (!rounds.is_empty()).then(|| median(rounds, |(outcome, _)| outcome)));
     for (name, measured) in [
         ("raw rdkafka BaseConsumer loop (blocking thread)", &raw),
+        (
+            "raw rdkafka BaseConsumer loop, reading headers",
+            &raw_headers,
+        ),
         ("raw rdkafka StreamConsumer loop (async)", &stream),
         ("kafkit Consumer runtime", &lib),
     ] {
@@ -73,10 +82,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             println!("{} {peak_rss:.0} |", outcome.row(name, args.size));
         }
     }
-    if let (Some(lib), Some(raw), Some(stream)) = (&lib, &raw, &stream) {
+    if let (Some(lib), Some(raw), Some(raw_headers), Some(stream)) =
+        (&lib, &raw, &raw_headers, &stream)
+    {
         println!(
-            "\nkafkit Consumer reaches {:.0}% of the blocking raw loop, {:.0}% of the async one",
+            "\nkafkit Consumer reaches {:.0}% of the blocking raw loop ({:.0}% of it reading headers), {:.0}% of the async one",
             lib.0.percent_of(&raw.0),
+            lib.0.percent_of(&raw_headers.0),
             lib.0.percent_of(&stream.0)
         );
     }
@@ -84,7 +96,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Writes `records` JSON records of about `size` bytes to `topic`.
-async fn populate(
+pub async fn populate(
     config: &KafkaConfig,
     topic: &str,
     records: usize,
@@ -129,8 +141,11 @@ impl Round<'_> {
     }
 
     /// What a blocking application writes by hand: a `BaseConsumer` poll loop on a thread.
-    async fn raw_loop(&self) -> anyhow::Result<Outcome> {
-        let consumer: BaseConsumer = self.subscribed("raw")?;
+    /// With `headers`, it also looks at each record's headers (as a handler given the
+    /// `content-type` or a correlation id does): librdkafka parses them only when asked.
+    async fn raw_loop(&self, headers: bool) -> anyhow::Result<Outcome> {
+        let consumer: BaseConsumer =
+            self.subscribed(if headers { "raw-headers" } else { "raw" })?;
         let records = self.records;
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
@@ -138,6 +153,10 @@ impl Round<'_> {
             while seen < records {
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(message)) => {
+                        if headers {
+                            let seen = message.headers().map_or(0, |h| h.iter().count());
+                            std::hint::black_box(seen);
+                        }
                         let payload = message.payload().unwrap_or_default();
                         let _: Event = serde_json::from_slice(payload)?;
                         consumer.store_offset_from_message(&message)?;
@@ -222,7 +241,7 @@ impl Round<'_> {
 
 /// Runs `round` with the kernel's peak-RSS counter reset first; answers its outcome and the
 /// peak resident set size it reached, in MiB.
-async fn with_peak_rss(
+pub async fn with_peak_rss(
     round: impl Future<Output = anyhow::Result<Outcome>>,
 ) -> anyhow::Result<(Outcome, f64)> {
     // Linux `clear_refs` 5 resets this process's VmHWM.

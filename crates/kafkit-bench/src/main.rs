@@ -3,7 +3,7 @@
 //! shown). Prints Markdown tables for BENCHMARKS.md; `scripts/bench` runs it.
 //!
 //! ```text
-//! kafkit-bench produce|consume [--brokers HOST:PORT] [--records 1000000] [--size 100] [--partitions 6]
+//! kafkit-bench produce|consume|transform [--brokers HOST:PORT] [--records 1000000] [--size 100] [--partitions 6]
 //! ```
 //!
 //! Without brokers (`--brokers` or `KAFKA_BROKERS`) it measures on the embedded development
@@ -12,6 +12,7 @@
 mod consume;
 mod outcome;
 mod produce;
+mod transform;
 
 use std::io::IsTerminal;
 
@@ -40,6 +41,8 @@ enum Bench {
     Produce(BenchArgs),
     /// Consumer runtime (typed no-op handler, commits on) versus raw rdkafka consumer loops.
     Consume(BenchArgs),
+    /// Consume-transform-produce: exactly-once transactions versus the at-least-once runtime.
+    Transform(BenchArgs),
 }
 
 /// Where and how much.
@@ -57,7 +60,10 @@ pub struct BenchArgs {
     /// Partitions of the benchmark topic.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
-    /// Measure this client only, for profiling (`consume`: raw, stream or kafkit).
+    /// Input records per transaction, and per batch of the at-least-once route (`transform`).
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Measure this client only, for profiling (`consume`: raw, raw-headers, stream or kafkit).
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -98,6 +104,7 @@ async fn main() -> std::process::ExitCode {
     let outcome = match cli.bench {
         Bench::Produce(args) => produce::run(args).await,
         Bench::Consume(args) => consume::run(args).await,
+        Bench::Transform(args) => transform::run(args).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

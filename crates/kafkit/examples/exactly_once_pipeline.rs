@@ -9,7 +9,7 @@
 //! transactional id comes from `KAFKA_TRANSACTIONAL_ID` (with `KAFKA_TRANSACTIONAL_ID_SUFFIX`),
 //! else `kafkit-example-fees`: a restarted instance with the same id aborts what its
 //! predecessor left open, and fences it if it is still running. `TRANSACTION_RECORDS` sets the
-//! most payments per transaction (default 500).
+//! most payments per transaction (default 1,000).
 //!
 //! `cargo run -p kafkit --example exactly_once_pipeline`
 

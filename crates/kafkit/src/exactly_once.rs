@@ -140,7 +140,7 @@ pub struct ExactlyOnceOptions {
 }
 
 /// Default most input records per transaction.
-pub const DEFAULT_TRANSACTION_RECORDS: usize = 500;
+pub const DEFAULT_TRANSACTION_RECORDS: usize = 1_000;
 
 impl Default for ExactlyOnceOptions {
     fn default() -> Self {
@@ -178,6 +178,8 @@ pub struct ExactlyOnce {
     routes: BTreeMap<String, TransformRoute>,
     options: ExactlyOnceOptions,
     transactions: AtomicU64,
+    /// Input records whose transaction committed.
+    committed: AtomicU64,
     embedded: Option<Arc<EmbeddedBroker>>,
 }
 
@@ -202,6 +204,7 @@ impl ExactlyOnce {
             routes: BTreeMap::new(),
             options: ExactlyOnceOptions::default(),
             transactions: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
             embedded: None,
         })
     }
@@ -251,6 +254,12 @@ impl ExactlyOnce {
     /// Transactions committed so far.
     pub fn transactions(&self) -> u64 {
         self.transactions.load(Ordering::Relaxed)
+    }
+
+    /// Input records whose transaction committed so far (a record read again after an abort
+    /// counts once more when it commits).
+    pub fn committed_records(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
     }
 
     /// Consumes until `shutdown` completes (the batch in hand is finished first) or the
@@ -349,6 +358,8 @@ impl ExactlyOnce {
             match self.commit(consumer, outputs, &batch).await {
                 Ok(()) => {
                     self.transactions.fetch_add(1, Ordering::Relaxed);
+                    self.committed
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
                 Err(error @ Error::Fenced { .. }) => {
                     tracing::error!(%error, "fenced: another instance owns this transactional id; stopping");
