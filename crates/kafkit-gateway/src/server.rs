@@ -52,7 +52,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    serve_with(listener, state, DefaultAcceptor, shutdown).await
+    serve_with(listener, state, DefaultAcceptor, false, shutdown).await
 }
 
 /// [`serve`] over TLS (rustls).
@@ -62,13 +62,14 @@ pub async fn serve_tls(
     tls: RustlsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    serve_with(listener, state, RustlsAcceptor::new(tls), shutdown).await
+    serve_with(listener, state, RustlsAcceptor::new(tls), true, shutdown).await
 }
 
 async fn serve_with<A>(
     listener: tokio::net::TcpListener,
     state: AppState,
     acceptor: A,
+    https: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()>
 where
@@ -100,7 +101,12 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    server.serve(router(state).into_make_service()).await
+    let mut app = router(state);
+    if https {
+        // The console's session cookie is then `Secure`.
+        app = app.layer(axum::Extension(super::console::Https));
+    }
+    server.serve(app.into_make_service()).await
 }
 
 /// Closes a connection at accept when `max_connections` are open; each open connection holds

@@ -38,7 +38,7 @@ use super::AppState;
 use super::read_limit;
 
 pub use lag_history::LagHistory;
-pub use session::Sessions;
+pub use session::{Https, Sessions};
 
 /// Where the console is mounted.
 pub const BASE: &str = "/console";

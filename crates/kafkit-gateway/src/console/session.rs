@@ -229,10 +229,16 @@ pub struct LoginForm {
     key: String,
 }
 
+/// Marks requests that came over HTTPS ([`crate::serve_tls`] adds it): the session cookie is
+/// then `Secure`, never sent over plain HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct Https;
+
 /// Checks the key and opens a session.
 pub async fn login_submit(
     State(state): State<AppState>,
     Extension(console): Extension<Arc<Console>>,
+    https: Option<Extension<Https>>,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let Some(keys) = &state.keys else {
@@ -244,8 +250,9 @@ pub async fn login_submit(
     tracing::info!(caller = %key.name, "console login");
     let id = console.sessions.open(Caller::Key(key));
     let cookie = format!(
-        "{COOKIE}={id}; Path={BASE}; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
+        "{COOKIE}={id}; Path={BASE}; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if https.is_some() { "; Secure" } else { "" }
     );
     let mut response = Redirect::to(BASE).into_response();
     response.headers_mut().insert(

@@ -82,6 +82,7 @@ async fn login_sets_a_strict_http_only_cookie_and_pages_need_it() {
     for part in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
         assert!(set_cookie.contains(part), "{set_cookie}");
     }
+    assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
     let cookie = set_cookie.split(';').next().unwrap();
     let answer = call(&app, with_cookie(get("/console/topics"), cookie)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
@@ -332,4 +333,13 @@ async fn a_topic_is_created_and_a_page_exported_as_json_and_csv() {
     )
     .await;
     assert_eq!(answer.body.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn over_https_the_session_cookie_is_secure() {
+    // serve_tls marks its requests; the login then sets a Secure cookie.
+    let app = router(state_with_keys("admin:read=*")).layer(axum::Extension(super::Https));
+    let answer = call(&app, form("/console/login", None, &[("key", "admin")])).await;
+    let set_cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
 }
