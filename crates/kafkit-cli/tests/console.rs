@@ -235,8 +235,15 @@ impl Browser {
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
-    async fn close(mut self) {
+    /// Ends the browser session; dropping `self` then stops chromedriver.
+    async fn close(self) {
         let _ = self.client.clone().close().await;
+    }
+}
+
+/// A test that failed before [`Browser::close`] still stops its chromedriver.
+impl Drop for Browser {
+    fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
