@@ -75,6 +75,33 @@ async fn copier(
     pipeline
 }
 
+/// Runs `pipeline` until `group` has committed the end of every partition of `input`, then
+/// stops it and checks it ended well.
+async fn run_to_end(pipeline: ExactlyOnce, group: &str, input: &str) {
+    let stop = CancellationToken::new();
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move { pipeline.run(stop.cancelled_owned()).await }
+    });
+    let done = async {
+        loop {
+            let positions = testkit::committed(group, input).await;
+            if positions
+                .iter()
+                .all(|(_, committed, end)| *committed == Some(*end))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, done)
+        .await
+        .expect("every offset committed");
+    stop.cancel();
+    run.await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_retried_or_dead_lettered_inside_the_transaction() {
     // Given 50 items; item 7 fails twice (transient) before it succeeds, 13 fails for good and
@@ -113,28 +140,7 @@ async fn failures_are_retried_or_dead_lettered_inside_the_transaction() {
         .retry(RetryPolicy::exponential(5, Duration::from_millis(10)));
 
     // When it runs until every item's offset is committed.
-    let stop = CancellationToken::new();
-    let run = tokio::spawn({
-        let stop = stop.clone();
-        async move { pipeline.run(stop.cancelled_owned()).await }
-    });
-    let done = async {
-        loop {
-            let positions = testkit::committed(&group, &input).await;
-            if positions
-                .iter()
-                .all(|(_, committed, end)| *committed == Some(*end))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, done)
-        .await
-        .expect("every offset committed");
-    stop.cancel();
-    run.await.unwrap().unwrap();
+    run_to_end(pipeline, &group, &input).await;
 
     // Then every good item has its output once, item 7 after three attempts; 13 and 21 have
     // none, and one dead-letter copy each, with its kind.
@@ -204,28 +210,7 @@ async fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
     let by_first = first.transactions();
 
     // And with the second running to the end, every item has its output exactly once.
-    let stop = CancellationToken::new();
-    let second_run = tokio::spawn({
-        let stop = stop.clone();
-        async move { second.run(stop.cancelled_owned()).await }
-    });
-    let done = async {
-        loop {
-            let positions = testkit::committed(&group, &input).await;
-            if positions
-                .iter()
-                .all(|(_, committed, end)| *committed == Some(*end))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, done)
-        .await
-        .expect("every offset committed");
-    stop.cancel();
-    second_run.await.unwrap().unwrap();
+    run_to_end(second, &group, &input).await;
     assert_eq!(first.transactions(), by_first, "the zombie committed again");
     let outputs = outputs_per_id(&output).await;
     let twice: Vec<_> = outputs.iter().filter(|(_, n)| **n != 1).collect();
