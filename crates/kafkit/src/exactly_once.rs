@@ -268,6 +268,12 @@ impl ExactlyOnce {
         if self.routes.is_empty() {
             return Err(Error::config("routes", "no transform registered"));
         }
+        // Polled once now, so that a signal handler it installs is in place while the pipeline
+        // starts: a SIGTERM during start-up then stops it cleanly instead of killing it.
+        let mut shutdown = Box::pin(shutdown);
+        if shutdown.as_mut().now_or_never().is_some() {
+            return Ok(());
+        }
         let dead_letter_topics: Vec<(String, String)> = self
             .routes
             .iter()
@@ -301,7 +307,6 @@ impl ExactlyOnce {
                 source,
             })?;
         tracing::info!(group = %self.group, transactional_id = %self.producer.transactional_id(), ?topics, "exactly-once pipeline started");
-        let mut shutdown = Box::pin(shutdown);
         let outcome = self.consume(&consumer, &mut shutdown).await;
         let closing = consumer.clone();
         tokio::task::spawn_blocking(move || {

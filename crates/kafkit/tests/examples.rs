@@ -908,3 +908,28 @@ async fn exactly_once_pipeline_writes_each_fee_once_across_sigkills() {
     assert_exactly_once("at the end", &positions, &fees, &copies);
     assert_eq!(fees.len() + copies.len(), PAYMENTS as usize);
 }
+
+#[tokio::test]
+async fn exactly_once_pipeline_stops_cleanly_on_sigterm_while_it_starts() {
+    // The signal comes while the pipeline is still joining its group: its handler must be in
+    // place already, or the process dies of the signal instead of exiting 0.
+    let payments = testkit::topic("eos-early-stop", 1).await;
+    let mut pipeline = Example::start_with(
+        "exactly_once_pipeline",
+        &payments,
+        &[(
+            "KAFKA_TRANSACTIONAL_ID",
+            testkit::unique("eos-early").as_str(),
+        )],
+    );
+    pipeline
+        .wait_until("it starts", |lines| {
+            lines.iter().any(|line| line.starts_with("transforming"))
+        })
+        .await;
+    let stdout = pipeline.stop("-TERM").await;
+    assert!(
+        stdout.iter().any(|line| line.starts_with("stopped after")),
+        "{stdout:?}"
+    );
+}

@@ -390,6 +390,12 @@ impl Consumer {
     }
 
     async fn run_inner(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        // Polled once now, so that a signal handler it installs is in place while the consumer
+        // starts: a SIGTERM during start-up then stops it cleanly instead of killing it.
+        let mut shutdown = std::pin::pin!(shutdown);
+        if futures::FutureExt::now_or_never(shutdown.as_mut()).is_some() {
+            return Ok(());
+        }
         let dead_letters = self.dead_letter_producer().await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let auto_commit = match self.options.commit {

@@ -389,8 +389,11 @@ impl<'a> PollLoop<'a> {
                 else {
                     continue;
                 };
-                // Revoked while the watermarks were fetched: its lag is not ours to report.
-                if !shared.assigned.lock().expect("not poisoned").contains(&tp) {
+                // Revoked while the watermarks were fetched: its lag is not ours to report. The
+                // assignment stays locked until the gauge is set, as a revocation removes the
+                // gauge under the same lock: a gauge is never set back after its removal.
+                let assigned = shared.assigned.lock().expect("not poisoned");
+                if !assigned.contains(&tp) {
                     continue;
                 }
                 let state = shared.partition(&tp);
