@@ -612,18 +612,23 @@ impl Admin {
         }
     }
 
+    /// A consumer client of `group` that never joins it: for reading and writing the group's
+    /// committed offsets.
+    fn group_client(&self, group: &str) -> Result<BaseConsumer> {
+        self.config
+            .to_consumer_config(group)
+            .create()
+            .map_err(|source| Error::ClientCreation {
+                client: "consumer",
+                source,
+            })
+    }
+
     /// The group's committed offset and lag in every partition of `topics` (every topic when
     /// empty). Partitions where the group never committed are left out unless a topic was
     /// named explicitly.
     pub async fn group_lag(&self, group: &str, topics: &[&str]) -> Result<Vec<PartitionLag>> {
-        let consumer: BaseConsumer =
-            self.config
-                .to_consumer_config(group)
-                .create()
-                .map_err(|source| Error::ClientCreation {
-                    client: "consumer",
-                    source,
-                })?;
+        let consumer = self.group_client(group)?;
         let timeout = self.timeout;
         let named: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         blocking(&format!("lag of group {group}"), move || {
@@ -733,14 +738,7 @@ impl Admin {
         offsets: &[(i32, i64)],
     ) -> Result<()> {
         validate_topic(topic)?;
-        let consumer: BaseConsumer =
-            self.config
-                .to_consumer_config(group)
-                .create()
-                .map_err(|source| Error::ClientCreation {
-                    client: "consumer",
-                    source,
-                })?;
+        let consumer = self.group_client(group)?;
         let mut list = TopicPartitionList::new();
         for (partition, offset) in offsets {
             list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
