@@ -37,7 +37,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance,
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::cluster::{Cluster, EmbeddedBroker};
 use crate::config::{Isolation, KafkaConfig};
@@ -396,17 +395,7 @@ impl ExactlyOnce {
                 tracing::error!(topic = %message.topic, "record from a topic without transform");
                 continue;
             };
-            let span = tracing::info_span!(
-                "record",
-                topic = %message.topic,
-                partition = message.partition,
-                offset = message.offset
-            );
-            let settled = self
-                .settle(route, message, shutdown, &mut outputs)
-                .instrument(span)
-                .await;
-            if !settled {
+            if !self.settle(route, message, shutdown, &mut outputs).await {
                 return None;
             }
         }
@@ -439,7 +428,7 @@ impl ExactlyOnce {
             if error.kind() != ErrorKind::Transient || !route.retry.should_retry(attempts) {
                 break error;
             }
-            tracing::debug!(attempts, error = error.message(), "retrying");
+            tracing::debug!(parent: &record_span(message), attempts, error = error.message(), "retrying");
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => return false,
@@ -451,6 +440,9 @@ impl ExactlyOnce {
             ErrorKind::Invalid => route.invalid == InvalidPolicy::DeadLetter,
             ErrorKind::Permanent | ErrorKind::Panic | ErrorKind::Transient => true,
         };
+        // Only a failed record gets a span (a span per record costs as much as the rest of the
+        // per-record work, see ConsumerOptions::record_spans).
+        let _span = record_span(message).entered();
         match (&route.dead_letter, dead_letter) {
             (Some(policy), true) => {
                 tracing::warn!(
@@ -501,6 +493,16 @@ impl ExactlyOnce {
         transaction.send_offsets(&offsets, group).await?;
         transaction.commit().await
     }
+}
+
+/// The span of kafkit's events about a failed record.
+fn record_span(message: &Message) -> tracing::Span {
+    tracing::info_span!(
+        "record",
+        topic = %message.topic,
+        partition = message.partition,
+        offset = message.offset
+    )
 }
 
 /// Per partition of `batch`, the offset after its last record.
