@@ -81,6 +81,27 @@ pub enum Error {
         /// What is wrong with the request.
         reason: String,
     },
+    /// What to replay or browse was chosen wrongly: a record filter that cannot be applied as
+    /// written (see [`RecordFilter::check`]), no or duplicate offsets.
+    ///
+    /// [`RecordFilter::check`]: crate::filter::RecordFilter::check
+    #[error("{field}: {reason}")]
+    InvalidSelection {
+        /// The field at fault, e.g. `filter.json` or `offsets`.
+        field: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// A replay was refused before anything was re-published: remembering which records it
+    /// replayed out of order would take more offset-commit metadata than the budget, or the
+    /// remembered set could not be read.
+    #[error("replay of {topic} refused, nothing was replayed: {reason}")]
+    ReplayRefused {
+        /// The dead-letter topic.
+        topic: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// The broker cannot do this at all (the embedded development broker has no admin API for
     /// some operations).
     #[error("{operation} is not supported by {broker}")]
@@ -166,6 +187,10 @@ pub enum ErrorCode {
     InvalidRecord,
     /// A topic request was refused before reaching Kafka.
     InvalidTopicSpec,
+    /// A filter or choice of records is malformed ([`Error::InvalidSelection`]).
+    InvalidSelection,
+    /// A replay was refused before re-publishing anything ([`Error::ReplayRefused`]).
+    ReplayRefused,
     /// The broker cannot do this at all.
     Unsupported,
     /// The local producer queue is full: slow down.
@@ -210,6 +235,8 @@ impl ErrorCode {
             ErrorCode::Decode => "decode",
             ErrorCode::InvalidRecord => "invalid_record",
             ErrorCode::InvalidTopicSpec => "invalid_topic_spec",
+            ErrorCode::InvalidSelection => "invalid_selection",
+            ErrorCode::ReplayRefused => "replay_refused",
             ErrorCode::Unsupported => "unsupported_by_broker",
             ErrorCode::QueueFull => "queue_full",
             ErrorCode::MessageTooLarge => "message_too_large",
@@ -298,6 +325,8 @@ impl Error {
             Error::Decode { .. } => ErrorCode::Decode,
             Error::InvalidRecord(_) => ErrorCode::InvalidRecord,
             Error::InvalidTopicSpec { .. } => ErrorCode::InvalidTopicSpec,
+            Error::InvalidSelection { .. } => ErrorCode::InvalidSelection,
+            Error::ReplayRefused { .. } => ErrorCode::ReplayRefused,
             Error::Unsupported { .. } => ErrorCode::Unsupported,
             Error::EmbeddedBroker(_) => ErrorCode::EmbeddedBroker,
             Error::Task(_) => ErrorCode::Task,

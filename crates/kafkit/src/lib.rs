@@ -19,6 +19,8 @@
 //!   whether it is really consuming.
 //! - [`Manager`]: named producers and consumers, shut down together.
 //! - [`Metrics`]: Prometheus metrics under the names the seeds use.
+//! - [`Redrive`]: browse dead-letter topics and replay them safely: the next records, chosen
+//!   ones, or those a [`RecordFilter`] keeps, each record once.
 //!
 //! ```no_run
 //! # async fn demo() -> kafkit::Result<()> {
@@ -47,6 +49,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod error;
 pub mod exactly_once;
+pub mod filter;
 pub mod handler;
 pub mod health;
 pub mod manager;
@@ -76,6 +79,7 @@ pub use consumer::{CommitStrategy, Consumer, ConsumerOptions};
 pub use dead_letter::DeadLetter;
 pub use error::{Error, ErrorCode, Result};
 pub use exactly_once::{ExactlyOnce, ExactlyOnceOptions};
+pub use filter::RecordFilter;
 pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult, State, TypedHandler};
 pub use health::HealthReport;
 pub use manager::Manager;

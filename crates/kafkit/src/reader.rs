@@ -148,23 +148,25 @@ impl Reader {
         let name = topic.to_owned();
         let wanted = partitions.map(<[i32]>::to_vec);
         tokio::task::spawn_blocking(move || {
-            let ranges = ranges(&consumer, &name, wanted.as_deref(), start, timeout)?;
+            let positions = positions(&consumer, &name, wanted.as_deref(), start, timeout)?;
             let mut assignment = TopicPartitionList::new();
             let mut ends = HashMap::new();
-            let mut watermarks = HashMap::new();
-            for (partition, (from, low, high)) in ranges {
-                assignment.add_partition_offset(&name, partition, Offset::Offset(from))?;
-                if from < high {
-                    ends.insert(partition, high);
+            for (partition, position) in &positions {
+                assignment.add_partition_offset(
+                    &name,
+                    *partition,
+                    Offset::Offset(position.from),
+                )?;
+                if position.from < position.high {
+                    ends.insert(*partition, position.high);
                 }
-                watermarks.insert(partition, (low, high));
             }
             consumer.assign(&assignment)?;
             Ok(Reading {
                 consumer: Arc::new(consumer),
                 topic: name,
                 ends,
-                watermarks,
+                positions,
                 started: Instant::now(),
             })
         })
@@ -177,14 +179,53 @@ impl Reader {
     }
 }
 
-/// Each partition's first offset to read and its low and high watermarks.
-fn ranges(
+impl Reader {
+    /// Where reading `topic` from `start` would begin in each partition, without reading: with
+    /// [`Start::Committed`], the group's committed offsets and their metadata.
+    pub async fn positions(&self, topic: &str, start: Start) -> Result<HashMap<i32, Position>> {
+        validate_topic(topic)?;
+        let consumer: StreamConsumer =
+            self.config
+                .to_reader_config(&self.group)
+                .create()
+                .map_err(|source| Error::ClientCreation {
+                    client: "reader",
+                    source,
+                })?;
+        let timeout = self.config.request_timeout;
+        let name = topic.to_owned();
+        tokio::task::spawn_blocking(move || positions(&consumer, &name, None, start, timeout))
+            .await
+            .map_err(Error::Task)?
+            .map_err(|source| Error::Consume {
+                operation: format!("look up the positions of {topic}"),
+                source,
+            })
+    }
+}
+
+/// Where reading a partition begins, as of opening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The first offset to read.
+    pub from: i64,
+    /// The low watermark.
+    pub low: i64,
+    /// The high watermark.
+    pub high: i64,
+    /// With [`Start::Committed`], the metadata committed with the group's offset (empty
+    /// otherwise, or when there is none).
+    pub metadata: String,
+}
+
+/// Each partition's first offset to read, its watermarks and committed metadata.
+fn positions(
     consumer: &StreamConsumer,
     topic: &str,
     wanted: Option<&[i32]>,
     start: Start,
     timeout: Duration,
-) -> Result<HashMap<i32, (i64, i64, i64)>, KafkaError> {
+) -> Result<HashMap<i32, Position>, KafkaError> {
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut partitions: Vec<i32> = metadata
         .topics()
@@ -216,7 +257,7 @@ fn ranges(
             }
         }
     }
-    let positions = match start {
+    let found_at = match start {
         Start::Committed => Some(consumer.committed_offsets(list, timeout)?),
         Start::Timestamp(_) => Some(consumer.offsets_for_times(list, timeout)?),
         _ => None,
@@ -224,10 +265,20 @@ fn ranges(
     let mut ranges = HashMap::new();
     for partition in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-        let found = positions
+        let element = found_at
             .as_ref()
-            .and_then(|list| list.find_partition(topic, partition))
-            .map(|element| element.offset());
+            .and_then(|list| list.find_partition(topic, partition));
+        let found = element.as_ref().map(|element| element.offset());
+        // rdkafka panics on metadata that is not UTF-8; such metadata is not kafkit's.
+        let metadata = match (start, &element) {
+            (Start::Committed, Some(element)) => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    element.metadata().to_owned()
+                }))
+                .unwrap_or_default()
+            }
+            _ => String::new(),
+        };
         let from = match (start, found) {
             (Start::Beginning, _) => low,
             (Start::End, _) => high,
@@ -238,7 +289,15 @@ fn ranges(
             // No committed offset: the beginning.
             (Start::Committed, _) => low,
         };
-        ranges.insert(partition, (from.clamp(low, high), low, high));
+        ranges.insert(
+            partition,
+            Position {
+                from: from.clamp(low, high),
+                low,
+                high,
+                metadata,
+            },
+        );
     }
     Ok(ranges)
 }
@@ -250,8 +309,8 @@ pub struct Reading {
     topic: String,
     /// High watermarks of the partitions not yet read to their end.
     ends: HashMap<i32, i64>,
-    /// Low and high watermarks of every assigned partition as of opening.
-    watermarks: HashMap<i32, (i64, i64)>,
+    /// Where each assigned partition began, as of opening.
+    positions: HashMap<i32, Position>,
     started: Instant,
 }
 
@@ -267,7 +326,20 @@ impl std::fmt::Debug for Reading {
 impl Reading {
     /// The low and high watermarks of `partition` as of opening; `None` if it is not read.
     pub fn watermarks(&self, partition: i32) -> Option<(i64, i64)> {
-        self.watermarks.get(&partition).copied()
+        self.positions.get(&partition).map(|p| (p.low, p.high))
+    }
+
+    /// Where reading `partition` began, its watermarks and committed metadata, as of opening;
+    /// `None` if it is not read.
+    pub fn position(&self, partition: i32) -> Option<&Position> {
+        self.positions.get(&partition)
+    }
+
+    /// The partitions read.
+    pub fn partitions(&self) -> Vec<i32> {
+        let mut partitions: Vec<i32> = self.positions.keys().copied().collect();
+        partitions.sort_unstable();
+        partitions
     }
 
     /// True once every partition reached its end as of opening.
@@ -338,6 +410,16 @@ impl Reading {
 
     /// Commits, for the reader's group, `next` as the next offset to read in each partition.
     pub async fn commit(&self, next: &HashMap<i32, i64>) -> Result<()> {
+        let with_none = next
+            .iter()
+            .map(|(partition, offset)| (*partition, (*offset, String::new())))
+            .collect();
+        self.commit_with_metadata(&with_none).await
+    }
+
+    /// Commits, for the reader's group, the next offset to read in each partition with its
+    /// metadata, in one OffsetCommit (Kafka stores both or neither, per partition).
+    pub async fn commit_with_metadata(&self, next: &HashMap<i32, (i64, String)>) -> Result<()> {
         let failed = |source| Error::Consume {
             operation: format!("commit the read position of {}", self.topic),
             source,
@@ -346,9 +428,12 @@ impl Reading {
             return Ok(());
         }
         let mut list = TopicPartitionList::new();
-        for (partition, offset) in next {
-            list.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+        for (partition, (offset, metadata)) in next {
+            let mut element = list.add_partition(&self.topic, *partition);
+            element
+                .set_offset(Offset::Offset(*offset))
                 .map_err(failed)?;
+            element.set_metadata(metadata);
         }
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
