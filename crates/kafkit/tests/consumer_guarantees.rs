@@ -575,7 +575,7 @@ async fn large_records_are_bounded_by_bytes_not_only_by_count() {
     let consumer =
         start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
 
-    // Then the partition is paused for back-pressure, and what waits in memory stays far
+    // Then the partition is held back for back-pressure, and what waits in memory stays far
     // below the 4 MB a record bound alone would have let in.
     let (mut peak, mut paused) = (0usize, false);
     while done.load(Ordering::SeqCst) < 400 {
@@ -819,4 +819,73 @@ async fn lost_partitions_of_a_blocked_member_are_taken_over_without_loss() {
     stop(taker).await;
     assert_commits_cover_handled(&group, &topic, &handled, &mut last, "end").await;
     assert_eq!(testkit::committed(&group, &topic).await[0].1, Some(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_stuck_at_its_queue_bound_does_not_hold_up_the_others() {
+    // Given two partitions and a queue bound of 20 records: partition 0 has 200 records and a
+    // handler stuck on its first one.
+    let topic = testkit::topic("stuck-bound", 2).await;
+    let record = |partition: i32, id: usize| {
+        kafkit::Record::to(&topic)
+            .partition(partition)
+            .json(&serde_json::json!({ "id": id }))
+            .unwrap()
+    };
+    testkit::send((0..200).map(|id| record(0, id)).collect()).await;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let mut router = Router::new();
+    let count = handled.clone();
+    router.register(&topic, move |m: Message<Item>| {
+        let count = count.clone();
+        async move {
+            if m.partition == 0 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let options = ConsumerOptions {
+        max_queued_per_partition: 20,
+        drain_timeout: Duration::from_secs(1),
+        ..ConsumerOptions::default()
+    };
+    let group = testkit::unique("stuck-bound");
+    let consumer =
+        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+    let partition_0 = || {
+        consumer
+            .0
+            .health()
+            .partitions
+            .into_iter()
+            .find(|p| p.partition == 0)
+    };
+    // When partition 0 is held back at its bound (polling stops for it first),
+    assert!(
+        testkit::eventually(WAIT, || partition_0().is_some_and(|p| p
+            .paused
+            .contains(&kafkit::consumer::PauseReason::Backpressure)))
+        .await,
+        "partition 0 never reported back-pressure"
+    );
+    // and 2,000 records arrive in partition 1 after that.
+    testkit::send((0..2_000).map(|id| record(1, id)).collect()).await;
+
+    // Then polling goes on without partition 0, and all of partition 1 is handled. At every
+    // step partition 0 holds at most its bound plus one poll's chunk (512).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while handled.load(Ordering::SeqCst) < 2_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partition 1 stopped at {} of 2000 behind the stuck partition",
+            handled.load(Ordering::SeqCst)
+        );
+        let queued = partition_0().map_or(0, |p| p.queued);
+        assert!(queued <= 20 + 512, "{queued} records queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 2_000);
+    stop(consumer).await;
 }

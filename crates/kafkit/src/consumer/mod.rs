@@ -4,6 +4,7 @@
 //! drains within a bound, commits what is done and leaves the group.
 
 mod context;
+mod fetched;
 mod offsets;
 mod poll;
 mod worker;
@@ -38,8 +39,8 @@ pub type TopicPartition = (String, i32);
 
 /// Default bound on records waiting per partition before it is paused.
 pub const DEFAULT_MAX_QUEUED_PER_PARTITION: usize = 10_000;
-/// Default bound on the bytes (keys, values, headers) of records waiting per partition before
-/// it is paused: large records reach it long before the record bound.
+/// Default bound on the bytes (keys and values) of records waiting per partition before it is
+/// paused: large records reach it long before the record bound.
 pub const DEFAULT_MAX_QUEUED_BYTES_PER_PARTITION: usize = 32 * 1024 * 1024;
 /// Default time shutdown waits for in-flight records.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,7 +101,8 @@ pub(crate) struct PartitionState {
     pub last_done: AtomicI64,
     /// Milliseconds since `started` of the last progress.
     last_progress_ms: AtomicI64,
-    /// Set while paused for back-pressure.
+    /// Set from when the partition's queue reaches its bound until its worker drains half of
+    /// it: polling stops, and the partition is paused if that takes long.
     pub backpressured: AtomicBool,
     /// High watermark at the last lag refresh (-1: unknown).
     pub high_watermark: AtomicI64,
@@ -163,16 +165,10 @@ impl PartitionState {
     }
 }
 
-/// What a queued record counts against the per-partition byte bound: its key, value and
-/// headers (the copies the runtime holds).
+/// What a queued record counts against the per-partition byte bound: its key and value, as
+/// [`fetched::size`] counts it before the record is copied.
 pub(crate) fn queued_size(message: &crate::record::Message) -> usize {
-    message.value.as_ref().map_or(0, Vec::len)
-        + message.key.as_ref().map_or(0, Vec::len)
-        + message
-            .headers
-            .iter()
-            .map(|(name, value)| name.len() + value.len())
-            .sum::<usize>()
+    message.value.as_ref().map_or(0, Vec::len) + message.key.as_ref().map_or(0, Vec::len)
 }
 
 /// Runtime state visible to health reports.
@@ -215,7 +211,7 @@ pub struct ConsumerOptions {
     pub commit: CommitStrategy,
     /// Records waiting per partition before it is paused (bounds memory).
     pub max_queued_per_partition: usize,
-    /// Bytes of records (key, value, headers) waiting per partition before it is paused.
+    /// Bytes of records (keys and values) waiting per partition before it is paused.
     pub max_queued_bytes_per_partition: usize,
     /// How long shutdown waits for in-flight records; keep it below the session timeout.
     pub drain_timeout: Duration,
@@ -558,12 +554,12 @@ impl Consumer {
                     since_progress: state.map(|s| s.since_progress()),
                     paused: state
                         .map(|s| {
-                            s.paused
-                                .lock()
-                                .expect("not poisoned")
-                                .iter()
-                                .copied()
-                                .collect()
+                            let mut reasons = s.paused.lock().expect("not poisoned").clone();
+                            // Held back while polling waits for it, before any pause.
+                            if s.backpressured.load(Ordering::SeqCst) {
+                                reasons.insert(PauseReason::Backpressure);
+                            }
+                            reasons.into_iter().collect()
                         })
                         .unwrap_or_default(),
                     lag: state.and_then(|s| s.lag()),

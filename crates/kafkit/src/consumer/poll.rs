@@ -7,18 +7,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use rdkafka::Message as _;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::context::{Event, RuntimeContext};
+use super::fetched::FetchedChunk;
 use super::worker::Worker;
-use super::{Consumer, Control, PartitionState, PauseReason, TopicPartition, queued_size};
+use super::{Consumer, Control, PartitionState, PauseReason, TopicPartition};
 use crate::producer::Producer;
-use crate::record::Message;
 use tracing::Instrument;
 
 /// How often the loop proves it is alive when no record arrives.
@@ -26,10 +28,15 @@ const TICK: Duration = Duration::from_secs(1);
 /// Records taken without waiting after the first one, before they are handed to workers in
 /// one chunk per partition: one wake-up per chunk instead of per record.
 const MAX_CHUNK: usize = 512;
+/// How long a partition over its queue bound may stop the poll loop before it is paused
+/// instead. Pausing makes librdkafka drop what it prefetched for the partition (it fetches it
+/// again on resume), which under steady load costs more than the whole record's handling;
+/// waiting briefly for the worker costs the other partitions only this delay.
+const BACKPRESSURE_GRACE: Duration = Duration::from_millis(100);
 
 struct WorkerHandle {
     epoch: u64,
-    tx: UnboundedSender<Vec<Message>>,
+    tx: UnboundedSender<FetchedChunk>,
     state: Arc<PartitionState>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -40,8 +47,8 @@ struct WorkerHandle {
 /// Records of one partition polled in one revocation generation, in offset order.
 struct Chunk {
     generation: u64,
-    messages: Vec<Message>,
-    /// Their size as [`queued_size`] counts it.
+    messages: FetchedChunk,
+    /// Their size as [`super::fetched::size`] counts it.
     bytes: usize,
 }
 
@@ -56,6 +63,10 @@ pub(super) struct PollLoop<'a> {
     /// Workers cancelled by a revocation and maybe still finishing their current record; the
     /// partition's next worker waits for them, so one partition never runs two handlers.
     retired: HashMap<TopicPartition, (CancellationToken, JoinHandle<()>)>,
+    /// Partitions over their queue bound, each with when its grace ends: no record is polled
+    /// while any is here. Each leaves when its worker drains half its queue, or is paused when
+    /// its grace ends.
+    blocked: HashMap<TopicPartition, tokio::time::Instant>,
     shutdown: CancellationToken,
 }
 
@@ -76,6 +87,7 @@ impl<'a> PollLoop<'a> {
             control_rx,
             workers: HashMap::new(),
             retired: HashMap::new(),
+            blocked: HashMap::new(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -101,7 +113,10 @@ impl<'a> PollLoop<'a> {
                         self.refresh_lag();
                     }
                 }
-                message = stream.next() => {
+                () = sleep_until(self.blocked.values().min().copied()), if !self.blocked.is_empty() => {
+                    self.pause_blocked_past_grace();
+                }
+                message = stream.next(), if self.blocked.is_empty() => {
                     self.owner.shared.touch_poll();
                     let context = consumer.context();
                     let mut staged: Vec<Chunk> = Vec::new();
@@ -110,7 +125,7 @@ impl<'a> PollLoop<'a> {
                     let mut staged_bytes = 0;
                     match message {
                         Some(Ok(message)) => {
-                            staged_bytes += stage(&mut staged, context.generation(), Message::from_borrowed(&message));
+                            staged_bytes += stage(&mut staged, &consumer, context.generation(), message);
                         }
                         Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                         None => break,
@@ -124,7 +139,7 @@ impl<'a> PollLoop<'a> {
                         }
                         match stream.next().now_or_never() {
                             Some(Some(Ok(message))) => {
-                                staged_bytes += stage(&mut staged, context.generation(), Message::from_borrowed(&message));
+                                staged_bytes += stage(&mut staged, &consumer, context.generation(), message);
                             }
                             Some(Some(Err(error))) => tracing::warn!(%error, "consumer error"),
                             Some(None) | None => break,
@@ -155,7 +170,7 @@ impl<'a> PollLoop<'a> {
         let Some(first) = chunk.messages.first() else {
             return;
         };
-        let tp = (first.topic.clone(), first.partition);
+        let tp = (first.topic().to_owned(), first.partition());
         let Some(epoch) = self.consumer.context().epoch_since(&tp, chunk.generation) else {
             // Not handled here: the partition's owner re-reads them from the committed offset,
             // which never passes a record that was not done.
@@ -180,18 +195,35 @@ impl<'a> PollLoop<'a> {
             || queued_bytes >= options.max_queued_bytes_per_partition)
             && !worker.state.backpressured.swap(true, Ordering::SeqCst)
         {
-            let state = worker.state.clone();
-            self.set_pause(&tp, PauseReason::Backpressure, true);
             // The worker may have drained the queue between our count and the flag: it then
-            // saw no back-pressure to lift, so lift it here, or the partition stays paused
-            // with nothing queued. Whoever swaps the flag back resumes, exactly once.
+            // saw no back-pressure to lift, so nothing would lift it. Whoever swaps the flag
+            // back lifts it, exactly once: the worker with `Control::Resume`, or this check.
+            let state = &worker.state;
             let drained = state.queued.load(Ordering::SeqCst)
                 <= options.max_queued_per_partition / 2
                 && state.queued_bytes.load(Ordering::SeqCst)
                     <= options.max_queued_bytes_per_partition / 2;
-            if drained && state.backpressured.swap(false, Ordering::SeqCst) {
-                self.set_pause(&tp, PauseReason::Backpressure, false);
+            if !(drained && state.backpressured.swap(false, Ordering::SeqCst)) {
+                // Stop polling first; the partition is paused only if its worker stays behind.
+                self.blocked
+                    .insert(tp, tokio::time::Instant::now() + BACKPRESSURE_GRACE);
             }
+        }
+    }
+
+    /// Pauses the partitions whose grace ended while over their bound (their worker lifts
+    /// the pause as it would have lifted the block), so polling goes on for the others.
+    fn pause_blocked_past_grace(&mut self) {
+        let now = tokio::time::Instant::now();
+        let expired: Vec<TopicPartition> = self
+            .blocked
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in expired {
+            self.blocked.remove(&tp);
+            self.set_pause(&tp, PauseReason::Backpressure, true);
         }
     }
 
@@ -229,6 +261,7 @@ impl<'a> PollLoop<'a> {
         state.backpressured.store(false, Ordering::SeqCst);
         state.paused.lock().expect("not poisoned").clear();
         state.touch();
+        self.blocked.remove(&tp);
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = self.shutdown.child_token();
         let worker = Worker {
@@ -299,6 +332,8 @@ impl<'a> PollLoop<'a> {
                         .store(-1, Ordering::SeqCst);
                     // Only workers of an older epoch: one may already serve the new assignment.
                     if self.workers.get(&tp).is_some_and(|w| w.epoch < epoch) {
+                        // Its queue is abandoned: it no longer holds up polling.
+                        self.blocked.remove(&tp);
                         let old = self.workers.remove(&tp).expect("checked");
                         old.cancel.cancel();
                         self.retired.insert(tp, (old.cancel, old.task));
@@ -331,6 +366,9 @@ impl<'a> PollLoop<'a> {
             Control::Resume(tp, epoch, reason) => (tp, epoch, reason, false),
         };
         if self.workers.get(&tp).is_some_and(|w| w.epoch == epoch) {
+            if reason == PauseReason::Backpressure && !pause {
+                self.blocked.remove(&tp);
+            }
             self.set_pause(&tp, reason, pause);
         }
     }
@@ -409,24 +447,41 @@ impl<'a> PollLoop<'a> {
     }
 }
 
-/// Adds a record to the chunk of its partition and generation (records of a partition keep
-/// their order); returns its size.
-fn stage(staged: &mut Vec<Chunk>, generation: u64, message: Message) -> usize {
-    let size = queued_size(&message);
-    match staged.iter_mut().find(|chunk| {
+/// Adds a record read by `consumer` to the chunk of its partition and generation (records of
+/// a partition keep their order); returns its size.
+fn stage(
+    staged: &mut Vec<Chunk>,
+    consumer: &Arc<StreamConsumer<RuntimeContext>>,
+    generation: u64,
+    message: BorrowedMessage<'_>,
+) -> usize {
+    let index = staged.iter().position(|chunk| {
         chunk.generation == generation
-            && chunk.messages[0].partition == message.partition
-            && chunk.messages[0].topic == message.topic
-    }) {
-        Some(chunk) => {
-            chunk.messages.push(message);
-            chunk.bytes += size;
+            && chunk.messages.first().is_some_and(|first| {
+                first.partition() == message.partition() && first.topic() == message.topic()
+            })
+    });
+    let chunk = match index {
+        Some(index) => &mut staged[index],
+        None => {
+            staged.push(Chunk {
+                generation,
+                messages: FetchedChunk::new(consumer.clone()),
+                bytes: 0,
+            });
+            staged.last_mut().expect("just pushed")
         }
-        None => staged.push(Chunk {
-            generation,
-            messages: vec![message],
-            bytes: size,
-        }),
-    }
+    };
+    // SAFETY: `message` was read by `consumer`, the chunk's consumer.
+    let size = unsafe { chunk.messages.push(message) };
+    chunk.bytes += size;
     size
+}
+
+/// Waits until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }

@@ -17,6 +17,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use super::context::RuntimeContext;
+use super::fetched::FetchedChunk;
 use super::offsets::OffsetTracker;
 use super::{Control, PartitionState, PauseReason, TopicPartition, queued_size};
 use crate::batch::BatchOptions;
@@ -81,7 +82,7 @@ impl Counters {
 pub(crate) struct Worker {
     pub tp: TopicPartition,
     pub epoch: u64,
-    pub rx: UnboundedReceiver<Vec<Message>>,
+    pub rx: UnboundedReceiver<FetchedChunk>,
     pub registration: Registration,
     pub consumer: Arc<StreamConsumer<RuntimeContext>>,
     pub control: UnboundedSender<Control>,
@@ -171,7 +172,7 @@ impl Running {
         self.buffer.clear();
         while let Ok(chunk) = self.worker.rx.try_recv() {
             untaken.0 += chunk.len();
-            untaken.1 += chunk.iter().map(queued_size).sum::<usize>();
+            untaken.1 += chunk.bytes();
         }
         self.worker.state.unqueue(untaken.0, untaken.1);
         for reason in std::mem::take(&mut self.paused) {
@@ -230,7 +231,7 @@ impl Running {
                 return Some(message);
             }
             let chunk = self.worker.rx.recv().await?;
-            self.buffer.extend(chunk);
+            self.buffer.extend(chunk.into_messages());
         }
     }
 
