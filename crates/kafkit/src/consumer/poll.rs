@@ -458,7 +458,8 @@ fn stage(
     let index = staged.iter().position(|chunk| {
         chunk.generation == generation
             && chunk.messages.first().is_some_and(|first| {
-                first.partition() == message.partition() && first.topic() == message.topic()
+                // One librdkafka topic handle per topic name: no string compare per record.
+                first.partition() == message.partition() && first.topic_ptr() == message.topic_ptr()
             })
     });
     let chunk = match index {
