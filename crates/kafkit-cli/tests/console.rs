@@ -225,6 +225,24 @@ impl Browser {
         self.client.execute(script, vec![]).await.unwrap()
     }
 
+    /// Posts a form from the page, with the page's own CSRF token and `fields` (a JavaScript
+    /// object's members, e.g. `value: 'forged'`), as a script of the page could: the status.
+    async fn post_from_page(&self, path: &str, fields: &str) -> Value {
+        self.client
+            .execute_async(
+                &format!(
+                    "const done = arguments[arguments.length - 1];
+                     const token = document.querySelector('input[name=_csrf]').value;
+                     fetch('{path}', {{method: 'POST',
+                         body: new URLSearchParams({{_csrf: token, {fields}}})}})
+                       .then(r => done(r.status), e => done(String(e)));"
+                ),
+                vec![],
+            )
+            .await
+            .unwrap()
+    }
+
     /// Saves a screenshot of the page as `name`.png.
     async fn screenshot(&self, name: &str) {
         let dir = std::env::var("KAFKIT_CONSOLE_SCREENSHOTS")
@@ -514,7 +532,6 @@ async fn a_dead_lettered_record_is_replayed_and_its_consumer_handles_it() {
     for part in ["permanent", "price missing", "order-7", "\"id\": 7"] {
         assert!(record.contains(part), "{part}: {record}");
     }
-    browser.screenshot("dead-letter").await;
 
     // Replay it: one record goes back, and the consumer handles it.
     browser.click("#replay-next").await;
@@ -540,6 +557,121 @@ async fn a_dead_lettered_record_is_replayed_and_its_consumer_handles_it() {
             .ends_with("yes")
     );
     assert!(!browser.has("#replay-next").await);
+    consumer.stop().await;
+    browser.close().await;
+}
+
+impl Running {
+    /// Waits until the consumer handled `expected` (in any order), then a little longer so
+    /// a duplicate would show, and checks it handled exactly those.
+    async fn handled_exactly(&self, expected: &[&str]) {
+        let count = expected.len();
+        assert!(
+            testkit::eventually(WAIT, || self.keys.lock().unwrap().len() >= count).await,
+            "the consumer handled {:?}, not {expected:?}",
+            self.keys.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut keys = self.keys.lock().unwrap().clone();
+        keys.sort();
+        let mut expected: Vec<String> = expected.iter().map(|k| (*k).to_owned()).collect();
+        expected.sort();
+        assert_eq!(keys, expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chosen_and_matching_dead_letters_are_replayed_alone_and_replay_all_takes_only_the_rest() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let source = testkit::topic("ui-dlt-chosen", 1).await;
+    let dlt = testkit::dead_letter_topic(
+        &source,
+        &[
+            ("order-1", "permanent"),
+            ("order-2", "permanent"),
+            ("order-3", "invalid"),
+            ("order-4", "permanent"),
+            ("order-5", "invalid"),
+        ],
+    )
+    .await;
+    let consumer = consume(
+        &source,
+        &testkit::unique("ui-dlt-chosen-service"),
+        Duration::ZERO,
+    );
+    let gateway = Gateway::start();
+    let browser = Browser::start().await;
+    browser.login(&gateway, "admin-key").await;
+    let page = gateway.url(&format!("/console/dead-letters/{dlt}"));
+
+    // Tick order-2 (offset 1) of the five and replay the selection: the consumer handles it
+    // and nothing else.
+    browser.goto(&page).await;
+    browser.click("input.select[value=\"0/1\"]").await;
+    browser.click("#replay-selected-button").await;
+    assert_eq!(browser.text("#replayed").await, "1");
+    assert_eq!(browser.text("#skipped-count").await, "0");
+    consumer.handled_exactly(&["order-2"]).await;
+
+    // "Replay this record" on order-4's row.
+    browser.goto(&page).await;
+    assert_eq!(browser.text("#pending").await, "4");
+    browser.click("button.replay-one[value=\"0/3\"]").await;
+    assert_eq!(browser.text("#replayed").await, "1");
+    consumer.handled_exactly(&["order-2", "order-4"]).await;
+
+    // The page marks the two replayed, without controls on their rows.
+    browser.goto(&page).await;
+    let replayed = browser
+        .script(
+            "return [...document.querySelectorAll('#dead-letter-records tbody tr')]
+                .map(r => r.querySelector('td.replayed').textContent)",
+        )
+        .await;
+    assert_eq!(replayed, json!(["no", "yes", "no", "yes", "no"]));
+    assert!(!browser.has("input.select[value=\"0/1\"]").await);
+    browser.screenshot("dead-letter").await;
+
+    // Filter by error kind on the server, then replay all matching: the two invalid ones.
+    browser
+        .fill("#dead-letter-filter", "error_kind", "invalid")
+        .await;
+    browser
+        .click("#dead-letter-filter button[type=submit]")
+        .await;
+    assert!(
+        browser
+            .text("#filter-summary")
+            .await
+            .starts_with("2 matching")
+    );
+    assert_eq!(
+        browser
+            .client
+            .find_all(Locator::Css("#dead-letter-records tbody tr"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    browser.screenshot("dead-letter-filter").await;
+    browser.click("#replay-matching-button").await;
+    assert_eq!(browser.text("#replayed").await, "2");
+    consumer
+        .handled_exactly(&["order-2", "order-4", "order-3", "order-5"])
+        .await;
+
+    // Replay all takes the one left, and none of the four a second time.
+    browser.goto(&page).await;
+    assert_eq!(browser.text("#replay-all").await, "Replay all 1");
+    browser.click("#replay-all").await;
+    assert_eq!(browser.text("#replayed").await, "1");
+    consumer
+        .handled_exactly(&["order-1", "order-2", "order-3", "order-4", "order-5"])
+        .await;
+    browser.goto(&page).await;
+    assert_eq!(browser.text("#pending").await, "0");
     consumer.stop().await;
     browser.close().await;
 }
@@ -573,39 +705,53 @@ async fn a_read_only_key_sees_no_write_control_and_a_forged_post_is_refused() {
     assert!(browser.has("#lag").await);
     assert!(!browser.has("#reset").await);
 
+    // No replay control on a dead-letter page, with or without a filter.
+    let dlt = testkit::dead_letter_topic(&topic, &[("order-1", "permanent")]).await;
+    for query in ["", "?error_kind=permanent"] {
+        browser
+            .goto(&gateway.url(&format!("/console/dead-letters/{dlt}{query}")))
+            .await;
+        assert!(browser.has("#dead-letter-records tbody tr").await);
+        for control in [
+            "#replay-next",
+            "#replay-all",
+            "#replay-selected",
+            "#replay-one",
+            "#replay-matching",
+            "input.select",
+            "button.replay-one",
+        ] {
+            assert!(!browser.has(control).await, "{control}");
+        }
+    }
+    // Forged replays of a chosen record or a filter are refused.
+    for body in [
+        "choice: 'selected', at: '0/0'",
+        "choice: 'matching', error_kind: 'permanent'",
+    ] {
+        let status = browser
+            .post_from_page(&format!("/console/dead-letters/{dlt}/replay"), body)
+            .await;
+        assert_eq!(status, json!(403), "{body}");
+    }
+
     // A post forged in the page, with the session's own CSRF token, is refused.
     browser
         .goto(&gateway.url(&format!("/console/topics/{topic}")))
         .await;
     let status = browser
-        .client
-        .execute_async(
-            &format!(
-                "const done = arguments[arguments.length - 1];
-                 const token = document.querySelector('input[name=_csrf]').value;
-                 fetch('/console/topics/{topic}/produce', {{method: 'POST',
-                     body: new URLSearchParams({{_csrf: token, value: 'forged'}})}})
-                   .then(r => done(r.status), e => done(String(e)));"
-            ),
-            vec![],
+        .post_from_page(
+            &format!("/console/topics/{topic}/produce"),
+            "value: 'forged'",
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(status, json!(403));
     let status = browser
-        .client
-        .execute_async(
-            &format!(
-                "const done = arguments[arguments.length - 1];
-                 const token = document.querySelector('input[name=_csrf]').value;
-                 fetch('/console/groups/{group}/reset', {{method: 'POST',
-                     body: new URLSearchParams({{_csrf: token, topic: '{topic}', to: 'latest', confirm: 'yes'}})}})
-                   .then(r => done(r.status), e => done(String(e)));"
-            ),
-            vec![],
+        .post_from_page(
+            &format!("/console/groups/{group}/reset"),
+            &format!("topic: '{topic}', to: 'latest', confirm: 'yes'"),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(status, json!(403));
     // Nothing was written, nothing moved.
     assert!(

@@ -1,15 +1,16 @@
 //! Dead-letter topics over HTTP: `GET /dlt/{topic}` lists dead-lettered records with their
 //! failure details, `POST /dlt/{topic}/replay` re-publishes them to their original topics
-//! (safe to repeat: it continues where the last replay stopped). Listing needs read access to
-//! the dead-letter topic; replay also needs write access to every destination, checked before
-//! anything is re-published.
+//! (safe to repeat: it continues where the last replay stopped), or, with a body, only chosen
+//! records or those a filter keeps (each remembered, so no later replay publishes it again).
+//! Listing needs read access to the dead-letter topic; replay also needs write access to every
+//! destination, checked before anything is re-published.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kafkit::redrive::KNOWN_TEMPLATES;
 use kafkit::view::DeadLetterView;
-use kafkit::{Limits, Redrive};
+use kafkit::{Limits, RecordFilter, Redrive, ReplayReport};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -19,7 +20,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiQuery, ErrorBody, ReadFailures};
+use super::error::{ApiError, ApiJson, ApiQuery, ErrorBody, ReadFailures};
 use super::known_topics::lookup_error;
 use super::openapi::TopicName;
 
@@ -91,11 +92,50 @@ pub struct ReplayView {
     pub replayed: usize,
     /// Re-published records by destination topic.
     pub by_topic: std::collections::BTreeMap<String, usize>,
-    /// Records passed over for good and why (no or forged `original-topic`, unknown topic).
+    /// Records passed over and why: for good (no or forged `original-topic`, unknown topic),
+    /// or because they were replayed already, or a chosen offset holds no record.
     pub skipped: Vec<String>,
     /// Records not re-published for now (broker busy or down) and why; the next replay
     /// starts at the first of them.
     pub failed: Vec<String>,
+    /// Records of the dead-letter topic read to find what to replay.
+    pub scanned: usize,
+}
+
+/// What to replay instead of the next records: exactly one of `offsets` and `filter`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// These records, wherever they are; records replayed already are skipped. `limit` does
+    /// not apply.
+    #[schema(min_items = 1, max_items = 10000)]
+    pub offsets: Option<Vec<RecordAt>>,
+    /// Up to `limit` not-yet-replayed records this filter keeps, from the replay position on
+    /// (at most 100000 records read).
+    pub filter: Option<RecordFilter>,
+}
+
+/// Where a record is.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordAt {
+    /// Partition.
+    #[schema(minimum = 0)]
+    pub partition: i32,
+    /// Offset.
+    #[schema(minimum = 0)]
+    pub offset: i64,
+}
+
+/// What a replay takes.
+#[derive(Debug, Clone)]
+pub enum Choice {
+    /// The next records from the replay position, at most this many.
+    Next(usize),
+    /// These records (partition, offset).
+    Offsets(Vec<(i32, i64)>),
+    /// Records the filter keeps, at most this many.
+    Matching(RecordFilter, usize),
 }
 
 /// List dead-lettered records, oldest first.
@@ -145,7 +185,8 @@ pub async fn list(
         .map_err(|e| lookup_error(topic, e))
 }
 
-/// Re-publish dead-lettered records to their original topics.
+/// Re-publish dead-lettered records to their original topics: the next ones, or with a body
+/// the chosen ones or those a filter keeps.
 #[utoipa::path(
     post,
     path = "/dlt/{topic}/replay",
@@ -153,13 +194,19 @@ pub async fn list(
     params(
         ("topic" = DeadLetterTopicName, Path, description = "Dead-letter topic, e.g. orders.dlq"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000,
-            description = "At most this many records (default 1000)"),
+            description = "At most this many records (default 1000); not with `offsets`"),
     ),
+    request_body(content = Option<ReplayRequest>, content_type = "application/json",
+        description = "Optional: replay chosen records (`offsets`) or those a `filter` keeps \
+            instead of the next ones"),
     responses(
         (status = 200, description = "What was replayed", body = ReplayView),
-        (status = 400, description = "Invalid topic or limit, or a dead-letter topic not named after the topic it serves", body = ErrorBody),
+        (status = 400, description = "Invalid topic, limit, offsets or filter (the message names the field), or a dead-letter topic not named after the topic it serves", body = ErrorBody),
         (status = 403, description = "Dead-letter topic not readable, a destination not writable, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
+        (status = 409, description = "Refused before anything was replayed: remembering the chosen records would exceed the replay's metadata budget (replay the earlier records first), or the replay's committed state is unreadable", body = ErrorBody),
+        (status = 415, description = "A body that is not JSON", body = ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = ErrorBody),
         ReadFailures,
     ),
     security(("api_key" = []))
@@ -169,29 +216,73 @@ pub async fn dlt_replay(
     caller: Caller,
     Path(topic): Path<String>,
     ApiQuery(query): ApiQuery<LimitQuery>,
+    body: Option<ApiJson<Option<ReplayRequest>>>,
 ) -> Result<Json<ReplayView>, ApiError> {
-    let limit = bounded(query.limit, 1_000, MAX_REPLAY)?;
-    replay(&state, &caller, &topic, limit).await.map(Json)
+    // No body, or `null` (the document allows it), is the sequential replay.
+    let request = body
+        .and_then(|ApiJson(request)| request)
+        .unwrap_or_default();
+    let choice = match (request.offsets, request.filter) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_selection",
+                "offsets, filter: give one of them, not both",
+            ));
+        }
+        (Some(_), _) if query.limit.is_some() => {
+            return Err(ApiError::bad_request(
+                "invalid_selection",
+                "limit: not with offsets, which choose the records themselves",
+            ));
+        }
+        (Some(offsets), None) => {
+            if offsets.len() > MAX_REPLAY {
+                return Err(ApiError::bad_request(
+                    "invalid_selection",
+                    format!(
+                        "offsets: at most {MAX_REPLAY} records, got {}",
+                        offsets.len()
+                    ),
+                ));
+            }
+            Choice::Offsets(offsets.iter().map(|r| (r.partition, r.offset)).collect())
+        }
+        (None, Some(filter)) => Choice::Matching(filter, bounded(query.limit, 1_000, MAX_REPLAY)?),
+        (None, None) => Choice::Next(bounded(query.limit, 1_000, MAX_REPLAY)?),
+    };
+    replay(&state, &caller, &topic, choice).await.map(Json)
 }
 
-/// Re-publishes up to `limit` not-yet-replayed records of `topic` to the topic it serves,
-/// through [`Redrive`]'s safe replay: 403 and nothing replayed unless `caller` may read the
-/// dead-letter topic and write every destination.
+/// Re-publishes the chosen records of `topic` to the topic it serves, through [`Redrive`]'s
+/// safe replay: 403 and nothing replayed unless `caller` may read the dead-letter topic and
+/// write every destination.
 pub async fn replay(
     state: &AppState,
     caller: &Caller,
     topic: &str,
-    limit: usize,
+    choice: Choice,
 ) -> Result<ReplayView, ApiError> {
     kafkit::record::validate_topic(topic)?;
     caller.require_read(topic)?;
+    if let Choice::Matching(filter, _) = &choice {
+        // A malformed filter is the caller's 400 before the broker is asked anything.
+        filter.check()?;
+    }
     ensure_exists(state, topic).await?;
-    let report = Redrive::new(&state.config)?
-        .replay_where(topic, limit, {
-            let caller = caller.clone();
-            move |destination| caller.may_write(destination)
-        })
-        .await?;
+    let redrive = Redrive::new(&state.config)?;
+    let allowed = {
+        let caller = caller.clone();
+        move |destination: &str| caller.may_write(destination)
+    };
+    let report: ReplayReport = match choice {
+        Choice::Next(limit) => redrive.replay_where(topic, limit, allowed).await?,
+        Choice::Offsets(offsets) => redrive.replay_offsets(topic, &offsets, allowed).await?,
+        Choice::Matching(filter, limit) => {
+            redrive
+                .replay_matching(topic, &filter, limit, allowed)
+                .await?
+        }
+    };
     if !report.denied.is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -208,6 +299,7 @@ pub async fn replay(
         by_topic: report.replayed,
         skipped: report.skipped,
         failed: report.failed,
+        scanned: report.scanned,
     })
 }
 
@@ -234,7 +326,6 @@ async fn ensure_exists(state: &AppState, topic: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use axum::http::StatusCode;
-    use kafkit::Record;
     use serde_json::json;
 
     use super::super::router;
@@ -242,24 +333,7 @@ mod tests {
 
     /// A dead-letter topic holding one record from `source`, as the consumer writes it.
     async fn dead_letter_topic(source: &str) -> String {
-        let dlt = format!("{source}.dlq");
-        kafkit::Admin::new(&testkit::config())
-            .unwrap()
-            .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1)])
-            .await
-            .unwrap();
-        testkit::send(vec![
-            Record::to(&dlt)
-                .key("k1")
-                .header(kafkit::dead_letter::ORIGINAL_TOPIC, source)
-                .header(kafkit::dead_letter::ERROR_KIND, "permanent")
-                .header(kafkit::dead_letter::ERROR_MESSAGE, "rejected")
-                .header(kafkit::dead_letter::ATTEMPTS, "1")
-                .json(&json!({"id": 1}))
-                .unwrap(),
-        ])
-        .await;
-        dlt
+        testkit::dead_letter_topic(source, &[("k1", "permanent")]).await
     }
 
     #[tokio::test]
@@ -276,6 +350,7 @@ mod tests {
         assert_eq!(listed.body[0]["key"], "k1");
         assert_eq!(listed.body[0]["failure"]["original_topic"], source.as_str());
         assert_eq!(listed.body[0]["failure"]["error_kind"], "permanent");
+        assert_eq!(listed.body[0]["failure"]["error_message"], "rejected");
 
         // Replay re-publishes it to the source topic, once.
         let replayed = call(&app, post(&format!("/dlt/{dlt}/replay"), &json!({}))).await;
@@ -330,5 +405,79 @@ mod tests {
         );
         let listed = call(&app, bearer(get(&format!("/dlt/{dlt}")), "reader")).await;
         assert_eq!(listed.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_body_replays_chosen_records_or_a_filter_and_bad_input_names_the_field() {
+        let source = testkit::topic("gw-dlt-chosen", 1).await;
+        let dlt = testkit::dead_letter_topic(
+            &source,
+            &[("k0", "permanent"), ("k1", "permanent"), ("k2", "invalid")],
+        )
+        .await;
+        let app = router(state());
+        let replay = format!("/dlt/{dlt}/replay");
+
+        // Bad choices are 400s naming the field, and replay nothing.
+        for (body, field) in [
+            (
+                json!({"offsets": [{"partition": 0, "offset": 1}], "filter": {}}),
+                "offsets, filter",
+            ),
+            (json!({"offsets": []}), "offsets"),
+            (
+                json!({"offsets": [{"partition": 0, "offset": 3}]}),
+                "offsets",
+            ),
+            (
+                json!({"offsets": [{"partition": 7, "offset": 0}]}),
+                "offsets",
+            ),
+            (json!({"filter": {"json": "id"}}), "filter.json"),
+        ] {
+            let refused = call(&app, post(&replay, &body)).await;
+            assert_eq!(
+                refused.status,
+                StatusCode::BAD_REQUEST,
+                "{body}: {}",
+                refused.text
+            );
+            assert_eq!(refused.body["error"]["code"], "invalid_selection");
+            let message = refused.body["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(field), "{body}: {message}");
+        }
+        let shape = call(&app, post(&replay, &json!({"offset": 1}))).await;
+        assert_eq!(shape.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            shape.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("offset")
+        );
+
+        // A read-only key is refused, and nothing is replayed.
+        let readers = router(state_with_keys("reader:read=*"));
+        let chosen = json!({"offsets": [{"partition": 0, "offset": 1}]});
+        let refused = call(&readers, bearer(post(&replay, &chosen), "reader")).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+
+        // Record 1, chosen: replayed once, and skipped when chosen again.
+        let one = call(&app, post(&replay, &chosen)).await;
+        assert_eq!(one.status, StatusCode::OK, "{}", one.text);
+        assert_eq!(one.body["replayed"], 1);
+        let again = call(&app, post(&replay, &chosen)).await;
+        assert_eq!(again.body["replayed"], 0);
+        assert_eq!(again.body["skipped"], json!(["0/1: already replayed"]));
+        // Record 2, by its key.
+        let matching = call(&app, post(&replay, &json!({"filter": {"key": "k2"}}))).await;
+        assert_eq!(matching.body["replayed"], 1, "{}", matching.text);
+        assert_eq!(matching.body["scanned"], 3);
+        // Replay all (a `null` body is none) takes record 0 only.
+        let rest = call(&app, post(&replay, &serde_json::Value::Null)).await;
+        assert_eq!(rest.body["replayed"], 1, "{}", rest.text);
+        let copies = testkit::read(&source, 4, std::time::Duration::from_secs(5)).await;
+        let mut keys: Vec<&str> = copies.iter().filter_map(|m| m.key_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["k0", "k1", "k2"]);
     }
 }

@@ -3,7 +3,7 @@
 //! errors tower layers answer on their own (timeouts, body limits, unknown routes).
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -55,9 +55,11 @@ impl ApiError {
         match error.code() {
             ErrorCode::InvalidRecord
             | ErrorCode::InvalidTopicSpec
+            | ErrorCode::InvalidSelection
             | ErrorCode::Encode
             | ErrorCode::Decode => StatusCode::BAD_REQUEST,
             ErrorCode::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::ReplayRefused => StatusCode::CONFLICT,
             ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => StatusCode::NOT_FOUND,
             ErrorCode::NotAuthorized => StatusCode::FORBIDDEN,
             ErrorCode::QueueFull => StatusCode::TOO_MANY_REQUESTS,
@@ -154,35 +156,47 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => {
-                let (status, code) = match &rejection {
-                    JsonRejection::MissingJsonContentType(_) => {
-                        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-                    }
-                    JsonRejection::JsonDataError(_) => {
-                        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
-                    }
-                    // Over the body limit is 413; any other failure to read the body (a broken
-                    // chunked encoding, a connection cut short) is the client's 400.
-                    JsonRejection::BytesRejection(_)
-                        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-                    {
-                        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
-                    }
-                    JsonRejection::BytesRejection(_) => {
-                        (StatusCode::BAD_REQUEST, "body_read_failed")
-                    }
-                    _ => (StatusCode::BAD_REQUEST, "malformed_json"),
-                };
-                Err(ApiError {
-                    status,
-                    code,
-                    message: rejection.body_text(),
-                })
-            }
+        axum::Json::<T>::from_request(request, state)
+            .await
+            .map(|axum::Json(value)| ApiJson(value))
+            .map_err(json_rejection)
+    }
+}
+
+/// An optional JSON body: none without a `Content-Type`, else as [`ApiJson`].
+impl<S, T> OptionalFromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: OptionalFromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        <axum::Json<T> as OptionalFromRequest<S>>::from_request(request, state)
+            .await
+            .map(|body| body.map(|axum::Json(value)| ApiJson(value)))
+            .map_err(json_rejection)
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let (status, code) = match &rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
         }
+        JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        // Over the body limit is 413; any other failure to read the body (a broken chunked
+        // encoding, a connection cut short) is the client's 400.
+        JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+        }
+        JsonRejection::BytesRejection(_) => (StatusCode::BAD_REQUEST, "body_read_failed"),
+        _ => (StatusCode::BAD_REQUEST, "malformed_json"),
+    };
+    ApiError {
+        status,
+        code,
+        message: rejection.body_text(),
     }
 }
 

@@ -135,15 +135,7 @@ impl Reader {
         partitions: Option<&[i32]>,
         start: Start,
     ) -> Result<Reading> {
-        validate_topic(topic)?;
-        let consumer: StreamConsumer =
-            self.config
-                .to_reader_config(&self.group)
-                .create()
-                .map_err(|source| Error::ClientCreation {
-                    client: "reader",
-                    source,
-                })?;
+        let consumer = self.consumer_for(topic)?;
         let timeout = self.config.request_timeout;
         let name = topic.to_owned();
         let wanted = partitions.map(<[i32]>::to_vec);
@@ -180,18 +172,22 @@ impl Reader {
 }
 
 impl Reader {
+    /// A client for reading `topic`, once its name is known to be valid.
+    fn consumer_for(&self, topic: &str) -> Result<StreamConsumer> {
+        validate_topic(topic)?;
+        self.config
+            .to_reader_config(&self.group)
+            .create()
+            .map_err(|source| Error::ClientCreation {
+                client: "reader",
+                source,
+            })
+    }
+
     /// Where reading `topic` from `start` would begin in each partition, without reading: with
     /// [`Start::Committed`], the group's committed offsets and their metadata.
     pub async fn positions(&self, topic: &str, start: Start) -> Result<HashMap<i32, Position>> {
-        validate_topic(topic)?;
-        let consumer: StreamConsumer =
-            self.config
-                .to_reader_config(&self.group)
-                .create()
-                .map_err(|source| Error::ClientCreation {
-                    client: "reader",
-                    source,
-                })?;
+        let consumer = self.consumer_for(topic)?;
         let timeout = self.config.request_timeout;
         let name = topic.to_owned();
         tokio::task::spawn_blocking(move || positions(&consumer, &name, None, start, timeout))

@@ -161,6 +161,31 @@ pub async fn read_with(
         .unwrap_or_else(|error| panic!("reading {topic}: {error}"))
 }
 
+/// Creates `{source}.dlq` with one partition holding one dead-lettered record per
+/// `(key, error kind)` of `records`, as the consumer writes them (value `{"id": n}`, n from
+/// 1, `original-topic` naming `source`); returns its name.
+pub async fn dead_letter_topic(source: &str, records: &[(&str, &str)]) -> String {
+    use kafkit::dead_letter::{ATTEMPTS, ERROR_KIND, ERROR_MESSAGE, ORIGINAL_TOPIC};
+    let dlt = format!("{source}.dlq");
+    Admin::new(&config())
+        .expect("admin client")
+        .ensure_topics(&[TopicSpec::new(&dlt, 1)])
+        .await
+        .expect("create the dead-letter topic");
+    let records = records.iter().zip(1..).map(|((key, kind), id)| {
+        Record::to(&dlt)
+            .key(*key)
+            .header(ORIGINAL_TOPIC, source)
+            .header(ERROR_KIND, *kind)
+            .header(ERROR_MESSAGE, "rejected")
+            .header(ATTEMPTS, "1")
+            .json(&serde_json::json!({ "id": id }))
+            .expect("encodable")
+    });
+    send(records.collect()).await;
+    dlt
+}
+
 /// Sends `records` and panics unless every one is acknowledged.
 pub async fn send(records: Vec<Record>) {
     let producer = Producer::new(&config()).expect("producer");

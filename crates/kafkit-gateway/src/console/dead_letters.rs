@@ -1,16 +1,22 @@
 //! Dead-letter pages: every dead-letter topic with its count and what is still to replay, one
-//! topic's records with their failure headers, and replay (the next record, or all) through
-//! the same safe replay as `POST /dlt/{topic}/replay`, with its report.
+//! topic's records with their failure headers (filtered on the server by key, header, value,
+//! JSON field, error kind and original topic), and replay through the same safe replay as
+//! `POST /dlt/{topic}/replay`, with its report: the next record, all, one chosen record, the
+//! records ticked in the table, or all not yet replayed that the filter keeps.
+//!
+//! Records replayed out of order are remembered by the replay itself (see
+//! [`kafkit::redrive::progress`]), so "Replay all" afterwards passes over them.
 
 use axum::Form;
-use axum::extract::{Path, State};
-use kafkit::Redrive;
+use axum::extract::{Path, Query, State};
+use kafkit::redrive::PartitionProgress;
 use kafkit::view::FailureView;
-use maud::html;
+use kafkit::{RecordFilter, Redrive};
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::super::AppState;
-use super::super::dlt::{MAX_REPLAY, list, replay};
+use super::super::dlt::{Choice, MAX_LIST, MAX_REPLAY, list, replay};
 use super::BASE;
 use super::messages::Format;
 use super::page::{Failure, Nav, PageResult, csrf_field, page, utc};
@@ -19,18 +25,17 @@ use super::session::Viewer;
 /// Records a dead-letter page shows.
 const SHOWN: usize = 100;
 
-/// Per partition, the next offset the replay will take (its group's committed offset).
-async fn replay_positions(state: &AppState, topic: &str) -> Vec<(i32, Option<i64>, i64)> {
-    state
-        .admin
-        .group_lag(&Redrive::group_of(topic), &[topic])
-        .await
-        .map(|lags| {
-            lags.into_iter()
-                .map(|l| (l.partition, l.committed, l.lag))
-                .collect()
-        })
-        .unwrap_or_default()
+/// Per partition, the replay's position and what it replayed ahead of it; none when the
+/// broker cannot say (the page then shows nothing as replayed rather than failing).
+async fn replay_progress(state: &AppState, topic: &str) -> Vec<PartitionProgress> {
+    let progress = match Redrive::new(&state.config) {
+        Ok(redrive) => redrive.progress(topic).await,
+        Err(error) => Err(error),
+    };
+    progress.unwrap_or_else(|error| {
+        tracing::warn!(%topic, %error, "replay progress unavailable");
+        Vec::new()
+    })
 }
 
 /// `GET /console/dead-letters`.
@@ -44,10 +49,10 @@ pub async fn dead_letters_list(State(state): State<AppState>, viewer: Viewer) ->
         .await?;
     let mut rows = Vec::new();
     for topic in &topics {
-        let pending: i64 = replay_positions(&state, &topic.name)
+        let pending: i64 = replay_progress(&state, &topic.name)
             .await
             .iter()
-            .map(|(_, _, lag)| lag)
+            .map(PartitionProgress::pending)
             .sum();
         rows.push((topic, pending));
     }
@@ -74,50 +79,165 @@ pub async fn dead_letters_list(State(state): State<AppState>, viewer: Viewer) ->
     Ok(page(&viewer, Nav::DeadLetters, "Dead letters", body))
 }
 
+/// The filter of a dead-letter page and of its "Replay all matching" form.
+#[derive(Debug, Default, Deserialize)]
+pub struct FilterQuery {
+    key: Option<String>,
+    header: Option<String>,
+    value: Option<String>,
+    json: Option<String>,
+    error_kind: Option<String>,
+    original_topic: Option<String>,
+}
+
+impl FilterQuery {
+    fn filter(&self) -> Result<RecordFilter, Failure> {
+        let filter = RecordFilter {
+            key: self.key.clone(),
+            header: self.header.clone(),
+            value: self.value.clone(),
+            json: self.json.clone(),
+            error_kind: self.error_kind.clone(),
+            original_topic: self.original_topic.clone(),
+        };
+        filter.check()?;
+        Ok(filter)
+    }
+
+    /// The filter's fields: name, label, placeholder, value.
+    fn fields(&self) -> [(&'static str, &'static str, &'static str, String); 6] {
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        [
+            ("key", "Key contains", "", text(&self.key)),
+            ("header", "Header", "name or name=value", text(&self.header)),
+            ("value", "Value contains", "", text(&self.value)),
+            (
+                "json",
+                "JSON field",
+                "path.to.field=value",
+                text(&self.json),
+            ),
+            (
+                "error_kind",
+                "Error kind",
+                "permanent, invalid…",
+                text(&self.error_kind),
+            ),
+            (
+                "original_topic",
+                "Original topic",
+                "",
+                text(&self.original_topic),
+            ),
+        ]
+    }
+}
+
 /// `GET /console/dead-letters/{topic}`.
 pub async fn dead_letters_show(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(topic): Path<String>,
+    Query(query): Query<FilterQuery>,
 ) -> PageResult {
-    let messages = list(&state, &viewer.caller, &topic, SHOWN).await?;
-    let positions = replay_positions(&state, &topic).await;
+    let filter = query.filter()?;
+    // With a filter, read further to find matches; the page says how many it read.
+    let read = if filter.is_empty() { SHOWN } else { MAX_LIST };
+    let scanned = list(&state, &viewer.caller, &topic, read).await?;
+    let scanned_count = scanned.len();
+    let messages: Vec<_> = scanned
+        .into_iter()
+        .filter(|m| filter.keeps(m))
+        .take(SHOWN)
+        .collect();
+    let progress = replay_progress(&state, &topic).await;
     let replayed = |partition: i32, offset: i64| {
-        positions
+        progress
             .iter()
-            .any(|(p, committed, _)| *p == partition && committed.is_some_and(|c| offset < c))
+            .any(|p| p.partition == partition && p.progress.replayed(offset))
     };
-    let pending: i64 = positions.iter().map(|(_, _, lag)| lag).sum();
+    let pending: i64 = progress.iter().map(PartitionProgress::pending).sum();
     let source = Redrive::source_of(&topic);
     let may_replay = source
         .as_deref()
         .is_some_and(|s| viewer.caller.may_write(s));
+    let action = format!("{BASE}/dead-letters/{topic}/replay");
     let body = html! {
         h1 { "Dead letters of " span.name { (topic) } }
         p {
             @if let Some(source) = &source { "Replay re-publishes to " a href={(BASE) "/topics/" (source)} { (source) } ". " }
-            strong #pending { (pending) } " records not yet replayed. Replay continues where the last one stopped, and is safe to repeat."
+            strong #pending { (pending) } " records not yet replayed. Replay continues where the last one stopped, passes over records replayed already, and is safe to repeat."
         }
         @if may_replay && pending > 0 {
             div.actions {
-                form.inline method="post" action={(BASE) "/dead-letters/" (topic) "/replay"} {
+                form.inline method="post" action=(action) {
                     (csrf_field(&viewer))
                     input type="hidden" name="limit" value="1";
                     button #replay-next type="submit" { "Replay the next record" }
                 }
-                form.inline method="post" action={(BASE) "/dead-letters/" (topic) "/replay"} {
+                form.inline method="post" action=(action) {
                     (csrf_field(&viewer))
                     input type="hidden" name="limit" value=(MAX_REPLAY);
                     button #replay-all type="submit" { "Replay all " (pending) }
                 }
+                // The ticked rows and the row buttons submit these two forms (HTML's form
+                // attribute), so the table needs no form around it.
+                form.inline #replay-selected method="post" action=(action) {
+                    (csrf_field(&viewer))
+                    input type="hidden" name="choice" value="selected";
+                    button #replay-selected-button type="submit" { "Replay selected" }
+                }
+                form #replay-one method="post" action=(action) hidden {
+                    (csrf_field(&viewer))
+                    input type="hidden" name="choice" value="selected";
+                }
             }
         }
+        form.toolbar #dead-letter-filter method="get" action={(BASE) "/dead-letters/" (topic)} {
+            @for (name, label, placeholder, value) in query.fields() {
+                label { (label) " " input type="text" name=(name) placeholder=(placeholder) value=(value); }
+            }
+            button type="submit" { "Show matching" }
+        }
+        @if !filter.is_empty() {
+            p.note #filter-summary { (messages.len()) " matching records shown of " (scanned_count) " read." }
+            @if may_replay {
+                form.inline #replay-matching method="post" action=(action) {
+                    (csrf_field(&viewer))
+                    input type="hidden" name="choice" value="matching";
+                    @for (name, _, _, value) in query.fields() {
+                        input type="hidden" name=(name) value=(value);
+                    }
+                    button #replay-matching-button type="submit" { "Replay all matching" }
+                }
+            }
+        }
+        (records(&messages, may_replay, replayed))
+    };
+    Ok(page(&viewer, Nav::DeadLetters, &topic, body))
+}
+
+fn records(
+    messages: &[kafkit::Message],
+    may_replay: bool,
+    replayed: impl Fn(i32, i64) -> bool,
+) -> Markup {
+    html! {
         table.records #dead-letter-records {
-            thead { tr { th.num { "Partition" } th.num { "Offset" } th { "Failed at" } th { "From" } th { "Error" } th.num { "Attempts" } th { "Key" } th { "Value" } th { "Replayed" } } }
+            thead { tr {
+                @if may_replay { th { "Select" } }
+                th.num { "Partition" } th.num { "Offset" } th { "Failed at" } th { "From" } th { "Error" } th.num { "Attempts" } th { "Key" } th { "Value" } th { "Replayed" }
+                @if may_replay { th {} }
+            } }
             tbody {
-                @for message in &messages {
+                @for message in messages {
                     @let failure = FailureView::of(message);
+                    @let at = format!("{}/{}", message.partition, message.offset);
+                    @let done = replayed(message.partition, message.offset);
                     tr data-offset=(message.offset) {
+                        @if may_replay {
+                            td { @if !done { input.select type="checkbox" name="at" value=(at) form="replay-selected" aria-label={"Select " (at)}; } }
+                        }
                         td.num { (message.partition) }
                         td.num { (message.offset) }
                         td.time { (failure.failed_at.clone().or_else(|| message.timestamp.map(utc)).unwrap_or_default()) }
@@ -130,21 +250,74 @@ pub async fn dead_letters_show(
                         td.num { (failure.attempts.clone().unwrap_or_default()) }
                         td.key { @if let Some(key) = &message.key { code { (Format::Auto.show(key).0) } } }
                         td.value { @if let Some(bytes) = message.payload() { pre { (Format::Auto.show(bytes).0) } } }
-                        td { @if replayed(message.partition, message.offset) { "yes" } @else { "no" } }
+                        td.replayed { @if done { "yes" } @else { "no" } }
+                        @if may_replay {
+                            td { @if !done { button.replay-one type="submit" form="replay-one" name="at" value=(at) { "Replay this record" } } }
+                        }
                     }
                 }
             }
         }
-    };
-    Ok(page(&viewer, Nav::DeadLetters, &topic, body))
+    }
 }
 
-/// What the replay forms post.
-#[derive(Debug, Deserialize)]
-pub struct ReplayForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
-    limit: usize,
+/// What a replay form chose, from its name/value pairs (ticked rows repeat `at`).
+fn choice_of(pairs: &[(String, String)]) -> Result<Choice, Failure> {
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let choice = match field("choice").as_deref() {
+        Some("selected") => {
+            let mut offsets = Vec::new();
+            for (_, at) in pairs.iter().filter(|(n, _)| n == "at") {
+                let parsed = at.split_once('/').and_then(|(p, o)| {
+                    Some((p.trim().parse::<i32>().ok()?, o.trim().parse::<i64>().ok()?))
+                });
+                match parsed {
+                    Some(record) => offsets.push(record),
+                    None => {
+                        return Err(Failure::bad_request(format!(
+                            "{at:?} is not a record (partition/offset)."
+                        )));
+                    }
+                }
+            }
+            if offsets.is_empty() {
+                return Err(Failure::bad_request(
+                    "Select at least one record to replay.",
+                ));
+            }
+            if offsets.len() > MAX_REPLAY {
+                return Err(Failure::bad_request(format!(
+                    "Select at most {MAX_REPLAY} records."
+                )));
+            }
+            Choice::Offsets(offsets)
+        }
+        Some("matching") => {
+            let query = FilterQuery {
+                key: field("key"),
+                header: field("header"),
+                value: field("value"),
+                json: field("json"),
+                error_kind: field("error_kind"),
+                original_topic: field("original_topic"),
+            };
+            Choice::Matching(query.filter()?, MAX_REPLAY)
+        }
+        _ => match field("limit").map(|l| l.trim().parse::<usize>()) {
+            Some(Ok(limit)) if (1..=MAX_REPLAY).contains(&limit) => Choice::Next(limit),
+            _ => {
+                return Err(Failure::bad_request(format!(
+                    "Replay 1 to {MAX_REPLAY} records."
+                )));
+            }
+        },
+    };
+    Ok(choice)
 }
 
 /// `POST /console/dead-letters/{topic}/replay`.
@@ -152,33 +325,40 @@ pub async fn dead_letters_replay(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(topic): Path<String>,
-    Form(form): Form<ReplayForm>,
+    Form(pairs): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    viewer.check_csrf(&form.csrf)?;
-    if !(1..=MAX_REPLAY).contains(&form.limit) {
-        return Err(Failure::bad_request(format!(
-            "Replay 1 to {MAX_REPLAY} records."
-        )));
-    }
+    // The CSRF token is checked before the rest of the form is looked at.
+    let csrf = pairs
+        .iter()
+        .find(|(name, _)| name == "_csrf")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    viewer.check_csrf(csrf)?;
     // A key without any write grant is refused before the dead-letter topic is read.
     if !viewer.caller.writes_any() {
         viewer.require_write(Redrive::source_of(&topic).as_deref().unwrap_or(&topic))?;
     }
-    let report = replay(&state, &viewer.caller, &topic, form.limit).await?;
+    let choice = choice_of(&pairs)?;
+    let report = replay(&state, &viewer.caller, &topic, choice).await?;
     tracing::info!(caller = viewer.caller.name(), %topic, replayed = report.replayed, "dead letters replayed from the console");
     let body = html! {
         h1 { "Replay of " span.name { (topic) } }
-        p.banner.ok role="status" #replay-report { "Replayed " strong #replayed { (report.replayed) } " records." }
+        p.banner.ok role="status" #replay-report {
+            "Replayed " strong #replayed { (report.replayed) } " records"
+            ", skipped " strong #skipped-count { (report.skipped.len()) }
+            ", failed " strong #failed-count { (report.failed.len()) }
+            " (" (report.scanned) " records read). Nothing was denied: a destination you may not write refuses the whole replay."
+        }
         @if !report.by_topic.is_empty() {
             table { tbody { @for (destination, count) in &report.by_topic { tr { td { (destination) } td.num { (count) } } } } }
         }
         @if !report.skipped.is_empty() {
             h2 { "Passed over" }
-            ul { @for why in &report.skipped { li { (why) } } }
+            ul #skipped { @for why in &report.skipped { li { (why) } } }
         }
         @if !report.failed.is_empty() {
             h2 { "Failed for now" }
-            ul { @for why in &report.failed { li { (why) } } }
+            ul #failed { @for why in &report.failed { li { (why) } } }
         }
         p { a href={(BASE) "/dead-letters/" (topic)} { "Back to " (topic) } }
     };

@@ -15,8 +15,8 @@ use super::super::AppState;
 use super::super::topics::{MAX_BROWSE_LIMIT, configs_of, read_slice};
 use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY};
 use super::messages::{
-    BrowseQuery, DEFAULT_LIMIT, Filters, Format, From, browse_form, export_csv, export_json,
-    format_name, records_table,
+    BrowseQuery, DEFAULT_LIMIT, Format, From, browse_form, export_csv, export_json, format_name,
+    records_table,
 };
 use super::page::{
     Failure, Nav, PageResult, csrf_field, page, parse_utc, segment, unsupported_banner,
@@ -210,7 +210,7 @@ pub async fn topics_show(
         }
     };
     let slice = read_slice(&state, &topic, partition, start, limit).await?;
-    let filters = Filters::of(&query);
+    let filters = query.filter()?;
     let mut messages: Vec<Message> = slice
         .messages
         .into_iter()
@@ -292,7 +292,7 @@ pub async fn topics_show(
             (browse_form(&topic, &info.partitions, partition, from, limit, format, &query))
             p.note #browse-summary {
                 "Partition " (partition) ", " (messages.len()) " records shown"
-                @if filters.any() { " (filters apply to the records of this page)" }
+                @if !filters.is_empty() { " (filters apply to the records of this page)" }
                 ", offsets " (slice.low_watermark) "–" (slice.high_watermark) " kept."
                 @if from != From::Newest && next_offset < slice.high_watermark {
                     " " a href={(BASE) "/topics/" (topic) "?partition=" (partition) "&from=offset&offset=" (next_offset) "&limit=" (limit) "&format=" (format_name(format))} { "Next page" }
