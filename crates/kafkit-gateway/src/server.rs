@@ -65,6 +65,10 @@ pub async fn serve_tls(
     serve_with(listener, state, RustlsAcceptor::new(tls), true, shutdown).await
 }
 
+/// The router as served: each request carries its peer's address (`ConnectInfo`).
+type Served =
+    axum::middleware::AddExtension<axum::Router, axum::extract::ConnectInfo<std::net::SocketAddr>>;
+
 async fn serve_with<A>(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -73,7 +77,7 @@ async fn serve_with<A>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()>
 where
-    A: Accept<Limited<tokio::net::TcpStream>, axum::Router> + Clone + Send + Sync + 'static,
+    A: Accept<Limited<tokio::net::TcpStream>, Served> + Clone + Send + Sync + 'static,
     A::Stream: AsyncRead + AsyncWrite + Unpin + Send,
     A::Service:
         axum_server::service::SendService<axum::http::Request<hyper::body::Incoming>> + Send,
@@ -106,7 +110,10 @@ where
         // The console's session cookie is then `Secure`.
         app = app.layer(axum::Extension(super::console::Https));
     }
-    server.serve(app.into_make_service()).await
+    // The peer's address: the console's login limit counts failures per client.
+    server
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .await
 }
 
 /// Closes a connection at accept when `max_connections` are open; each open connection holds

@@ -14,6 +14,9 @@
 //!   cookie; every state-changing form carries the session's CSRF token; a key's grants decide
 //!   which controls are shown, and the server checks them again on every write. Without keys
 //!   the console is open, like the API (loopback only unless the operator said otherwise).
+//! - A login form refuses a client address after [`session::MAX_LOGIN_FAILURES`] wrong keys a
+//!   minute (429), so keys cannot be guessed at speed.
+//! - Unknown console paths get a 404 page in the console's layout.
 //! - The routes are not API routes: they are not in the OpenAPI document.
 
 mod dead_letters;
@@ -31,14 +34,14 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 
 use super::AppState;
 use super::read_limit;
 
 pub use lag_history::LagHistory;
-pub use session::{Https, Sessions};
+pub use session::{Https, LoginLimiter, Sessions};
 
 /// Where the console is mounted.
 pub const BASE: &str = "/console";
@@ -53,6 +56,8 @@ pub struct Console {
     pub sessions: Sessions,
     /// Sampled lag of every consumer group.
     pub lag: Arc<LagHistory>,
+    /// Recent failed logins per client address.
+    pub logins: LoginLimiter,
 }
 
 /// The console's routes, to merge into the gateway's router.
@@ -97,6 +102,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(session::login_show).post(session::login_submit),
         )
         .route("/console/logout", post(session::logout))
+        // Any other console path: a page saying so, not the API's JSON 404.
+        .route("/console/{*rest}", any(page::not_found))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
         .layer(axum::middleware::from_fn(security_headers))

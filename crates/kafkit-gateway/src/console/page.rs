@@ -118,6 +118,20 @@ pub fn unsupported_banner(what: &str) -> Markup {
     }
 }
 
+/// Any other `/console/...` path: 404, in the console's layout (a keyed console without a
+/// session sends the browser to the login form first, so unknown paths tell a stranger
+/// nothing).
+pub async fn not_found(viewer: Viewer, uri: axum::http::Uri) -> Response {
+    let body = html! {
+        h1 { "Page not found" }
+        p.banner.error role="alert" #not-found { "There is no console page at " code { (uri.path()) } "." }
+        p { a href=(BASE) { "Go to the overview" } " or pick a page above." }
+    };
+    let mut response = page(&viewer, Nav::Overview, "Not found", body);
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
 /// An error answered as a page: its status, and a message safe to show.
 #[derive(Debug, Clone)]
 pub struct Failure {

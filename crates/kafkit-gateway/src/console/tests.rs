@@ -343,3 +343,81 @@ async fn over_https_the_session_cookie_is_secure() {
     let set_cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
     assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
 }
+
+#[tokio::test]
+async fn an_unknown_console_path_is_a_404_page_in_the_layout() {
+    let app = router(state());
+    for path in ["/console/nope", "/console/topics/a/b/c"] {
+        let answer = call(&app, get(path)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(
+            answer.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        // The console's navigation around a message naming the path.
+        assert!(answer.text.contains("<nav>"), "{}", answer.text);
+        assert!(answer.text.contains("id=\"not-found\""));
+        assert!(answer.text.contains(&format!("<code>{path}</code>")));
+    }
+    // A keyed console sends a stranger to the login form instead.
+    let keyed = router(state_with_keys("admin:write=*,read=*"));
+    let answer = call(&keyed, get("/console/nope")).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    let cookie = login(&keyed, "admin").await;
+    let answer = call(&keyed, with_cookie(get("/console/nope"), &cookie)).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn failed_logins_from_one_address_are_limited_then_refused_with_429() {
+    use super::session::MAX_LOGIN_FAILURES;
+    use axum::extract::ConnectInfo;
+    let app = router(state_with_keys("admin:write=*,read=*"));
+    let from = |address: &str, key: &str| {
+        let mut request = form("/console/login", None, &[("key", key)]);
+        let peer: std::net::SocketAddr = address.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    };
+    // Wrong keys are 401 up to the limit.
+    for _ in 0..MAX_LOGIN_FAILURES {
+        let answer = call(&app, from("192.0.2.1:5000", "guess")).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    // Then even the right key from that address is refused, saying why and for how long.
+    let refused = call(&app, from("192.0.2.1:5001", "admin")).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        refused.text.contains("Too many failed logins"),
+        "{}",
+        refused.text
+    );
+    let wait: u64 = refused.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(!refused.headers.contains_key(header::SET_COOKIE));
+    // Another address logs in.
+    let other = call(&app, from("192.0.2.2:5000", "admin")).await;
+    assert_eq!(other.status, StatusCode::SEE_OTHER);
+}
+
+#[test]
+fn the_login_limit_forgets_failures_after_its_window() {
+    use super::session::{LOGIN_WINDOW, LoginLimiter, MAX_LOGIN_FAILURES};
+    let limiter = LoginLimiter::default();
+    let client: std::net::IpAddr = "192.0.2.9".parse().unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..MAX_LOGIN_FAILURES {
+        assert_eq!(limiter.wait(client, start), None);
+        limiter.failed(client, start);
+    }
+    assert_eq!(limiter.wait(client, start), Some(LOGIN_WINDOW));
+    let later = start + LOGIN_WINDOW / 2;
+    assert_eq!(limiter.wait(client, later), Some(LOGIN_WINDOW / 2));
+    assert_eq!(limiter.wait(client, start + LOGIN_WINDOW), None);
+}
