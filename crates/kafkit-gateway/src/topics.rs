@@ -284,6 +284,9 @@ pub struct Slice {
     pub messages: Vec<kafkit::Message>,
 }
 
+/// Most records a filtered browse reads to find its matches.
+pub const MAX_FILTER_SCAN: usize = 10_000;
+
 /// Reads up to `limit` records (and about [`MAX_BROWSE_BYTES`]) of one partition from `start`,
 /// stopping at its end as of opening or at the broker time limit. The caller checked the
 /// grants; an unknown topic or partition is 404.
@@ -294,6 +297,33 @@ pub async fn read_slice(
     start: Start,
     limit: usize,
 ) -> Result<Slice, ApiError> {
+    read_matching(
+        state,
+        topic,
+        partition,
+        start,
+        limit,
+        limit,
+        &|_| true,
+        false,
+    )
+    .await
+    .map(|(slice, _)| slice)
+}
+
+/// Like [`read_slice`], but reads up to `scan` records and keeps those `keeps` accepts: the
+/// first `limit` of them, or with `last` the last `limit`. Also says how many it read.
+#[allow(clippy::too_many_arguments)]
+pub async fn read_matching(
+    state: &AppState,
+    topic: &str,
+    partition: i32,
+    start: Start,
+    limit: usize,
+    scan: usize,
+    keeps: &(dyn Fn(&kafkit::Message) -> bool + Sync),
+    last: bool,
+) -> Result<(Slice, usize), ApiError> {
     // The reader looks the topic and partition up and reads their watermarks once: an unknown
     // topic or partition is its error, answered 404.
     let mut reading = Reader::new(&state.config)?
@@ -303,16 +333,36 @@ pub async fn read_slice(
     let (low, high) = reading
         .watermarks(partition)
         .expect("the reader was opened on this partition");
-    let limits = Limits::to_end(limit)
-        .bytes(MAX_BROWSE_BYTES)
-        .timeout(state.limits.broker_timeout);
-    let messages = reading.collect(&limits).await?;
-    Ok(Slice {
+    let limits = Limits::to_end(scan).timeout(state.limits.broker_timeout);
+    let mut messages = std::collections::VecDeque::new();
+    let (mut scanned, mut bytes) = (0, 0);
+    while scanned < scan && (last || messages.len() < limit) {
+        let Some(message) = reading.next(&limits).await? else {
+            break;
+        };
+        scanned += 1;
+        if !keeps(&message) {
+            continue;
+        }
+        bytes += kafkit::reader::message_size(&message);
+        messages.push_back(message);
+        // Past a bound, the oldest match goes (newest first) or reading stops.
+        while last && (messages.len() > limit || bytes > MAX_BROWSE_BYTES) && messages.len() > 1 {
+            if let Some(dropped) = messages.pop_front() {
+                bytes -= kafkit::reader::message_size(&dropped);
+            }
+        }
+        if !last && bytes >= MAX_BROWSE_BYTES {
+            break;
+        }
+    }
+    let slice = Slice {
         partition,
         low_watermark: low,
         high_watermark: high,
-        messages,
-    })
+        messages: messages.into(),
+    };
+    Ok((slice, scanned))
 }
 
 #[cfg(test)]

@@ -421,3 +421,34 @@ fn the_login_limit_forgets_failures_after_its_window() {
     assert_eq!(limiter.wait(client, later), Some(LOGIN_WINDOW / 2));
     assert_eq!(limiter.wait(client, start + LOGIN_WINDOW), None);
 }
+
+#[tokio::test]
+async fn browse_filters_apply_on_the_server_beyond_the_page_and_say_how_much_was_read() {
+    let topic = testkit::topic("console-filter-scan", 1).await;
+    testkit::populate(&topic, 300, 300).await;
+    let app = router(state());
+    // Ten records a page, but the one keyed key-250 is found, oldest first or newest first.
+    for from in ["oldest", "newest"] {
+        let answer = call(
+            &app,
+            get(&format!(
+                "/console/topics/{topic}?from={from}&limit=10&key=key-250"
+            )),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert_eq!(answer.text.matches("<tr data-offset=").count(), 1, "{from}");
+        assert!(answer.text.contains("data-offset=\"250\""), "{from}");
+        assert!(
+            answer
+                .text
+                .contains(" matching the filters, of 300 records read"),
+            "{from}: {}",
+            answer.text
+        );
+    }
+    // A malformed filter is refused by name, not ignored.
+    let bad = call(&app, get(&format!("/console/topics/{topic}?json=id"))).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text.contains("filter.json"), "{}", bad.text);
+}

@@ -12,7 +12,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::super::AppState;
-use super::super::topics::{MAX_BROWSE_LIMIT, configs_of, read_slice};
+use super::super::topics::{MAX_BROWSE_LIMIT, MAX_FILTER_SCAN, configs_of, read_matching};
 use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY};
 use super::messages::{
     BrowseQuery, DEFAULT_LIMIT, Format, From, browse_form, export_csv, export_json, format_name,
@@ -201,21 +201,29 @@ pub async fn topics_show(
         },
         _ => From::Newest,
     };
+    // Filters apply on the server while reading: up to MAX_FILTER_SCAN records are read to
+    // find `limit` matches (newest first: the last matches of the newest records read).
+    let filters = query.filter()?;
+    let scan = if filters.is_empty() {
+        limit
+    } else {
+        MAX_FILTER_SCAN
+    };
     let start = match from {
         From::Oldest => Start::Beginning,
         From::Offset(offset) => Start::Offset(offset),
         From::Timestamp(at) => Start::Timestamp(at),
         From::Newest => {
-            Start::Offset((watermarks.high_watermark - limit as i64).max(watermarks.low_watermark))
+            Start::Offset((watermarks.high_watermark - scan as i64).max(watermarks.low_watermark))
         }
     };
-    let slice = read_slice(&state, &topic, partition, start, limit).await?;
-    let filters = query.filter()?;
-    let mut messages: Vec<Message> = slice
-        .messages
-        .into_iter()
-        .filter(|m| filters.keeps(m))
-        .collect();
+    let keeps = |m: &Message| filters.keeps(m);
+    let newest = from == From::Newest;
+    let (slice, scanned) = read_matching(
+        &state, &topic, partition, start, limit, scan, &keeps, newest,
+    )
+    .await?;
+    let mut messages = slice.messages;
     if from == From::Newest {
         messages.reverse();
     }
@@ -292,7 +300,7 @@ pub async fn topics_show(
             (browse_form(&topic, &info.partitions, partition, from, limit, format, &query))
             p.note #browse-summary {
                 "Partition " (partition) ", " (messages.len()) " records shown"
-                @if !filters.is_empty() { " (filters apply to the records of this page)" }
+                @if !filters.is_empty() { span #scanned { " matching the filters, of " (scanned) " records read" } " (at most " (MAX_FILTER_SCAN) ")" }
                 ", offsets " (slice.low_watermark) "–" (slice.high_watermark) " kept."
                 @if from != From::Newest && next_offset < slice.high_watermark {
                     " " a href={(BASE) "/topics/" (topic) "?partition=" (partition) "&from=offset&offset=" (next_offset) "&limit=" (limit) "&format=" (format_name(format))} { "Next page" }
