@@ -105,6 +105,7 @@ pub struct ReplayView {
 /// What to replay instead of the next records: exactly one of `offsets` and `filter`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(max_properties = 1)]
 pub struct ReplayRequest {
     /// These records, wherever they are; records replayed already are skipped. `limit` does
     /// not apply.
@@ -121,9 +122,11 @@ pub struct ReplayRequest {
 pub struct RecordAt {
     /// Partition.
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "super::produce::body::whole")]
     pub partition: i32,
     /// Offset.
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "super::produce::body::whole")]
     pub offset: i64,
 }
 
@@ -194,7 +197,7 @@ pub async fn list(
     params(
         ("topic" = DeadLetterTopicName, Path, description = "Dead-letter topic, e.g. orders.dlq"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000,
-            description = "At most this many records (default 1000); not with `offsets`"),
+            description = "At most this many records (default 1000); with `offsets`, which choose the records themselves, it is not used"),
     ),
     request_body(content = Option<ReplayRequest>, content_type = "application/json",
         description = "Optional: replay chosen records (`offsets`) or those a `filter` keeps \
@@ -216,26 +219,15 @@ pub async fn dlt_replay(
     caller: Caller,
     Path(topic): Path<String>,
     ApiQuery(query): ApiQuery<LimitQuery>,
-    body: Option<ApiJson<Option<ReplayRequest>>>,
+    body: Option<ApiJson<Option<serde_json::Value>>>,
 ) -> Result<Json<ReplayView>, ApiError> {
     // No body, or `null` (the document allows it), is the sequential replay.
-    let request = body
-        .and_then(|ApiJson(request)| request)
-        .unwrap_or_default();
+    let request = match body.and_then(|ApiJson(request)| request) {
+        None => ReplayRequest::default(),
+        Some(body) => replay_request(body)?,
+    };
     let choice = match (request.offsets, request.filter) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_selection",
-                "offsets, filter: give one of them, not both",
-            ));
-        }
-        (Some(_), _) if query.limit.is_some() => {
-            return Err(ApiError::bad_request(
-                "invalid_selection",
-                "limit: not with offsets, which choose the records themselves",
-            ));
-        }
-        (Some(offsets), None) => {
+        (Some(offsets), _) => {
             if offsets.len() > MAX_REPLAY {
                 return Err(ApiError::bad_request(
                     "invalid_selection",
@@ -251,6 +243,37 @@ pub async fn dlt_replay(
         (None, None) => Choice::Next(bounded(query.limit, 1_000, MAX_REPLAY)?),
     };
     replay(&state, &caller, &topic, choice).await.map(Json)
+}
+
+/// Reads a replay request from a JSON object. serde's derive would also read a struct from an
+/// array of its fields (`[null, null]`, `[0, 1]`), which the document does not allow.
+fn replay_request(body: serde_json::Value) -> Result<ReplayRequest, ApiError> {
+    let shape =
+        |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message);
+    let serde_json::Value::Object(fields) = &body else {
+        return Err(shape(
+            "body: an object with `offsets` or `filter`, or null".to_owned(),
+        ));
+    };
+    if fields.len() > 1 {
+        return Err(shape(
+            "body: one of `offsets` and `filter`, not both".to_owned(),
+        ));
+    }
+    if fields
+        .get("filter")
+        .is_some_and(|f| !f.is_object() && !f.is_null())
+    {
+        return Err(shape("filter: an object".to_owned()));
+    }
+    if let Some(serde_json::Value::Array(offsets)) = fields.get("offsets")
+        && let Some(at) = offsets.iter().position(|o| !o.is_object())
+    {
+        return Err(shape(format!(
+            "offsets[{at}]: an object with `partition` and `offset`"
+        )));
+    }
+    serde_json::from_value(body).map_err(|e| shape(format!("body: {e}")))
 }
 
 /// Re-publishes the chosen records of `topic` to the topic it serves, through [`Redrive`]'s
@@ -420,19 +443,7 @@ mod tests {
 
         // Bad choices are 400s naming the field, and replay nothing.
         for (body, field) in [
-            (
-                json!({"offsets": [{"partition": 0, "offset": 1}], "filter": {}}),
-                "offsets, filter",
-            ),
             (json!({"offsets": []}), "offsets"),
-            (
-                json!({"offsets": [{"partition": 0, "offset": 3}]}),
-                "offsets",
-            ),
-            (
-                json!({"offsets": [{"partition": 7, "offset": 0}]}),
-                "offsets",
-            ),
             (json!({"filter": {"json": "id"}}), "filter.json"),
         ] {
             let refused = call(&app, post(&replay, &body)).await;
@@ -446,13 +457,43 @@ mod tests {
             let message = refused.body["error"]["message"].as_str().unwrap();
             assert!(message.starts_with(field), "{body}: {message}");
         }
-        let shape = call(&app, post(&replay, &json!({"offset": 1}))).await;
-        assert_eq!(shape.status, StatusCode::UNPROCESSABLE_ENTITY);
+        // Bodies of the wrong shape are 422s naming what was wrong, arrays in place of
+        // objects included (serde alone would read them as the objects' fields).
+        for (body, names) in [
+            (json!({"offset": 1}), "offset"),
+            (
+                json!({"offsets": [{"partition": 0, "offset": 9_223_372_036_854_775_808_u64}]}),
+                "is not an integer of i64",
+            ),
+            (
+                json!({"offsets": [{"partition": 0, "offset": 9.3e18}]}),
+                "is not an integer of i64",
+            ),
+            (json!([null, null]), "body"),
+            (json!({"offsets": [[0, 1]]}), "offsets[0]"),
+            (json!({"filter": ["k", null]}), "filter"),
+            (
+                json!({"offsets": [{"partition": 0, "offset": 1}], "filter": null}),
+                "not both",
+            ),
+        ] {
+            let shape = call(&app, post(&replay, &body)).await;
+            assert_eq!(shape.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            let message = shape.body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(names), "{body}: {message}");
+        }
+
+        // Choices that name no record are reported, and replay nothing; integers may be
+        // written as integral floats (JSON Schema's `integer` allows `3.0`).
+        let nothing =
+            json!({"offsets": [{"partition": 0, "offset": 3.0}, {"partition": 7, "offset": 0}]});
+        let none = call(&app, post(&format!("{replay}?limit=1"), &nothing)).await;
+        assert_eq!(none.status, StatusCode::OK, "{}", none.text);
+        assert_eq!(none.body["replayed"], 0);
+        let skipped = none.body["skipped"].to_string();
         assert!(
-            shape.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("offset")
+            skipped.contains("0/3: past the end") && skipped.contains("has no partition 7"),
+            "{skipped}"
         );
 
         // A read-only key is refused, and nothing is replayed.

@@ -243,16 +243,24 @@ async fn a_choice_too_scattered_to_remember_is_refused_and_publishes_nothing() {
         "nothing was published"
     );
     assert_eq!(progress(&redrive(), &dlt).await, (0, String::new()));
-    // An offset past the end is refused by name, too.
-    let error = redrive()
-        .replay_offsets(&dlt, &[(0, 5), (0, 3_000)], |_| true)
+    // An offset past the end, or of a partition the topic does not have, names no record:
+    // reported as skipped, and nothing changes.
+    let report = redrive()
+        .replay_offsets(&dlt, &[(0, 3_000), (7, 1)], |_| true)
         .await
-        .unwrap_err();
-    assert_eq!(error.code(), ErrorCode::InvalidSelection, "{error}");
+        .unwrap();
+    assert_eq!(report.total(), 0);
     assert!(
-        error.to_string().contains("0/3000 is past the end"),
-        "{error}"
+        report.skipped[0].starts_with("0/3000: past the end of partition 0"),
+        "{:?}",
+        report.skipped
     );
+    assert!(
+        report.skipped[1].contains("has no partition 7"),
+        "{:?}",
+        report.skipped
+    );
+    assert_eq!(progress(&redrive(), &dlt).await, (0, String::new()));
 
     // The same number of records in a row fit: one range.
     let contiguous: Vec<(i32, i64)> = (1_001..1_801).map(|o| (0, o)).collect();

@@ -45,21 +45,41 @@ pub struct OutboundMessage {
 /// A 32-bit integer, written `3` or `3.0`: JSON (and JSON Schema's `integer`) does not tell
 /// them apart.
 fn integral<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i32>, D::Error> {
-    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(|number| {
+            whole_number(&number)
+                .ok_or_else(|| D::Error::custom(format!("{number} is not a 32-bit integer")))
+        })
+        .transpose()
+}
+
+/// An integer field written `3` or `3.0`, as [`integral`] reads it, of any integer type.
+pub(crate) fn whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    whole_number(&number).ok_or_else(|| {
+        D::Error::custom(format!(
+            "{number} is not an integer of {}",
+            std::any::type_name::<T>()
+        ))
+    })
+}
+
+/// The integer `number` stands for, if it is one and fits `T`.
+fn whole_number<T: TryFrom<i64>>(number: &serde_json::Number) -> Option<T> {
     number
         .as_i64()
-        // An integral float; out of range, `as` saturates and `try_from` then refuses it.
+        // An integral float within i64 (`as` would saturate one past it to i64::MAX); one past
+        // `T`'s range is refused by `try_from`.
         .or_else(|| {
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
             number
                 .as_f64()
-                .filter(|f| f.fract() == 0.0)
+                .filter(|f| f.fract() == 0.0 && (-LIMIT..LIMIT).contains(f))
                 .map(|f| f as i64)
         })
-        .and_then(|n| i32::try_from(n).ok())
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("{number} is not a 32-bit integer")))
+        .and_then(|n| T::try_from(n).ok())
 }
 
 /// Base64 as the gateway decodes it: the standard alphabet, padded, and no stray bits in the

@@ -20,7 +20,7 @@
 //! assembled and answered).
 
 mod batch;
-mod body;
+pub(crate) mod body;
 mod record;
 mod replay;
 mod transactional;

@@ -169,7 +169,8 @@ impl Redrive {
     /// Re-publishes the records at `offsets` (`(partition, offset)`) of `dead_letter_topic`,
     /// as [`Redrive::replay_where`] does, and remembers them as replayed: later replays pass
     /// over them. A record replayed already (before the position, or chosen before) is
-    /// reported skipped, not published again; an offset without a record too.
+    /// reported skipped, not published again; an offset without a record too (compacted away,
+    /// past the end of its partition, or of a partition the topic does not have).
     ///
     /// Refused with [`Error::ReplayRefused`], before anything is published, when remembering
     /// them would exceed [`METADATA_BUDGET`]: replay the earlier records first.
@@ -194,17 +195,6 @@ impl Redrive {
                 )));
             }
             chosen.entry(*partition).or_default().insert(*offset);
-        }
-        for (partition, offsets) in &chosen {
-            let (first, last) = (offsets.first(), offsets.last());
-            if let (Some(first), Some(last)) = (first, last)
-                && last - first >= MAX_SCAN as i64
-            {
-                return Err(invalid(format!(
-                    "offsets {first} and {last} of partition {partition} are more than \
-                     {MAX_SCAN} apart; replay them in separate requests"
-                )));
-            }
         }
         self.replay_chosen(dead_letter_topic, Choice::Offsets(chosen), allowed)
             .await
@@ -354,26 +344,41 @@ impl Redrive {
                 }
             }
             Choice::Offsets(chosen) => {
-                // Every choice names a stored record, or nothing is replayed.
+                // A choice past the end of its partition, or of a partition the topic does not
+                // have, names no record: reported, as a compacted-away offset is.
+                let mut stored: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
                 for (partition, offsets) in chosen {
-                    let invalid = |reason: String| Error::InvalidSelection {
-                        field: "offsets".to_owned(),
-                        reason,
-                    };
-                    let Some(position) = reading.position(*partition) else {
-                        return Err(invalid(format!(
-                            "{dead_letter_topic} has no partition {partition}"
-                        )));
-                    };
-                    if let Some(last) = offsets.last().filter(|last| **last >= position.high) {
-                        return Err(invalid(format!(
-                            "{partition}/{last} is past the end of partition {partition} (its \
-                             next offset is {})",
-                            position.high
-                        )));
+                    let high = reading.position(*partition).map(|position| position.high);
+                    for offset in offsets {
+                        match high {
+                            Some(high) if *offset < high => {
+                                stored.entry(*partition).or_default().insert(*offset);
+                            }
+                            Some(high) => report.skipped.push(format!(
+                                "{partition}/{offset}: past the end of partition {partition} \
+                                 (its next offset is {high})"
+                            )),
+                            None => report.skipped.push(format!(
+                                "{partition}/{offset}: {dead_letter_topic} has no partition \
+                                 {partition}"
+                            )),
+                        }
                     }
                 }
-                for (partition, offsets) in chosen {
+                for (partition, offsets) in &stored {
+                    if let (Some(first), Some(last)) = (offsets.first(), offsets.last())
+                        && last - first >= MAX_SCAN as i64
+                    {
+                        return Err(Error::InvalidSelection {
+                            field: "offsets".to_owned(),
+                            reason: format!(
+                                "offsets {first} and {last} of partition {partition} are more \
+                                 than {MAX_SCAN} apart; replay them in separate requests"
+                            ),
+                        });
+                    }
+                }
+                for (partition, offsets) in &stored {
                     let Some(at) = progress.get(partition) else {
                         continue;
                     };
