@@ -146,21 +146,28 @@ pub struct Message<T = Payload> {
 impl Message {
     /// Copies a message borrowed from an rdkafka consumer.
     pub fn from_borrowed(message: &BorrowedMessage<'_>) -> Self {
+        Message::copied(message, message.topic().to_owned())
+    }
+
+    /// Copies `message`, read from `topic`: a caller that knows the topic saves looking its
+    /// name up in librdkafka (and checking it is UTF-8) per record.
+    pub(crate) fn copied(message: &BorrowedMessage<'_>, topic: String) -> Self {
+        let headers = message.headers().map_or_else(Vec::new, |headers| {
+            let mut copied = Vec::with_capacity(headers.count());
+            copied.extend(
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())),
+            );
+            copied
+        });
         Message {
-            topic: message.topic().to_owned(),
+            topic,
             partition: message.partition(),
             offset: message.offset(),
             timestamp: message.timestamp().to_millis(),
             key: message.key().map(<[u8]>::to_vec),
-            headers: message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            headers,
             value: message.payload().map(<[u8]>::to_vec),
         }
     }

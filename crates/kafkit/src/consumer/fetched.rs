@@ -64,13 +64,16 @@ impl FetchedChunk {
         self.messages.iter().map(size).sum()
     }
 
-    /// Copies the records out of librdkafka, in order, and gives the originals back.
-    pub(crate) fn into_messages(self) -> impl Iterator<Item = Message> {
+    /// Copies the records of `topic` out of librdkafka, in order, and gives the originals back.
+    pub(crate) fn into_messages(self, topic: &str) -> impl Iterator<Item = Message> {
         let FetchedChunk {
             messages,
             _consumer,
         } = self;
-        let copied: Vec<Message> = messages.iter().map(Message::from_borrowed).collect();
+        let copied: Vec<Message> = messages
+            .iter()
+            .map(|message| Message::copied(message, topic.to_owned()))
+            .collect();
         drop(messages);
         copied.into_iter()
     }

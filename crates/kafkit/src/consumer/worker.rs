@@ -231,7 +231,7 @@ impl Running {
                 return Some(message);
             }
             let chunk = self.worker.rx.recv().await?;
-            self.buffer.extend(chunk.into_messages());
+            self.buffer.extend(chunk.into_messages(&self.worker.tp.0));
         }
     }
 
