@@ -646,7 +646,8 @@ impl Admin {
                     }
                 }
             }
-            let committed = consumer.committed_offsets(tpl, timeout)?;
+            let committed =
+                with_coordinator(timeout, || consumer.committed_offsets(tpl.clone(), timeout))?;
             let elements: Vec<_> = committed
                 .elements()
                 .into_iter()
@@ -747,8 +748,11 @@ impl Admin {
                     source,
                 })?;
         }
+        let timeout = self.timeout;
         blocking(&format!("commit offsets of group {group}"), move || {
-            consumer.commit(&list, rdkafka::consumer::CommitMode::Sync)?;
+            with_coordinator(timeout, || {
+                consumer.commit(&list, rdkafka::consumer::CommitMode::Sync)
+            })?;
             drop(consumer);
             Ok(())
         })
@@ -934,6 +938,34 @@ fn decode_assignment(bytes: &[u8]) -> Option<BTreeMap<String, Vec<i32>>> {
         assignment.insert(topic, partitions);
     }
     Some(assignment)
+}
+
+/// Calls `call` (a group's offsets: read or commit) until it succeeds, fails for another reason
+/// than the group's coordinator, or `timeout` has passed. On a broker just started, or while
+/// `__consumer_offsets` moves, the first calls meet a coordinator that is not there yet or still
+/// loading, and librdkafka returns that instead of waiting.
+pub(crate) fn with_coordinator<T>(
+    timeout: Duration,
+    mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> rdkafka::error::KafkaResult<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match call() {
+            Err(error)
+                if matches!(
+                    error.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::NotCoordinator
+                            | RDKafkaErrorCode::CoordinatorLoadInProgress
+                            | RDKafkaErrorCode::CoordinatorNotAvailable
+                    )
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Runs a blocking librdkafka call off the async runtime, naming the operation in its error.

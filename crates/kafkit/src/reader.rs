@@ -160,6 +160,7 @@ impl Reader {
                 ends,
                 positions,
                 started: Instant::now(),
+                timeout,
             })
         })
         .await
@@ -254,7 +255,9 @@ fn positions(
         }
     }
     let found_at = match start {
-        Start::Committed => Some(consumer.committed_offsets(list, timeout)?),
+        Start::Committed => Some(crate::admin::with_coordinator(timeout, || {
+            consumer.committed_offsets(list.clone(), timeout)
+        })?),
         Start::Timestamp(_) => Some(consumer.offsets_for_times(list, timeout)?),
         _ => None,
     };
@@ -308,6 +311,8 @@ pub struct Reading {
     /// Where each assigned partition began, as of opening.
     positions: HashMap<i32, Position>,
     started: Instant,
+    /// How long a commit may wait for the group's coordinator.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Reading {
@@ -432,10 +437,13 @@ impl Reading {
             element.set_metadata(metadata);
         }
         let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
-            .await
-            .map_err(Error::Task)?
-            .map_err(failed)
+        let timeout = self.timeout;
+        tokio::task::spawn_blocking(move || {
+            crate::admin::with_coordinator(timeout, || consumer.commit(&list, CommitMode::Sync))
+        })
+        .await
+        .map_err(Error::Task)?
+        .map_err(failed)
     }
 }
 
