@@ -102,29 +102,7 @@ impl std::fmt::Debug for TransformRoute {
 }
 
 impl TransformRoute {
-    /// Sets the retry policy of transient failures.
-    pub fn retry(&mut self, policy: RetryPolicy) -> &mut Self {
-        self.retry = policy;
-        self
-    }
-
-    /// Sets the dead-letter policy (default `{topic}.dlq`).
-    pub fn dead_letter(&mut self, dead_letter: DeadLetter) -> &mut Self {
-        self.dead_letter = Some(dead_letter);
-        self
-    }
-
-    /// No dead-letter topic: exhausted and invalid records are logged and skipped.
-    pub fn no_dead_letter(&mut self) -> &mut Self {
-        self.dead_letter = None;
-        self
-    }
-
-    /// Sets what happens to invalid records.
-    pub fn on_invalid(&mut self, policy: InvalidPolicy) -> &mut Self {
-        self.invalid = policy;
-        self
-    }
+    crate::router::failure_policy_setters!();
 }
 
 /// How input records are grouped into transactions.

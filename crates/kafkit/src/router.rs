@@ -15,6 +15,38 @@ use crate::handler::{ByType, Handler, HandlerResult, Raw, State, Stateful, Typed
 use crate::record::Message;
 use crate::retry::RetryPolicy;
 
+/// The failure-policy setters of a route: one definition for [`Registration`] (at-least-once)
+/// and `TransformRoute` (exactly-once), which keep the policy in the same three fields
+/// (`retry`, `dead_letter`, `invalid`).
+macro_rules! failure_policy_setters {
+    () => {
+        /// Sets the retry policy of transient failures.
+        pub fn retry(&mut self, policy: $crate::retry::RetryPolicy) -> &mut Self {
+            self.retry = policy;
+            self
+        }
+
+        /// Sets the dead-letter policy (default `{topic}.dlq`).
+        pub fn dead_letter(&mut self, dead_letter: $crate::dead_letter::DeadLetter) -> &mut Self {
+            self.dead_letter = Some(dead_letter);
+            self
+        }
+
+        /// No dead-letter topic: exhausted and invalid records are logged and skipped.
+        pub fn no_dead_letter(&mut self) -> &mut Self {
+            self.dead_letter = None;
+            self
+        }
+
+        /// Sets what happens to invalid records.
+        pub fn on_invalid(&mut self, policy: $crate::router::InvalidPolicy) -> &mut Self {
+            self.invalid = policy;
+            self
+        }
+    };
+}
+pub(crate) use failure_policy_setters;
+
 /// What happens to an invalid record (undecodable, or failing validation). Never retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InvalidPolicy {
@@ -69,29 +101,7 @@ impl Registration {
         }
     }
 
-    /// Sets the retry policy.
-    pub fn retry(&mut self, policy: RetryPolicy) -> &mut Self {
-        self.retry = policy;
-        self
-    }
-
-    /// Sets the dead-letter policy (default `{topic}.dlq`).
-    pub fn dead_letter(&mut self, dead_letter: DeadLetter) -> &mut Self {
-        self.dead_letter = Some(dead_letter);
-        self
-    }
-
-    /// No dead-letter topic: exhausted and invalid records are logged and skipped.
-    pub fn no_dead_letter(&mut self) -> &mut Self {
-        self.dead_letter = None;
-        self
-    }
-
-    /// Sets what happens to invalid records.
-    pub fn on_invalid(&mut self, policy: InvalidPolicy) -> &mut Self {
-        self.invalid = policy;
-        self
-    }
+    failure_policy_setters!();
 
     /// Guards the handler with a circuit breaker.
     pub fn circuit_breaker(&mut self, config: CircuitBreakerConfig) -> &mut Self {
