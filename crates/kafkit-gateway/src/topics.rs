@@ -308,11 +308,12 @@ pub async fn read_slice(
         false,
     )
     .await
-    .map(|(slice, _)| slice)
+    .map(|(slice, _, _)| slice)
 }
 
 /// Like [`read_slice`], but reads up to `scan` records and keeps those `keeps` accepts: the
-/// first `limit` of them, or with `last` the last `limit`. Also says how many it read.
+/// first `limit` of them, or with `last` the last `limit`. Also says how many it read, and the
+/// offset after the last one read (where reading on would start), if it read any.
 #[allow(clippy::too_many_arguments)]
 pub async fn read_matching(
     state: &AppState,
@@ -323,7 +324,7 @@ pub async fn read_matching(
     scan: usize,
     keeps: &(dyn Fn(&kafkit::Message) -> bool + Sync),
     last: bool,
-) -> Result<(Slice, usize), ApiError> {
+) -> Result<(Slice, usize, Option<i64>), ApiError> {
     // The reader looks the topic and partition up and reads their watermarks once: an unknown
     // topic or partition is its error, answered 404.
     let mut reading = Reader::new(&state.config)?
@@ -335,12 +336,13 @@ pub async fn read_matching(
         .expect("the reader was opened on this partition");
     let limits = Limits::to_end(scan).timeout(state.limits.broker_timeout);
     let mut messages = std::collections::VecDeque::new();
-    let (mut scanned, mut bytes) = (0, 0);
+    let (mut scanned, mut bytes, mut read_to) = (0, 0, None);
     while scanned < scan && (last || messages.len() < limit) {
         let Some(message) = reading.next(&limits).await? else {
             break;
         };
         scanned += 1;
+        read_to = Some(message.offset + 1);
         if !keeps(&message) {
             continue;
         }
@@ -362,7 +364,7 @@ pub async fn read_matching(
         high_watermark: high,
         messages: messages.into(),
     };
-    Ok((slice, scanned))
+    Ok((slice, scanned, read_to))
 }
 
 #[cfg(test)]

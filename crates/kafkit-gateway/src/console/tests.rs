@@ -447,6 +447,45 @@ async fn browse_filters_apply_on_the_server_beyond_the_page_and_say_how_much_was
             answer.text
         );
     }
+    // A filtered page's next page is filtered too, and starts after the last record read:
+    // `"id":2` keeps ids 2, 20-29 and 200-299; eleven a page.
+    let page = |path: String| {
+        let app = app.clone();
+        async move {
+            let answer = call(&app, get(&path)).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+            let shown: Vec<String> = answer
+                .text
+                .split("<tr data-offset=\"")
+                .skip(1)
+                .map(|row| row.split('"').next().unwrap().to_owned())
+                .collect();
+            let next = answer
+                .text
+                .split("id=\"next-page\" href=\"")
+                .nth(1)
+                .map(|rest| rest.split('"').next().unwrap().replace("&amp;", "&"));
+            (shown, next)
+        }
+    };
+    let (shown, next) = page(format!(
+        "/console/topics/{topic}?from=oldest&limit=11&value=%22id%22%3A2"
+    ))
+    .await;
+    let expected: Vec<String> = std::iter::once(2)
+        .chain(20..30)
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(shown, expected);
+    let next = next.expect("a next page");
+    assert!(
+        next.contains("offset=30&") && next.contains("&value=%22id%22%3A2"),
+        "{next}"
+    );
+    let (shown, _) = page(next).await;
+    let expected: Vec<String> = (200..211).map(|i| i.to_string()).collect();
+    assert_eq!(shown, expected, "the next page is filtered");
+
     // A malformed filter is refused by name, not ignored.
     let bad = call(&app, get(&format!("/console/topics/{topic}?json=id"))).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);

@@ -219,7 +219,7 @@ pub async fn topics_show(
     };
     let keeps = |m: &Message| filters.keeps(m);
     let newest = from == From::Newest;
-    let (slice, scanned) = read_matching(
+    let (slice, scanned, read_to) = read_matching(
         &state, &topic, partition, start, limit, scan, &keeps, newest,
     )
     .await?;
@@ -249,11 +249,28 @@ pub async fn topics_show(
         .as_deref()
         .and_then(|p| p.split_once(':'))
         .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)));
-    let next_offset = messages
-        .iter()
-        .map(|m| m.offset + 1)
-        .max()
-        .unwrap_or(slice.low_watermark);
+    // The next page starts after the last record read, not the last one shown: records a
+    // filter passed over are not read again.
+    let next_offset = read_to.unwrap_or(slice.low_watermark);
+    let next_page = {
+        let mut href = format!(
+            "{BASE}/topics/{}?partition={partition}&from=offset&offset={next_offset}&limit={limit}&format={}",
+            segment(&topic),
+            format_name(format)
+        );
+        // The filters go on: a next page of a filtered browse is filtered too.
+        for (name, value) in [
+            ("key", &query.key),
+            ("header", &query.header),
+            ("value", &query.value),
+            ("json", &query.json),
+        ] {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                href.push_str(&format!("&{name}={}", segment(value)));
+            }
+        }
+        href
+    };
     let body = html! {
         h1 { "Topic " span.name { (topic) } }
         @if let Some((p, o)) = produced {
@@ -303,7 +320,7 @@ pub async fn topics_show(
                 @if !filters.is_empty() { span #scanned { " matching the filters, of " (scanned) " records read" } " (at most " (MAX_FILTER_SCAN) ")" }
                 ", offsets " (slice.low_watermark) "–" (slice.high_watermark) " kept."
                 @if from != From::Newest && next_offset < slice.high_watermark {
-                    " " a href={(BASE) "/topics/" (topic) "?partition=" (partition) "&from=offset&offset=" (next_offset) "&limit=" (limit) "&format=" (format_name(format))} { "Next page" }
+                    " " a #next-page href=(next_page) { "Next page" }
                 }
             }
             (records_table(&messages, format))
