@@ -19,6 +19,8 @@ pub(crate) struct FetchedChunk {
     // Declared first, so dropped first: the messages go back to librdkafka while the consumer
     // that owns them is alive.
     messages: Vec<BorrowedMessage<'static>>,
+    /// Their size as [`size`] counts it.
+    bytes: usize,
     /// Keeps the consumer (and so the messages' memory) alive as long as the messages.
     _consumer: Arc<StreamConsumer<RuntimeContext>>,
 }
@@ -28,6 +30,7 @@ impl FetchedChunk {
     pub(crate) fn new(consumer: Arc<StreamConsumer<RuntimeContext>>) -> Self {
         FetchedChunk {
             messages: Vec::new(),
+            bytes: 0,
             _consumer: consumer,
         }
     }
@@ -46,6 +49,7 @@ impl FetchedChunk {
             std::mem::transmute::<BorrowedMessage<'_>, BorrowedMessage<'static>>(message)
         };
         self.messages.push(message);
+        self.bytes += size;
         size
     }
 
@@ -61,13 +65,14 @@ impl FetchedChunk {
 
     /// Their size as [`size`] counts it.
     pub(crate) fn bytes(&self) -> usize {
-        self.messages.iter().map(size).sum()
+        self.bytes
     }
 
     /// Copies the records of `topic` out of librdkafka, in order, and gives the originals back.
     pub(crate) fn into_messages(self, topic: &str) -> impl Iterator<Item = Message> {
         let FetchedChunk {
             messages,
+            bytes: _,
             _consumer,
         } = self;
         let copied: Vec<Message> = messages

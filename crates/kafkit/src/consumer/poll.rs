@@ -48,8 +48,6 @@ struct WorkerHandle {
 struct Chunk {
     generation: u64,
     messages: FetchedChunk,
-    /// Their size as [`super::fetched::size`] counts it.
-    bytes: usize,
 }
 
 pub(super) struct PollLoop<'a> {
@@ -184,7 +182,7 @@ impl<'a> PollLoop<'a> {
         let Some(worker) = self.workers.get(&tp) else {
             return;
         };
-        let (count, bytes) = (chunk.messages.len(), chunk.bytes);
+        let (count, bytes) = (chunk.messages.len(), chunk.messages.bytes());
         let (queued, queued_bytes) = worker.state.enqueue(count, bytes);
         if worker.tx.send(chunk.messages).is_err() {
             worker.state.unqueue(count, bytes);
@@ -468,15 +466,12 @@ fn stage(
             staged.push(Chunk {
                 generation,
                 messages: FetchedChunk::new(consumer.clone()),
-                bytes: 0,
             });
             staged.last_mut().expect("just pushed")
         }
     };
     // SAFETY: `message` was read by `consumer`, the chunk's consumer.
-    let size = unsafe { chunk.messages.push(message) };
-    chunk.bytes += size;
-    size
+    unsafe { chunk.messages.push(message) }
 }
 
 /// Waits until `deadline`; forever without one.
