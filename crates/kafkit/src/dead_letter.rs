@@ -206,6 +206,7 @@ mod tests {
                 (ERROR_MESSAGE.into(), b"stale".to_vec()),
             ],
             value: Some(b"{\"id\":1}".to_vec()),
+            attempt: 0,
         }
     }
 

@@ -564,6 +564,7 @@ mod tests {
             key: None,
             headers: Vec::new(),
             value: None,
+            attempt: 0,
         }
     }
 

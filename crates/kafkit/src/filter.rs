@@ -176,6 +176,7 @@ mod tests {
                 .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
                 .collect(),
             value: Some(value.to_vec()),
+            attempt: 0,
         }
     }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -53,6 +54,8 @@ impl ErrorKind {
 pub struct HandlerError {
     kind: ErrorKind,
     message: String,
+    /// No next attempt before this long (an HTTP `Retry-After`, a rate limit's reset).
+    retry_after: Option<Duration>,
 }
 
 impl HandlerError {
@@ -61,6 +64,7 @@ impl HandlerError {
         HandlerError {
             kind: ErrorKind::Transient,
             message: message.to_string(),
+            retry_after: None,
         }
     }
 
@@ -69,6 +73,7 @@ impl HandlerError {
         HandlerError {
             kind: ErrorKind::Permanent,
             message: message.to_string(),
+            retry_after: None,
         }
     }
 
@@ -77,6 +82,7 @@ impl HandlerError {
         HandlerError {
             kind: ErrorKind::Invalid,
             message: message.to_string(),
+            retry_after: None,
         }
     }
 
@@ -85,6 +91,7 @@ impl HandlerError {
         HandlerError {
             kind: ErrorKind::Skip,
             message: reason.to_string(),
+            retry_after: None,
         }
     }
 
@@ -98,6 +105,7 @@ impl HandlerError {
         HandlerError {
             kind: ErrorKind::Panic,
             message: format!("handler panicked: {message}"),
+            retry_after: None,
         }
     }
 
@@ -109,6 +117,21 @@ impl HandlerError {
     /// The message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Asks for the next attempt no sooner than `delay` from now (an HTTP `Retry-After`, a
+    /// rate limit's reset): the runtime waits the longer of this and the retry policy's
+    /// backoff. Only a transient failure is retried; the wait still counts as an attempt.
+    /// In key order only the record's key waits; in partition order its partition does.
+    #[must_use]
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// The wait asked for by [`HandlerError::retry_after`].
+    pub fn retry_after_hint(&self) -> Option<Duration> {
+        self.retry_after
     }
 }
 
@@ -355,6 +378,7 @@ mod tests {
             key: Some(b"k".to_vec()),
             headers: vec![],
             value: Some(value.as_bytes().to_vec()),
+            attempt: 0,
         }
     }
 

@@ -20,6 +20,9 @@ pub struct PartitionHealth {
     pub queued: usize,
     /// Bytes of those records (keys, values, headers).
     pub queued_bytes: usize,
+    /// Records being handled now: at most one in partition order, up to the route's bound in
+    /// key and unordered order.
+    pub in_flight: usize,
     /// Offset of the last settled record.
     pub last_done_offset: Option<i64>,
     /// Time since the partition last made progress.
@@ -158,6 +161,7 @@ mod tests {
             partition: 0,
             queued,
             queued_bytes: queued * 100,
+            in_flight: 0,
             last_done_offset: Some(3),
             since_progress: Some(Duration::from_millis(since)),
             paused,

@@ -141,6 +141,10 @@ pub struct Message<T = Payload> {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The value: raw bytes for `Message`, the decoded type for `Message<T>`.
     pub value: T,
+    /// Which handler attempt this is, 1 for the first: set by the consumer runtime before each
+    /// call (0 on records read outside it), so a handler can tell a retry (an HTTP endpoint
+    /// gets it as a header in push delivery).
+    pub attempt: u32,
 }
 
 impl Message {
@@ -169,6 +173,7 @@ impl Message {
             key: message.key().map(<[u8]>::to_vec),
             headers,
             value: message.payload().map(<[u8]>::to_vec),
+            attempt: 0,
         }
     }
 
@@ -217,6 +222,7 @@ impl<T> Message<T> {
             key: self.key.clone(),
             headers: self.headers.clone(),
             value,
+            attempt: self.attempt,
         }
     }
 }

@@ -57,6 +57,29 @@ pub enum InvalidPolicy {
     Skip,
 }
 
+/// In which order a topic's records are handled within a partition (Confluent Parallel
+/// Consumer's `ProcessingOrder`). Offsets are committed the same way in every order: only
+/// what is done, never past a record that is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingOrder {
+    /// One record of a partition at a time, in offset order (the default).
+    #[default]
+    Partition,
+    /// Records of one key in offset order and one at a time; records of different keys of the
+    /// same partition concurrently, up to the route's in-flight bound. Records without a key
+    /// are each their own key.
+    Key,
+    /// Every record on its own, concurrently, up to the in-flight bound.
+    Unordered,
+}
+
+/// Default bound on records in flight per partition in key and unordered order.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
+/// Default bound on the bytes (keys and values) of records in flight per partition in key
+/// and unordered order.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
+
 /// How a topic's records are handed over.
 #[derive(Clone)]
 pub enum Route {
@@ -88,6 +111,13 @@ pub struct Registration {
     pub invalid: InvalidPolicy,
     /// Circuit breaker shared by the topic's partitions.
     pub circuit_breaker: Option<Arc<CircuitBreaker>>,
+    /// Order of handling within a partition.
+    pub order: ProcessingOrder,
+    /// Records in flight per partition at most, in key and unordered order.
+    pub max_in_flight: usize,
+    /// Bytes (keys and values) of records in flight per partition at most, in key and
+    /// unordered order; one record is always let through, however large.
+    pub max_in_flight_bytes: usize,
 }
 
 impl Registration {
@@ -98,10 +128,31 @@ impl Registration {
             dead_letter: Some(DeadLetter::default()),
             invalid: InvalidPolicy::DeadLetter,
             circuit_breaker: None,
+            order: ProcessingOrder::Partition,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
         }
     }
 
     failure_policy_setters!();
+
+    /// Sets the order of handling within a partition (default [`ProcessingOrder::Partition`]).
+    pub fn order(&mut self, order: ProcessingOrder) -> &mut Self {
+        self.order = order;
+        self
+    }
+
+    /// Bounds the records in flight per partition in key and unordered order (at least 1).
+    pub fn max_in_flight(&mut self, records: usize) -> &mut Self {
+        self.max_in_flight = records.max(1);
+        self
+    }
+
+    /// Bounds the bytes of records in flight per partition in key and unordered order.
+    pub fn max_in_flight_bytes(&mut self, bytes: usize) -> &mut Self {
+        self.max_in_flight_bytes = bytes.max(1);
+        self
+    }
 
     /// Guards the handler with a circuit breaker.
     pub fn circuit_breaker(&mut self, config: CircuitBreakerConfig) -> &mut Self {

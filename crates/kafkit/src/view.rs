@@ -222,6 +222,7 @@ mod tests {
                 ("trace".into(), b"b".to_vec()),
             ],
             value: Some(b"not json".to_vec()),
+            attempt: 0,
         };
         let shown = serde_json::to_value(DeadLetterView::of(&message)).unwrap();
         assert_eq!(shown["key"], "/w==");

@@ -5,6 +5,9 @@
 
 mod context;
 mod fetched;
+mod handling;
+mod keyed;
+mod offset_map;
 mod offsets;
 mod poll;
 mod worker;
@@ -21,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::router::ProcessingOrder;
 pub use offsets::OffsetTracker;
 
 #[cfg(test)]
@@ -106,6 +110,11 @@ pub(crate) struct PartitionState {
     pub backpressured: AtomicBool,
     /// High watermark at the last lag refresh (-1: unknown).
     pub high_watermark: AtomicI64,
+    /// Records being handled now (key and unordered order: up to the route's bound).
+    pub in_flight: AtomicUsize,
+    /// Key and unordered order: the offset and done-offset map last stored, committed
+    /// explicitly at shutdown (librdkafka's commit of its current state drops metadata).
+    pub committable: Mutex<Option<(i64, String)>>,
     /// Why it is paused, if it is.
     pub paused: Mutex<BTreeSet<PauseReason>>,
 }
@@ -122,6 +131,8 @@ impl PartitionState {
             last_progress_ms: AtomicI64::new(0),
             backpressured: AtomicBool::new(false),
             high_watermark: AtomicI64::new(-1),
+            in_flight: AtomicUsize::new(0),
+            committable: Mutex::new(None),
             paused: Mutex::new(BTreeSet::new()),
         }
     }
@@ -145,6 +156,31 @@ impl PartitionState {
             previous.saturating_sub(n)
         };
         (take(&self.queued, count), take(&self.queued_bytes, bytes))
+    }
+
+    /// Lifts back-pressure once the worker of `epoch` is down to half its bounds (`remaining`
+    /// of `bounds`, in records and bytes). Only the partition's current worker may: a retiring
+    /// predecessor clearing the flag would swallow its successor's `Resume`, leaving the
+    /// partition paused with nothing queued.
+    pub(crate) fn lift_backpressure(
+        &self,
+        tp: &TopicPartition,
+        epoch: u64,
+        control: &mpsc::UnboundedSender<Control>,
+        bounds: (usize, usize),
+        remaining: (usize, usize),
+    ) {
+        if remaining.0 <= bounds.0 / 2
+            && remaining.1 <= bounds.1 / 2
+            && self.epoch.load(Ordering::SeqCst) == epoch
+            && self.backpressured.swap(false, Ordering::SeqCst)
+        {
+            let _ = control.send(Control::Resume(
+                tp.clone(),
+                epoch,
+                PauseReason::Backpressure,
+            ));
+        }
     }
 
     /// Notes progress now.
@@ -297,6 +333,17 @@ impl Consumer {
         }
         if router.topics().is_empty() {
             return Err(Error::config("router", "no handler registered"));
+        }
+        if let Some((topic, _)) = router.iter().find(|(_, r)| {
+            matches!(r.route, crate::router::Route::Batch(..))
+                && r.order != ProcessingOrder::Partition
+        }) {
+            return Err(Error::config(
+                "order",
+                format!(
+                    "{topic}: a batch route is handled in partition order; key and unordered order are for single-record routes"
+                ),
+            ));
         }
         if options.drain_timeout >= config.session_timeout {
             return Err(Error::config(
@@ -476,6 +523,15 @@ impl Consumer {
             if state.epoch.load(Ordering::SeqCst) != consumer.context().epoch(&tp) {
                 continue;
             }
+            // Key and unordered workers store their offset with its done map as they go:
+            // storing the watermark here would drop the map.
+            if self
+                .router
+                .get(&tp.0)
+                .is_some_and(|r| r.order != ProcessingOrder::Partition)
+            {
+                continue;
+            }
             let last = state.last_done.load(Ordering::SeqCst);
             if last >= 0
                 && let Err(error) = consumer.store_offset(&tp.0, tp.1, last)
@@ -488,7 +544,15 @@ impl Consumer {
     /// Commits stored offsets and leaves the group, off the async runtime.
     async fn close(&self, consumer: Arc<StreamConsumer<RuntimeContext>>) -> Result<()> {
         let group = self.shared.group.clone();
+        let maps = self.committable_maps(&consumer);
         tokio::task::spawn_blocking(move || {
+            // First the done-offset maps of key and unordered partitions, explicitly: a commit
+            // of librdkafka's current state sends stored offsets without their metadata.
+            if maps.count() > 0
+                && let Err(e) = consumer.commit(&maps, CommitMode::Sync)
+            {
+                tracing::warn!(%group, error = %e, "final commit of offset maps failed");
+            }
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => tracing::info!(%group, "final offsets committed"),
                 Err(e)
@@ -505,6 +569,38 @@ impl Consumer {
         self.shared.assigned.lock().expect("not poisoned").clear();
         tracing::info!(group = %self.shared.group, "consumer stopped");
         Ok(())
+    }
+
+    /// The last stored offset and done-offset map of each assigned key or unordered partition
+    /// whose current worker stored one.
+    fn committable_maps(
+        &self,
+        consumer: &StreamConsumer<RuntimeContext>,
+    ) -> rdkafka::TopicPartitionList {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let assigned = self.shared.assigned.lock().expect("not poisoned").clone();
+        let partitions = self.shared.partitions.lock().expect("not poisoned").clone();
+        for tp in assigned {
+            let Some(state) = partitions.get(&tp) else {
+                continue;
+            };
+            if state.epoch.load(Ordering::SeqCst) != consumer.context().epoch(&tp) {
+                continue;
+            }
+            let Some((offset, metadata)) = state.committable.lock().expect("not poisoned").clone()
+            else {
+                continue;
+            };
+            if tpl
+                .add_partition_offset(&tp.0, tp.1, rdkafka::Offset::Offset(offset))
+                .is_ok()
+                && !metadata.is_empty()
+                && let Some(mut element) = tpl.find_partition(&tp.0, tp.1)
+            {
+                element.set_metadata(&metadata);
+            }
+        }
+        tpl
     }
 
     /// The producer for dead-letter records, and the dead-letter topics, when any route has one.
@@ -548,6 +644,7 @@ impl Consumer {
                     partition: tp.1,
                     queued: state.map_or(0, |s| s.queued.load(Ordering::SeqCst)),
                     queued_bytes: state.map_or(0, |s| s.queued_bytes.load(Ordering::SeqCst)),
+                    in_flight: state.map_or(0, |s| s.in_flight.load(Ordering::SeqCst)),
                     last_done_offset: state
                         .map(|s| s.last_done.load(Ordering::SeqCst))
                         .filter(|o| *o >= 0),

@@ -13,6 +13,9 @@ pub struct OffsetTracker {
     done: BTreeSet<i64>,
     /// Highest offset such that every tracked offset up to it is complete.
     watermark: Option<i64>,
+    /// Runs of consecutive offsets in `done`: what the commit metadata of out-of-order
+    /// completions costs (see `offset_map`).
+    done_runs: usize,
 }
 
 impl OffsetTracker {
@@ -39,19 +42,27 @@ impl OffsetTracker {
                 if !self.done.remove(&next) {
                     break;
                 }
+                // `next` was the lowest done offset: its run ends with it unless it goes on.
+                if !self.done.contains(&(next + 1)) {
+                    self.done_runs -= 1;
+                }
                 self.pending.pop_front();
                 watermark = next;
             }
             if self.pending.is_empty() {
                 // Completions beyond every started offset cannot exist; nothing to keep.
                 self.done.clear();
+                self.done_runs = 0;
             }
             self.watermark = Some(watermark);
             return Some(watermark);
         }
         // Out of order: remember it until the records before it are done.
         if self.pending.binary_search(&offset).is_ok() && self.done.insert(offset) {
-            return None;
+            // A new run, unless it joins the run before it, or after it, or both.
+            self.done_runs += 1;
+            self.done_runs -= usize::from(self.done.contains(&(offset - 1)));
+            self.done_runs -= usize::from(self.done.contains(&(offset + 1)));
         }
         None
     }
@@ -64,6 +75,30 @@ impl OffsetTracker {
     /// Records started and not yet done.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    /// The offset to commit: the lowest started record not done, or the one after the
+    /// watermark when every started record is done.
+    pub(crate) fn next_to_commit(&self) -> Option<i64> {
+        self.pending
+            .front()
+            .copied()
+            .or_else(|| self.watermark.map(|w| w + 1))
+    }
+
+    /// The lowest started record not done.
+    pub(crate) fn lowest_pending(&self) -> Option<i64> {
+        self.pending.front().copied()
+    }
+
+    /// Offsets done beyond the lowest not done, increasing.
+    pub(crate) fn done_beyond(&self) -> impl Iterator<Item = i64> + '_ {
+        self.done.iter().copied()
+    }
+
+    /// Runs of consecutive offsets among [`OffsetTracker::done_beyond`].
+    pub(crate) fn done_runs(&self) -> usize {
+        self.done_runs
     }
 }
 
@@ -101,6 +136,25 @@ mod tests {
         // Completing an unknown or repeated offset changes nothing.
         assert_eq!(tracker.complete(8), None);
         assert_eq!(tracker.complete(100), None);
+    }
+
+    #[test]
+    fn done_runs_count_the_runs_beyond_the_lowest_pending() {
+        let mut tracker = OffsetTracker::new();
+        for offset in 0..10 {
+            tracker.start(offset);
+        }
+        let runs = |t: &OffsetTracker| {
+            let done: Vec<i64> = t.done_beyond().collect();
+            done.windows(2).filter(|w| w[1] != w[0] + 1).count() + usize::from(!done.is_empty())
+        };
+        // Each step checks the incremental count against a count from scratch.
+        for offset in [3, 5, 4, 8, 7, 1, 0, 2, 9, 6] {
+            tracker.complete(offset);
+            assert_eq!(tracker.done_runs(), runs(&tracker), "after {offset}");
+        }
+        assert_eq!(tracker.next_to_commit(), Some(10));
+        assert_eq!(tracker.done_runs(), 0);
     }
 
     #[test]

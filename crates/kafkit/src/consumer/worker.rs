@@ -1,14 +1,12 @@
-//! One partition's worker: handles its records in offset order with retries, the circuit
-//! breaker and dead-lettering, and stores offsets only for records whose work is done.
+//! One partition's worker in partition order: handles its records one at a time in offset
+//! order (see [`super::handling`] for what handling one record means) and stores offsets only
+//! for records whose work is done. Key and unordered order are [`super::keyed`]'s.
 
 use std::collections::VecDeque;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use futures::FutureExt;
-use prometheus::{Histogram, IntCounter, IntGauge};
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
@@ -18,65 +16,19 @@ use tracing::Instrument;
 
 use super::context::RuntimeContext;
 use super::fetched::FetchedChunk;
+use super::handling::{Counters, Flow, Handling, Outcome};
 use super::offsets::OffsetTracker;
 use super::{Control, PartitionState, PauseReason, TopicPartition, queued_size};
 use crate::batch::BatchOptions;
-use crate::circuit_breaker::{CircuitBreaker, Permit};
-use crate::dead_letter::Failure;
-use crate::handler::{ErrorKind, Handler, HandlerError};
+use crate::handler::{Handler, HandlerError};
 use crate::metrics::Metrics;
 use crate::producer::Producer;
 use crate::record::Message;
-use crate::router::{InvalidPolicy, Registration, Route};
+use crate::router::{ProcessingOrder, Registration, Route};
 
 /// Store offsets at least this often (in records) even while records keep arriving; when the
 /// queue runs dry they are stored at once. Storing is a local call, committing is periodic.
 const STORE_EVERY: usize = 128;
-/// Bounds of the pause between attempts to publish a dead-letter record.
-const DEAD_LETTER_BACKOFF: (Duration, Duration) =
-    (Duration::from_millis(100), Duration::from_secs(10));
-
-/// What became of a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Succeeded,
-    DeadLettered,
-    Skipped,
-    /// Shutdown or revocation interrupted it: not done, its offset is not stored.
-    Abandoned,
-}
-
-/// Metric handles resolved once for the worker's topic.
-struct Counters {
-    consumed: IntCounter,
-    succeeded: IntCounter,
-    retried: IntCounter,
-    dead_lettered: IntCounter,
-    skipped: IntCounter,
-    panicked: IntCounter,
-    duration: Histogram,
-    circuit: IntGauge,
-}
-
-impl Counters {
-    fn new(metrics: &Metrics, group: &str, topic: &str) -> Self {
-        let outcome = |o: &str| {
-            metrics
-                .consumer_records
-                .with_label_values(&[group, topic, o])
-        };
-        Counters {
-            consumed: outcome("consumed"),
-            succeeded: outcome("succeeded"),
-            retried: outcome("retried"),
-            dead_lettered: outcome("dead_lettered"),
-            skipped: outcome("skipped"),
-            panicked: outcome("panicked"),
-            duration: metrics.handler_duration.with_label_values(&[group, topic]),
-            circuit: metrics.circuit_state.with_label_values(&[group, topic]),
-        }
-    }
-}
 
 /// Everything a worker needs; built by the poll loop.
 pub(crate) struct Worker {
@@ -102,16 +54,6 @@ pub(crate) struct Worker {
     pub predecessor: Option<AbortOnDropHandle<()>>,
 }
 
-struct Running {
-    worker: Worker,
-    /// Records received in a chunk and not yet taken.
-    buffer: VecDeque<Message>,
-    tracker: OffsetTracker,
-    unstored: usize,
-    counters: Option<Counters>,
-    paused: Vec<PauseReason>,
-}
-
 impl Worker {
     pub(crate) async fn run(mut self) {
         if let Some(predecessor) = self.predecessor.take() {
@@ -121,15 +63,122 @@ impl Worker {
             .metrics
             .as_ref()
             .map(|m| Counters::new(m, &self.group, &self.tp.0));
-        let mut running = Running {
-            worker: self,
-            buffer: VecDeque::new(),
-            tracker: OffsetTracker::new(),
-            unstored: 0,
+        let handling = Arc::new(Handling {
+            registration: self.registration.clone(),
+            dead_letters: self.dead_letters.clone(),
+            group: self.group.clone(),
             counters,
-            paused: Vec::new(),
+            cancel: self.cancel.clone(),
+            record_spans: self.record_spans,
+        });
+        match (&self.registration.route, self.registration.order) {
+            (Route::Single(_), ProcessingOrder::Key | ProcessingOrder::Unordered) => {
+                super::keyed::Keyed::new(self, handling).run().await;
+            }
+            _ => {
+                let mut running = Running {
+                    partition: Partition {
+                        tp: self.tp.clone(),
+                        epoch: self.epoch,
+                        consumer: self.consumer.clone(),
+                        control: self.control.clone(),
+                        commit_each: self.commit_each,
+                        tracker: OffsetTracker::new(),
+                        unstored: 0,
+                        paused: Vec::new(),
+                    },
+                    worker: self,
+                    buffer: VecDeque::new(),
+                    handling,
+                };
+                running.run().await;
+            }
+        }
+    }
+}
+
+/// A partition-order worker at work.
+struct Running {
+    worker: Worker,
+    /// Records received in a chunk and not yet taken.
+    buffer: VecDeque<Message>,
+    handling: Arc<Handling>,
+    partition: Partition,
+}
+
+/// The partition's side of a partition-order worker: its stored offset and its pauses. A
+/// record's wait pauses the whole partition, after storing what is done.
+struct Partition {
+    tp: TopicPartition,
+    epoch: u64,
+    consumer: Arc<StreamConsumer<RuntimeContext>>,
+    control: UnboundedSender<Control>,
+    commit_each: bool,
+    tracker: OffsetTracker,
+    unstored: usize,
+    paused: Vec<PauseReason>,
+}
+
+impl Flow for Partition {
+    fn hold(&mut self, reason: PauseReason) {
+        // A pause means a wait of unknown length (a retry, an open circuit, a refused
+        // dead-letter copy): store what is done first, so it is committed meanwhile.
+        self.store();
+        if !self.paused.contains(&reason) {
+            self.paused.push(reason);
+            let _ = self
+                .control
+                .send(Control::Pause(self.tp.clone(), self.epoch, reason));
+        }
+    }
+
+    fn release(&mut self, reason: PauseReason) {
+        if let Some(index) = self.paused.iter().position(|r| *r == reason) {
+            self.paused.swap_remove(index);
+            let _ = self
+                .control
+                .send(Control::Resume(self.tp.clone(), self.epoch, reason));
+        }
+    }
+}
+
+impl Partition {
+    /// Hands the watermark to librdkafka (committed with the next periodic commit, on
+    /// revocation and on shutdown).
+    fn store(&mut self) {
+        let Some(offset) = self.tracker.watermark() else {
+            return;
         };
-        running.run().await;
+        if self.unstored == 0 {
+            return;
+        }
+        self.unstored = 0;
+        let (topic, partition) = &self.tp;
+        // Revoked since this worker started (and maybe assigned again): another member may
+        // have committed further meanwhile, and storing this older offset would move the
+        // group back. Whoever owns the partition now re-reads from the committed offset.
+        if self.consumer.context().epoch(&self.tp) != self.epoch {
+            return;
+        }
+        // rd_kafka_offset_store keeps offset + 1, the next record to read.
+        match self.consumer.store_offset(topic, *partition, offset) {
+            Ok(()) => {
+                if self.commit_each {
+                    let _ = self.consumer.commit_consumer_state(CommitMode::Async);
+                }
+            }
+            // Revoked meanwhile: the new owner re-reads from the last commit (at-least-once).
+            Err(error) => tracing::debug!(%error, "offset not stored"),
+        }
+    }
+
+    /// Lifts every pause this worker asked for.
+    fn release_all(&mut self) {
+        for reason in std::mem::take(&mut self.paused) {
+            let _ = self
+                .control
+                .send(Control::Resume(self.tp.clone(), self.epoch, reason));
+        }
     }
 }
 
@@ -166,7 +215,7 @@ impl Running {
                 break;
             }
         }
-        self.store();
+        self.partition.store();
         // Records received but never taken are abandoned: re-read by the next owner.
         let mut untaken = (self.buffer.len(), self.buffer.iter().map(queued_size).sum());
         self.buffer.clear();
@@ -175,32 +224,16 @@ impl Running {
             untaken.1 += chunk.bytes();
         }
         self.worker.state.unqueue(untaken.0, untaken.1);
-        for reason in std::mem::take(&mut self.paused) {
-            let _ = self.worker.control.send(Control::Resume(
-                self.worker.tp.clone(),
-                self.worker.epoch,
-                reason,
-            ));
-        }
+        self.partition.release_all();
     }
 
     /// Handles one record to its end. False when interrupted.
-    async fn single(&mut self, handler: &Arc<dyn Handler>, message: Message) -> bool {
-        self.tracker.start(message.offset);
-        if let Some(c) = &self.counters {
-            c.consumed.inc();
-        }
-        // With record spans on, everything logged while the record is handled (by kafkit and
-        // by the user's handler) carries its offset; the worker's span adds group, topic and
-        // partition. Off, only kafkit's own events about a failure do (see `decide`).
-        let outcome = if self.worker.record_spans {
-            let span = tracing::info_span!("record", offset = message.offset);
-            self.attempt_until_done(handler, &message)
-                .instrument(span)
-                .await
-        } else {
-            self.attempt_until_done(handler, &message).await
-        };
+    async fn single(&mut self, handler: &Arc<dyn Handler>, mut message: Message) -> bool {
+        self.partition.tracker.start(message.offset);
+        let outcome = self
+            .handling
+            .record(handler, &mut message, &mut self.partition)
+            .await;
         self.finish(&[message], outcome)
     }
 
@@ -250,9 +283,10 @@ impl Running {
         let Route::Batch(handler, _) = self.worker.registration.route.clone() else {
             unreachable!("batch() is only called for batch routes")
         };
+        let handling = self.handling.clone();
         for message in &batch {
-            self.tracker.start(message.offset);
-            if let Some(c) = &self.counters {
+            self.partition.tracker.start(message.offset);
+            if let Some(c) = &handling.counters {
                 c.consumed.inc();
             }
         }
@@ -260,24 +294,30 @@ impl Running {
         // record changes, so one record's retries are never charged to the next.
         let mut attempts = 0u32;
         while !batch.is_empty() {
-            let Some(_probe) = self.await_circuit().await else {
+            let Some(_probe) = handling.await_circuit(&mut self.partition).await else {
                 return self.finish(&batch, Outcome::Abandoned);
             };
             attempts += 1;
+            for message in &mut batch {
+                message.attempt = attempts;
+            }
             // The clock is read only when someone records the duration.
-            let started = self.counters.as_ref().map(|_| std::time::Instant::now());
-            let result = AssertUnwindSafe(handler.handle_batch(&batch))
+            let started = handling
+                .counters
+                .as_ref()
+                .map(|_| std::time::Instant::now());
+            let result = std::panic::AssertUnwindSafe(async { handler.handle_batch(&batch).await })
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| {
                     Err(crate::batch::BatchError::all(HandlerError::panic(&*panic)))
                 });
-            if let (Some(c), Some(started)) = (&self.counters, started) {
+            if let (Some(c), Some(started)) = (&handling.counters, started) {
                 c.duration.observe(started.elapsed().as_secs_f64());
             }
             let error = match result {
                 Ok(()) => {
-                    self.breaker_success();
+                    handling.breaker_success();
                     return self.finish(&batch, Outcome::Succeeded);
                 }
                 Err(error) => error,
@@ -291,15 +331,23 @@ impl Running {
                 attempts = 1;
             }
             batch = rest;
-            let span = tracing::info_span!("record", offset = batch[0].offset);
-            let decision = self
-                .decide(&error.error, attempts, &batch[0])
-                .instrument(span)
-                .await;
-            match decision {
-                Decision::Retry => continue,
-                Decision::Abandon => return self.finish(&batch, Outcome::Abandoned),
-                Decision::Done(outcome) => {
+            match handling
+                .batch_failure(&error.error, attempts, &batch[0], &mut self.partition)
+                .await
+            {
+                Ok(delay) => {
+                    if let Some(c) = &handling.counters {
+                        c.retried.inc();
+                    }
+                    self.partition.hold(PauseReason::Retrying);
+                    let waited = handling.sleep(delay).await;
+                    self.partition.release(PauseReason::Retrying);
+                    if !waited {
+                        return self.finish(&batch, Outcome::Abandoned);
+                    }
+                }
+                Err(Outcome::Abandoned) => return self.finish(&batch, Outcome::Abandoned),
+                Err(outcome) => {
                     // The failing record is settled alone; the rest start over.
                     let rest = batch.split_off(1);
                     if !self.finish(&batch, outcome) {
@@ -313,231 +361,6 @@ impl Running {
         true
     }
 
-    /// Calls the handler until the record succeeds, is dead-lettered or skipped.
-    async fn attempt_until_done(
-        &mut self,
-        handler: &Arc<dyn Handler>,
-        message: &Message,
-    ) -> Outcome {
-        let mut attempts = 0u32;
-        loop {
-            // Held until the attempt is settled: a probe that ends without a verdict (skipped,
-            // invalid, cancelled) is released when the guard drops.
-            let Some(_probe) = self.await_circuit().await else {
-                return Outcome::Abandoned;
-            };
-            attempts += 1;
-            // The clock is read only when someone records the duration.
-            let started = self.counters.as_ref().map(|_| std::time::Instant::now());
-            // A panic fails this record alone; the partition's worker goes on.
-            let result = AssertUnwindSafe(handler.handle(message))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Err(HandlerError::panic(&*panic)));
-            if let (Some(c), Some(started)) = (&self.counters, started) {
-                c.duration.observe(started.elapsed().as_secs_f64());
-            }
-            match result {
-                Ok(()) => {
-                    self.breaker_success();
-                    return Outcome::Succeeded;
-                }
-                Err(error) => {
-                    let span = self.failure_span(message.offset);
-                    match self
-                        .decide(&error, attempts, message)
-                        .instrument(span)
-                        .await
-                    {
-                        Decision::Retry => {}
-                        Decision::Abandon => return Outcome::Abandoned,
-                        Decision::Done(outcome) => return outcome,
-                    }
-                }
-            }
-        }
-    }
-
-    /// The span of kafkit's own events about a failed record: `record{offset}`, unless the
-    /// record's whole handling already runs in one.
-    fn failure_span(&self, offset: i64) -> tracing::Span {
-        if self.worker.record_spans {
-            tracing::Span::none()
-        } else {
-            tracing::info_span!("record", offset)
-        }
-    }
-
-    /// What to do after a failed attempt: wait and retry, dead-letter, or skip.
-    async fn decide(&mut self, error: &HandlerError, attempts: u32, message: &Message) -> Decision {
-        let registration = &self.worker.registration;
-        match error.kind() {
-            ErrorKind::Skip => {
-                tracing::info!(reason = error.message(), "record skipped by handler");
-                Decision::Done(Outcome::Skipped)
-            }
-            ErrorKind::Invalid => {
-                tracing::warn!(error = error.message(), "invalid record, not retried");
-                match registration.invalid {
-                    InvalidPolicy::Skip => Decision::Done(Outcome::Skipped),
-                    InvalidPolicy::DeadLetter => self.dead_letter(message, error, attempts).await,
-                }
-            }
-            ErrorKind::Permanent => {
-                self.breaker_failure();
-                self.dead_letter(message, error, attempts).await
-            }
-            ErrorKind::Panic => {
-                tracing::error!(
-                    error = error.message(),
-                    "handler panicked; the record is dead-lettered"
-                );
-                if let Some(c) = &self.counters {
-                    c.panicked.inc();
-                }
-                self.breaker_failure();
-                self.dead_letter(message, error, attempts).await
-            }
-            ErrorKind::Transient => {
-                self.breaker_failure();
-                if !registration.retry.should_retry(attempts) {
-                    tracing::warn!(attempts, error = error.message(), "retries exhausted");
-                    return self.dead_letter(message, error, attempts).await;
-                }
-                let delay = registration.retry.delay(attempts);
-                tracing::debug!(
-                    attempts,
-                    delay_ms = delay.as_millis() as u64,
-                    error = error.message(),
-                    "retrying"
-                );
-                if let Some(c) = &self.counters {
-                    c.retried.inc();
-                }
-                // The partition stays paused while the record waits, so nothing piles up
-                // behind it; other partitions keep flowing and the consumer keeps polling.
-                self.pause(PauseReason::Retrying);
-                let waited = self.sleep(delay).await;
-                self.resume(PauseReason::Retrying);
-                if waited {
-                    Decision::Retry
-                } else {
-                    Decision::Abandon
-                }
-            }
-        }
-    }
-
-    /// Publishes the dead-letter copy and waits for the broker's acknowledgement, retrying
-    /// until it is stored: the source offset moves on only after that.
-    async fn dead_letter(
-        &mut self,
-        message: &Message,
-        error: &HandlerError,
-        attempts: u32,
-    ) -> Decision {
-        let (Some(policy), Some(producer)) = (
-            self.worker.registration.dead_letter.clone(),
-            self.worker.dead_letters.clone(),
-        ) else {
-            tracing::error!(
-                error = error.message(),
-                "no dead-letter topic: record dropped after failure"
-            );
-            return Decision::Done(Outcome::Skipped);
-        };
-        let failure = Failure {
-            kind: error.kind(),
-            message: error.message().to_owned(),
-            attempts,
-        };
-        let record = policy.record(message, &self.worker.group, &failure);
-        let mut backoff = DEAD_LETTER_BACKOFF.0;
-        let decision = loop {
-            match producer.send(record.clone()).await {
-                Ok(delivery) => {
-                    tracing::warn!(dead_letter_topic = %record.topic, dead_letter_offset = delivery.offset, error = error.message(), "record dead-lettered");
-                    break Decision::Done(Outcome::DeadLettered);
-                }
-                Err(send_error) => {
-                    tracing::error!(dead_letter_topic = %record.topic, error = %send_error, "publishing to the dead-letter topic failed; retrying");
-                    // Nothing piles up behind the record while its copy cannot be stored.
-                    self.pause(PauseReason::DeadLetterRetry);
-                    if !self.sleep(backoff).await {
-                        break Decision::Abandon;
-                    }
-                    backoff = (backoff * 2).min(DEAD_LETTER_BACKOFF.1);
-                }
-            }
-        };
-        self.resume(PauseReason::DeadLetterRetry);
-        decision
-    }
-
-    /// Waits while the circuit is open, with the partition paused. `None` when interrupted;
-    /// otherwise the caller may call the handler, holding the returned guard until the attempt
-    /// is settled.
-    async fn await_circuit(&mut self) -> Option<ProbeGuard> {
-        let Some(breaker) = self.breaker() else {
-            return Some(ProbeGuard(None));
-        };
-        loop {
-            match breaker.acquire() {
-                permit @ (Permit::Allowed | Permit::Probe(_)) => {
-                    self.resume(PauseReason::CircuitOpen);
-                    self.report_circuit(&breaker);
-                    let probe = match permit {
-                        Permit::Probe(id) => Some((breaker, id)),
-                        _ => None,
-                    };
-                    return Some(ProbeGuard(probe));
-                }
-                Permit::WaitUntil(until) => {
-                    self.pause(PauseReason::CircuitOpen);
-                    self.report_circuit(&breaker);
-                    tokio::select! {
-                        biased;
-                        () = self.worker.cancel.cancelled() => return None,
-                        () = tokio::time::sleep_until(until) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    fn breaker(&self) -> Option<Arc<CircuitBreaker>> {
-        self.worker.registration.circuit_breaker.clone()
-    }
-
-    fn breaker_success(&self) {
-        if let Some(breaker) = self.breaker() {
-            breaker.on_success();
-            self.report_circuit(&breaker);
-        }
-    }
-
-    fn breaker_failure(&self) {
-        if let Some(breaker) = self.breaker() {
-            breaker.on_failure();
-            self.report_circuit(&breaker);
-        }
-    }
-
-    fn report_circuit(&self, breaker: &CircuitBreaker) {
-        if let Some(c) = &self.counters {
-            c.circuit.set(breaker.state().as_gauge());
-        }
-    }
-
-    /// Sleeps unless cancelled first. False when cancelled.
-    async fn sleep(&self, duration: Duration) -> bool {
-        tokio::select! {
-            biased;
-            () = self.worker.cancel.cancelled() => false,
-            () = tokio::time::sleep(duration) => true,
-        }
-    }
-
     /// Settles records: counts them, and for finished ones advances the stored offset.
     /// False when the outcome was an interruption.
     fn finish(&mut self, messages: &[Message], outcome: Outcome) -> bool {
@@ -547,16 +370,11 @@ impl Running {
             return false;
         }
         for message in messages {
-            if let Some(c) = &self.counters {
-                match outcome {
-                    Outcome::Succeeded => c.succeeded.inc(),
-                    Outcome::DeadLettered => c.dead_lettered.inc(),
-                    Outcome::Skipped => c.skipped.inc(),
-                    Outcome::Abandoned => {}
-                }
+            if let Some(c) = &self.handling.counters {
+                c.settled(outcome);
             }
-            if self.tracker.complete(message.offset).is_some() {
-                self.unstored += 1;
+            if self.partition.tracker.complete(message.offset).is_some() {
+                self.partition.unstored += 1;
             }
         }
         let (remaining, remaining_bytes) = self.worker.state.unqueue(messages.len(), bytes);
@@ -577,99 +395,17 @@ impl Running {
                 .store(last.offset, Ordering::SeqCst);
         }
         let idle = self.buffer.is_empty() && self.worker.rx.is_empty();
-        if self.unstored >= STORE_EVERY || idle || self.worker.commit_each {
-            self.store();
+        if self.partition.unstored >= STORE_EVERY || idle || self.worker.commit_each {
+            self.partition.store();
         }
-        if remaining <= self.worker.max_queued / 2
-            && remaining_bytes <= self.worker.max_queued_bytes / 2
-            && self
-                .worker
-                .state
-                .backpressured
-                .swap(false, Ordering::SeqCst)
-        {
-            let _ = self.worker.control.send(Control::Resume(
-                self.worker.tp.clone(),
-                self.worker.epoch,
-                PauseReason::Backpressure,
-            ));
-        }
+        let w = &self.worker;
+        w.state.lift_backpressure(
+            &w.tp,
+            w.epoch,
+            &w.control,
+            (w.max_queued, w.max_queued_bytes),
+            (remaining, remaining_bytes),
+        );
         true
-    }
-
-    /// Hands the watermark to librdkafka (committed with the next periodic commit, on
-    /// revocation and on shutdown).
-    fn store(&mut self) {
-        let Some(offset) = self.tracker.watermark() else {
-            return;
-        };
-        if self.unstored == 0 {
-            return;
-        }
-        self.unstored = 0;
-        let (topic, partition) = &self.worker.tp;
-        // Revoked since this worker started (and maybe assigned again): another member may
-        // have committed further meanwhile, and storing this older offset would move the
-        // group back. Whoever owns the partition now re-reads from the committed offset.
-        if self.worker.consumer.context().epoch(&self.worker.tp) != self.worker.epoch {
-            return;
-        }
-        // rd_kafka_offset_store keeps offset + 1, the next record to read.
-        match self.worker.consumer.store_offset(topic, *partition, offset) {
-            Ok(()) => {
-                if self.worker.commit_each {
-                    let _ = self
-                        .worker
-                        .consumer
-                        .commit_consumer_state(CommitMode::Async);
-                }
-            }
-            // Revoked meanwhile: the new owner re-reads from the last commit (at-least-once).
-            Err(error) => tracing::debug!(%error, "offset not stored"),
-        }
-    }
-
-    fn pause(&mut self, reason: PauseReason) {
-        // A pause means a wait of unknown length (a retry, an open circuit, a refused
-        // dead-letter copy): store what is done first, so it is committed meanwhile.
-        self.store();
-        if !self.paused.contains(&reason) {
-            self.paused.push(reason);
-            let _ = self.worker.control.send(Control::Pause(
-                self.worker.tp.clone(),
-                self.worker.epoch,
-                reason,
-            ));
-        }
-    }
-
-    fn resume(&mut self, reason: PauseReason) {
-        if let Some(index) = self.paused.iter().position(|r| *r == reason) {
-            self.paused.swap_remove(index);
-            let _ = self.worker.control.send(Control::Resume(
-                self.worker.tp.clone(),
-                self.worker.epoch,
-                reason,
-            ));
-        }
-    }
-}
-
-enum Decision {
-    Retry,
-    Abandon,
-    Done(Outcome),
-}
-
-/// The half-open circuit's probe held by one attempt: released without a verdict when dropped,
-/// whatever ended the attempt (a skip, invalid input, a panic, cancellation). A probe already
-/// settled by `on_success` / `on_failure` makes the release a no-op.
-struct ProbeGuard(Option<(Arc<CircuitBreaker>, u64)>);
-
-impl Drop for ProbeGuard {
-    fn drop(&mut self) {
-        if let Some((breaker, id)) = &self.0 {
-            breaker.release_probe(*id);
-        }
     }
 }
