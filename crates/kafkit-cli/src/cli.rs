@@ -101,8 +101,9 @@ pub struct ServeArgs {
     /// Longest an HTTP request may take before a 503 `request_timeout` (milliseconds).
     #[arg(long, env = "KAFKIT_REQUEST_TIMEOUT", default_value_t = 60_000)]
     pub request_timeout_ms: u64,
-    /// Longest a client may take to send a request's headers, and longest an idle kept-alive
-    /// connection stays open (milliseconds).
+    /// Longest a connection may go with no request in flight (milliseconds): the TLS
+    /// handshake, before the first byte, sending a request's headers, idle between requests
+    /// (HTTP/1 and HTTP/2), and a response write the client does not read.
     #[arg(long, env = "KAFKIT_HEADER_TIMEOUT", default_value_t = 60_000)]
     pub header_timeout_ms: u64,
     /// Most connections served at once; more are closed at accept.

@@ -52,6 +52,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_millis(args.header_timeout_ms),
         max_connections: args.max_connections,
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        ..ServerLimits::default()
     };
     let mut state = AppState::new(&config, &cluster)?
         .with_limits(limits)
