@@ -11,7 +11,7 @@ use kafkit::rdkafka::Message as _;
 use kafkit::rdkafka::config::FromClientConfig;
 use kafkit::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as RdConsumer, StreamConsumer};
 use kafkit::rdkafka::message::Headers as _;
-use kafkit::{Cluster, Consumer, KafkaConfig, Message, Producer, Record, Router};
+use kafkit::{Kafka, KafkaConfig, Message, Producer, Record, Router};
 
 use crate::BenchArgs;
 use crate::outcome::{Outcome, ROUNDS, median};
@@ -26,7 +26,7 @@ struct Event {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (cluster, config, admin) = args.connect()?;
+    let (kafka, config, admin) = args.connect()?;
     let topic = args.fresh_topic(&admin, "bench-consume").await?;
     populate(&config, &topic, args.records, args.size).await?;
     println!(
@@ -34,7 +34,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.records,
         args.size,
         args.partitions,
-        cluster.bootstrap_servers()
+        kafka.cluster().bootstrap_servers()
     );
     println!(
         "{ROUNDS} rounds, interleaved, each from the beginning with a fresh group; the median round is shown"
@@ -49,7 +49,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for number in 0..ROUNDS {
         let round = Round {
             config: &config,
-            cluster: &cluster,
+            kafka: &kafka,
             topic: &topic,
             records: args.records,
             number,
@@ -118,7 +118,7 @@ pub async fn populate(
 /// of its own.
 struct Round<'a> {
     config: &'a KafkaConfig,
-    cluster: &'a Cluster,
+    kafka: &'a Kafka,
     topic: &'a str,
     records: usize,
     number: usize,
@@ -221,7 +221,7 @@ impl Round<'_> {
                 }
             })
             .no_dead_letter();
-        let consumer = Consumer::new(self.config, &self.group("kafkit"), router)?.on(self.cluster);
+        let consumer = self.kafka.consumer(&self.group("kafkit"), router)?;
         let started = Instant::now();
         let waiter = done.clone();
         let mut elapsed = Duration::ZERO;

@@ -17,7 +17,7 @@ mod transform;
 use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
-use kafkit::{Admin, Cluster, KafkaConfig, TopicSpec};
+use kafkit::{Admin, Kafka, KafkaConfig, TopicSpec};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc, as in the `kafkit` binary: the raw baselines run in this process too, so every
@@ -71,14 +71,14 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// The cluster to measure on (the embedded broker when no brokers are given), the client
     /// configuration that reaches it (`KAFKA_*` with `--brokers` applied), and an admin client.
-    pub fn connect(&self) -> anyhow::Result<(Cluster, KafkaConfig, Admin)> {
+    pub fn connect(&self) -> anyhow::Result<(Kafka, KafkaConfig, Admin)> {
         let mut config = KafkaConfig::from_env()?;
         if let Some(brokers) = &self.brokers {
             config.brokers = KafkaConfig::from_vars([("KAFKA_BROKERS", brokers)])?.brokers;
         }
-        let (cluster, config) = Cluster::connect(&config)?;
-        let admin = Admin::new(&config)?.on(&cluster);
-        Ok((cluster, config, admin))
+        let kafka = Kafka::connect(&config)?;
+        let admin = kafka.admin()?;
+        Ok((kafka.clone(), kafka.config().clone(), admin))
     }
 
     /// A topic of `--partitions` partitions named after `prefix` and this process, created

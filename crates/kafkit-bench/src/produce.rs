@@ -22,8 +22,8 @@ const BATCH: usize = 10_000;
 const BATCHES_IN_FLIGHT: usize = 8;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (cluster, config, admin) = args.connect()?;
-    let broker_kind = if cluster.embedded().is_some() {
+    let (kafka, config, admin) = args.connect()?;
+    let broker_kind = if kafka.cluster().embedded().is_some() {
         "embedded"
     } else {
         "remote"
@@ -33,7 +33,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.records,
         args.size,
         args.partitions,
-        cluster.bootstrap_servers()
+        kafka.cluster().bootstrap_servers()
     );
     println!("{ROUNDS} rounds, interleaved; the median round of each client is shown");
     println!("| client | records/s | MB/s | seconds | failed |");

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kafkit::exactly_once::ExactlyOnceOptions;
+use kafkit::consumer::exactly_once::ExactlyOnceOptions;
 use kafkit::{
-    Admin, BatchError, BatchOptions, Cluster, Consumer, ExactlyOnce, KafkaConfig, Message,
-    Producer, Record, Router, TopicSpec,
+    Admin, BatchError, BatchOptions, Kafka, KafkaConfig, Message, Producer, Record, Router,
+    TopicSpec,
 };
 
 use crate::BenchArgs;
@@ -23,7 +23,7 @@ struct Event {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (cluster, config, admin) = args.connect()?;
+    let (kafka, config, admin) = args.connect()?;
     let topic = args.fresh_topic(&admin, "bench-transform").await?;
     populate(&config, &topic, args.records, args.size).await?;
     println!(
@@ -31,7 +31,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.records,
         args.size,
         args.partitions,
-        cluster.bootstrap_servers()
+        kafka.cluster().bootstrap_servers()
     );
     println!(
         "{ROUNDS} rounds, interleaved, each from the beginning with a fresh group and output topic; {} input records per transaction or batch; the median round is shown",
@@ -44,7 +44,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for number in 0..ROUNDS {
         let round = Round {
             config: &config,
-            cluster: &cluster,
+            kafka: &kafka,
             admin: &admin,
             topic: &topic,
             records: args.records,
@@ -80,7 +80,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// One round of one pipeline: transform every record of `topic` into a fresh output topic.
 struct Round<'a> {
     config: &'a KafkaConfig,
-    cluster: &'a Cluster,
+    kafka: &'a Kafka,
     admin: &'a Admin,
     topic: &'a str,
     records: usize,
@@ -143,7 +143,7 @@ impl Round<'_> {
                 }
             })
             .no_dead_letter();
-        let consumer = Consumer::new(self.config, &self.name("alo"), router)?.on(self.cluster);
+        let consumer = self.kafka.consumer(&self.name("alo"), router)?;
         let started = Instant::now();
         let mut elapsed = Duration::ZERO;
         consumer
@@ -166,9 +166,10 @@ impl Round<'_> {
             max_records: self.batch,
             ..ExactlyOnceOptions::default()
         };
-        let mut pipeline = ExactlyOnce::new(self.config, &self.name("eos"), producer)?
-            .with_options(options)
-            .on(self.cluster);
+        let mut pipeline = self
+            .kafka
+            .exactly_once(&self.name("eos"), producer)?
+            .with_options(options);
         pipeline
             .route(self.topic, move |event: Message<Event>| {
                 let output = output.clone();

@@ -9,11 +9,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use kafkit::{Cluster, KafkaConfig};
 //! use kafkit_gateway::{AppState, router};
 //!
-//! let (cluster, config) = Cluster::connect(&KafkaConfig::from_env()?)?;
-//! let state = AppState::new(&config, &cluster)?;
+//! let kafka = kafkit::Kafka::from_env()?;
+//! let state = AppState::new(&kafka)?;
 //! let app = axum::Router::new()
 //!     .route("/hello", axum::routing::get(|| async { "hi" }))
 //!     .merge(router(state.clone()));
@@ -50,7 +49,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::{Extension, Router};
-use kafkit::{Admin, Cluster, KafkaConfig, Metrics, Producer};
+use kafkit::{Admin, Kafka, KafkaConfig, Metrics, Producer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -138,14 +137,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a cluster reachable with `config`, open (no API keys).
-    pub fn new(config: &KafkaConfig, cluster: &Cluster) -> kafkit::Result<Self> {
+    /// State for the cluster of `kafka`, open (no API keys).
+    pub fn new(kafka: &Kafka) -> kafkit::Result<Self> {
+        let config = kafka.config();
         let metrics = Metrics::default();
         let producer = Producer::builder(config)
             .enqueue_timeout(ENQUEUE_TIMEOUT)
             .metrics(metrics.clone())
             .build()?;
-        let admin = Admin::new(config)?.on(cluster);
+        let admin = kafka.admin()?;
         let http = http_metrics::HttpMetrics::new(metrics.registry());
         Ok(AppState {
             producer,
@@ -162,7 +162,7 @@ impl AppState {
             )),
             limits: Limits::from_config(config),
             readiness: Arc::default(),
-            embedded: cluster.embedded().cloned(),
+            embedded: kafka.cluster().embedded().cloned(),
             server: ServerLimits::default(),
             reads: ReadLimit::default(),
         })

@@ -4,7 +4,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use kafkit::{Cluster, KafkaConfig};
+use kafkit::{Kafka, KafkaConfig};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -17,7 +17,7 @@ pub fn config() -> KafkaConfig {
 
 /// Open state (no API keys) on `config`'s brokers.
 pub fn state_with(config: &KafkaConfig) -> AppState {
-    AppState::new(config, &Cluster::Remote(config.brokers.clone())).expect("gateway state")
+    AppState::new(&Kafka::connect(config).expect("remote cluster")).expect("gateway state")
 }
 
 /// Open state on the test broker.
@@ -27,10 +27,10 @@ pub fn state() -> AppState {
 
 /// Open state on the embedded development broker, started in-process for it; the broker
 /// stops when the returned cluster is dropped.
-pub fn embedded_state() -> (Cluster, AppState) {
-    let (cluster, config) = Cluster::connect(&KafkaConfig::default()).expect("embedded broker");
-    let state = AppState::new(&config, &cluster).expect("gateway state");
-    (cluster, state)
+pub fn embedded_state() -> (Kafka, AppState) {
+    let kafka = Kafka::connect(&KafkaConfig::default()).expect("embedded broker");
+    let state = AppState::new(&kafka).expect("gateway state");
+    (kafka, state)
 }
 
 /// An answer, with its body parsed as JSON (`Value::Null` when it is not JSON).

@@ -531,7 +531,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_embedded_broker_describes_a_topic_at_once_without_configs() {
-        let (_cluster, state) = super::super::testing::embedded_state();
+        let (_cluster, state) = crate::testing::embedded_state();
         state
             .admin
             .ensure_topics(&[kafkit::TopicSpec::new("embedded-detail", 2)])

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::routing::get;
-use kafkit::{Cluster, KafkaConfig};
+use kafkit::{Kafka, KafkaConfig};
 use kafkit_gateway::{AppState, router};
 use serde_json::{Value, json};
 
@@ -15,8 +15,8 @@ async fn the_gateway_router_serves_inside_a_users_app() {
 
     // Given a user's app with a route of its own and the gateway merged in.
     let topic = testkit::topic("mounted", 2).await;
-    let (cluster, config) = Cluster::connect(&KafkaConfig::new([testkit::brokers()])).unwrap();
-    let state = AppState::new(&config, &cluster).unwrap();
+    let kafka = Kafka::connect(&KafkaConfig::new([testkit::brokers()])).unwrap();
+    let state = AppState::new(&kafka).unwrap();
     let app = axum::Router::new()
         .route("/app/hello", get(|| async { "hello from the service" }))
         .merge(router(state.clone()));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kafkit::{Admin, Cluster, KafkaConfig, TopicSpec};
+use kafkit::{Admin, Kafka, KafkaConfig, TopicSpec};
 use kafkit_gateway::{AppState, Limits, router};
 use serde_json::{Value, json};
 
@@ -25,14 +25,12 @@ async fn a_timed_out_send_keeps_its_idempotency_key_until_the_broker_answers() {
         delivery_timeout: Duration::from_secs(60),
         ..broker.config()
     };
-    let (cluster, config) = Cluster::connect(&config).unwrap();
+    let kafka = Kafka::connect(&config).unwrap();
     let limits = Limits {
         broker_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(3),
     };
-    let state = AppState::new(&config, &cluster)
-        .unwrap()
-        .with_limits(limits);
+    let state = AppState::new(&kafka).unwrap().with_limits(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(axum::serve(listener, router(state.clone())).into_future());
@@ -106,8 +104,8 @@ async fn readiness_is_cached_for_a_second_and_turns_503_once_draining() {
         request_timeout: Duration::from_secs(2),
         ..broker.config()
     };
-    let (cluster, config) = Cluster::connect(&config).unwrap();
-    let state = AppState::new(&config, &cluster).unwrap();
+    let kafka = Kafka::connect(&config).unwrap();
+    let state = AppState::new(&kafka).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ready_url = format!("http://{}/health/ready", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use kafkit::{Cluster, KafkaConfig};
+use kafkit::{Kafka, KafkaConfig};
 use kafkit_gateway::{AppState, ServerLimits, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,10 +18,8 @@ async fn start(
     oneshot::Sender<()>,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
-    let (cluster, config) = Cluster::connect(&KafkaConfig::new([testkit::brokers()])).unwrap();
-    let state = AppState::new(&config, &cluster)
-        .unwrap()
-        .with_server_limits(limits);
+    let kafka = Kafka::connect(&KafkaConfig::new([testkit::brokers()])).unwrap();
+    let state = AppState::new(&kafka).unwrap().with_server_limits(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = oneshot::channel::<()>();

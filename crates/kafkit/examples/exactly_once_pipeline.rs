@@ -13,8 +13,8 @@
 //!
 //! `cargo run -p kafkit --example exactly_once_pipeline`
 
-use kafkit::exactly_once::{DEFAULT_TRANSACTION_RECORDS, ExactlyOnceOptions};
-use kafkit::{ExactlyOnce, HandlerError, Kafka, Message, Record};
+use kafkit::consumer::exactly_once::{DEFAULT_TRANSACTION_RECORDS, ExactlyOnceOptions};
+use kafkit::{HandlerError, Kafka, Message, Record};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -42,9 +42,7 @@ async fn main() -> kafkit::Result<()> {
         max_records,
         ..ExactlyOnceOptions::default()
     };
-    let mut pipeline = ExactlyOnce::new(kafka.config(), &fees, producer)?
-        .with_options(options)
-        .on(kafka.cluster());
+    let mut pipeline = kafka.exactly_once(&fees, producer)?.with_options(options);
     let output = fees.clone();
     pipeline.route(&payments, move |payment: Message<Payment>| {
         let output = output.clone();

@@ -282,7 +282,7 @@ impl Admin {
 
     /// Works on `cluster`: with the embedded broker, topics are created through it.
     #[must_use]
-    pub fn on(self, cluster: &crate::cluster::Cluster) -> Self {
+    pub(crate) fn on(self, cluster: &crate::cluster::Cluster) -> Self {
         match cluster.embedded() {
             Some(broker) => self.with_embedded(broker.clone()),
             None => self,
@@ -291,7 +291,7 @@ impl Admin {
 
     /// Creates topics through `broker`'s own API instead of CreateTopics.
     #[must_use]
-    pub fn with_embedded(mut self, broker: Arc<EmbeddedBroker>) -> Self {
+    pub(crate) fn with_embedded(mut self, broker: Arc<EmbeddedBroker>) -> Self {
         self.embedded = Some(broker);
         self
     }

@@ -39,20 +39,6 @@ impl Cluster {
         }
     }
 
-    /// The cluster `config` names, and `config` pointed at it: the one call a program needs to
-    /// run against `KAFKA_BROKERS`, or the embedded broker when that is unset.
-    ///
-    /// ```no_run
-    /// # fn main() -> kafkit::Result<()> {
-    /// let (cluster, config) = kafkit::Cluster::connect(&kafkit::KafkaConfig::from_env()?)?;
-    /// # Ok(()) }
-    /// ```
-    pub fn connect(config: &KafkaConfig) -> Result<(Self, KafkaConfig)> {
-        let cluster = Cluster::from_config(config)?;
-        let config = cluster.configure(config);
-        Ok((cluster, config))
-    }
-
     /// Comma-separated bootstrap servers.
     pub fn bootstrap_servers(&self) -> String {
         match self {
@@ -79,97 +65,6 @@ impl Cluster {
             Cluster::Embedded(broker) => Some(broker),
             Cluster::Remote(_) => None,
         }
-    }
-}
-
-/// A connection to a cluster that makes clients already pointed at it: producers, consumers
-/// and admins created here use `KAFKA_BROKERS`, or the embedded broker (creating their topics
-/// and dead-letter topics through it) when that is unset. Cheap to clone; the embedded broker
-/// lives as long as any clone.
-///
-/// ```no_run
-/// # async fn demo() -> kafkit::Result<()> {
-/// let kafka = kafkit::Kafka::from_env()?;
-/// kafka.admin()?.ensure_topics(&[kafkit::TopicSpec::new("orders", 3)]).await?;
-/// let producer = kafka.producer()?;
-/// producer.send_json("orders", Some("o-1"), &serde_json::json!({"id": 1})).await?;
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone)]
-pub struct Kafka {
-    cluster: Arc<Cluster>,
-    config: KafkaConfig,
-}
-
-impl Kafka {
-    /// Connects as `config` says: its brokers, or the embedded broker when it names none.
-    pub fn connect(config: &KafkaConfig) -> Result<Self> {
-        let (cluster, config) = Cluster::connect(config)?;
-        Ok(Kafka {
-            cluster: Arc::new(cluster),
-            config,
-        })
-    }
-
-    /// Connects as the `KAFKA_*` environment says.
-    pub fn from_env() -> Result<Self> {
-        Kafka::connect(&KafkaConfig::from_env()?)
-    }
-
-    /// The configuration every client here starts from, pointed at the cluster.
-    pub fn config(&self) -> &KafkaConfig {
-        &self.config
-    }
-
-    /// Where the brokers are.
-    pub fn cluster(&self) -> &Cluster {
-        &self.cluster
-    }
-
-    /// A producer with the default settings.
-    pub fn producer(&self) -> Result<crate::producer::Producer> {
-        crate::producer::Producer::new(&self.config)
-    }
-
-    /// A transactional producer named `transactional_id`, registered with the cluster. The
-    /// embedded broker accepts transactions but does not honour them faithfully.
-    pub async fn transactional_producer(
-        &self,
-        transactional_id: impl Into<String>,
-    ) -> Result<crate::transaction::TransactionalProducer> {
-        crate::producer::Producer::transactional(&self.config, transactional_id).await
-    }
-
-    /// A producer builder, for a partitioner, metrics or an enqueue timeout.
-    pub fn producer_builder(&self) -> crate::producer::ProducerBuilder {
-        crate::producer::Producer::builder(&self.config)
-    }
-
-    /// An admin client; on the embedded broker it creates topics through the broker itself.
-    pub fn admin(&self) -> Result<crate::admin::Admin> {
-        Ok(crate::admin::Admin::new(&self.config)?.on(&self.cluster))
-    }
-
-    /// A consumer of `group` running `router`'s handlers, with the default options.
-    pub fn consumer(
-        &self,
-        group: &str,
-        router: crate::router::Router,
-    ) -> Result<crate::consumer::Consumer> {
-        self.consumer_with_options(group, router, crate::consumer::ConsumerOptions::default())
-    }
-
-    /// A consumer with explicit options.
-    pub fn consumer_with_options(
-        &self,
-        group: &str,
-        router: crate::router::Router,
-        options: crate::consumer::ConsumerOptions,
-    ) -> Result<crate::consumer::Consumer> {
-        Ok(
-            crate::consumer::Consumer::with_options(&self.config, group, router, options)?
-                .on(&self.cluster),
-        )
     }
 }
 

@@ -7,7 +7,20 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::circuit_breaker::CircuitState;
-use crate::consumer::PauseReason;
+
+/// Why a partition is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// Too many records waiting for the handler.
+    Backpressure,
+    /// A record waits for its next attempt.
+    Retrying,
+    /// The handler's circuit breaker is open.
+    CircuitOpen,
+    /// A dead-letter copy could not be stored yet; the record waits for it.
+    DeadLetterRetry,
+}
 
 /// One assigned partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

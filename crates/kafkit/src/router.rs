@@ -12,50 +12,9 @@ use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig};
 use crate::codec::Decoder;
 use crate::dead_letter::DeadLetter;
 use crate::handler::{ByType, Handler, HandlerResult, Raw, State, Stateful, Typed, TypedHandler};
+use crate::policy::{FailurePolicy, InvalidPolicy};
 use crate::record::Message;
 use crate::retry::RetryPolicy;
-
-/// The failure-policy setters of a route: one definition for [`Registration`] (at-least-once)
-/// and `TransformRoute` (exactly-once), which keep the policy in the same three fields
-/// (`retry`, `dead_letter`, `invalid`).
-macro_rules! failure_policy_setters {
-    () => {
-        /// Sets the retry policy of transient failures.
-        pub fn retry(&mut self, policy: $crate::retry::RetryPolicy) -> &mut Self {
-            self.retry = policy;
-            self
-        }
-
-        /// Sets the dead-letter policy (default `{topic}.dlq`).
-        pub fn dead_letter(&mut self, dead_letter: $crate::dead_letter::DeadLetter) -> &mut Self {
-            self.dead_letter = Some(dead_letter);
-            self
-        }
-
-        /// No dead-letter topic: exhausted and invalid records are logged and skipped.
-        pub fn no_dead_letter(&mut self) -> &mut Self {
-            self.dead_letter = None;
-            self
-        }
-
-        /// Sets what happens to invalid records.
-        pub fn on_invalid(&mut self, policy: $crate::router::InvalidPolicy) -> &mut Self {
-            self.invalid = policy;
-            self
-        }
-    };
-}
-pub(crate) use failure_policy_setters;
-
-/// What happens to an invalid record (undecodable, or failing validation). Never retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum InvalidPolicy {
-    /// Copy it to the dead-letter topic (default when the topic has one).
-    #[default]
-    DeadLetter,
-    /// Log it and move on.
-    Skip,
-}
 
 /// In which order a topic's records are handled within a partition (Confluent Parallel
 /// Consumer's `ProcessingOrder`). Offsets are committed the same way in every order: only
@@ -103,12 +62,8 @@ impl std::fmt::Debug for Route {
 pub struct Registration {
     /// The handler.
     pub route: Route,
-    /// Retries of transient failures.
-    pub retry: RetryPolicy,
-    /// Where failures go; `None` means failures that exhaust retries are logged and skipped.
-    pub dead_letter: Option<DeadLetter>,
-    /// Invalid records: dead-letter or skip.
-    pub invalid: InvalidPolicy,
+    /// Retries, dead letters and invalid records.
+    pub failure: FailurePolicy,
     /// Circuit breaker shared by the topic's partitions.
     pub circuit_breaker: Option<Arc<CircuitBreaker>>,
     /// Order of handling within a partition.
@@ -124,9 +79,7 @@ impl Registration {
     fn new(route: Route) -> Self {
         Registration {
             route,
-            retry: RetryPolicy::default(),
-            dead_letter: Some(DeadLetter::default()),
-            invalid: InvalidPolicy::DeadLetter,
+            failure: FailurePolicy::default(),
             circuit_breaker: None,
             order: ProcessingOrder::Partition,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
@@ -134,7 +87,29 @@ impl Registration {
         }
     }
 
-    failure_policy_setters!();
+    /// Sets the retry policy of transient failures.
+    pub fn retry(&mut self, policy: RetryPolicy) -> &mut Self {
+        self.failure.retry(policy);
+        self
+    }
+
+    /// Sets the dead-letter policy (default `{topic}.dlq`).
+    pub fn dead_letter(&mut self, dead_letter: DeadLetter) -> &mut Self {
+        self.failure.dead_letter(dead_letter);
+        self
+    }
+
+    /// No dead-letter topic: exhausted and invalid records are logged and skipped.
+    pub fn no_dead_letter(&mut self) -> &mut Self {
+        self.failure.no_dead_letter();
+        self
+    }
+
+    /// Sets what happens to invalid records.
+    pub fn on_invalid(&mut self, policy: InvalidPolicy) -> &mut Self {
+        self.failure.on_invalid(policy);
+        self
+    }
 
     /// Sets the order of handling within a partition (default [`ProcessingOrder::Partition`]).
     pub fn order(&mut self, order: ProcessingOrder) -> &mut Self {
@@ -392,9 +367,14 @@ mod tests {
         assert_eq!(router.topics(), ["blobs", "events", "orders"]);
         assert!(router.has_handler("blobs"));
         let blobs = router.get("blobs").unwrap();
-        assert_eq!(blobs.retry.max_attempts, 1);
+        assert_eq!(blobs.failure.retry.max_attempts, 1);
         assert_eq!(
-            blobs.dead_letter.as_ref().unwrap().topic_for("blobs"),
+            blobs
+                .failure
+                .dead_letter
+                .as_ref()
+                .unwrap()
+                .topic_for("blobs"),
             "blobs_dlt"
         );
         assert!(matches!(

@@ -1,17 +1,15 @@
 //! `kafkit broker`: the embedded development broker on its own, until Ctrl-C.
 
-use kafkit::{Admin, EmbeddedBroker, KafkaConfig};
+use kafkit::{Kafka, KafkaConfig};
 
 use crate::cli::BrokerArgs;
 
 pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
-    let broker = std::sync::Arc::new(EmbeddedBroker::start(1)?);
-    let address = broker.bootstrap_servers().to_owned();
+    // A configuration naming no brokers: the embedded one starts.
+    let kafka = Kafka::connect(&KafkaConfig::default())?;
+    let address = kafka.cluster().bootstrap_servers();
     if !args.topics.is_empty() {
-        Admin::new(&KafkaConfig::new([address.clone()]))?
-            .with_embedded(broker.clone())
-            .ensure_topics(&args.topics)
-            .await?;
+        kafka.admin()?.ensure_topics(&args.topics).await?;
     }
     if let Some(path) = &args.address_file {
         std::fs::write(path, &address)?;
@@ -22,6 +20,6 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         kafkit::cluster::EMBEDDED_LIMITS
     );
     kafkit::shutdown::signal().await;
-    drop(broker);
+    drop(kafka);
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use kafkit::Cluster;
+use kafkit::Kafka;
 use kafkit_gateway::{ApiKeys, AppState, Limits, ServerLimits};
 
 use crate::cli::ServeArgs;
@@ -43,10 +43,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let (cluster, config) = Cluster::connect(&config)?;
+    let kafka = Kafka::connect(&config)?;
+    let config = kafka.config();
     let limits = Limits {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
-        ..Limits::from_config(&config)
+        ..Limits::from_config(config)
     };
     let server = ServerLimits {
         header_read_timeout: Duration::from_millis(args.header_timeout_ms),
@@ -54,7 +55,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         ..ServerLimits::default()
     };
-    let mut state = AppState::new(&config, &cluster)?
+    let mut state = AppState::new(&kafka)?
         .with_limits(limits)
         .with_server_limits(server);
     let authenticated = keys.is_some();
@@ -75,8 +76,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             if tls.is_some() { "https" } else { "http" },
             kafkit_gateway::CONSOLE_PATH
         ),
-        brokers = %cluster.bootstrap_servers(),
-        embedded = cluster.embedded().is_some(),
+        brokers = %kafka.cluster().bootstrap_servers(),
+        embedded = kafka.cluster().embedded().is_some(),
         tls = tls.is_some(),
         authenticated,
         "kafkit gateway ready"
@@ -89,6 +90,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     state.producer.shutdown().await?;
     state.transactions.shutdown().await?;
     tracing::info!("gateway stopped cleanly");
-    drop(cluster);
+    drop(kafka);
     Ok(())
 }

@@ -20,9 +20,10 @@ use crate::circuit_breaker::{CircuitBreaker, Permit};
 use crate::dead_letter::Failure;
 use crate::handler::{ErrorKind, Handler, HandlerError};
 use crate::metrics::Metrics;
+use crate::policy::{Verdict, verdict};
 use crate::producer::Producer;
 use crate::record::Message;
-use crate::router::{InvalidPolicy, Registration};
+use crate::router::Registration;
 
 /// Bounds of the pause between attempts to publish a dead-letter record.
 const DEAD_LETTER_BACKOFF: (Duration, Duration) =
@@ -211,24 +212,13 @@ impl Handling {
         message: &Message,
         flow: &mut dyn Flow,
     ) -> Decision {
-        let registration = &self.registration;
-        match error.kind() {
+        let kind = error.kind();
+        match kind {
             ErrorKind::Skip => {
-                tracing::info!(reason = error.message(), "record skipped by handler");
-                Decision::Done(Outcome::Skipped)
+                tracing::info!(reason = error.message(), "record skipped by handler")
             }
             ErrorKind::Invalid => {
                 tracing::warn!(error = error.message(), "invalid record, not retried");
-                match registration.invalid {
-                    InvalidPolicy::Skip => Decision::Done(Outcome::Skipped),
-                    InvalidPolicy::DeadLetter => {
-                        self.dead_letter(message, error, attempts, flow).await
-                    }
-                }
-            }
-            ErrorKind::Permanent => {
-                self.breaker_failure();
-                self.dead_letter(message, error, attempts, flow).await
             }
             ErrorKind::Panic => {
                 tracing::error!(
@@ -239,20 +229,20 @@ impl Handling {
                     c.panicked.inc();
                 }
                 self.breaker_failure();
+            }
+            ErrorKind::Permanent | ErrorKind::Transient => self.breaker_failure(),
+        }
+        let policy = &self.registration.failure;
+        match verdict(kind, attempts, policy) {
+            Verdict::Skip => Decision::Done(Outcome::Skipped),
+            Verdict::DeadLetter | Verdict::Drop => {
+                if kind == ErrorKind::Transient {
+                    tracing::warn!(attempts, error = error.message(), "retries exhausted");
+                }
                 self.dead_letter(message, error, attempts, flow).await
             }
-            ErrorKind::Transient => {
-                self.breaker_failure();
-                if !registration.retry.should_retry(attempts) {
-                    tracing::warn!(attempts, error = error.message(), "retries exhausted");
-                    return self.dead_letter(message, error, attempts, flow).await;
-                }
-                // The handler may ask for a longer wait (an HTTP `Retry-After`); never a
-                // shorter one than the policy's backoff.
-                let delay = registration
-                    .retry
-                    .delay(attempts)
-                    .max(error.retry_after_hint().unwrap_or_default());
+            Verdict::Retry => {
+                let delay = policy.retry_delay(attempts, error);
                 tracing::debug!(
                     attempts,
                     delay_ms = delay.as_millis() as u64,
@@ -295,7 +285,7 @@ impl Handling {
         flow: &mut dyn Flow,
     ) -> Decision {
         let (Some(policy), Some(producer)) = (
-            self.registration.dead_letter.as_ref(),
+            self.registration.failure.dead_letter.as_ref(),
             self.dead_letters.as_ref(),
         ) else {
             tracing::error!(

@@ -4,6 +4,7 @@
 //! drains within a bound, commits what is done and leaves the group.
 
 mod context;
+pub mod exactly_once;
 mod fetched;
 mod handling;
 mod keyed;
@@ -33,6 +34,7 @@ use self::context::RuntimeContext;
 use crate::cluster::{Cluster, EmbeddedBroker};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
+pub use crate::health::PauseReason;
 use crate::health::{CommitStatus, HealthReport, PartitionHealth};
 use crate::metrics::Metrics;
 use crate::producer::Producer;
@@ -66,20 +68,6 @@ impl Default for CommitStrategy {
     fn default() -> Self {
         CommitStrategy::Periodic(Duration::from_secs(5))
     }
-}
-
-/// Why a partition is paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PauseReason {
-    /// Too many records waiting for the handler.
-    Backpressure,
-    /// A record waits for its next attempt.
-    Retrying,
-    /// The handler's circuit breaker is open.
-    CircuitOpen,
-    /// A dead-letter copy could not be stored yet; the record waits for it.
-    DeadLetterRetry,
 }
 
 /// Requests from workers to the poll loop.
@@ -391,14 +379,14 @@ impl Consumer {
     /// Creates dead-letter topics through `broker`'s own API (the embedded development broker
     /// has no CreateTopics).
     #[must_use]
-    pub fn with_embedded(mut self, broker: Arc<EmbeddedBroker>) -> Self {
+    pub(crate) fn with_embedded(mut self, broker: Arc<EmbeddedBroker>) -> Self {
         self.embedded = Some(broker);
         self
     }
 
     /// Runs on `cluster`: with the embedded broker, dead-letter topics are created through it.
     #[must_use]
-    pub fn on(self, cluster: &Cluster) -> Self {
+    pub(crate) fn on(self, cluster: &Cluster) -> Self {
         match cluster.embedded() {
             Some(broker) => self.with_embedded(broker.clone()),
             None => self,
@@ -609,7 +597,8 @@ impl Consumer {
             .router
             .iter()
             .filter_map(|(topic, r)| {
-                r.dead_letter
+                r.failure
+                    .dead_letter
                     .as_ref()
                     .map(|d| (topic.to_owned(), d.topic_for(topic)))
             })

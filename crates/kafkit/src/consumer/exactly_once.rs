@@ -41,12 +41,11 @@ use tokio::time::Instant;
 use crate::cluster::{Cluster, EmbeddedBroker};
 use crate::config::{Isolation, KafkaConfig};
 use crate::consumer::TopicPartition;
-use crate::dead_letter::{DeadLetter, Failure};
+use crate::dead_letter::Failure;
 use crate::error::{Error, Result};
-use crate::handler::{ErrorKind, HandlerError};
+use crate::handler::HandlerError;
+use crate::policy::{FailurePolicy, Verdict, verdict};
 use crate::record::{Message, Record};
-use crate::retry::RetryPolicy;
-use crate::router::InvalidPolicy;
 use crate::transaction::TransactionalProducer;
 
 /// What a transform answers for one input record: the records to write for it (none is fine).
@@ -84,25 +83,17 @@ where
 
 /// An input topic's transform and its failure policy.
 #[derive(Clone)]
-pub struct TransformRoute {
+struct TransformRoute {
     transform: Arc<dyn Transform>,
-    retry: RetryPolicy,
-    dead_letter: Option<DeadLetter>,
-    invalid: InvalidPolicy,
+    failure: FailurePolicy,
 }
 
 impl std::fmt::Debug for TransformRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransformRoute")
-            .field("retry", &self.retry)
-            .field("dead_letter", &self.dead_letter)
-            .field("invalid", &self.invalid)
+            .field("failure", &self.failure)
             .finish_non_exhaustive()
     }
-}
-
-impl TransformRoute {
-    crate::router::failure_policy_setters!();
 }
 
 /// How input records are grouped into transactions.
@@ -195,13 +186,13 @@ impl ExactlyOnce {
 
     /// Runs on `cluster`: with the embedded broker, dead-letter topics are created through it.
     #[must_use]
-    pub fn on(mut self, cluster: &Cluster) -> Self {
+    pub(crate) fn on(mut self, cluster: &Cluster) -> Self {
         self.embedded = cluster.embedded().cloned();
         self
     }
 
-    /// Transforms `topic`'s JSON records with `transform`.
-    pub fn route<T, F, Fut>(&mut self, topic: &str, transform: F) -> &mut TransformRoute
+    /// Transforms `topic`'s JSON records with `transform`; the answer sets its failure policy.
+    pub fn route<T, F, Fut>(&mut self, topic: &str, transform: F) -> &mut FailurePolicy
     where
         T: DeserializeOwned + Send + 'static,
         F: Fn(Message<T>) -> Fut + Send + Sync + 'static,
@@ -217,15 +208,13 @@ impl ExactlyOnce {
     }
 
     /// Transforms `topic`'s records with a [`Transform`] of your own.
-    pub fn route_with(&mut self, topic: &str, transform: impl Transform) -> &mut TransformRoute {
+    pub fn route_with(&mut self, topic: &str, transform: impl Transform) -> &mut FailurePolicy {
         let route = TransformRoute {
             transform: Arc::new(transform),
-            retry: RetryPolicy::default(),
-            dead_letter: Some(DeadLetter::default()),
-            invalid: InvalidPolicy::DeadLetter,
+            failure: FailurePolicy::default(),
         };
         self.routes.insert(topic.to_owned(), route);
-        self.routes.get_mut(topic).expect("just inserted")
+        &mut self.routes.get_mut(topic).expect("just inserted").failure
     }
 
     /// Transactions committed so far.
@@ -256,6 +245,7 @@ impl ExactlyOnce {
             .iter()
             .filter_map(|(topic, route)| {
                 route
+                    .failure
                     .dead_letter
                     .as_ref()
                     .map(|d| (topic.clone(), d.topic_for(topic)))
@@ -390,7 +380,7 @@ impl ExactlyOnce {
         outputs: &mut Vec<Record>,
     ) -> bool {
         let mut attempts = 0u32;
-        let error = loop {
+        let (error, verdict) = loop {
             attempts += 1;
             let result = AssertUnwindSafe(route.transform.transform(message))
                 .catch_unwind()
@@ -403,26 +393,22 @@ impl ExactlyOnce {
                 }
                 Err(error) => error,
             };
-            if error.kind() != ErrorKind::Transient || !route.retry.should_retry(attempts) {
-                break error;
+            match verdict(error.kind(), attempts, &route.failure) {
+                Verdict::Retry => {}
+                settled => break (error, settled),
             }
             tracing::debug!(parent: &record_span(message), attempts, error = error.message(), "retrying");
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => return false,
-                () = tokio::time::sleep(route.retry.delay(attempts)) => {}
+                () = tokio::time::sleep(route.failure.retry_delay(attempts, &error)) => {}
             }
-        };
-        let dead_letter = match error.kind() {
-            ErrorKind::Skip => false,
-            ErrorKind::Invalid => route.invalid == InvalidPolicy::DeadLetter,
-            ErrorKind::Permanent | ErrorKind::Panic | ErrorKind::Transient => true,
         };
         // Only a failed record gets a span (a span per record costs as much as the rest of the
         // per-record work, see ConsumerOptions::record_spans).
         let _span = record_span(message).entered();
-        match (&route.dead_letter, dead_letter) {
-            (Some(policy), true) => {
+        match (&route.failure.dead_letter, verdict) {
+            (Some(policy), Verdict::DeadLetter) => {
                 tracing::warn!(
                     error = error.message(),
                     attempts,
@@ -435,11 +421,13 @@ impl ExactlyOnce {
                 };
                 outputs.push(policy.record(message, &self.group, &failure));
             }
-            (None, true) => tracing::error!(
+            (_, Verdict::Drop | Verdict::DeadLetter) => tracing::error!(
                 error = error.message(),
                 "no dead-letter topic: record dropped after failure"
             ),
-            (_, false) => tracing::info!(error = error.message(), "record skipped"),
+            (_, Verdict::Skip | Verdict::Retry) => {
+                tracing::info!(error = error.message(), "record skipped")
+            }
         }
         true
     }
