@@ -12,8 +12,9 @@
 //! answers and all scopes together [`DEFAULT_TOTAL_BYTES`]. Over its own budget a scope forgets
 //! its oldest answers; over the total budget the scope holding the most pays, so one busy
 //! caller cannot push out everyone else's keys. A key whose work is still running is never
-//! forgotten (forgetting it would let a retry produce a second copy); entries expire after a
-//! TTL.
+//! forgotten and never expires (forgetting it would let a retry produce a second copy: the
+//! claim lasts until the send's outcome is known, up to librdkafka's delivery timeout); an
+//! answer expires a TTL after it was stored.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -81,12 +82,12 @@ impl<T> Scope<T> {
         entry.weight
     }
 
-    /// Forgets the oldest finished answer (or an expired one); the bytes freed, 0 if none.
-    fn forget_oldest(&mut self, now: Instant) -> usize {
+    /// Forgets the oldest finished answer; the bytes freed, 0 if none.
+    fn forget_oldest(&mut self) -> usize {
         let oldest = self.order.values().find(|key| {
             self.entries
                 .get(*key)
-                .is_some_and(|e| matches!(e.slot, Slot::Done(_)) || e.expires <= now)
+                .is_some_and(|e| matches!(e.slot, Slot::Done(_)))
         });
         match oldest.cloned() {
             Some(key) => self.remove(&key),
@@ -94,16 +95,18 @@ impl<T> Scope<T> {
         }
     }
 
-    /// Forgets expired entries at the front of the order.
+    /// Forgets expired answers at the front of the order (answers are ordered by when they
+    /// were stored, so by expiry); running work is passed over, it never expires.
     fn expire(&mut self, now: Instant) -> usize {
-        let mut freed = 0;
-        while let Some(key) = self.order.values().next().cloned() {
-            if self.entries.get(&key).is_some_and(|e| e.expires > now) {
-                break;
-            }
-            freed += self.remove(&key);
-        }
-        freed
+        let expired: Vec<String> = self
+            .order
+            .values()
+            .filter_map(|key| self.entries.get(key).map(|e| (key, e)))
+            .filter(|(_, e)| matches!(e.slot, Slot::Done(_)))
+            .take_while(|(_, e)| e.expires <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        expired.iter().map(|key| self.remove(key)).sum()
     }
 }
 
@@ -207,6 +210,11 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
         }
     }
 
+    /// A cache replaying answers for `ttl`, with the default byte budgets.
+    pub fn replaying_for(ttl: Duration) -> Self {
+        IdempotencyCache::new(ttl, DEFAULT_SCOPE_BYTES, DEFAULT_TOTAL_BYTES)
+    }
+
     /// Claims `key` of `scope` without waiting.
     pub fn try_claim(&self, scope: &str, key: &str) -> Claim<T> {
         match self.claim_or_watch(scope, key) {
@@ -241,8 +249,10 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
         let inner = &mut *guard;
         let scope = inner.scopes.entry(scope_name.to_owned()).or_default();
         inner.bytes -= scope.expire(now);
+        // Running work holds its key however long it takes (up to librdkafka's delivery
+        // timeout): a retry meanwhile must not produce a second copy.
         if let Some(entry) = scope.entries.get(key)
-            && entry.expires > now
+            && (matches!(entry.slot, Slot::Running(_)) || entry.expires > now)
         {
             return Err(match &entry.slot {
                 Slot::Done(value) => Watched::Done(value.clone()),
@@ -266,7 +276,7 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
         scope.order.insert(generation, key.to_owned());
         scope.bytes += weight;
         inner.bytes += weight;
-        self.evict(inner, scope_name, now);
+        self.evict(inner, scope_name);
         Ok(Owner {
             cache: self.clone(),
             scope: scope_name.to_owned(),
@@ -278,11 +288,11 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
 
     /// Brings `scope` under its budget (its own oldest answers go), then everyone under the
     /// total budget (the scope holding the most pays first).
-    fn evict(&self, inner: &mut Inner<T>, scope_name: &str, now: Instant) {
+    fn evict(&self, inner: &mut Inner<T>, scope_name: &str) {
         let mut forgot = false;
         if let Some(scope) = inner.scopes.get_mut(scope_name) {
             while scope.bytes > self.scope_bytes {
-                let freed = scope.forget_oldest(now);
+                let freed = scope.forget_oldest();
                 if freed == 0 {
                     break;
                 }
@@ -299,7 +309,7 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
             else {
                 break;
             };
-            let freed = largest.forget_oldest(now);
+            let freed = largest.forget_oldest();
             if freed == 0 {
                 // Only running work is left in the largest scope: nothing may be forgotten.
                 break;
@@ -336,7 +346,15 @@ impl<T: Clone + Weigh> Owner<T> {
             inner.bytes = inner.bytes - entry.weight + weight;
             entry.weight = weight;
             entry.slot = Slot::Done(value.clone());
-            self.cache.evict(inner, &self.scope, now);
+            // The answer is replayed for a whole TTL from now, and takes its place in the
+            // order by when it was stored (the order expiry and eviction follow).
+            entry.expires = now + self.cache.ttl;
+            let generation = inner.next_generation;
+            inner.next_generation += 1;
+            scope.order.remove(&entry.generation);
+            entry.generation = generation;
+            scope.order.insert(generation, self.key.clone());
+            self.cache.evict(inner, &self.scope);
         }
         drop(guard);
         if let Some(sender) = self.outcome.take() {
@@ -422,6 +440,19 @@ mod tests {
         // After the TTL the key is new again.
         tokio::time::advance(Duration::from_secs(2)).await;
         drop(owner(cache.try_claim(SCOPE, "k")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn running_work_outlives_the_ttl_and_its_answer_is_kept_a_ttl_from_completion() {
+        let cache = cache(1 << 20, 1 << 20);
+        let slow = owner(cache.try_claim(SCOPE, "k"));
+        // The send outlives the TTL (a delivery timeout above it): the key stays claimed.
+        tokio::time::advance(Duration::from_secs(900)).await;
+        assert!(matches!(cache.try_claim(SCOPE, "k"), Claim::InProgress));
+        // Its answer, once known, is replayed for a whole TTL from then.
+        slow.complete(5);
+        tokio::time::advance(Duration::from_secs(599)).await;
+        assert!(matches!(cache.try_claim(SCOPE, "k"), Claim::Done(5)));
     }
 
     #[tokio::test]

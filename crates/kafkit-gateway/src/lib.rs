@@ -147,6 +147,8 @@ impl AppState {
             .build()?;
         let admin = kafka.admin()?;
         let http = http_metrics::HttpMetrics::new(metrics.registry());
+        // A client may retry for as long as a record may still be delivered.
+        let replay_ttl = idempotency::DEFAULT_TTL.max(config.delivery_timeout);
         Ok(AppState {
             producer,
             transactions: Transactions::new(config, metrics.clone())?,
@@ -155,8 +157,8 @@ impl AppState {
             metrics,
             http,
             keys: None,
-            request_replies: idempotency::IdempotencyCache::default(),
-            record_replies: idempotency::IdempotencyCache::default(),
+            request_replies: idempotency::IdempotencyCache::replaying_for(replay_ttl),
+            record_replies: idempotency::IdempotencyCache::replaying_for(replay_ttl),
             known_topics: Arc::new(known_topics::KnownTopics::new(
                 config.allow_auto_topic_creation,
             )),

@@ -95,6 +95,93 @@ async fn a_timed_out_send_keeps_its_idempotency_key_until_the_broker_answers() {
     state.producer.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_timeout_shorter_than_the_broker_timeout_never_duplicates_a_keyed_record() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Given a gateway on a broker of its own whose request limit (1 s) fires before its broker
+    // timeout (4 s): the outer timeout drops the handler while the send runs on.
+    let broker = testkit::OwnBroker::start();
+    let topic = testkit::unique("paused-retry");
+    Admin::new(&broker.config())
+        .unwrap()
+        .ensure_topics(&[TopicSpec::new(&topic, 1)])
+        .await
+        .unwrap();
+    let config = KafkaConfig {
+        request_timeout: Duration::from_secs(4),
+        delivery_timeout: Duration::from_secs(60),
+        ..broker.config()
+    };
+    let (cluster, config) = Cluster::connect(&config).unwrap();
+    let limits = Limits {
+        broker_timeout: Duration::from_secs(4),
+        request_timeout: Duration::from_secs(1),
+    };
+    let state = AppState::new(&config, &cluster)
+        .unwrap()
+        .with_limits(limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(axum::serve(listener, router(state.clone())).into_future());
+    state
+        .producer
+        .send(kafkit::Record::to(&topic).text("warm-up"))
+        .await
+        .unwrap();
+
+    // When the broker freezes for 5 s while four clients each send three records, every
+    // record under its own Idempotency-Key, each client retrying a failed request with the
+    // same key until it is answered 200.
+    broker.pause();
+    let client = reqwest::Client::new();
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (client, url, topic) = (client.clone(), format!("{base}/kafka/send"), topic.clone());
+        clients.push(tokio::spawn(async move {
+            let mut failures = 0;
+            for i in 0..3 {
+                let key = format!("c{c}-r{i}");
+                loop {
+                    let answer = client
+                        .post(&url)
+                        .header("idempotency-key", &key)
+                        .json(&json!({"topic": topic, "key": key, "value": {"c": c, "i": i}}))
+                        .send()
+                        .await
+                        .unwrap();
+                    if answer.status() == 200 {
+                        break;
+                    }
+                    failures += 1;
+                    assert!(failures < 200, "{key} never answered 200");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            failures
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.resume();
+    let mut failures = 0;
+    for client in clients {
+        failures += client.await.unwrap();
+    }
+    // (The freeze did make requests fail and be retried.)
+    assert!(failures > 0);
+
+    // Then every record is in Kafka exactly once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stored = Admin::new(&broker.config())
+        .unwrap()
+        .describe_topic(&topic)
+        .await
+        .unwrap()
+        .record_count();
+    assert_eq!(stored, 1 + 12, "records written more than once");
+    server.abort();
+    state.producer.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_is_cached_for_a_second_and_turns_503_once_draining() {
     let _ = rustls::crypto::ring::default_provider().install_default();

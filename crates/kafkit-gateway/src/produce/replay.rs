@@ -169,7 +169,7 @@ pub(super) async fn idempotent(
         owner: Arc::new(Mutex::new(owner)),
     };
     let outcome = work(claim.clone()).await;
-    // Still here unless a send that outlived the request took it along.
+    // Still here unless the work handed it to a send task (which settles it itself).
     let owner = claim.take();
     match outcome {
         Ok(reply) => {
@@ -185,15 +185,26 @@ pub(super) async fn idempotent(
     }
 }
 
-/// Runs `send` (which settles its record claims itself) as a task, and waits for it within the
-/// gateway's send timeout. On expiry the request gets a 503, while the task goes on with the
-/// request's claim: a success is then stored for replay, a failure releases the key.
+/// Runs `send` (which settles its record claims itself) as a task holding the request's
+/// claim, and waits for it within the gateway's send timeout. The task, not the request,
+/// settles the claim: a success is stored for replay, a failure releases the key, whenever
+/// the outcome is known. So neither this timeout nor the outer request timeout (which drops
+/// the handler) can release a key while its records may still be delivered.
 pub(super) async fn bounded(
     state: &AppState,
     request: RequestClaim,
     send: impl Future<Output = Result<Reply, ApiError>> + Send + 'static,
 ) -> Result<Reply, ApiError> {
-    let mut task = tokio::spawn(send);
+    let owner = request.take();
+    let mut task = tokio::spawn(async move {
+        let outcome = send.await;
+        if let (Ok(reply), Some(owner)) = (&outcome, owner)
+            && reply.status.is_success()
+        {
+            owner.complete(reply.clone());
+        }
+        outcome
+    });
     match tokio::time::timeout(state.limits.broker_timeout, &mut task).await {
         Ok(joined) => joined.map_err(|error| {
             ApiError::new(
@@ -202,25 +213,15 @@ pub(super) async fn bounded(
                 error.to_string(),
             )
         })?,
-        Err(_) => {
-            let owner = request.take();
-            tokio::spawn(async move {
-                if let (Ok(Ok(reply)), Some(owner)) = (task.await, owner)
-                    && reply.status.is_success()
-                {
-                    owner.complete(reply);
-                }
-            });
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "broker_timeout",
-                format!(
-                    "the broker did not acknowledge within {} ms; the record may still be \
-                     delivered, retry with an idempotency key to avoid duplicates",
-                    state.limits.broker_timeout.as_millis()
-                ),
-            ))
-        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_timeout",
+            format!(
+                "the broker did not acknowledge within {} ms; the record may still be \
+                 delivered, retry with an idempotency key to avoid duplicates",
+                state.limits.broker_timeout.as_millis()
+            ),
+        )),
     }
 }
 
