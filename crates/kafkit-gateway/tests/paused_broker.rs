@@ -112,14 +112,12 @@ async fn a_request_timeout_shorter_than_the_broker_timeout_never_duplicates_a_ke
         delivery_timeout: Duration::from_secs(60),
         ..broker.config()
     };
-    let (cluster, config) = Cluster::connect(&config).unwrap();
+    let kafka = Kafka::connect(&config).unwrap();
     let limits = Limits {
         broker_timeout: Duration::from_secs(4),
         request_timeout: Duration::from_secs(1),
     };
-    let state = AppState::new(&config, &cluster)
-        .unwrap()
-        .with_limits(limits);
+    let state = AppState::new(&kafka).unwrap().with_limits(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(axum::serve(listener, router(state.clone())).into_future());
