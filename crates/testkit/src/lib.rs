@@ -222,6 +222,38 @@ pub async fn committed(group: &str, topic: &str) -> Vec<(i32, Option<i64>, i64)>
         .collect()
 }
 
+/// The group's committed offset and its metadata per partition of `topic`, for partitions it
+/// committed (the done-offset maps of key and unordered order live in the metadata).
+pub async fn committed_maps(group: &str, topic: &str, partitions: i32) -> Vec<(i32, i64, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let consumer: BaseConsumer = config()
+        .to_consumer_config_with(group, None)
+        .create()
+        .expect("consumer for committed offsets");
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for partition in 0..partitions {
+            tpl.add_partition(&topic, partition);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(30))
+            .expect("committed offsets");
+        committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(offset) => {
+                    Some((e.partition(), offset, e.metadata().to_owned()))
+                }
+                _ => None,
+            })
+            .collect()
+    })
+    .await
+    .expect("committed offsets task")
+}
+
 /// An Apache Kafka broker of a test's own, started by `scripts/kafka start` in a temporary
 /// directory and stopped on drop: for tests that pause or stop their broker.
 #[derive(Debug)]

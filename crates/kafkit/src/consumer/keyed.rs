@@ -39,6 +39,9 @@ use crate::router::{ProcessingOrder, Route};
 /// Store offsets at least this often (in settled records) while records keep settling; when
 /// the partition runs idle they are stored at once.
 const STORE_EVERY: usize = 64;
+/// With nothing left to start but records still in flight (which may take long), what is done
+/// is stored this often.
+const STORE_WAITING: Duration = Duration::from_millis(100);
 /// How long a new owner waits for the committed map before it goes on without (records done
 /// out of order by the last owner are then handled again).
 const INHERIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +70,13 @@ pub(crate) struct Keyed {
     in_flight_bytes: usize,
     /// Records settled since the offset was last stored.
     unstored: usize,
+    last_store: std::time::Instant,
+    /// The offset and map last committed by this worker, and when.
+    committed: (Option<(i64, String)>, tokio::time::Instant),
+    /// A map stored but not committed: librdkafka commits a stored offset only when it moved,
+    /// so a map that changed above an unchanged offset is committed by the worker, at most
+    /// once per commit interval, at this time.
+    commit_due: Option<tokio::time::Instant>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -87,6 +97,9 @@ impl Keyed {
             in_flight: FuturesUnordered::new(),
             in_flight_bytes: 0,
             unstored: 0,
+            last_store: std::time::Instant::now(),
+            committed: (None, tokio::time::Instant::now()),
+            commit_due: None,
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
@@ -109,6 +122,7 @@ impl Keyed {
                 Some(settled) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.settle(settled);
                 }
+                () = sleep_until(self.commit_due), if self.commit_due.is_some() => self.commit(),
                 chunk = self.worker.rx.recv() => match chunk {
                     Some(chunk) => self.receive(chunk),
                     None => break,
@@ -116,7 +130,9 @@ impl Keyed {
             }
         }
         // Records in flight see the cancellation at their next wait; a handler call under way
-        // finishes. Until all have, the partition's next worker does not start.
+        // finishes. Until all have, the partition's next worker does not start. What is done
+        // is stored first: a drain timeout may abort this worker while it waits.
+        self.store();
         while let Some(settled) = self.in_flight.next().await {
             self.settle(settled);
         }
@@ -212,7 +228,7 @@ impl Keyed {
         let registration = &self.worker.registration;
         let (max_records, max_bytes) =
             (registration.max_in_flight, registration.max_in_flight_bytes);
-        while self.in_flight.len() < max_records {
+        while self.in_flight.len() < max_records && !self.ready.is_empty() {
             let index = if self.map_fits() {
                 match self.ready.front() {
                     Some(front) => {
@@ -244,12 +260,16 @@ impl Keyed {
         if runs * RUN_BYTES + offset_map::PREFIX.len() <= MAX_METADATA_BYTES {
             return true;
         }
-        // Near the budget: measure. A map that is cut when stored only costs re-handling.
+        // Near the budget: measure (at most a budget's worth of runs). A map that is cut when
+        // stored only costs re-handling.
         let Some(base) = self.tracker.next_to_commit() else {
             return true;
         };
-        let full = offset_map::encode(base, self.tracker.done_beyond(), usize::MAX);
-        full.len() + RUN_BYTES <= MAX_METADATA_BYTES
+        offset_map::fits(
+            base,
+            self.tracker.done_beyond(),
+            MAX_METADATA_BYTES - RUN_BYTES,
+        )
     }
 
     fn spawn(&mut self, mut message: Message) {
@@ -322,8 +342,15 @@ impl Keyed {
         {
             state.last_done.store(watermark, Ordering::SeqCst);
         }
-        let idle = self.in_flight.is_empty() && self.ready.is_empty() && self.worker.rx.is_empty();
-        if self.unstored >= STORE_EVERY || idle || self.worker.commit_each {
+        // Nothing left to start: what is in flight may take long (or never end before a drain
+        // timeout), so what is done is stored soon, without storing on every completion.
+        let waiting = self.ready.is_empty() && self.worker.rx.is_empty();
+        let idle = waiting && self.in_flight.is_empty();
+        if self.unstored >= STORE_EVERY
+            || idle
+            || self.worker.commit_each
+            || (waiting && self.last_store.elapsed() >= STORE_WAITING)
+        {
             self.store();
         }
         let w = &self.worker;
@@ -346,6 +373,7 @@ impl Keyed {
             return;
         };
         self.unstored = 0;
+        self.last_store = std::time::Instant::now();
         // Revoked since this worker started: another member may have committed further.
         if self.worker.consumer.context().epoch(&self.worker.tp) != self.worker.epoch {
             return;
@@ -365,14 +393,62 @@ impl Keyed {
         // librdkafka commits a stored offset with the metadata stored beside it.
         match self.worker.consumer.store_offsets(&tpl) {
             Ok(()) => {
-                *self.worker.state.committable.lock().expect("not poisoned") =
-                    Some((next, metadata));
+                let stored = Some((next, metadata));
+                *self.worker.state.committable.lock().expect("not poisoned") = stored.clone();
+                if self.committed.0 != stored && self.commit_due.is_none() {
+                    self.commit_due = Some(self.committed.1 + self.worker.commit_interval);
+                }
                 if self.worker.commit_each {
-                    // An explicit list: a commit of "the current state" leaves metadata out.
-                    let _ = self.worker.consumer.commit(&tpl, CommitMode::Async);
+                    self.commit();
                 }
             }
             Err(error) => tracing::debug!(%error, "offset not stored"),
         }
+    }
+
+    /// Commits the stored offset and map explicitly (asynchronously): a commit of librdkafka's
+    /// current state leaves metadata out, and skips an offset that did not move.
+    fn commit(&mut self) {
+        self.commit_due = None;
+        let stored = self
+            .worker
+            .state
+            .committable
+            .lock()
+            .expect("not poisoned")
+            .clone();
+        let Some((offset, metadata)) = stored.clone() else {
+            return;
+        };
+        if self.committed.0 == stored
+            || self.worker.consumer.context().epoch(&self.worker.tp) != self.worker.epoch
+        {
+            return;
+        }
+        let (topic, partition) = &self.worker.tp;
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(topic, *partition, Offset::Offset(offset))
+            .is_err()
+        {
+            return;
+        }
+        if !metadata.is_empty()
+            && let Some(mut element) = tpl.find_partition(topic, *partition)
+        {
+            element.set_metadata(&metadata);
+        }
+        if let Err(error) = self.worker.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(%error, "offset map not committed");
+        }
+        self.committed = (stored, tokio::time::Instant::now());
+    }
+}
+
+/// Waits until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }

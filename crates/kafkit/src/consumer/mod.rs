@@ -8,7 +8,7 @@ pub mod exactly_once;
 mod fetched;
 mod handling;
 mod keyed;
-mod offset_map;
+pub mod offset_map;
 mod offsets;
 mod poll;
 mod worker;

@@ -20,10 +20,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// What every map starts with: the format and its version.
-pub(crate) const PREFIX: &str = "kafkit-done/1:";
+pub const PREFIX: &str = "kafkit-done/1:";
 /// Bytes of metadata at most: the broker's default `offset.metadata.max.bytes` (4,096), less
 /// room for what librdkafka adds nothing to, kept as a margin.
-pub(crate) const MAX_METADATA_BYTES: usize = 4_000;
+pub const MAX_METADATA_BYTES: usize = 4_000;
 /// Encoded bytes one run costs at most while every gap and run is under 2^21 offsets (three
 /// varint bytes each, base64's 4/3): below `runs * RUN_BYTES` the map surely fits.
 pub(crate) const RUN_BYTES: usize = 8;
@@ -70,6 +70,40 @@ pub(crate) fn encode(base: i64, done: impl IntoIterator<Item = i64>, budget: usi
     finish(&bytes)
 }
 
+/// Whether the whole map of `done` beyond `base` encodes in at most `budget` bytes; reads no
+/// more runs than a budget holds.
+pub(crate) fn fits(base: i64, done: impl IntoIterator<Item = i64>, budget: usize) -> bool {
+    let max_bytes = budget.saturating_sub(PREFIX.len()) / 4 * 3;
+    let (mut bytes, mut cursor) = (0usize, base + 1);
+    let mut run: Option<(i64, i64)> = None;
+    let cost = |cursor: i64, (start, end): (i64, i64)| {
+        varint_len((start - cursor) as u64) + varint_len((end - start + 1) as u64)
+    };
+    for offset in done {
+        if offset < cursor {
+            continue;
+        }
+        match &mut run {
+            Some((_, end)) if offset == *end + 1 => *end = offset,
+            _ => {
+                if let Some(finished) = run.take() {
+                    bytes += cost(cursor, finished);
+                    if bytes > max_bytes {
+                        return false;
+                    }
+                    cursor = finished.1 + 1;
+                }
+                run = Some((offset, offset));
+            }
+        }
+    }
+    run.is_none_or(|finished| bytes + cost(cursor, finished) <= max_bytes)
+}
+
+fn varint_len(value: u64) -> usize {
+    (64 - value.leading_zeros() as usize).div_ceil(7).max(1)
+}
+
 fn finish(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         String::new()
@@ -88,6 +122,12 @@ fn varint(out: &mut Vec<u8>, mut value: u64) {
         }
         out.push(byte | 0x80);
     }
+}
+
+/// The done offsets (inclusive ranges, increasing) of a map committed with offset `base`, for
+/// tools and tests that read a group's commits; `Err` names what is malformed.
+pub fn done_ranges(base: i64, metadata: &str) -> Result<Vec<(i64, i64)>, String> {
+    DoneRanges::decode(base, metadata).map(|d| d.ranges.into_iter().collect())
 }
 
 /// Done offsets read from a committed map, consumed as records arrive in offset order.
@@ -204,6 +244,22 @@ mod tests {
         // A prefix of the done offsets, nothing else: never an offset that was not done.
         assert!(kept.len() > 1_000, "{}", kept.len());
         assert_eq!(kept, done[..kept.len()]);
+    }
+
+    #[test]
+    fn fits_agrees_with_the_encoding() {
+        for (count, step) in [(10, 2), (1_000, 2), (1_400, 3), (1_600, 2), (5_000, 7)] {
+            let done: Vec<i64> = (0..count).map(|i| 1 + step * i).collect();
+            let full = encode(0, done.iter().copied(), usize::MAX);
+            for budget in [1_000, 2_000, 4_000] {
+                assert_eq!(
+                    fits(0, done.iter().copied(), budget),
+                    full.len() <= budget,
+                    "{count} runs every {step}, budget {budget}: {} bytes",
+                    full.len()
+                );
+            }
+        }
     }
 
     #[test]

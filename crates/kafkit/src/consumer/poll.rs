@@ -274,6 +274,10 @@ impl<'a> PollLoop<'a> {
             dead_letters: self.dead_letters.clone(),
             group: self.owner.shared.group.clone(),
             commit_each: self.owner.options.commit == super::CommitStrategy::EveryRecord,
+            commit_interval: match self.owner.options.commit {
+                super::CommitStrategy::Periodic(interval) => interval,
+                super::CommitStrategy::EveryRecord => Duration::ZERO,
+            },
             max_queued: self.owner.options.max_queued_per_partition,
             max_queued_bytes: self.owner.options.max_queued_bytes_per_partition,
             record_spans: self.owner.options.record_spans,

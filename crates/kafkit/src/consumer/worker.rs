@@ -43,6 +43,8 @@ pub(crate) struct Worker {
     pub dead_letters: Option<Producer>,
     pub group: String,
     pub commit_each: bool,
+    /// How often stored offsets are committed (zero: after every record).
+    pub commit_interval: std::time::Duration,
     pub max_queued: usize,
     pub max_queued_bytes: usize,
     /// Run each record's handling in a `record{offset}` span.
