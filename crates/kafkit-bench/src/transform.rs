@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use kafkit::consumer::exactly_once::ExactlyOnceOptions;
 use kafkit::{
-    Admin, BatchError, BatchOptions, Kafka, KafkaConfig, Message, Producer, Record, Router,
-    TopicSpec,
+    Admin, Kafka, KafkaConfig, Message, Producer, Record, Router, TopicSpec, batch::BatchError,
+    batch::BatchOptions,
 };
 
 use crate::BenchArgs;

@@ -88,7 +88,7 @@ pub struct ServeArgs {
     /// API keys and their topic grants: `KEY:write=GLOB|GLOB,read=GLOB;KEY2:read=*`
     /// (see the README). Unset: no authentication, loopback only.
     #[arg(long, env = "KAFKIT_API_KEYS", hide_env_values = true, value_parser = parse_secret)]
-    pub api_keys: Option<kafkit::Secret>,
+    pub api_keys: Option<kafkit::secret::Secret>,
     /// Serve without API keys on a non-loopback address (anyone reaching it can produce).
     #[arg(long, env = "KAFKIT_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
@@ -116,8 +116,8 @@ pub struct ServeArgs {
 }
 
 /// Wraps a secret flag value so it never reaches `Debug` output.
-fn parse_secret(raw: &str) -> Result<kafkit::Secret, String> {
-    Ok(kafkit::Secret::new(raw))
+fn parse_secret(raw: &str) -> Result<kafkit::secret::Secret, String> {
+    Ok(kafkit::secret::Secret::new(raw))
 }
 
 /// `kafkit produce`.
@@ -181,11 +181,11 @@ pub enum IsolationArg {
     ReadUncommitted,
 }
 
-impl From<IsolationArg> for kafkit::Isolation {
+impl From<IsolationArg> for kafkit::config::Isolation {
     fn from(arg: IsolationArg) -> Self {
         match arg {
-            IsolationArg::ReadCommitted => kafkit::Isolation::ReadCommitted,
-            IsolationArg::ReadUncommitted => kafkit::Isolation::ReadUncommitted,
+            IsolationArg::ReadCommitted => kafkit::config::Isolation::ReadCommitted,
+            IsolationArg::ReadUncommitted => kafkit::config::Isolation::ReadUncommitted,
         }
     }
 }

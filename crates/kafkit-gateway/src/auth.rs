@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use kafkit::Secret;
+use kafkit::secret::Secret;
 
 use super::AppState;
 use super::error::ApiError;

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kafkit::redrive::KNOWN_TEMPLATES;
 use kafkit::view::DeadLetterView;
-use kafkit::{Limits, RecordFilter, Redrive, ReplayReport};
+use kafkit::{Redrive, filter::RecordFilter, reader::Limits, redrive::ReplayReport};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};

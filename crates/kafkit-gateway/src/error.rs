@@ -51,7 +51,7 @@ impl ApiError {
 
     /// The HTTP status a kafkit error deserves.
     pub fn status_of(error: &kafkit::Error) -> StatusCode {
-        use kafkit::ErrorCode;
+        use kafkit::error::ErrorCode;
         match error.code() {
             ErrorCode::InvalidRecord
             | ErrorCode::InvalidTopicSpec

@@ -148,7 +148,7 @@ pub async fn groups_describe(
 }
 
 /// Every consumer group, by name; 501 on the embedded development broker.
-pub async fn list(state: &AppState) -> Result<Vec<kafkit::GroupInfo>, ApiError> {
+pub async fn list(state: &AppState) -> Result<Vec<kafkit::admin::GroupInfo>, ApiError> {
     require_group_api(state, "listing consumer groups")?;
     Ok(state.admin.list_groups().await?)
 }

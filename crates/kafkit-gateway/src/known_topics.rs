@@ -77,7 +77,7 @@ impl KnownTopics {
 
 /// The answer for a failed topic lookup: 404 when the topic does not exist.
 pub fn lookup_error(topic: &str, error: kafkit::Error) -> ApiError {
-    if error.code() == kafkit::ErrorCode::UnknownTopic {
+    if error.code() == kafkit::error::ErrorCode::UnknownTopic {
         ApiError::not_found("unknown_topic", format!("topic {topic:?} does not exist"))
     } else {
         ApiError::from(error)

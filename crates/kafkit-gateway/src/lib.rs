@@ -49,7 +49,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::{Extension, Router};
-use kafkit::{Admin, Kafka, KafkaConfig, Metrics, Producer};
+use kafkit::{Admin, Kafka, KafkaConfig, Producer, metrics::Metrics};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -129,7 +129,7 @@ pub struct AppState {
     pub readiness: Arc<health::Readiness>,
     /// The embedded development broker when the gateway runs on it (kept alive by the state):
     /// what it cannot do is answered 501 at once.
-    pub embedded: Option<Arc<kafkit::EmbeddedBroker>>,
+    pub embedded: Option<Arc<kafkit::cluster::EmbeddedBroker>>,
     /// Limits of the listening socket ([`serve`], [`serve_tls`]).
     pub server: ServerLimits,
     /// Places of the read endpoints (topics, groups, dead letters).

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use kafkit::admin::PartitionInfo;
 use kafkit::view::MessageView;
-use kafkit::{Limits, Reader, Start};
+use kafkit::{Reader, reader::Limits, reader::Start};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;

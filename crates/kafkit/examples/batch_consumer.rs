@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use kafkit::{BatchError, BatchOptions, HandlerError, Kafka, Message, Record, Router};
+use kafkit::{
+    HandlerError, Kafka, Message, Record, Router, batch::BatchError, batch::BatchOptions,
+};
 
 #[derive(serde::Deserialize)]
 struct Metric {

@@ -3,7 +3,7 @@
 //!
 //! `cargo run -p kafkit --example cdc_handler`
 
-use kafkit::{DatabaseEvent, Kafka, Message, Operation, Record, Router};
+use kafkit::{Kafka, Message, Record, Router, cdc::DatabaseEvent, cdc::Operation};
 
 #[derive(Debug, serde::Deserialize)]
 struct User {

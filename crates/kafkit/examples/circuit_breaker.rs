@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kafkit::{CircuitBreakerConfig, HandlerError, Kafka, Message, RetryPolicy, Router, State};
+use kafkit::{
+    HandlerError, Kafka, Message, RetryPolicy, Router, State, circuit_breaker::CircuitBreakerConfig,
+};
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use kafkit::{
-    CommitStrategy, ConsumerOptions, HandlerResult, Kafka, Manager, Message, Producer, Router,
-    TypedHandler,
+    Kafka, Manager, Message, Producer, Router, consumer::CommitStrategy, consumer::ConsumerOptions,
+    handler::HandlerResult, handler::TypedHandler,
 };
 
 /// The handler as a type: its state (a producer, a topic) lives in `self`, no clones.

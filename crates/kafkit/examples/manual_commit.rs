@@ -4,7 +4,7 @@
 //!
 //! `cargo run -p kafkit --example manual_commit`
 
-use kafkit::{CommitStrategy, ConsumerOptions, Kafka, Message, Router};
+use kafkit::{Kafka, Message, Router, consumer::CommitStrategy, consumer::ConsumerOptions};
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {

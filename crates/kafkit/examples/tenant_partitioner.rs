@@ -4,7 +4,7 @@
 //!
 //! `cargo run -p kafkit --example tenant_partitioner`
 
-use kafkit::{HeaderHash, Kafka, Record, TopicSpec};
+use kafkit::{Kafka, Record, TopicSpec, partitioner::HeaderHash};
 
 #[tokio::main]
 async fn main() -> kafkit::Result<()> {

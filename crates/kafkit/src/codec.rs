@@ -133,7 +133,7 @@ pub fn decode_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorCode;
+    use crate::error::ErrorCode;
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Order {

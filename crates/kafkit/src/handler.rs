@@ -170,7 +170,7 @@ impl<T, F, C> std::fmt::Debug for Typed<T, F, C> {
 
 /// Adapts a closure over `Message<T>` into a [`Handler`]: decodes (JSON unless another
 /// [`Codec`](crate::codec::Codec) is given), validates, calls.
-pub struct Typed<T, F, C = Json> {
+pub(crate) struct Typed<T, F, C = Json> {
     handler: F,
     codec: C,
     validator: Option<Validator<T>>,
@@ -230,7 +230,7 @@ where
 pub struct State<S>(pub S);
 
 /// A typed closure with shared state: decodes JSON, then calls `handler(State(state), message)`.
-pub struct Stateful<S, T, F> {
+pub(crate) struct Stateful<S, T, F> {
     state: S,
     handler: F,
     _value: PhantomData<fn() -> T>,
@@ -271,7 +271,7 @@ where
 /// A typed handler as a type: state lives in `self`, no closure and no clones.
 ///
 /// ```
-/// use kafkit::{HandlerResult, Message, Router, TypedHandler};
+/// use kafkit::{handler::HandlerResult, Message, Router, handler::TypedHandler};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Order { id: u64 }
@@ -295,7 +295,7 @@ pub trait TypedHandler<T>: Send + Sync + 'static {
 
 /// Adapts a [`TypedHandler`] into a [`Handler`]: decodes (JSON unless another codec is given;
 /// undecodable is invalid).
-pub struct ByType<T, H, C = Json> {
+pub(crate) struct ByType<T, H, C = Json> {
     handler: H,
     codec: C,
     _value: PhantomData<fn() -> T>,
@@ -353,7 +353,7 @@ impl<F> std::fmt::Debug for Raw<F> {
 }
 
 /// Adapts a closure over raw `Message` into a [`Handler`].
-pub struct Raw<F>(pub F);
+pub(crate) struct Raw<F>(pub F);
 
 impl<F, Fut> Handler for Raw<F>
 where

@@ -2,33 +2,33 @@
 //!
 //! A toolkit for building services on Apache Kafka, on top of librdkafka (through `rdkafka`).
 //!
-//! - [`KafkaConfig`]: every `KAFKA_*` variable, TLS and SASL, one translation to librdkafka.
-//! - [`Cluster`]: a real cluster, or the embedded development broker when `KAFKA_BROKERS` is
-//!   unset.
+//! Start at [`Kafka`], the front door: it reads [`KafkaConfig`] (every `KAFKA_*` variable,
+//! TLS and SASL), connects to `KAFKA_BROKERS` or starts the embedded development broker
+//! ([`cluster`]) when that is unset, and builds every client already pointed at the cluster:
+//!
 //! - [`Producer`]: typed sends, pipelined multi-topic batches with per-record results,
-//!   idempotent by default, Java-compatible murmur2 partitioning, flush on shutdown.
-//! - [`TransactionalProducer`]: records to many topics, and consumed offsets, committed
-//!   together or not at all ([`Transaction`]); zombie producers fenced.
-//! - [`Admin`]: ensure topics, describe the cluster, list topics with watermarks, consumer
-//!   groups and their lag.
-//! - [`Consumer`]: the runtime. A [`Router`] maps topics to typed handlers; each partition is
-//!   handled in order while partitions run concurrently; failures are retried
-//!   ([`RetryPolicy`]), dead-lettered ([`DeadLetter`]) or skipped per their [`ErrorKind`];
-//!   a [`CircuitBreaker`] pauses partitions; offsets are stored only for finished work
-//!   (at-least-once); shutdown drains, commits and leaves the group; [`HealthReport`] tells
-//!   whether it is really consuming.
+//!   idempotent by default, Java-compatible murmur2 partitioning, flush on shutdown;
+//!   [`transaction::TransactionalProducer`] commits records and consumed offsets together.
+//! - [`Admin`]: ensure topics ([`TopicSpec`]), describe the cluster, list topics with
+//!   watermarks, consumer groups and their lag.
+//! - [`Consumer`]: the at-least-once runtime. A [`Router`] maps topics to typed handlers;
+//!   partitions run concurrently, records in partition, key or no order; failures
+//!   ([`HandlerError`], by [`ErrorKind`]) are retried ([`RetryPolicy`]), dead-lettered
+//!   ([`DeadLetter`]) or skipped as one [`policy::FailurePolicy`] decides; a
+//!   [`circuit_breaker`] pauses partitions; shutdown drains, commits and leaves the group;
+//!   [`health`] tells whether it is really consuming.
+//! - [`ExactlyOnce`]: consume-transform-produce, one transaction per batch.
+//! - [`Reader`]: group-less reads from an offset, a time or a group's commit.
+//! - [`Redrive`]: browse dead-letter topics and replay them safely.
 //! - [`Manager`]: named producers and consumers, shut down together.
-//! - [`Metrics`]: Prometheus metrics under the names the seeds use.
-//! - [`Redrive`]: browse dead-letter topics and replay them safely: the next records, chosen
-//!   ones, or those a [`RecordFilter`] keeps, each record once.
 //!
 //! ```no_run
 //! # async fn demo() -> kafkit::Result<()> {
-//! use kafkit::{Admin, KafkaConfig, Producer, Record, TopicSpec};
+//! use kafkit::{Kafka, Record, TopicSpec};
 //!
-//! let config = KafkaConfig::from_env()?;
-//! Admin::new(&config)?.ensure_topics(&[TopicSpec::new("orders", 6)]).await?;
-//! let producer = Producer::new(&config)?;
+//! let kafka = Kafka::from_env()?;
+//! kafka.admin()?.ensure_topics(&[TopicSpec::new("orders", 6)]).await?;
+//! let producer = kafka.producer()?;
 //! let delivery = producer
 //!     .send(Record::to("orders").key("order-1").header("tenant-id", "acme").json(&42)?)
 //!     .await?;
@@ -67,35 +67,22 @@ pub mod shutdown;
 pub mod transaction;
 pub mod view;
 
-pub use admin::{
-    Admin, ClusterInfo, GroupDescription, GroupInfo, GroupMember, PartitionLag, ResetTo, TopicInfo,
-    TopicSpec,
-};
-pub use batch::{BatchError, BatchOptions};
-pub use cdc::{DatabaseEvent, Operation};
-pub use circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
-pub use cluster::{Cluster, EmbeddedBroker};
-pub use config::{Compression, Isolation, KafkaConfig, Security};
-pub use consumer::exactly_once::{ExactlyOnce, ExactlyOnceOptions};
-pub use consumer::{CommitStrategy, Consumer, ConsumerOptions};
+// The names users type; everything else is reached through its module.
+pub use admin::{Admin, TopicSpec};
+pub use config::KafkaConfig;
+pub use consumer::Consumer;
+pub use consumer::exactly_once::ExactlyOnce;
 pub use dead_letter::DeadLetter;
-pub use error::{Error, ErrorCode, Result};
-pub use filter::RecordFilter;
-pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult, State, TypedHandler};
-pub use health::HealthReport;
+pub use error::{Error, Result};
+pub use handler::{ErrorKind, HandlerError, State};
 pub use kafka::Kafka;
 pub use manager::Manager;
-pub use metrics::Metrics;
-pub use partitioner::{HeaderHash, Murmur2, Partitioner, RoundRobin};
-pub use policy::{FailurePolicy, InvalidPolicy};
-pub use producer::{Producer, ProducerBuilder};
-pub use reader::{Limits, Reader, Reading, Start};
-pub use record::{Delivery, Message, Record};
-pub use redrive::{Redrive, ReplayReport};
+pub use producer::Producer;
+pub use reader::Reader;
+pub use record::{Message, Record};
+pub use redrive::Redrive;
 pub use retry::RetryPolicy;
 pub use router::Router;
-pub use secret::Secret;
-pub use transaction::{Transaction, TransactionalProducer};
 
 /// The rdkafka crate kafkit is built on, for what kafkit does not wrap.
 pub use rdkafka;

@@ -365,7 +365,7 @@ impl Producer {
     }
 
     /// The librdkafka client, for the transaction calls of
-    /// [`TransactionalProducer`](crate::TransactionalProducer).
+    /// [`TransactionalProducer`](crate::transaction::TransactionalProducer).
     pub(crate) fn client(&self) -> &ThreadedProducer<DeliveryContext> {
         &self.inner.client
     }
@@ -625,7 +625,10 @@ mod tests {
             .send_batch([Record::to("bad topic!").text("x"), Record::to("").text("y")])
             .await;
         for result in results {
-            assert_eq!(result.unwrap_err().code(), crate::ErrorCode::InvalidRecord);
+            assert_eq!(
+                result.unwrap_err().code(),
+                crate::error::ErrorCode::InvalidRecord
+            );
         }
     }
 }

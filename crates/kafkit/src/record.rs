@@ -282,7 +282,7 @@ mod tests {
             long.as_str(),
         ] {
             let err = validate_topic(bad).unwrap_err();
-            assert_eq!(err.code(), crate::ErrorCode::InvalidRecord, "{bad}");
+            assert_eq!(err.code(), crate::error::ErrorCode::InvalidRecord, "{bad}");
         }
     }
 

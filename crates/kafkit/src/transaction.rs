@@ -13,7 +13,7 @@
 //!   broker aborts what it had open.
 //! - **abortable** (a record failed, the transaction timed out on the broker, ...): the
 //!   transaction is aborted and the call fails with [`Error::Transaction`] whose `aborted` is
-//!   true ([`ErrorCode::TransactionAborted`](crate::ErrorCode::TransactionAborted)). The
+//!   true ([`ErrorCode::TransactionAborted`](crate::error::ErrorCode::TransactionAborted)). The
 //!   producer goes on; the whole transaction may be tried again.
 //! - **retriable** (coordinator moving, timeouts): the call is tried again, up to
 //!   [`TRANSACTION_ATTEMPTS`] times in all.

@@ -38,7 +38,7 @@ async fn ensure_topics_is_idempotent_and_list_shows_watermarks() {
     let invalid = admin.ensure_topics(&[TopicSpec::new("bad name", 1)]).await;
     assert_eq!(
         invalid.unwrap_err().code(),
-        kafkit::ErrorCode::InvalidRecord
+        kafkit::error::ErrorCode::InvalidRecord
     );
 }
 
@@ -102,7 +102,7 @@ async fn listed_watermarks_match_the_per_partition_query_and_offsets_reset_as_pl
     assert_eq!(listed[0].record_count(), 30);
     let reading = kafkit::Reader::new(&testkit::config())
         .unwrap()
-        .open(&topic, None, kafkit::Start::Beginning)
+        .open(&topic, None, kafkit::reader::Start::Beginning)
         .await
         .unwrap();
     for p in &listed[0].partitions {
@@ -122,17 +122,17 @@ async fn listed_watermarks_match_the_per_partition_query_and_offsets_reset_as_pl
         .collect();
     let group = testkit::unique("admin-reset");
     let plan = admin
-        .offsets_for(&topic, kafkit::ResetTo::Latest)
+        .offsets_for(&topic, kafkit::admin::ResetTo::Latest)
         .await
         .unwrap();
     assert_eq!(plan, highs);
     let plan = admin
-        .offsets_for(&topic, kafkit::ResetTo::Earliest)
+        .offsets_for(&topic, kafkit::admin::ResetTo::Earliest)
         .await
         .unwrap();
     assert_eq!(plan, vec![(0, 0), (1, 0), (2, 0)]);
     let plan = admin
-        .offsets_for(&topic, kafkit::ResetTo::Offset(1_000))
+        .offsets_for(&topic, kafkit::admin::ResetTo::Offset(1_000))
         .await
         .unwrap();
     assert_eq!(plan, highs);
@@ -150,7 +150,7 @@ async fn listed_watermarks_match_the_per_partition_query_and_offsets_reset_as_pl
         .as_millis() as i64
         + 60_000;
     let plan = admin
-        .offsets_for(&topic, kafkit::ResetTo::Timestamp(later))
+        .offsets_for(&topic, kafkit::admin::ResetTo::Timestamp(later))
         .await
         .unwrap();
     assert_eq!(plan, highs);

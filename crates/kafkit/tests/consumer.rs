@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use kafkit::dead_letter;
 use kafkit::{
-    BatchError, BatchOptions, CircuitBreakerConfig, CircuitState, Consumer, ConsumerOptions,
-    HandlerError, Message, Record, RetryPolicy, Router,
+    Consumer, HandlerError, Message, Record, RetryPolicy, Router, batch::BatchError,
+    batch::BatchOptions, circuit_breaker::CircuitBreakerConfig, circuit_breaker::CircuitState,
+    consumer::ConsumerOptions,
 };
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -142,7 +143,7 @@ async fn transient_failures_are_retried_until_success() {
         })
         .retry(fast_retries(5));
     let group = testkit::unique("retry");
-    let metrics = kafkit::Metrics::default();
+    let metrics = kafkit::metrics::Metrics::default();
     let consumer = Consumer::new(&testkit::config(), &group, router)
         .unwrap()
         .with_metrics(metrics.clone());
@@ -637,8 +638,8 @@ async fn handlers_get_shared_state_by_state_extractor_or_by_type() {
         seen: Seen,
         offset: u64,
     }
-    impl kafkit::TypedHandler<Item> for Recorder {
-        async fn handle(&self, m: Message<Item>) -> kafkit::HandlerResult {
+    impl kafkit::handler::TypedHandler<Item> for Recorder {
+        async fn handle(&self, m: Message<Item>) -> kafkit::handler::HandlerResult {
             self.seen.add(m.value.id + self.offset);
             Ok(())
         }

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafkit::{
-    Admin, BatchError, BatchOptions, CircuitBreakerConfig, Consumer, ConsumerOptions, HandlerError,
-    KafkaConfig, Message, RetryPolicy, Router, dead_letter,
+    Admin, Consumer, HandlerError, KafkaConfig, Message, RetryPolicy, Router, batch::BatchError,
+    batch::BatchOptions, circuit_breaker::CircuitBreakerConfig, consumer::ConsumerOptions,
+    dead_letter,
 };
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -132,7 +133,7 @@ async fn rebalance_storm(protocol: &[(&str, &str)]) {
             }
         });
         let options = ConsumerOptions {
-            commit: kafkit::CommitStrategy::Periodic(Duration::from_millis(200)),
+            commit: kafkit::consumer::CommitStrategy::Periodic(Duration::from_millis(200)),
             drain_timeout: Duration::from_secs(5),
             ..ConsumerOptions::default()
         };
@@ -259,7 +260,7 @@ async fn a_panicking_handler_dead_letters_the_record_and_the_partition_goes_on()
             Ok(())
         }
     });
-    let metrics = kafkit::Metrics::default();
+    let metrics = kafkit::metrics::Metrics::default();
     let group = testkit::unique("panics");
     let consumer = start(
         Consumer::new(&testkit::config(), &group, router)
@@ -492,7 +493,7 @@ async fn lag_gauges_of_revoked_partitions_are_removed() {
     let topic = testkit::topic("lag-gauges", 2).await;
     testkit::populate(&topic, 20, 2).await;
     let group = testkit::unique("lag-gauges");
-    let member = |metrics: Option<kafkit::Metrics>| {
+    let member = |metrics: Option<kafkit::metrics::Metrics>| {
         let mut router = Router::new();
         router.register(&topic, |_: Message<Item>| async { Ok(()) });
         let options = ConsumerOptions {
@@ -506,8 +507,8 @@ async fn lag_gauges_of_revoked_partitions_are_removed() {
             None => consumer,
         }
     };
-    let metrics = kafkit::Metrics::default();
-    let gauges = |metrics: &kafkit::Metrics| {
+    let metrics = kafkit::metrics::Metrics::default();
+    let gauges = |metrics: &kafkit::metrics::Metrics| {
         metrics
             .render()
             .lines()
@@ -606,7 +607,7 @@ async fn every_record_commits_each_record_as_it_settles() {
         Ok(())
     });
     let options = ConsumerOptions {
-        commit: kafkit::CommitStrategy::EveryRecord,
+        commit: kafkit::consumer::CommitStrategy::EveryRecord,
         drain_timeout: Duration::from_secs(1),
         ..ConsumerOptions::default()
     };
@@ -658,7 +659,7 @@ async fn a_refused_dead_letter_write_keeps_the_offset_and_pauses_the_partition()
         }
     });
     let options = ConsumerOptions {
-        commit: kafkit::CommitStrategy::Periodic(Duration::from_millis(200)),
+        commit: kafkit::consumer::CommitStrategy::Periodic(Duration::from_millis(200)),
         ..ConsumerOptions::default()
     };
     let group = testkit::unique("dlt-refused");
@@ -756,7 +757,7 @@ async fn lost_partitions_of_a_blocked_member_are_taken_over_without_loss() {
             .librdkafka
             .insert("max.poll.interval.ms".into(), "6000".into());
         let options = ConsumerOptions {
-            commit: kafkit::CommitStrategy::Periodic(Duration::from_millis(200)),
+            commit: kafkit::consumer::CommitStrategy::Periodic(Duration::from_millis(200)),
             drain_timeout: Duration::from_secs(2),
             ..ConsumerOptions::default()
         };

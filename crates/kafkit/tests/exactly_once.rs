@@ -10,8 +10,8 @@ use std::time::Duration;
 use kafkit::dead_letter::{ERROR_KIND, ORIGINAL_OFFSET};
 use kafkit::retry::RetryPolicy;
 use kafkit::{
-    ErrorCode, ExactlyOnce, HandlerError, Isolation, Limits, Message, Producer, Reader, Record,
-    Start,
+    ExactlyOnce, HandlerError, Message, Producer, Reader, Record, config::Isolation,
+    error::ErrorCode, reader::Limits, reader::Start,
 };
 use tokio_util::sync::CancellationToken;
 

@@ -380,16 +380,16 @@ async fn batch_producer_delivers_every_record_of_both_topics() {
 }
 
 /// Every record `topic` holds for a reader with `isolation`, in offset order.
-async fn read_isolated(topic: &str, isolation: kafkit::Isolation) -> Vec<Message> {
+async fn read_isolated(topic: &str, isolation: kafkit::config::Isolation) -> Vec<Message> {
     let reader = kafkit::Reader::new(&testkit::config())
         .expect("reader")
         .isolation(isolation);
     let mut reading = reader
-        .open(topic, None, kafkit::Start::Beginning)
+        .open(topic, None, kafkit::reader::Start::Beginning)
         .await
         .expect("open");
     let records = reading
-        .collect(&kafkit::Limits::to_end(usize::MAX).timeout(WAIT))
+        .collect(&kafkit::reader::Limits::to_end(usize::MAX).timeout(WAIT))
         .await
         .expect("read");
     assert!(reading.at_end(), "{topic}: the end was not reached");
@@ -417,7 +417,7 @@ async fn transactional_producer_commits_three_transfers_and_aborts_the_fourth() 
         ]
     );
     // Read committed: the debits and notifications of transfers 1-3, each once.
-    let debits: Vec<Value> = read_isolated(&payments, kafkit::Isolation::ReadCommitted)
+    let debits: Vec<Value> = read_isolated(&payments, kafkit::config::Isolation::ReadCommitted)
         .await
         .iter()
         .map(value)
@@ -430,11 +430,12 @@ async fn transactional_producer_commits_three_transfers_and_aborts_the_fourth() 
             json!({"transfer": 3, "debit": 999}),
         ]
     );
-    let notes: Vec<String> = read_isolated(&notifications, kafkit::Isolation::ReadCommitted)
-        .await
-        .iter()
-        .map(|m| String::from_utf8(m.payload().expect("a payload").to_vec()).expect("text"))
-        .collect();
+    let notes: Vec<String> =
+        read_isolated(&notifications, kafkit::config::Isolation::ReadCommitted)
+            .await
+            .iter()
+            .map(|m| String::from_utf8(m.payload().expect("a payload").to_vec()).expect("text"))
+            .collect();
     assert_eq!(
         notes,
         [
@@ -444,7 +445,7 @@ async fn transactional_producer_commits_three_transfers_and_aborts_the_fourth() 
         ]
     );
     // Read uncommitted: the aborted transfer's debit was written, and stays invisible above.
-    let written = read_isolated(&payments, kafkit::Isolation::ReadUncommitted).await;
+    let written = read_isolated(&payments, kafkit::config::Isolation::ReadUncommitted).await;
     assert_eq!(written.len(), 4);
     assert_eq!(value(&written[3]), json!({"transfer": 4, "debit": 5000}));
 }
@@ -708,7 +709,7 @@ async fn manual_commit_books_every_invoice_and_commits_each_while_running() {
 /// (by the partition and offset it was read from) has.
 async fn fees_by_source(fees: &str) -> BTreeMap<(i64, i64), usize> {
     let mut found = BTreeMap::new();
-    for fee in read_isolated(fees, kafkit::Isolation::ReadCommitted).await {
+    for fee in read_isolated(fees, kafkit::config::Isolation::ReadCommitted).await {
         let fee = value(&fee);
         let source = (
             fee["source_partition"].as_i64().expect("source_partition"),
@@ -722,7 +723,7 @@ async fn fees_by_source(fees: &str) -> BTreeMap<(i64, i64), usize> {
 /// The dead-letter copies a read-committed reader of `dlt` sees, per original offset.
 async fn dead_letters_by_source(dlt: &str) -> BTreeMap<(i64, i64), usize> {
     let mut found = BTreeMap::new();
-    for copy in read_isolated(dlt, kafkit::Isolation::ReadCommitted).await {
+    for copy in read_isolated(dlt, kafkit::config::Isolation::ReadCommitted).await {
         let number = |name: &str| header(&copy, name).parse::<i64>().expect("a number");
         let source = (
             number(dead_letter::ORIGINAL_PARTITION),
@@ -779,7 +780,7 @@ async fn exactly_once_pipeline_writes_each_fee_once_across_sigkills() {
     // that never joins the group. Read uncommitted: it does not ask for stable offsets, which
     // would keep it waiting while the pipeline has a transaction open.
     let offsets: BaseConsumer = kafkit::KafkaConfig {
-        isolation: kafkit::Isolation::ReadUncommitted,
+        isolation: kafkit::config::Isolation::ReadUncommitted,
         ..testkit::config()
     }
     .to_consumer_config(&group)

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use kafkit::partitioner::murmur2_partition;
-use kafkit::{Compression, HeaderHash, KafkaConfig, Producer, Record};
+use kafkit::{KafkaConfig, Producer, Record, config::Compression, partitioner::HeaderHash};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -241,7 +241,11 @@ async fn oversized_records_and_unknown_topics_are_classified_errors() {
         .send(Record::to(&topic).bytes(vec![7u8; 2_000_000]))
         .await
         .unwrap_err();
-    assert_eq!(error.code(), kafkit::ErrorCode::MessageTooLarge, "{error}");
+    assert_eq!(
+        error.code(),
+        kafkit::error::ErrorCode::MessageTooLarge,
+        "{error}"
+    );
     assert!(!error.is_retriable());
 
     // With auto-creation off, a missing topic fails within the delivery timeout.
@@ -259,7 +263,7 @@ async fn oversized_records_and_unknown_topics_are_classified_errors() {
     assert!(
         matches!(
             error.code(),
-            kafkit::ErrorCode::UnknownTopic | kafkit::ErrorCode::TimedOut
+            kafkit::error::ErrorCode::UnknownTopic | kafkit::error::ErrorCode::TimedOut
         ),
         "{error} ({})",
         error.code()

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kafkit::{Limits, Reader, Record, Start};
+use kafkit::{Reader, Record, reader::Limits, reader::Start};
 
 const IDLE: Duration = Duration::from_secs(10);
 
@@ -73,7 +73,11 @@ async fn reading_starts_where_asked_and_stops_at_the_end_as_of_opening() {
         .open(&topic, Some(&[7]), Start::Beginning)
         .await
         .unwrap_err();
-    assert_eq!(error.code(), kafkit::ErrorCode::UnknownPartition, "{error}");
+    assert_eq!(
+        error.code(),
+        kafkit::error::ErrorCode::UnknownPartition,
+        "{error}"
+    );
     let missing = testkit::unique("reader-missing");
     assert!(
         reader()

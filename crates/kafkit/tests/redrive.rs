@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kafkit::dead_letter::{ERROR_KIND, ORIGINAL_TOPIC};
-use kafkit::{Admin, ErrorCode, KafkaConfig, Record, RecordFilter, Redrive, TopicSpec};
+use kafkit::{
+    Admin, KafkaConfig, Record, Redrive, TopicSpec, error::ErrorCode, filter::RecordFilter,
+};
 
 /// A source topic and its dead-letter topic `{source}.dlq`.
 async fn pair(prefix: &str) -> (String, String) {
@@ -355,7 +357,7 @@ async fn a_filter_replays_only_the_records_it_keeps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_keeps_what_was_replayed_out_of_order() {
-    let broker = kafkit::EmbeddedBroker::start(1).unwrap();
+    let broker = kafkit::cluster::EmbeddedBroker::start(1).unwrap();
     let bootstrap = broker.bootstrap_servers().to_owned();
     let config = KafkaConfig::new([bootstrap.as_str()]);
     broker.create_topic("orders", 1).unwrap();

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kafkit::{Consumer, ConsumerOptions, HandlerError, Message, Router};
+use kafkit::{Consumer, HandlerError, Message, Router, consumer::ConsumerOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Everything the subscriber writes, kept for the assertions.

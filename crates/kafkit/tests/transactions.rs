@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use kafkit::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use kafkit::rdkafka::{Offset, TopicPartitionList};
-use kafkit::{Error, ErrorCode, Isolation, Limits, Message, Producer, Reader, Record, Start};
+use kafkit::{
+    Error, Message, Producer, Reader, Record, config::Isolation, error::ErrorCode, reader::Limits,
+    reader::Start,
+};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use kafkit::{Admin, KafkaConfig, Limits, Message, Producer, Reader, Record, Start, TopicSpec};
+use kafkit::{
+    Admin, KafkaConfig, Message, Producer, Reader, Record, TopicSpec, reader::Limits, reader::Start,
+};
 
 /// The variable naming the test broker.
 pub const BROKERS_VAR: &str = "KAFKIT_TEST_BROKERS";

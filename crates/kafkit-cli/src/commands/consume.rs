@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use kafkit::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use kafkit::{KafkaConfig, Limits, Message, Reader, Start};
+use kafkit::{KafkaConfig, Message, Reader, reader::Limits, reader::Start};
 
 use crate::cli::ConsumeArgs;
 

@@ -11,7 +11,7 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use kafkit::redrive::PartitionProgress;
 use kafkit::view::FailureView;
-use kafkit::{RecordFilter, Redrive};
+use kafkit::{Redrive, filter::RecordFilter};
 use maud::{Markup, html};
 use serde::Deserialize;
 

@@ -9,7 +9,7 @@ use axum::Form;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
-use kafkit::{GroupDescription, ResetTo};
+use kafkit::{admin::GroupDescription, admin::ResetTo};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -47,7 +47,7 @@ pub async fn groups_list(
         .refresh_within(&state, SAMPLE_EVERY, PAGE_WAIT)
         .await;
     let groups = list(&state).await?;
-    let mut rows: Vec<(kafkit::GroupInfo, Option<i64>)> = groups
+    let mut rows: Vec<(kafkit::admin::GroupInfo, Option<i64>)> = groups
         .into_iter()
         .map(|g| {
             let lag = console.lag.latest(&g.name, |t| viewer.caller.may_read(t));

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use kafkit::PartitionLag;
+use kafkit::admin::PartitionLag;
 use maud::{Markup, html};
 
 use super::super::AppState;

@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use kafkit::view::MessageView;
-use kafkit::{Message, RecordFilter};
+use kafkit::{Message, filter::RecordFilter};
 use maud::{Markup, html};
 use serde::Deserialize;
 

@@ -7,7 +7,7 @@ use axum::Form;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use kafkit::{Message, Record, Redrive, Start, TopicSpec};
+use kafkit::{Message, Record, Redrive, TopicSpec, reader::Start};
 use maud::html;
 use serde::Deserialize;
 

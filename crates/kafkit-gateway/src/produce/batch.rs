@@ -6,7 +6,7 @@
 //! queue add `Retry-After`.
 
 use axum::http::StatusCode;
-use kafkit::Delivery;
+use kafkit::record::Delivery;
 
 use super::super::auth::Caller;
 use super::super::error::{ApiError, ErrorDetail};

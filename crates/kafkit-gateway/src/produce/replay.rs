@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kafkit::Delivery;
+use kafkit::record::Delivery;
 use serde::Serialize;
 
 use super::super::AppState;

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use kafkit::{KafkaConfig, Metrics, Producer, TransactionalProducer};
+use kafkit::{KafkaConfig, Producer, metrics::Metrics, transaction::TransactionalProducer};
 use tokio::sync::Mutex;
 
 /// The gateway's transactional producer, made when first needed.
@@ -85,7 +85,7 @@ mod tests {
     use std::time::Duration;
 
     use axum::http::StatusCode;
-    use kafkit::{Isolation, Limits, Reader, Start};
+    use kafkit::{Reader, config::Isolation, reader::Limits, reader::Start};
     use serde_json::{Value, json};
 
     use super::super::super::router;

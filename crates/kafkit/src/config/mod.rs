@@ -271,7 +271,7 @@ pub struct KafkaConfig {
     /// (`read_committed`, the default, or `read_uncommitted`).
     pub isolation: Isolation,
     /// `KAFKA_TRANSACTIONAL_ID`: the transactional id of
-    /// [`TransactionalProducer::from_config`](crate::TransactionalProducer::from_config), before
+    /// [`TransactionalProducer::from_config`](crate::transaction::TransactionalProducer::from_config), before
     /// its suffix. Plain producers never use it.
     pub transactional_id: Option<String>,
     /// `KAFKA_TRANSACTIONAL_ID_SUFFIX`: what makes `transactional_id` unique per instance.

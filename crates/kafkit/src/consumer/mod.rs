@@ -26,7 +26,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::router::ProcessingOrder;
-pub use offsets::OffsetTracker;
 
 #[cfg(test)]
 pub(crate) use self::context::CommitHistory;

@@ -73,6 +73,7 @@ impl OffsetTracker {
     }
 
     /// Records started and not yet done.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.pending.len()
     }

@@ -35,9 +35,10 @@ use crate::producer::Producer;
 use crate::reader::{Limits, Reader, Start};
 use crate::record::{Message, Record};
 
-pub mod progress;
+mod progress;
 
-pub use progress::{METADATA_BUDGET, PartitionProgress, Progress};
+pub use progress::PartitionProgress;
+pub(crate) use progress::{METADATA_BUDGET, Progress};
 
 /// Header a replayed record carries: `<dead-letter topic>/<partition>/<offset>` of its copy.
 pub const REDRIVE_OF: &str = "redrive-of";

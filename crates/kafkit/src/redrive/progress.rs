@@ -25,7 +25,7 @@ pub const METADATA_TAG: &str = "kafkit-redrive/1";
 /// Most bytes of metadata a replay plans to commit: 3/4 of Kafka's default
 /// `offset.metadata.max.bytes` (4096), the rest for ranges split by records whose
 /// re-publication failed.
-pub const METADATA_BUDGET: usize = 3072;
+pub(crate) const METADATA_BUDGET: usize = 3072;
 
 /// The replay of one partition: the next offset of the sequential replay, and the offsets
 /// at or after it that were already replayed.

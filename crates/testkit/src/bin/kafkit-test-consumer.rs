@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafkit::{
-    CommitStrategy, Consumer, ConsumerOptions, HandlerError, KafkaConfig, Message, RetryPolicy,
-    Router,
+    Consumer, HandlerError, KafkaConfig, Message, RetryPolicy, Router, consumer::CommitStrategy,
+    consumer::ConsumerOptions,
 };
 
 #[derive(serde::Deserialize)]
