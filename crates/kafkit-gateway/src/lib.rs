@@ -1,6 +1,6 @@
 //! kafkit's HTTP gateway as a library: the send and batch APIs, topic, group and dead-letter
-//! reads, replay, health, Prometheus metrics, the OpenAPI document, and the web console at
-//! `/console`.
+//! reads, replay, health, Prometheus metrics, the OpenAPI document, the web console at
+//! `/console`, and push delivery ([`push`]: topics consumed and POSTed to HTTP endpoints).
 //!
 //! [`router`] builds the whole axum app from an [`AppState`]: mount it in your own app next to
 //! your routes, or run it alone with [`serve`] (plain HTTP) or [`serve_tls`] (HTTPS), which stop
@@ -36,8 +36,10 @@ mod idempotency;
 mod known_topics;
 mod openapi;
 mod produce;
+pub mod push;
 mod read_limit;
 mod server;
+mod subscriptions;
 #[cfg(test)]
 mod testing;
 mod tls;
@@ -134,6 +136,8 @@ pub struct AppState {
     pub server: ServerLimits,
     /// Places of the read endpoints (topics, groups, dead letters).
     pub reads: ReadLimit,
+    /// The push subscriptions this process runs (`GET /subscriptions`, readiness).
+    pub push: Option<Arc<push::Runner>>,
 }
 
 impl AppState {
@@ -167,6 +171,7 @@ impl AppState {
             embedded: kafka.cluster().embedded().cloned(),
             server: ServerLimits::default(),
             reads: ReadLimit::default(),
+            push: None,
         })
     }
 
@@ -181,6 +186,13 @@ impl AppState {
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Shows `push`'s subscriptions in `GET /subscriptions` and readiness.
+    #[must_use]
+    pub fn with_push(mut self, push: Arc<push::Runner>) -> Self {
+        self.push = Some(push);
         self
     }
 
@@ -207,6 +219,7 @@ pub fn router(state: AppState) -> Router {
                 )),
         )
         .merge(health::routes())
+        .merge(subscriptions::routes())
         .merge(openapi::routes())
         .split_for_parts();
     let document = openapi::Document::new(&document, state.keys.is_some());

@@ -39,6 +39,7 @@ use super::produce::{IdempotencyKey, OutboundMessage};
         (name = "topics", description = "Topics and their records"),
         (name = "groups", description = "Consumer groups and lag"),
         (name = "dead letters", description = "Dead-lettered records and their replay"),
+        (name = "push", description = "Push subscriptions: topics delivered to HTTP endpoints"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]
@@ -227,6 +228,7 @@ mod tests {
             "POST /dlt/{topic}/replay",
             &[200, 400, 401, 403, 404, 409, 415, 422, 502, 503],
         ),
+        ("GET /subscriptions", &[200, 401]),
         ("GET /health/live", &[200]),
         ("GET /health/ready", &[200, 503]),
         ("GET /metrics", &[200]),

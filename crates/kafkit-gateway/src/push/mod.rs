@@ -1,0 +1,25 @@
+//! Push delivery: `kafkit serve --subscriptions FILE` consumes topics and POSTs each record to
+//! an HTTP endpoint, with the consumer runtime's guarantees (at-least-once: an offset moves
+//! only after a 2xx or an acknowledged dead-letter copy).
+//!
+//! - [`subscription`]: the subscriptions file and its validation ([`Subscription`], [`parse`]).
+//! - [`delivery`]: the consumer [`Handler`](kafkit::Handler) that makes the request
+//!   ([`Delivery`]).
+//! - [`verdict`](mod@verdict): the response contract, a pure function ([`verdict()`]).
+//! - [`signature`]: Standard Webhooks signing ([`Signer`]).
+//! - [`runner`]: one consumer per subscription, run and stopped together ([`Runner`]).
+//! - [`metrics`] and [`status`]: what operators see.
+
+pub mod delivery;
+pub mod metrics;
+pub mod runner;
+pub mod signature;
+pub mod status;
+pub mod subscription;
+pub mod verdict;
+
+pub use delivery::Delivery;
+pub use runner::{Runner, RunnerError, SubscriptionView};
+pub use signature::Signer;
+pub use subscription::{ConfigError, Subscription, Validated, parse};
+pub use verdict::{Verdict, verdict};

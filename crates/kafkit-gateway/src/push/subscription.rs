@@ -1,0 +1,596 @@
+//! [`Subscription`]: what one push subscription consumes, where it delivers and how patiently,
+//! read from the subscriptions file (TOML, `[[subscription]]` tables) and validated once at
+//! start, with errors that name the field (`subscription "billing": endpoint: ...`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kafkit::Secret;
+use kafkit::retry::RetryPolicy;
+use reqwest::Url;
+use serde::{Deserialize, Deserializer};
+
+use super::signature::Signer;
+
+/// Default consumer group of a subscription: `kafkit-push-{name}`.
+pub const DEFAULT_GROUP_PREFIX: &str = "kafkit-push-";
+/// Default requests in flight per partition (key and unordered order).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Default limit on one request, from connecting to the last byte of the response read.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on the response bytes read (the rest is not read).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Default time between offset commits: what a crash re-delivers at most.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default prefix of the HTTP headers that carry the record's own headers.
+pub const DEFAULT_HEADER_PREFIX: &str = "kafka-header-";
+/// Default requests per record, the first included, before it is dead-lettered.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Default delay before the second attempt.
+pub const DEFAULT_INITIAL_DELAY: Duration = Duration::from_millis(500);
+/// Default cap on one backoff delay.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30);
+/// Default randomised fraction of each delay.
+pub const DEFAULT_JITTER: f64 = 0.2;
+/// Default cap on a `Retry-After` an endpoint asks for.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Default consecutive failures that open a subscription's circuit.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 10;
+/// Default time an open circuit waits before a probe request.
+pub const DEFAULT_BREAKER_OPEN: Duration = Duration::from_secs(15);
+
+/// The subscriptions file: a list of `[[subscription]]` tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionsFile {
+    /// The subscriptions, in file order.
+    #[serde(rename = "subscription", default)]
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// In which order a subscription's records are delivered.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Records of one key in offset order, one at a time; keys of a partition concurrently.
+    #[default]
+    Key,
+    /// Records of one partition in offset order, one at a time.
+    Partition,
+    /// No order: up to `max_in_flight` records of a partition at once.
+    Unordered,
+}
+
+/// One push subscription.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// Unique name: metric label, default group, `GET /subscriptions`.
+    pub name: String,
+    /// Topics consumed.
+    pub topics: Vec<String>,
+    /// Consumer group (default `kafkit-push-{name}`).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Where each record is POSTed (http or https).
+    pub endpoint: String,
+    /// Delivery order (default `key`).
+    #[serde(default)]
+    pub order: Order,
+    /// Requests in flight per partition in key and unordered order.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Limit on one request, response body included (`"10s"`, `"500ms"`).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time between offset commits (a crash re-delivers at most what was delivered since).
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Response bytes read at most (the excerpt dead-lettered with a 4xx comes from them).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Prefix of the HTTP headers carrying the record's own headers.
+    #[serde(default = "default_header_prefix")]
+    pub header_prefix: String,
+    /// Dead-letter topic template (`{topic}` is the source topic).
+    #[serde(default = "default_dead_letter")]
+    pub dead_letter: String,
+    /// Retries of failed requests.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The circuit breaker that pauses the subscription while its endpoint is down.
+    #[serde(default)]
+    pub circuit_breaker: BreakerConfig,
+    /// Authentication to the endpoint.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// TLS toward an https endpoint.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// Retries of a subscription: backoff in place, then the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Requests per record, the first included; at least 1.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; it doubles after each.
+    #[serde(with = "humantime_serde")]
+    pub initial_delay: Duration,
+    /// Cap on one delay.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Randomised fraction of each delay, 0 to 1.
+    pub jitter: f64,
+    /// Cap on the wait a `Retry-After` may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            initial_delay: DEFAULT_INITIAL_DELAY,
+            max_delay: DEFAULT_MAX_DELAY,
+            jitter: DEFAULT_JITTER,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The runtime's policy.
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy::exponential(self.max_attempts, self.initial_delay)
+            .max_delay(self.max_delay)
+            .jitter(self.jitter)
+    }
+}
+
+/// A subscription's circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failed requests that open it; 0 turns the breaker off.
+    pub failure_threshold: u32,
+    /// How long it stays open before one probe request.
+    #[serde(with = "humantime_serde")]
+    pub open_duration: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: DEFAULT_BREAKER_FAILURES,
+            open_duration: DEFAULT_BREAKER_OPEN,
+        }
+    }
+}
+
+/// Authentication to the endpoint. A value `${NAME}` is read from the environment variable
+/// `NAME` at start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Sent as `Authorization: Bearer <token>`.
+    #[serde(deserialize_with = "optional_secret")]
+    pub bearer: Option<Secret>,
+    /// Standard Webhooks secrets (`whsec_<base64>`): each request is signed with every one, so
+    /// an endpoint can rotate (accept the new, then drop the old).
+    #[serde(deserialize_with = "secrets")]
+    pub webhook_secrets: Vec<Secret>,
+}
+
+/// TLS toward an https endpoint: a private CA, a client certificate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates trusted besides the public roots.
+    pub ca: Option<PathBuf>,
+    /// PEM file of the client certificate chain (needs `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key (needs `cert`).
+    pub key: Option<PathBuf>,
+}
+
+fn default_max_in_flight() -> usize {
+    DEFAULT_MAX_IN_FLIGHT
+}
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+fn default_commit_interval() -> Duration {
+    DEFAULT_COMMIT_INTERVAL
+}
+fn default_max_response_bytes() -> usize {
+    DEFAULT_MAX_RESPONSE_BYTES
+}
+fn default_header_prefix() -> String {
+    DEFAULT_HEADER_PREFIX.to_owned()
+}
+fn default_dead_letter() -> String {
+    kafkit::dead_letter::DEFAULT_TEMPLATE.to_owned()
+}
+
+fn optional_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(Secret::new))
+}
+
+fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    Ok(Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(Secret::new)
+        .collect())
+}
+
+/// A subscriptions file that cannot run: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where: `subscription "billing": retry.max_attempts`, or the file.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A subscription checked and ready to run: the parsed endpoint, the secrets read.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The subscription as written (its `${NAME}` secrets resolved).
+    pub subscription: Subscription,
+    /// The consumer group.
+    pub group: String,
+    /// The endpoint.
+    pub endpoint: Url,
+    /// The signer, when webhook secrets are set.
+    pub signer: Option<Signer>,
+}
+
+impl Validated {
+    /// The endpoint without credentials or query, for logs and `GET /subscriptions`.
+    pub fn endpoint_display(&self) -> String {
+        let mut shown = self.endpoint.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        shown.set_query(None);
+        shown.set_fragment(None);
+        shown.to_string()
+    }
+}
+
+/// Parses and validates a subscriptions file's text. `env` looks environment variables up
+/// (`std::env::var` in the binary; a map in tests).
+pub fn parse(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Validated>, ConfigError> {
+    let file: SubscriptionsFile = toml::from_str(text).map_err(|e| ConfigError {
+        field: "subscriptions file".into(),
+        reason: e.to_string().trim_end().to_owned(),
+    })?;
+    validate(file.subscriptions, env)
+}
+
+/// Checks every subscription: names unique and non-empty, topics given, an http(s) endpoint,
+/// bounds positive, secrets well-formed, no dead-letter topic that is a source topic.
+pub fn validate(
+    subscriptions: Vec<Subscription>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Validated>, ConfigError> {
+    if subscriptions.is_empty() {
+        return Err(ConfigError {
+            field: "subscriptions file".into(),
+            reason: "no [[subscription]] table".into(),
+        });
+    }
+    let mut names = BTreeSet::new();
+    let mut out = Vec::with_capacity(subscriptions.len());
+    for (index, subscription) in subscriptions.into_iter().enumerate() {
+        let at = if subscription.name.trim().is_empty() {
+            format!("subscription[{index}]")
+        } else {
+            format!("subscription {:?}", subscription.name)
+        };
+        let fail = |field: &str, reason: String| ConfigError {
+            field: format!("{at}: {field}"),
+            reason,
+        };
+        if subscription.name.trim().is_empty() {
+            return Err(fail("name", "must not be empty".into()));
+        }
+        if !names.insert(subscription.name.clone()) {
+            return Err(fail("name", "another subscription has this name".into()));
+        }
+        out.push(validate_one(subscription, &env, &fail)?);
+    }
+    Ok(out)
+}
+
+fn validate_one(
+    mut s: Subscription,
+    env: &impl Fn(&str) -> Option<String>,
+    fail: &impl Fn(&str, String) -> ConfigError,
+) -> Result<Validated, ConfigError> {
+    if s.topics.is_empty() {
+        return Err(fail("topics", "name at least one topic".into()));
+    }
+    if let Some(topic) = s.topics.iter().find(|t| t.trim().is_empty()) {
+        return Err(fail("topics", format!("empty topic name {topic:?}")));
+    }
+    let group = match &s.group {
+        Some(g) if g.trim().is_empty() => return Err(fail("group", "must not be empty".into())),
+        Some(g) => g.clone(),
+        None => format!("{DEFAULT_GROUP_PREFIX}{}", s.name),
+    };
+    let endpoint = Url::parse(&s.endpoint).map_err(|e| fail("endpoint", e.to_string()))?;
+    if !matches!(endpoint.scheme(), "http" | "https") {
+        return Err(fail(
+            "endpoint",
+            format!("scheme {:?}: use http or https", endpoint.scheme()),
+        ));
+    }
+    if s.max_in_flight == 0 {
+        return Err(fail("max_in_flight", "must be at least 1".into()));
+    }
+    if s.timeout.is_zero() {
+        return Err(fail("timeout", "must be longer than 0".into()));
+    }
+    if s.commit_interval.is_zero() {
+        return Err(fail("commit_interval", "must be longer than 0".into()));
+    }
+    if s.max_response_bytes == 0 {
+        return Err(fail("max_response_bytes", "must be at least 1".into()));
+    }
+    if s.header_prefix.is_empty()
+        || reqwest::header::HeaderName::from_bytes(format!("{}x", s.header_prefix).as_bytes())
+            .is_err()
+    {
+        return Err(fail(
+            "header_prefix",
+            "must be a non-empty HTTP header name prefix (letters, digits, '-')".into(),
+        ));
+    }
+    if s.dead_letter.trim().is_empty() {
+        return Err(fail("dead_letter", "must name a topic template".into()));
+    }
+    for topic in &s.topics {
+        let dlt = kafkit::DeadLetter::template(&s.dead_letter).topic_for(topic);
+        if s.topics.contains(&dlt) {
+            return Err(fail(
+                "dead_letter",
+                format!("{dlt:?} is also a source topic: failures would loop"),
+            ));
+        }
+    }
+    let retry = &s.retry;
+    if retry.max_attempts == 0 {
+        return Err(fail("retry.max_attempts", "must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&retry.jitter) {
+        return Err(fail("retry.jitter", "must be between 0 and 1".into()));
+    }
+    if retry.max_delay < retry.initial_delay {
+        return Err(fail(
+            "retry.max_delay",
+            "must not be shorter than retry.initial_delay".into(),
+        ));
+    }
+    if s.circuit_breaker.failure_threshold > 0 && s.circuit_breaker.open_duration.is_zero() {
+        return Err(fail(
+            "circuit_breaker.open_duration",
+            "must be longer than 0".into(),
+        ));
+    }
+    if let Some(bearer) = &s.auth.bearer {
+        let token = resolve(bearer, env).map_err(|r| fail("auth.bearer", r))?;
+        if token.is_empty()
+            || reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err()
+        {
+            return Err(fail(
+                "auth.bearer",
+                "must be a non-empty printable token".into(),
+            ));
+        }
+        s.auth.bearer = Some(Secret::new(token));
+    }
+    let mut resolved = Vec::with_capacity(s.auth.webhook_secrets.len());
+    for (i, secret) in s.auth.webhook_secrets.iter().enumerate() {
+        let field = format!("auth.webhook_secrets[{i}]");
+        resolved.push(Secret::new(
+            resolve(secret, env).map_err(|r| fail(&field, r))?,
+        ));
+    }
+    let signer = if resolved.is_empty() {
+        None
+    } else {
+        Some(
+            Signer::new(&resolved)
+                .map_err(|(i, reason)| fail(&format!("auth.webhook_secrets[{i}]"), reason))?,
+        )
+    };
+    s.auth.webhook_secrets = resolved;
+    let tls = &s.tls;
+    if tls.cert.is_some() != tls.key.is_some() {
+        let missing = if tls.cert.is_some() { "key" } else { "cert" };
+        return Err(fail(
+            &format!("tls.{missing}"),
+            "a client certificate needs both tls.cert and tls.key".into(),
+        ));
+    }
+    for (field, path) in [
+        ("tls.ca", &tls.ca),
+        ("tls.cert", &tls.cert),
+        ("tls.key", &tls.key),
+    ] {
+        if let Some(path) = path
+            && !path.is_file()
+        {
+            return Err(fail(field, format!("no file {}", path.display())));
+        }
+    }
+    Ok(Validated {
+        subscription: s,
+        group,
+        endpoint,
+        signer,
+    })
+}
+
+/// A secret's value: `${NAME}` is the environment variable `NAME`.
+fn resolve(secret: &Secret, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let raw = secret.expose();
+    match raw.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+        Some(name) => env(name).ok_or_else(|| format!("environment variable {name} is not set")),
+        None => Ok(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn error(text: &str) -> String {
+        parse(text, no_env).unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = r#"
+        [[subscription]]
+        name = "billing"
+        topics = ["orders"]
+        endpoint = "http://127.0.0.1:3000/orders"
+    "#;
+
+    #[test]
+    fn a_minimal_subscription_gets_the_documented_defaults() {
+        let subs = parse(MINIMAL, no_env).unwrap();
+        assert_eq!(subs.len(), 1);
+        let v = &subs[0];
+        assert_eq!(v.group, "kafkit-push-billing");
+        assert_eq!(v.subscription.order, Order::Key);
+        assert_eq!(v.subscription.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(v.subscription.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(v.subscription.dead_letter, "{topic}.dlq");
+        assert_eq!(v.subscription.retry, RetryConfig::default());
+        assert!(v.signer.is_none());
+        assert_eq!(v.endpoint.as_str(), "http://127.0.0.1:3000/orders");
+    }
+
+    #[test]
+    fn every_field_is_read() {
+        let text = r#"
+            [[subscription]]
+            name = "billing"
+            topics = ["orders", "refunds"]
+            group = "billing-v2"
+            endpoint = "https://user:pw@billing.example/hooks?token=x"
+            order = "partition"
+            max_in_flight = 8
+            timeout = "1500ms"
+            max_response_bytes = 1024
+            header_prefix = "x-kafka-"
+            dead_letter = "{topic}_dlt"
+            retry = { max_attempts = 7, initial_delay = "1s", max_delay = "1m", jitter = 0.5, max_retry_after = "10s" }
+            circuit_breaker = { failure_threshold = 3, open_duration = "5s" }
+            auth = { bearer = "${TOKEN}", webhook_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
+        "#;
+        let env = |name: &str| (name == "TOKEN").then(|| "t0k3n".to_owned());
+        let v = parse(text, env).unwrap().remove(0);
+        let s = &v.subscription;
+        assert_eq!(v.group, "billing-v2");
+        assert_eq!(s.order, Order::Partition);
+        assert_eq!(s.max_in_flight, 8);
+        assert_eq!(s.timeout, Duration::from_millis(1500));
+        assert_eq!(s.max_response_bytes, 1024);
+        assert_eq!(s.header_prefix, "x-kafka-");
+        assert_eq!(s.retry.max_attempts, 7);
+        assert_eq!(s.retry.max_delay, Duration::from_secs(60));
+        assert_eq!(s.retry.max_retry_after, Duration::from_secs(10));
+        assert_eq!(s.circuit_breaker.failure_threshold, 3);
+        assert_eq!(s.auth.bearer.as_ref().unwrap().expose(), "t0k3n");
+        assert!(v.signer.is_some());
+        // Shown without credentials or query.
+        assert_eq!(v.endpoint_display(), "https://billing.example/hooks");
+        // Secrets never print.
+        assert!(!format!("{v:?}").contains("t0k3n"));
+    }
+
+    #[test]
+    fn errors_name_the_subscription_and_the_field() {
+        let cases = [
+            (r#"name = "a""#, "subscriptions file"),
+            (
+                "[[subscription]]\nname = \"a\"\ntopics = [\"t\"]",
+                "missing field `endpoint`",
+            ),
+            (
+                "[[subscription]]\nname = \"a\"\ntopics = [\"t\"]\nendpoint = \"http://h\"\ntimeuot = \"1s\"",
+                "unknown field `timeuot`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error(text);
+            assert!(message.contains(expected), "{message}");
+        }
+        let with = |extra: &str| format!("{MINIMAL}{extra}");
+        let checks = [
+            (with("order = \"random\""), "unknown variant `random`"),
+            (
+                with("max_in_flight = 0"),
+                "subscription \"billing\": max_in_flight: must be at least 1",
+            ),
+            (
+                with("timeout = \"0s\""),
+                "subscription \"billing\": timeout:",
+            ),
+            (with("timeout = \"soon\""), "timeout"),
+            (
+                with("retry = { max_attempts = 0 }"),
+                "subscription \"billing\": retry.max_attempts",
+            ),
+            (with("retry = { jitter = 2.0 }"), "retry.jitter"),
+            (
+                with("dead_letter = \"orders\""),
+                "dead_letter: \"orders\" is also a source topic",
+            ),
+            (
+                with("auth = { bearer = \"${NOPE}\" }"),
+                "auth.bearer: environment variable NOPE is not set",
+            ),
+            (
+                with("auth = { webhook_secrets = [\"whsec_abc\", \"plain\"] }"),
+                "auth.webhook_secrets[0]",
+            ),
+            (with("tls = { cert = \"/etc/hostname\" }"), "tls.key"),
+            (with("header_prefix = \"bad prefix\""), "header_prefix"),
+        ];
+        for (text, expected) in checks {
+            let message = error(&text);
+            assert!(
+                message.contains(expected),
+                "{expected:?} not in {message:?}"
+            );
+        }
+        assert!(error(&MINIMAL.replace("http://", "ftp://")).contains("endpoint: scheme \"ftp\""));
+        assert!(error(&MINIMAL.replace("topics = [\"orders\"]", "topics = []")).contains("topics"));
+        let twice = format!("{MINIMAL}{MINIMAL}");
+        assert!(error(&twice).contains("subscription \"billing\": name: another subscription"));
+        assert!(error("").contains("no [[subscription]]"));
+    }
+}
