@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// (milliseconds).
     #[arg(long, env = "KAFKIT_DRAIN_TIMEOUT", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
+    /// Push subscriptions file (TOML, `[[subscription]]` tables; see the README): each
+    /// subscription consumes its topics and POSTs every record to its endpoint.
+    #[arg(long, env = "KAFKIT_SUBSCRIPTIONS")]
+    pub subscriptions: Option<PathBuf>,
 }
 
 /// Wraps a secret flag value so it never reaches `Debug` output.

@@ -1,12 +1,16 @@
 //! `kafkit serve`: the gateway library (`kafkit-gateway`) wired to the command line and the
 //! environment: API keys, listener, TLS, the cluster (or the embedded broker), `--topics`,
-//! signals, and the producer flush after the last request.
+//! signals, the push subscriptions (`--subscriptions`), and the producer flush after the last
+//! request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use kafkit::Kafka;
+use kafkit_gateway::push::Runner;
 use kafkit_gateway::{ApiKeys, AppState, Limits, ServerLimits};
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
 
@@ -18,6 +22,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("KAFKA_ENABLED=false: the gateway has nothing to serve; exiting");
         return Ok(());
     }
+    // One stop for all: a signal, or a subscription that fails for good. Installed first, so
+    // that a SIGTERM during start-up stops the process cleanly.
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            kafkit::shutdown::signal().await;
+            stop.cancel();
+        }
+    });
     let keys = args
         .api_keys
         .as_ref()
@@ -38,6 +52,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         tracing::warn!(listen = %local, "serving without API keys on a non-loopback address");
     }
+    // The subscriptions are checked before anything connects: a typo fails the start at once.
+    let subscriptions = match &args.subscriptions {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --subscriptions {}", path.display()))?;
+            let parsed = kafkit_gateway::push::parse(&text, |name| std::env::var(name).ok())
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            Some(parsed)
+        }
+        None => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(kafkit_gateway::load_tls(cert, key).await?),
         _ => None,
@@ -69,6 +94,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("creating --topics")?;
     }
+    let push = match subscriptions {
+        Some(subscriptions) => {
+            let names: Vec<String> = subscriptions
+                .iter()
+                .map(|s| s.subscription.name.clone())
+                .collect();
+            let runner = Runner::new(&kafka, subscriptions, &state.metrics)?;
+            tracing::info!(subscriptions = ?names, "push subscriptions starting");
+            let runner = Arc::new(runner);
+            state = state.with_push(runner.clone());
+            Some(runner)
+        }
+        None => None,
+    };
     tracing::info!(
         listen = %local,
         console = %format!(
@@ -82,11 +121,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         authenticated,
         "kafkit gateway ready"
     );
-    let shutdown = kafkit::shutdown::signal();
-    match tls {
-        Some(tls) => kafkit_gateway::serve_tls(listener, state.clone(), tls, shutdown).await?,
-        None => kafkit_gateway::serve(listener, state.clone(), shutdown).await?,
-    }
+    let gateway = async {
+        let shutdown = stop.clone().cancelled_owned();
+        match tls {
+            Some(tls) => kafkit_gateway::serve_tls(listener, state.clone(), tls, shutdown).await,
+            None => kafkit_gateway::serve(listener, state.clone(), shutdown).await,
+        }
+    };
+    let deliveries = async {
+        match &push {
+            Some(runner) => runner.run(stop.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let (served, delivered) = tokio::join!(gateway, deliveries);
+    served?;
+    delivered?;
     state.producer.shutdown().await?;
     state.transactions.shutdown().await?;
     tracing::info!("gateway stopped cleanly");

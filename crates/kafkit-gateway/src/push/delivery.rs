@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use futures::future::BoxFuture;
-use kafkit::{Handler, HandlerError, HandlerResult, Message};
+use kafkit::handler::{Handler, HandlerResult};
+use kafkit::{HandlerError, Message};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Url};
 

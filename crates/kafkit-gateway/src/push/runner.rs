@@ -9,10 +9,10 @@ use kafkit::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig};
 use kafkit::consumer::ProcessingOrder;
 use std::collections::BTreeMap;
 
-use kafkit::{
-    Cluster, CommitStrategy, Consumer, ConsumerOptions, DeadLetter, HealthReport, KafkaConfig,
-    Metrics, Router,
-};
+use kafkit::consumer::{CommitStrategy, ConsumerOptions};
+use kafkit::health::HealthReport;
+use kafkit::metrics::Metrics;
+use kafkit::{Consumer, DeadLetter, Kafka, Router};
 use reqwest::Client;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -139,10 +139,9 @@ impl From<&HealthReport> for ConsumerView {
 }
 
 impl Runner {
-    /// Builds a consumer per subscription on `cluster`, recording metrics in `metrics`.
+    /// Builds a consumer per subscription through `kafka`, recording metrics in `metrics`.
     pub fn new(
-        config: &KafkaConfig,
-        cluster: &Cluster,
+        kafka: &Kafka,
         subscriptions: Vec<Validated>,
         metrics: &Metrics,
     ) -> Result<Self, RunnerError> {
@@ -165,18 +164,17 @@ impl Runner {
                 status.clone(),
             );
             let router = router(&validated, delivery);
-            let consumer = Consumer::with_options(
-                config,
-                &validated.group,
-                router,
-                ConsumerOptions {
-                    commit: CommitStrategy::Periodic(validated.subscription.commit_interval),
-                    ..ConsumerOptions::default()
-                },
-            )
-            .map_err(|e| fail(e.to_string()))?
-            .with_metrics(metrics.clone())
-            .on(cluster);
+            let consumer = kafka
+                .consumer_with_options(
+                    &validated.group,
+                    router,
+                    ConsumerOptions {
+                        commit: CommitStrategy::Periodic(validated.subscription.commit_interval),
+                        ..ConsumerOptions::default()
+                    },
+                )
+                .map_err(|e| fail(e.to_string()))?
+                .with_metrics(metrics.clone());
             running.push(Running {
                 validated,
                 consumer,

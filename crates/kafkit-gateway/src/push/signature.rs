@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use kafkit::Secret;
+use kafkit::secret::Secret;
 
 /// The message id header (kafkit sends the delivery id: the same on every attempt).
 pub const WEBHOOK_ID: &str = "webhook-id";

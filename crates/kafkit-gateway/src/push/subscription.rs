@@ -7,8 +7,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kafkit::Secret;
 use kafkit::retry::RetryPolicy;
+use kafkit::secret::Secret;
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
 

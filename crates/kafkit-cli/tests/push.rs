@@ -1,0 +1,596 @@
+//! Push delivery end to end: the real `kafkit serve --subscriptions FILE`, the test broker, and
+//! a real Node.js endpoint (`interop/push-endpoint.js`, plain `node:http`, signatures checked
+//! by the `standardwebhooks` npm package). The endpoint only behaves and logs each request;
+//! the assertions here are the oracle.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::kafkit;
+use kafkit::{Message, Record};
+use serde_json::{Value, json};
+
+/// The Node endpoint: its port and every request it answered, in answer order.
+struct Endpoint {
+    child: Child,
+    port: u16,
+    requests: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Endpoint {
+    fn start(behaviour: Value) -> Endpoint {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop");
+        assert!(
+            dir.join("node_modules/standardwebhooks").is_dir(),
+            "standardwebhooks is not installed in {}: run `npm ci` there",
+            dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("push-endpoint.js"))
+            .arg(behaviour.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node is installed");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let port = first["listening"].as_u64().unwrap() as u16;
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        std::thread::spawn({
+            let requests = requests.clone();
+            move || {
+                for line in lines.map_while(Result::ok) {
+                    requests
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_str(&line).unwrap());
+                }
+            }
+        });
+        Endpoint {
+            child,
+            port,
+            requests,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Delivery ids answered with a 2xx.
+    fn delivered(&self) -> BTreeSet<String> {
+        self.requests()
+            .iter()
+            .filter(|r| r["status"].as_u64().unwrap() / 100 == 2)
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kafkit serve --subscriptions FILE` against the test broker; killed on drop.
+struct Serve {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Serve {
+    fn start(subscriptions: &str) -> Serve {
+        Serve::start_with(subscriptions, &[])
+    }
+
+    fn start_with(subscriptions: &str, env: &[(&str, &str)]) -> Serve {
+        let file = std::env::temp_dir().join(format!("{}.toml", testkit::unique("subs")));
+        std::fs::write(&file, subscriptions).unwrap();
+        let port = testkit::free_port();
+        let mut child = kafkit()
+            .env("KAFKA_BROKERS", testkit::brokers())
+            .envs(env.iter().copied())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--subscriptions")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("kafkit exited before ready: {:?}", log.lock().unwrap()))
+                .unwrap();
+            let ready = line.contains("kafkit gateway ready");
+            log.lock().unwrap().push(line);
+            if ready {
+                break;
+            }
+        }
+        std::thread::spawn({
+            let log = log.clone();
+            move || {
+                for line in lines.map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            }
+        });
+        Serve { child, port, log }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let response = client()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+fn header<'a>(message: &'a Message, name: &str) -> &'a str {
+    std::str::from_utf8(message.header_value(name).unwrap_or_default()).unwrap()
+}
+
+/// Records `{"id": i}` with key `keys(i)` and a `tenant-id` header.
+async fn produce(topic: &str, count: usize, keys: impl Fn(usize) -> String) {
+    testkit::send(
+        (0..count)
+            .map(|i| {
+                Record::to(topic)
+                    .key(keys(i))
+                    .header("tenant-id", "acme")
+                    .json(&json!({ "id": i }))
+                    .unwrap()
+            })
+            .collect(),
+    )
+    .await;
+}
+
+/// Asserts the endpoint saw each key's records in offset order, never two at once, and
+/// returns the largest number of requests it had in flight at one time.
+fn assert_key_order(requests: &[Value]) -> usize {
+    let mut by_key: HashMap<String, Vec<(u64, i64)>> = HashMap::new();
+    for r in requests {
+        assert_eq!(
+            r["overlap"], false,
+            "two requests of key {} at once",
+            r["key"]
+        );
+        by_key
+            .entry(r["key"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((r["at"].as_u64().unwrap(), r["offset"].as_i64().unwrap()));
+    }
+    for (key, mut seen) in by_key {
+        seen.sort();
+        let offsets: Vec<i64> = seen.iter().map(|(_, o)| *o).collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] <= w[1]),
+            "key {key} out of order: {offsets:?}"
+        );
+    }
+    // Most requests in flight at once, from the [at, done] intervals.
+    let mut edges: Vec<(u64, i64)> = requests
+        .iter()
+        .flat_map(|r| {
+            [
+                (r["at"].as_u64().unwrap(), 1),
+                (r["done"].as_u64().unwrap(), -1),
+            ]
+        })
+        .collect();
+    edges.sort_by_key(|(t, d)| (*t, *d));
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_arrive_signed_with_metadata_in_key_order_and_4xx_is_dead_lettered() {
+    // Given 400 records over 20 keys in 2 partitions, and one record of key `bad` that the
+    // endpoint refuses with a 422.
+    let topic = testkit::topic("push", 2).await;
+    produce(&topic, 400, |i| format!("key-{}", i % 20)).await;
+    testkit::send(vec![
+        Record::to(&topic)
+            .key("bad")
+            .json(&json!({"id": -1}))
+            .unwrap(),
+    ])
+    .await;
+    // An endpoint that checks the bearer token and the Standard Webhooks signature with the
+    // second of the two secrets kafkit signs with (a rotation in progress), and is slowish.
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let endpoint = Endpoint::start(json!({
+        "delay_ms": [2, 10],
+        "secret": secret,
+        "bearer": "t0k3n",
+        "status_by_key": {"bad": 422},
+    }));
+    let serve = Serve::start_with(
+        &format!(
+            r#"
+            [[subscription]]
+            name = "billing"
+            topics = ["{topic}"]
+            endpoint = "{url}"
+            max_in_flight = 8
+            auth = {{ bearer = "${{PUSH_TOKEN}}", webhook_secrets = ["whsec_b2xkLXNlY3JldA==", "{secret}"] }}
+            "#,
+            url = endpoint.url("/hooks/orders"),
+        ),
+        &[("PUSH_TOKEN", "t0k3n")],
+    );
+
+    // Every good record is delivered with a 2xx.
+    let all_delivered = testkit::eventually(Duration::from_secs(60), || {
+        endpoint.delivered().len() == 400
+    })
+    .await;
+    assert!(
+        all_delivered,
+        "{} of 400 delivered; log: {}",
+        endpoint.delivered().len(),
+        serve.log()
+    );
+
+    // The 422 went to the dead-letter topic at once, with the status and the body excerpt.
+    let dead = testkit::read(&format!("{topic}.dlq"), 1, Duration::from_secs(30)).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].key.as_deref(), Some(&b"bad"[..]));
+    assert_eq!(header(&dead[0], "error-kind"), "permanent");
+    assert_eq!(
+        header(&dead[0], "error-message"),
+        r#"HTTP 422 Unprocessable Entity: {"error":"rejected bad"}"#
+    );
+    assert_eq!(header(&dead[0], "attempts"), "1");
+    let requests = endpoint.requests();
+    let bad: Vec<&Value> = requests.iter().filter(|r| r["key"] == "bad").collect();
+    assert_eq!(bad.len(), 1, "a 4xx is not retried");
+
+    // Each request: POST, the value as body, JSON content type, the record's metadata and
+    // headers, the delivery id, the attempt; signed and authenticated.
+    for r in &requests {
+        assert_eq!(r["method"], "POST");
+        assert_eq!(r["verified"], true, "standardwebhooks refused {}", r["id"]);
+        let h = &r["headers"];
+        let id = format!("{topic}/{}/{}", r["partition"], r["offset"]);
+        assert_eq!(h["kafkit-delivery-id"], id.as_str());
+        assert_eq!(h["webhook-id"], id.as_str());
+        assert_eq!(h["kafkit-attempt"], "1");
+        assert_eq!(h["kafka-topic"], topic.as_str());
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["authorization"], "Bearer t0k3n");
+        assert!(
+            h["kafka-timestamp"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+                > 0
+        );
+        if r["key"] != "bad" {
+            assert_eq!(h["kafka-header-tenant-id"], "acme");
+            let value: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            let id = value["id"].as_u64().unwrap();
+            assert_eq!(r["key"], format!("key-{}", id % 20).as_str());
+        }
+    }
+
+    // Each key's records in offset order, one at a time; keys of a partition concurrently.
+    let most = assert_key_order(&requests);
+    assert!(
+        most > 2,
+        "at most {most} requests in flight: key order is not concurrent"
+    );
+
+    // The API and the metrics show the subscription.
+    let (status, body) = serve.get("/subscriptions").await;
+    assert_eq!(status, 200);
+    let subscriptions: Value = serde_json::from_str(&body).unwrap();
+    let billing = &subscriptions[0];
+    assert_eq!(billing["name"], "billing");
+    assert_eq!(billing["order"], "key");
+    assert_eq!(billing["group"], "kafkit-push-billing");
+    assert_eq!(billing["endpoint"], endpoint.url("/hooks/orders").as_str());
+    assert_eq!(billing["signed"], true);
+    assert_eq!(billing["deliveries"]["delivered"], 400);
+    assert_eq!(billing["deliveries"]["failed"], 1);
+    assert!(
+        !body.contains("t0k3n") && !body.contains("MfKQ"),
+        "secrets leak: {body}"
+    );
+    let (_, metrics) = serve.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"kafkit_push_delivered_total{subscription="billing"} 400"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"kafkit_push_failed_total{class="4xx",subscription="billing"} 1"#));
+    assert!(
+        metrics
+            .contains(r#"kafkit_push_request_duration_seconds_count{subscription="billing"} 401"#)
+    );
+
+    // SIGTERM: drains, commits everything and exits cleanly.
+    assert!(serve.terminate().success());
+    let committed = testkit::committed("kafkit-push-billing", &topic).await;
+    for (partition, offset, high) in committed {
+        assert_eq!(
+            offset,
+            Some(high),
+            "partition {partition} not fully committed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_holds_back_only_that_key_and_5xx_backs_off() {
+    // Given one partition: records of key `slow` (answered 429 with Retry-After: 2 once each),
+    // of key `flaky` (answered 500 three times each), and of other keys, interleaved.
+    let topic = testkit::topic("push-ra", 1).await;
+    let key = |i: usize| match i % 10 {
+        0 => "slow".to_owned(),
+        5 => "flaky".to_owned(),
+        n => format!("key-{n}"),
+    };
+    produce(&topic, 30, key).await;
+    let endpoint = Endpoint::start(json!({
+        "retry_after": {"slow": 2},
+        "fail_first": {"flaky": 3},
+    }));
+    let serve = Serve::start(&format!(
+        r#"
+        [[subscription]]
+        name = "ra"
+        topics = ["{topic}"]
+        endpoint = "{url}"
+        retry = {{ max_attempts = 5, initial_delay = "200ms", jitter = 0.2 }}
+        "#,
+        url = endpoint.url("/"),
+    ));
+    let all =
+        testkit::eventually(Duration::from_secs(60), || endpoint.delivered().len() == 30).await;
+    assert!(
+        all,
+        "{} of 30 delivered; log: {}",
+        endpoint.delivered().len(),
+        serve.log()
+    );
+    let requests = endpoint.requests();
+    let attempts = |id: &str| -> Vec<&Value> {
+        let mut a: Vec<&Value> = requests.iter().filter(|r| r["id"] == id).collect();
+        a.sort_by_key(|r| r["attempt"].as_u64());
+        a
+    };
+    let id = |offset: usize| format!("{topic}/0/{offset}");
+
+    for offset in (0..30).filter(|o| o % 10 == 0) {
+        // No second request of a `slow` record before its Retry-After passed.
+        let tries = attempts(&id(offset));
+        assert_eq!(tries.len(), 2, "{tries:?}");
+        assert_eq!(tries[0]["status"], 429);
+        assert_eq!(tries[1]["attempt"], 2);
+        let waited = tries[1]["at"].as_u64().unwrap() - tries[0]["done"].as_u64().unwrap();
+        // Date.now() is whole milliseconds: one may be lost in rounding.
+        assert!(
+            waited >= 1999,
+            "retried after {waited} ms despite Retry-After: 2"
+        );
+        // Only that key waited: the next records of other keys were delivered meanwhile.
+        let next = attempts(&id(offset + 1));
+        assert!(
+            next[0]["done"].as_u64() < tries[1]["at"].as_u64(),
+            "key-1 waited for the slow key"
+        );
+    }
+    for offset in (0..30).filter(|o| o % 10 == 5) {
+        // 500 three times, then delivered; the waits grow (200 ms doubling, ±20%).
+        let tries = attempts(&id(offset));
+        let statuses: Vec<u64> = tries
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(statuses, [500, 500, 500, 200]);
+        let gaps: Vec<u64> = tries
+            .windows(2)
+            .map(|w| w[1]["at"].as_u64().unwrap() - w[0]["done"].as_u64().unwrap())
+            .collect();
+        assert!((159..400).contains(&gaps[0]), "{gaps:?}");
+        assert!((319..700).contains(&gaps[1]), "{gaps:?}");
+        assert!((639..1300).contains(&gaps[2]), "{gaps:?}");
+    }
+    assert_key_order(&requests);
+    let (_, metrics) = serve.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"kafkit_push_failed_total{class="429",subscription="ra"} 3"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"kafkit_push_failed_total{class="5xx",subscription="ra"} 9"#));
+    assert!(metrics.contains(r#"kafkit_push_retries_total{subscription="ra"} 12"#));
+    assert!(serve.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_nothing() {
+    // Given 3,000 records over 300 keys in 4 partitions, a slow endpoint that fails 20% of
+    // requests with a 500 and refuses every 50th record with a 422.
+    let topic = testkit::topic("push-kill", 4).await;
+    let total = 3_000;
+    produce(&topic, total, |i| format!("key-{}", i % 300)).await;
+    let endpoint = Endpoint::start(json!({
+        "delay_ms": [5, 40],
+        "fail_rate": 0.2,
+        "reject_every": 50,
+    }));
+    let subscriptions = format!(
+        r#"
+        [[subscription]]
+        name = "kill"
+        topics = ["{topic}"]
+        endpoint = "{url}"
+        max_in_flight = 16
+        retry = {{ max_attempts = 4, initial_delay = "50ms" }}
+        circuit_breaker = {{ failure_threshold = 0 }}
+        "#,
+        url = endpoint.url("/"),
+    );
+    let group = "kafkit-push-kill";
+    let dlt = format!("{topic}.dlq");
+
+    // Every record below a committed offset was delivered with a 2xx or is in the DLT.
+    let check = |committed: Vec<(i32, Option<i64>, i64)>, dead: &[Message]| {
+        let delivered = endpoint.delivered();
+        let dead: BTreeSet<String> = dead
+            .iter()
+            .map(|m| {
+                format!(
+                    "{topic}/{}/{}",
+                    header(m, "original-partition"),
+                    header(m, "original-offset")
+                )
+            })
+            .collect();
+        let mut below = 0;
+        for (partition, offset, _) in committed {
+            for o in 0..offset.unwrap_or(0) {
+                let id = format!("{topic}/{partition}/{o}");
+                assert!(
+                    delivered.contains(&id) || dead.contains(&id),
+                    "{id} is below the committed offset but was neither delivered nor dead-lettered"
+                );
+                below += 1;
+            }
+        }
+        below
+    };
+
+    // Kill kafkit three times while it delivers, checking the promise after each kill.
+    let mut progress = Vec::new();
+    // A killed member holds its partitions until its session times out: keep that short.
+    let session = [
+        ("KAFKA_SESSION_TIMEOUT", "12000"),
+        ("KAFKA_HEARTBEAT_INTERVAL", "2000"),
+    ];
+    for round in 0..3 {
+        let serve = Serve::start_with(&subscriptions, &session);
+        let before = endpoint.requests().len();
+        let busy = testkit::eventually(Duration::from_secs(60), || {
+            endpoint.requests().len() > before + 300
+        })
+        .await;
+        // Kill at a different moment each round, with requests and retries in flight.
+        tokio::time::sleep(Duration::from_millis(1_500 + 700 * round)).await;
+        assert!(busy, "round {round}: no deliveries; log: {}", serve.log());
+        serve.kill();
+        let committed = testkit::committed(group, &topic).await;
+        let dead = testkit::read(&dlt, total, Duration::from_secs(3)).await;
+        progress.push(check(committed, &dead));
+    }
+    assert!(
+        progress[2] > 0,
+        "nothing was committed across the kills: {progress:?}"
+    );
+
+    // Then a run to the end: everything delivered or dead-lettered, all committed.
+    let serve = Serve::start_with(&subscriptions, &session);
+    let mut all_committed = false;
+    for _ in 0..240 {
+        let committed = testkit::committed(group, &topic).await;
+        if committed.iter().all(|(_, o, high)| *o == Some(*high)) {
+            all_committed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(all_committed, "not all committed; log: {}", serve.log());
+    assert!(serve.terminate().success());
+    let committed = testkit::committed(group, &topic).await;
+    let dead = testkit::read(&dlt, total, Duration::from_secs(3)).await;
+    assert_eq!(check(committed, &dead), total);
+    // Every 50th record was refused: each is in the DLT with its 422.
+    let refused: BTreeMap<String, String> = dead
+        .iter()
+        .filter(|m| header(m, "error-kind") == "permanent")
+        .map(|m| {
+            (
+                header(m, "original-offset").to_owned(),
+                header(m, "error-message").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        refused.values().all(|e| e.starts_with("HTTP 422")),
+        "{refused:?}"
+    );
+    assert!(refused.len() >= total / 50 - 5, "{} refused", refused.len());
+}
+
+#[test]
+fn a_bad_subscriptions_file_fails_the_start_naming_the_field() {
+    let file = std::env::temp_dir().join(format!("{}.toml", testkit::unique("bad-subs")));
+    std::fs::write(
+        &file,
+        "[[subscription]]\nname = \"billing\"\ntopics = [\"orders\"]\nendpoint = \"http://127.0.0.1:1/\"\nmax_in_flight = 0\n",
+    )
+    .unwrap();
+    let output = kafkit()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("KAFKIT_SUBSCRIPTIONS", &file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("subscription \"billing\": max_in_flight: must be at least 1"),
+        "{stderr}"
+    );
+}

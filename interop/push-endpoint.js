@@ -1,0 +1,118 @@
+// A push-delivery endpoint for kafkit's end-to-end tests: plain node:http, configured by one
+// JSON argument, printing one JSON line per request on stdout (after a first line
+// {"listening": PORT}), so the Rust test is the oracle and this process only behaves.
+//
+// Usage: node push-endpoint.js '{"delay_ms":[5,20], "fail_rate":0.1, ...}'
+//   delay_ms        [min, max] milliseconds before answering (uniform), default [0, 0]
+//   fail_rate       probability of a 500 answer, default 0
+//   status_by_key   {"KEY": STATUS}: every request of that record key answers STATUS, with body
+//                   {"error":"rejected KEY"}
+//   reject_every    N: records whose JSON value has id % N == N - 1 answer 422
+//   retry_after     {"KEY": SECONDS}: the first request of each record of that key answers 429
+//                   with Retry-After: SECONDS
+//   fail_first      {"KEY": N}: the first N requests of each record of that key answer 500
+//   secret          a whsec_ secret: each request is verified with the `standardwebhooks`
+//                   package (an independent implementation); an unverified one answers 401
+//   bearer          a token the Authorization header must carry, else 401
+//
+// Each line: {"at": ms, "done": ms, "id": delivery id, "attempt", "key", "partition", "offset",
+// "status", "verified", "overlap": another request of the same key was in flight, "headers",
+// "body"}.
+'use strict';
+
+const http = require('node:http');
+const { Webhook } = require('standardwebhooks');
+
+const config = JSON.parse(process.argv[2] || '{}');
+const [minDelay, maxDelay] = config.delay_ms || [0, 0];
+const webhook = config.secret ? new Webhook(config.secret) : null;
+const inFlightByKey = new Map();
+const seen = new Set();
+const failures = new Map();
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function verify(headers, body) {
+  if (!webhook) return null;
+  try {
+    webhook.verify(body, {
+      'webhook-id': headers['webhook-id'],
+      'webhook-timestamp': headers['webhook-timestamp'],
+      'webhook-signature': headers['webhook-signature'],
+    });
+    return true;
+  } catch (_) {
+    return false;
+  }
+}
+
+function decide(key, id, body, verified, headers) {
+  if (verified === false) return [401, {}, '{"error":"bad signature"}'];
+  if (config.bearer && headers.authorization !== `Bearer ${config.bearer}`) {
+    return [401, {}, '{"error":"bad token"}'];
+  }
+  if (config.status_by_key && key in config.status_by_key) {
+    return [config.status_by_key[key], {}, JSON.stringify({ error: `rejected ${key}` })];
+  }
+  if (config.retry_after && key in config.retry_after && !seen.has(id)) {
+    seen.add(id);
+    return [429, { 'retry-after': String(config.retry_after[key]) }, ''];
+  }
+  if (config.fail_first && key in config.fail_first) {
+    const failed = failures.get(id) || 0;
+    if (failed < config.fail_first[key]) {
+      failures.set(id, failed + 1);
+      return [500, {}, 'not yet'];
+    }
+  }
+  if (config.reject_every) {
+    try {
+      const value = JSON.parse(body);
+      if (value.id % config.reject_every === config.reject_every - 1) {
+        return [422, {}, '{"error":"poison"}'];
+      }
+    } catch (_) { /* not JSON: fall through */ }
+  }
+  if (config.fail_rate && Math.random() < config.fail_rate) return [500, {}, 'flaky'];
+  return [200, {}, '{"ok":true}'];
+}
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', async () => {
+    const at = Date.now();
+    const body = Buffer.concat(chunks).toString('utf8');
+    const key = req.headers['kafka-key'] ?? null;
+    const overlap = key !== null && (inFlightByKey.get(key) || 0) > 0;
+    if (key !== null) inFlightByKey.set(key, (inFlightByKey.get(key) || 0) + 1);
+    const verified = verify(req.headers, body);
+    const id = req.headers['kafkit-delivery-id'];
+    const [status, extra, answer] = decide(key, id, body, verified, req.headers);
+    if (maxDelay > 0) await sleep(minDelay + Math.random() * (maxDelay - minDelay));
+    if (key !== null) inFlightByKey.set(key, inFlightByKey.get(key) - 1);
+    res.writeHead(status, { 'content-type': 'application/json', ...extra });
+    res.end(answer);
+    process.stdout.write(JSON.stringify({
+      at,
+      done: Date.now(),
+      id,
+      attempt: Number(req.headers['kafkit-attempt']),
+      key,
+      partition: Number(req.headers['kafka-partition']),
+      offset: Number(req.headers['kafka-offset']),
+      status,
+      verified,
+      overlap,
+      method: req.method,
+      headers: req.headers,
+      body,
+    }) + '\n');
+  });
+});
+
+server.keepAliveTimeout = 60_000;
+server.listen(0, '127.0.0.1', () => {
+  process.stdout.write(JSON.stringify({ listening: server.address().port }) + '\n');
+});
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
