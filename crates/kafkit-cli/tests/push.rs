@@ -461,13 +461,13 @@ async fn retry_after_holds_back_only_that_key_and_5xx_backs_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing() {
-    // Given 3,000 records over 300 keys in 4 partitions, a slow endpoint that fails 20% of
+    // Given 6,000 records over 300 keys in 4 partitions, a slow endpoint that fails 20% of
     // requests with a 500 and refuses every 50th record with a 422.
     let topic = testkit::topic("push-kill", 4).await;
-    let total = 3_000;
+    let total = 6_000;
     produce(&topic, total, |i| format!("key-{}", i % 300)).await;
     let endpoint = Endpoint::start(json!({
-        "delay_ms": [5, 40],
+        "delay_ms": [20, 80],
         "fail_rate": 0.2,
         "reject_every": 50,
     }));
@@ -477,7 +477,7 @@ async fn sigkill_under_load_loses_nothing() {
         name = "kill"
         topics = ["{topic}"]
         endpoint = "{url}"
-        max_in_flight = 16
+        max_in_flight = 4
         retry = {{ max_attempts = 4, initial_delay = "50ms" }}
         circuit_breaker = {{ failure_threshold = 0 }}
         "#,
@@ -515,10 +515,12 @@ async fn sigkill_under_load_loses_nothing() {
 
     // Kill kafkit three times while it delivers, checking the promise after each kill.
     let mut progress = Vec::new();
-    // A killed member holds its partitions until its session times out: keep that short.
+    // A killed member holds its partitions until its session times out, or, killed while
+    // joining, until the rebalance timeout (max.poll.interval.ms): keep both short.
     let session = [
         ("KAFKA_SESSION_TIMEOUT", "12000"),
         ("KAFKA_HEARTBEAT_INTERVAL", "2000"),
+        ("KAFKA_LIBRDKAFKA_MAX_POLL_INTERVAL_MS", "15000"),
     ];
     for round in 0..3 {
         let serve = Serve::start_with(&subscriptions, &session);
@@ -535,6 +537,7 @@ async fn sigkill_under_load_loses_nothing() {
         let dead = testkit::read(&dlt, total, Duration::from_secs(3)).await;
         progress.push(check(committed, &dead));
     }
+    eprintln!("records checked below the committed offsets after each kill: {progress:?}");
     assert!(
         progress[2] > 0,
         "nothing was committed across the kills: {progress:?}"
