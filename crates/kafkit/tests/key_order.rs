@@ -7,12 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafkit::consumer::ProcessingOrder;
+use kafkit::batch::BatchOptions;
 use kafkit::consumer::offset_map::{self, MAX_METADATA_BYTES};
-use kafkit::{
-    BatchOptions, CommitStrategy, Consumer, ConsumerOptions, HandlerError, Message, Record,
-    RetryPolicy, Router,
-};
+use kafkit::consumer::{CommitStrategy, ConsumerOptions, ProcessingOrder};
+use kafkit::{Consumer, HandlerError, Message, Record, RetryPolicy, Router};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
