@@ -78,7 +78,8 @@ pub async fn health_live() -> Json<serde_json::Value> {
     Json(json!({"status": "up"}))
 }
 
-/// Brokers reachable and producer open (always open, no API key).
+/// Brokers reachable, producer open, every push subscription consuming (always open, no API
+/// key).
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -97,7 +98,19 @@ pub async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<se
     }
     let brokers = state.readiness.brokers(&state).await;
     let producer_open = !state.producer.is_closed();
-    let ready = brokers["status"] == "up" && producer_open;
+    // Push subscriptions: each one's status; a consumer that is not consuming makes the
+    // process unready, an endpoint that fails is shown but does not (restarting kafkit would
+    // not bring the endpoint back).
+    let subscriptions: serde_json::Map<String, serde_json::Value> = state
+        .push
+        .as_ref()
+        .map(|push| push.views())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (v.name, json!({"status": v.status, "problems": v.problems})))
+        .collect();
+    let consuming = subscriptions.values().all(|v| v["status"] != "unhealthy");
+    let ready = brokers["status"] == "up" && producer_open && consuming;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -113,6 +126,7 @@ pub async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<se
                     "status": if producer_open { "up" } else { "closed" },
                     "queue_depth": state.producer.queue_depth(),
                 },
+                "subscriptions": subscriptions,
             },
         })),
     )
@@ -183,5 +197,34 @@ mod tests {
         .await;
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(answer.body["error"]["code"], "producer_closed");
+    }
+
+    #[tokio::test]
+    async fn a_subscription_that_is_not_consuming_makes_the_process_unready() {
+        // A push subscription whose consumer is built but not running (as after it stopped).
+        let state = state();
+        let subscriptions = crate::push::parse(
+            "[[subscription]]\nname = \"billing\"\ntopics = [\"orders\"]\nendpoint = \"http://127.0.0.1:1/\"",
+            |_| None,
+        )
+        .unwrap();
+        let kafka = kafkit::Kafka::connect(&super::super::testing::config()).unwrap();
+        let runner =
+            crate::push::Runner::new(&kafka, subscriptions, &kafkit::metrics::Metrics::default())
+                .unwrap();
+        let app = router(state.with_push(std::sync::Arc::new(runner)));
+        let ready = call(&app, get("/health/ready")).await;
+        // The brokers are up, yet the process is not ready, and says which subscription.
+        assert_eq!(ready.body["checks"]["brokers"]["status"], "up");
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+        let billing = &ready.body["checks"]["subscriptions"]["billing"];
+        assert_eq!(billing["status"], "unhealthy");
+        assert_eq!(billing["problems"][0], "consumer is not running");
+        // GET /subscriptions shows the same.
+        let list = call(&app, get("/subscriptions")).await;
+        assert_eq!(list.status, StatusCode::OK);
+        assert_eq!(list.body[0]["name"], "billing");
+        assert_eq!(list.body[0]["status"], "unhealthy");
+        assert_eq!(list.body[0]["consumer"]["running"], false);
     }
 }
