@@ -19,8 +19,21 @@ async fn main() -> std::process::ExitCode {
     match commands::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", message(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `error` and its causes in one line, leaving out a cause whose text its effect already shows
+/// (kafkit's errors print their librdkafka source, which anyhow's `{:#}` would print again).
+fn message(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -172,13 +173,35 @@ impl Reader {
     }
 }
 
+/// A reader's librdkafka callbacks: the end of a partition, which a reader asks to be told
+/// about (`enable.partition.eof`), is how a bounded read ends, not an error to log.
+#[derive(Debug, Default)]
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::debug!("librdkafka: {error}: {reason}");
+        } else {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+type ReaderConsumer = StreamConsumer<ReaderContext>;
+
 impl Reader {
     /// A client for reading `topic`, once its name is known to be valid.
-    fn consumer_for(&self, topic: &str) -> Result<StreamConsumer> {
+    fn consumer_for(&self, topic: &str) -> Result<ReaderConsumer> {
         validate_topic(topic)?;
         self.config
             .to_reader_config(&self.group)
-            .create()
+            .create_with_context(ReaderContext)
             .map_err(|source| Error::ClientCreation {
                 client: "reader",
                 source,
@@ -217,7 +240,7 @@ pub struct Position {
 
 /// Each partition's first offset to read, its watermarks and committed metadata.
 fn positions(
-    consumer: &StreamConsumer,
+    consumer: &ReaderConsumer,
     topic: &str,
     wanted: Option<&[i32]>,
     start: Start,
@@ -304,7 +327,7 @@ fn positions(
 /// Records of one topic being read. Dropping it closes the reader.
 pub struct Reading {
     // Shared with the blocking task of a synchronous commit.
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<ReaderConsumer>,
     topic: String,
     /// High watermarks of the partitions not yet read to their end.
     ends: HashMap<i32, i64>,

@@ -1,5 +1,6 @@
 //! `kafkit topics list|create|describe`.
 
+use kafkit::error::ErrorCode;
 use kafkit::{Admin, TopicSpec};
 
 use crate::cli::{Connection, TopicsCommand};
@@ -29,14 +30,26 @@ pub async fn run(connection: &Connection, command: TopicsCommand) -> anyhow::Res
                 TopicSpec::new(&name, partitions).replication_factor(replication_factor),
                 |spec, (k, v)| spec.config(k, v),
             );
-            admin.ensure_topics(&[spec]).await?;
-            println!(
-                "{}",
-                serde_json::json!({"created": name, "partitions": partitions})
-            );
+            // An existing topic is left as it is: say so, with what it really has.
+            let answer = match admin.describe_topic(&name).await {
+                Ok(topic) => {
+                    serde_json::json!({"exists": name, "partitions": topic.partitions.len()})
+                }
+                Err(error) if error.code() == ErrorCode::UnknownTopic => {
+                    admin.ensure_topics(&[spec]).await?;
+                    serde_json::json!({"created": name, "partitions": partitions})
+                }
+                Err(error) => return Err(error.into()),
+            };
+            println!("{answer}");
         }
         TopicsCommand::Describe { name } => {
-            let topic = admin.describe_topic(&name).await?;
+            let topic = match admin.describe_topic(&name).await {
+                Err(error) if error.code() == ErrorCode::UnknownTopic => {
+                    anyhow::bail!("topic {name} does not exist")
+                }
+                topic => topic?,
+            };
             // Brokers without DescribeConfigs (such as the embedded one) still get a description.
             let configs = admin.topic_configs(&name).await.unwrap_or_default();
             println!(
