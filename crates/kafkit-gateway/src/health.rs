@@ -97,7 +97,8 @@ pub async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<se
         );
     }
     let brokers = state.readiness.brokers(&state).await;
-    let producer_open = !state.producer.is_closed();
+    let producer_open = !state.producer.is_closed() && !state.single_producer.is_closed();
+    let answers_pending = state.request_replies.sharing_pending();
     // Push subscriptions: each one's status; a consumer that is not consuming makes the
     // process unready, an endpoint that fails is shown but does not (restarting kafkit would
     // not bring the endpoint back).
@@ -110,7 +111,7 @@ pub async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<se
         .map(|v| (v.name, json!({"status": v.status, "problems": v.problems})))
         .collect();
     let consuming = subscriptions.values().all(|v| v["status"] != "unhealthy");
-    let ready = brokers["status"] == "up" && producer_open && consuming;
+    let ready = brokers["status"] == "up" && producer_open && consuming && !answers_pending;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -124,7 +125,10 @@ pub async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<se
                 "brokers": brokers,
                 "producer": {
                     "status": if producer_open { "up" } else { "closed" },
-                    "queue_depth": state.producer.queue_depth(),
+                    "queue_depth": state.queued(),
+                },
+                "idempotency_answers": {
+                    "status": if answers_pending { "loading" } else { "up" },
                 },
                 "subscriptions": subscriptions,
             },
@@ -183,7 +187,7 @@ mod tests {
     #[tokio::test]
     async fn readiness_fails_with_details_when_the_producer_is_closed() {
         let state = state();
-        state.producer.shutdown().await.unwrap();
+        state.shutdown().await.unwrap();
         let app = router(state);
         let ready = call(&app, get("/health/ready")).await;
         assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);

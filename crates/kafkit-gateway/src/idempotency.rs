@@ -17,11 +17,15 @@
 //! answer expires a TTL after it was stored.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use serde::Serialize;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::answer_log::{AnswerLog, Kind};
 
 /// How long an answer is replayed.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
@@ -116,12 +120,24 @@ struct Inner<T> {
     next_generation: u64,
 }
 
+/// Writes an answer to the shared log, in a task of its own.
+type Publisher<T> = Arc<dyn Fn(&str, &str, &T) -> tokio::task::JoinHandle<()> + Send + Sync>;
+
+/// The answer log every replica shares, once [`IdempotencyCache::share`] set it.
+struct Shared<T> {
+    log: AnswerLog,
+    publish: Publisher<T>,
+}
+
 /// Answers by scope and idempotency key. Cheap to clone.
 pub struct IdempotencyCache<T> {
     inner: Arc<Mutex<Inner<T>>>,
     ttl: Duration,
     scope_bytes: usize,
     total_bytes: usize,
+    shared: Arc<OnceLock<Shared<T>>>,
+    /// Sharing was asked for (it may not be set up yet).
+    sharing_wanted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<T> Clone for IdempotencyCache<T> {
@@ -131,6 +147,21 @@ impl<T> Clone for IdempotencyCache<T> {
             ttl: self.ttl,
             scope_bytes: self.scope_bytes,
             total_bytes: self.total_bytes,
+            shared: Arc::clone(&self.shared),
+            sharing_wanted: Arc::clone(&self.sharing_wanted),
+        }
+    }
+}
+
+/// An answer being written to the shared log (nothing when the cache is not shared).
+#[derive(Debug)]
+pub struct Published(Option<tokio::task::JoinHandle<()>>);
+
+impl Published {
+    /// Waits until the broker stored it (or refused it: that is logged).
+    pub async fn wait(self) {
+        if let Some(task) = self.0 {
+            let _ = task.await;
         }
     }
 }
@@ -207,7 +238,91 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
             ttl,
             scope_bytes,
             total_bytes: total_bytes.max(scope_bytes),
+            shared: Arc::default(),
+            sharing_wanted: Arc::default(),
         }
+    }
+
+    /// Marks this cache as to be shared: until [`IdempotencyCache::share`] ran,
+    /// [`IdempotencyCache::sharing_pending`] is true (readiness waits for it).
+    pub fn expect_sharing(&self) {
+        self.sharing_wanted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True while sharing was asked for and is not set up yet.
+    pub fn sharing_pending(&self) -> bool {
+        self.sharing_wanted
+            .load(std::sync::atomic::Ordering::SeqCst)
+            && self.shared.get().is_none()
+    }
+
+    /// Shares this cache's answers with every replica through `log`: answers stored here are
+    /// written to it, and a claim of a key not known here first reads it up to its end.
+    pub fn share(&self, log: AnswerLog, kind: Kind)
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let ttl = self.ttl;
+        let writer = log.clone();
+        let publish: Publisher<T> = Arc::new(move |scope: &str, key: &str, value: &T| {
+            let (log, scope, key, value) = (
+                writer.clone(),
+                scope.to_owned(),
+                key.to_owned(),
+                value.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(error) = log.publish(kind, &scope, &key, &value, ttl).await {
+                    tracing::warn!(%error, "writing an idempotency answer to the shared log");
+                }
+            })
+        });
+        let _ = self.shared.set(Shared { log, publish });
+    }
+
+    /// Stores `value` as the answer of `key` of `scope`, learnt from another replica, for
+    /// `ttl`; an answer or a claim already here is kept.
+    pub fn learn(&self, scope_name: &str, key: &str, value: T, ttl: Duration) {
+        let now = Instant::now();
+        let mut guard = self.inner.lock().expect("not poisoned");
+        let inner = &mut *guard;
+        let scope = inner.scopes.entry(scope_name.to_owned()).or_default();
+        if scope
+            .entries
+            .get(key)
+            .is_some_and(|e| matches!(e.slot, Slot::Running(_)) || e.expires > now)
+        {
+            return;
+        }
+        inner.bytes -= scope.remove(key);
+        let generation = inner.next_generation;
+        inner.next_generation += 1;
+        let weight = key.len() + ENTRY_OVERHEAD + value.weight();
+        scope.entries.insert(
+            key.to_owned(),
+            Entry {
+                slot: Slot::Done(value),
+                generation,
+                expires: now + ttl,
+                weight,
+            },
+        );
+        scope.order.insert(generation, key.to_owned());
+        scope.bytes += weight;
+        inner.bytes += weight;
+        self.evict(inner, scope_name);
+    }
+
+    /// Whether `key` of `scope` is claimed or answered here.
+    fn knows(&self, scope: &str, key: &str) -> bool {
+        let now = Instant::now();
+        let inner = self.inner.lock().expect("not poisoned");
+        inner
+            .scopes
+            .get(scope)
+            .and_then(|s| s.entries.get(key))
+            .is_some_and(|e| matches!(e.slot, Slot::Running(_)) || e.expires > now)
     }
 
     /// A cache replaying answers for `ttl`, with the default byte budgets.
@@ -227,6 +342,13 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
     /// Claims `key` of `scope`, waiting for a running attempt to finish first: its success is
     /// replayed, its failure hands the key over.
     pub async fn claim(&self, scope: &str, key: &str) -> Claim<T> {
+        // Another replica may have answered it: read what they stored up to now.
+        if let Some(shared) = self.shared.get()
+            && !self.knows(scope, key)
+            && let Err(error) = shared.log.catch_up().await
+        {
+            tracing::warn!(%error, "reading the shared idempotency answers");
+        }
         loop {
             match self.claim_or_watch(scope, key) {
                 Ok(owner) => return Claim::Owner(owner),
@@ -332,8 +454,14 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
 }
 
 impl<T: Clone + Weigh> Owner<T> {
-    /// Stores `value` as the key's answer and hands it to anyone waiting.
-    pub fn complete(mut self, value: T) {
+    /// Stores `value` as the key's answer and hands it to anyone waiting; a shared cache also
+    /// writes it to the answer log (await the result to know it is there).
+    pub fn complete(mut self, value: T) -> Published {
+        let published = self
+            .cache
+            .shared
+            .get()
+            .map(|shared| (shared.publish)(&self.scope, &self.key, &value));
         let now = Instant::now();
         let mut guard = self.cache.inner.lock().expect("not poisoned");
         let inner = &mut *guard;
@@ -360,6 +488,7 @@ impl<T: Clone + Weigh> Owner<T> {
         if let Some(sender) = self.outcome.take() {
             sender.send_replace(Some(Some(value)));
         }
+        Published(published)
     }
 }
 

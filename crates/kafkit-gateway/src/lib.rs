@@ -18,11 +18,11 @@
 //!     .merge(router(state.clone()));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
-//! state.producer.shutdown().await?;   // flush what was accepted
-//! state.transactions.shutdown().await?;
+//! state.shutdown().await?;   // flush what was accepted
 //! # Ok(()) }
 //! ```
 
+mod answer_log;
 mod auth;
 mod console;
 mod dlt;
@@ -59,6 +59,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub use answer_log::DEFAULT_TOPIC as DEFAULT_ANSWER_TOPIC;
 pub use auth::ApiKeys;
 pub use axum_server::tls_rustls::RustlsConfig;
 pub use health::Readiness;
@@ -105,8 +106,15 @@ impl Limits {
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// The shared producer.
+    /// The shared producer of batches (`/kafka/send-batch`), lingering `KAFKA_LINGER_MS` to
+    /// fill them.
     pub producer: Producer,
+    /// The producer of single records (`/kafka/send`, the console's produce form), with
+    /// `linger.ms=0`: a client waiting on its one record never fills a batch, so lingering
+    /// only adds its full length to every answer. Under load librdkafka still batches what
+    /// queues while earlier requests are in flight. Flush it too at shutdown
+    /// ([`AppState::shutdown`] flushes every producer).
+    pub single_producer: Producer,
     /// The transactional producer of `transactional` batches, created on first use.
     pub transactions: Transactions,
     /// Admin client, for readiness and read endpoints.
@@ -149,12 +157,27 @@ impl AppState {
             .enqueue_timeout(ENQUEUE_TIMEOUT)
             .metrics(metrics.clone())
             .build()?;
+        let mut unlingering = KafkaConfig {
+            linger: Duration::ZERO,
+            ..config.clone()
+        };
+        // A lone produce request goes out at once rather than waiting on Nagle's algorithm
+        // for the broker's acknowledgement of the previous one (unless set otherwise).
+        unlingering
+            .librdkafka
+            .entry("socket.nagle.disable".to_owned())
+            .or_insert_with(|| "true".to_owned());
+        let single_producer = Producer::builder(&unlingering)
+            .enqueue_timeout(ENQUEUE_TIMEOUT)
+            .metrics(metrics.clone())
+            .build()?;
         let admin = kafka.admin()?;
         let http = http_metrics::HttpMetrics::new(metrics.registry());
         // A client may retry for as long as a record may still be delivered.
         let replay_ttl = idempotency::DEFAULT_TTL.max(config.delivery_timeout);
         Ok(AppState {
             producer,
+            single_producer,
             transactions: Transactions::new(config, metrics.clone())?,
             admin: Arc::new(admin),
             config: Arc::new(config.clone()),
@@ -194,6 +217,64 @@ impl AppState {
     pub fn with_push(mut self, push: Arc<push::Runner>) -> Self {
         self.push = Some(push);
         self
+    }
+
+    /// Records queued in the producers, not yet acknowledged.
+    pub fn queued(&self) -> i64 {
+        i64::from(self.producer.queue_depth()) + i64::from(self.single_producer.queue_depth())
+    }
+
+    /// Shares the idempotency answers with every replica on the cluster through the
+    /// compacted topic `topic` (created if missing; [`DEFAULT_ANSWER_TOPIC`] by default in
+    /// `kafkit serve`): read now, followed from then on, written with every answer. A retry that
+    /// lands on another replica then replays the first answer and produces nothing.
+    pub async fn with_shared_answers(self, kafka: &Kafka, topic: &str) -> kafkit::Result<Self> {
+        self.share_answers(kafka, topic).await?;
+        Ok(self)
+    }
+
+    /// [`AppState::with_shared_answers`] in the background, retried every few seconds until
+    /// the brokers answer, so the gateway starts (live, and telling why it is not ready) while
+    /// they are unreachable. Until then answers are kept per process.
+    pub fn share_answers_in_background(&self, kafka: Kafka, topic: String) {
+        // Not ready (a load balancer sends nothing) until the answers are read.
+        self.request_replies.expect_sharing();
+        let state = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match state.share_answers(&kafka, &topic).await {
+                    Ok(()) => {
+                        tracing::info!(topic, "idempotency answers shared through Kafka");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, topic, "cannot share idempotency answers yet; retrying in 5 s");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// [`AppState::with_shared_answers`] on a shared state.
+    pub async fn share_answers(&self, kafka: &Kafka, topic: &str) -> kafkit::Result<()> {
+        answer_log::AnswerLog::start(
+            kafka,
+            topic,
+            self.single_producer.clone(),
+            &self.request_replies,
+            &self.record_replies,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Flushes every producer (batches, single records, transactions), so every record
+    /// answered `2xx` is in Kafka: call it after [`serve`] returns.
+    pub async fn shutdown(&self) -> kafkit::Result<()> {
+        self.producer.shutdown().await?;
+        self.single_producer.shutdown().await?;
+        self.transactions.shutdown().await
     }
 
     /// Overrides the limits of the listening socket.

@@ -87,6 +87,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(keys) = keys {
         state = state.with_api_keys(keys);
     }
+    // Replicas share their idempotency answers through Kafka (the embedded development
+    // broker runs alone: nothing to share).
+    let shared_answers = kafka.cluster().embedded().is_none() && args.idempotency_topic != "none";
+    if shared_answers {
+        // Read the answers before announcing readiness; brokers not answering within a few
+        // seconds do not hold the start-up (readiness waits for the answers instead).
+        let topic = &args.idempotency_topic;
+        match tokio::time::timeout(Duration::from_secs(5), state.share_answers(&kafka, topic)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, topic, "cannot share idempotency answers yet; retrying");
+                state.share_answers_in_background(kafka.clone(), topic.clone());
+            }
+            Err(_) => state.share_answers_in_background(kafka.clone(), topic.clone()),
+        }
+    }
     if !args.topics.is_empty() {
         state
             .admin
@@ -137,8 +154,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (served, delivered) = tokio::join!(gateway, deliveries);
     served?;
     delivered?;
-    state.producer.shutdown().await?;
-    state.transactions.shutdown().await?;
+    state.shutdown().await?;
     tracing::info!("gateway stopped cleanly");
     drop(kafka);
     Ok(())

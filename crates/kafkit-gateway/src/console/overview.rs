@@ -44,7 +44,7 @@ pub async fn overview_show(
         Some((groups.len(), total))
     };
     let brokers_check = state.readiness.brokers(&state).await;
-    let producer_open = !state.producer.is_closed();
+    let producer_open = !state.producer.is_closed() && !state.single_producer.is_closed();
     let body = html! {
         h1 { "Overview" }
         @if state.embedded.is_some() {
@@ -86,7 +86,7 @@ pub async fn overview_show(
                 dl {
                     dt { "Brokers" } dd { (brokers_check["status"].as_str().unwrap_or("unknown")) }
                     dt { "Producer" } dd { (if producer_open { "open" } else { "closed" }) }
-                    dt { "Queue depth" } dd { (state.producer.queue_depth()) }
+                    dt { "Queue depth" } dd { (state.queued()) }
                     dt { "Draining" } dd { (if state.readiness.is_draining() { "yes" } else { "no" }) }
                 }
             }

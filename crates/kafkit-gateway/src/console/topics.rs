@@ -404,14 +404,17 @@ pub async fn topics_produce(
             .map_err(|_| Failure::bad_request("The partition is a number."))?;
         record = record.partition(partition);
     }
-    let delivery = tokio::time::timeout(state.limits.broker_timeout, state.producer.send(record))
-        .await
-        .map_err(|_| {
-            Failure::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The broker did not acknowledge the record in time; it may still be written.",
-            )
-        })??;
+    let delivery = tokio::time::timeout(
+        state.limits.broker_timeout,
+        state.single_producer.send(record),
+    )
+    .await
+    .map_err(|_| {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The broker did not acknowledge the record in time; it may still be written.",
+        )
+    })??;
     Ok(Redirect::to(&format!(
         "{BASE}/topics/{topic}?partition={p}&from=newest&produced={p}:{o}",
         p = delivery.partition,

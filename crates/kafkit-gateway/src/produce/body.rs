@@ -160,7 +160,7 @@ pub struct BatchRequest {
 }
 
 /// Where one record landed.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct SendResult {
     /// Topic.
     pub topic: String,

@@ -103,7 +103,7 @@ pub async fn messages_send(
                 }
                 Claimed::Produce(claim) => claim,
             };
-            let producer = state.producer.clone();
+            let producer = state.single_producer.clone();
             // The delivery report settles the claims, in the request or after it.
             bounded(&state, request, async move {
                 let result = claim.settle(producer.send(record).await?);
@@ -176,6 +176,7 @@ pub(super) mod tests {
 
     use axum::Router;
     use axum::http::StatusCode;
+    use kafkit::KafkaConfig;
     use serde_json::{Value, json};
 
     use super::super::testing::{
@@ -219,6 +220,38 @@ pub(super) mod tests {
         assert_eq!(read.len(), 1);
         assert_eq!(read[0].key.as_deref(), Some(&b"k"[..]));
         assert_eq!(read[0].json::<Value>().unwrap(), json!({"n": 1}));
+    }
+
+    #[tokio::test]
+    async fn a_single_send_does_not_wait_for_the_batch_linger() {
+        // Given a gateway whose producer lingers 300 ms to fill batches.
+        let topic = testkit::topic("rt-linger", 1).await;
+        let config = KafkaConfig {
+            linger: Duration::from_millis(300),
+            ..super::super::testing::config()
+        };
+        let app = router(state_with(&config));
+        let send = |n: i32| post("/kafka/send", &json!({"topic": topic, "value": n}));
+        // (The first send also fetches metadata and the producer id.)
+        assert_eq!(call(&app, send(0)).await.status, StatusCode::OK);
+        // When one client sends records one at a time, each is answered well within the
+        // linger: a request/response client never fills a batch while it waits.
+        for n in 1..=5 {
+            let started = std::time::Instant::now();
+            let answer = call(&app, send(n)).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+            assert!(
+                started.elapsed() < Duration::from_millis(150),
+                "send {n} took {:?}",
+                started.elapsed()
+            );
+        }
+        // While a batch still lingers, to fill itself.
+        let started = std::time::Instant::now();
+        let batch = json!({"messages": [{"topic": topic, "value": 6}]});
+        let answer = call(&app, post("/kafka/send-batch", &batch)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert!(started.elapsed() >= Duration::from_millis(250));
     }
 
     #[tokio::test]

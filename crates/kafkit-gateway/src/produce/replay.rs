@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kafkit::record::Delivery;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::super::AppState;
 use super::super::auth::Caller;
@@ -18,11 +18,12 @@ use super::super::idempotency::{self, Claim, Owner, Weigh};
 use super::body::{OutboundMessage, SendResult};
 use super::{IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
 
-/// A successful answer, as stored for idempotent replay.
-#[derive(Debug, Clone)]
+/// A successful answer, as stored for idempotent replay (and in the shared answer log).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reply {
     /// Hash of the request it answered: the same key with another body is refused.
     fingerprint: u64,
+    #[serde(with = "status_code")]
     status: StatusCode,
     body: serde_json::Value,
     /// Some records were refused for a full producer queue: tell the client when to retry.
@@ -62,10 +63,24 @@ impl IntoResponse for Reply {
 
 /// What a record-level idempotency key remembers: where the record landed, and a fingerprint
 /// of the record, so the same key with another record is refused rather than replayed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordReply {
     fingerprint: u64,
     result: SendResult,
+}
+
+/// A status code as its number.
+mod status_code {
+    use axum::http::StatusCode;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(status.as_u16())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<StatusCode, D::Error> {
+        StatusCode::from_u16(u16::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Weigh for Reply {
@@ -176,7 +191,7 @@ pub(super) async fn idempotent(
             if let Some(owner) = owner
                 && reply.status.is_success()
             {
-                owner.complete(reply.clone());
+                owner.complete(reply.clone()).wait().await;
             }
             reply.into_response()
         }
@@ -201,7 +216,8 @@ pub(super) async fn bounded(
         if let (Ok(reply), Some(owner)) = (&outcome, owner)
             && reply.status.is_success()
         {
-            owner.complete(reply.clone());
+            // Other replicas learn the answer before the client does.
+            owner.complete(reply.clone()).wait().await;
         }
         outcome
     });
@@ -250,7 +266,8 @@ impl RecordClaim {
             offset: delivery.offset,
         };
         if let Some(owner) = self.owner {
-            owner.complete(RecordReply {
+            // Written to the shared log in the background.
+            let _ = owner.complete(RecordReply {
                 fingerprint: self.fingerprint,
                 result: result.clone(),
             });
