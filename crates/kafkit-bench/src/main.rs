@@ -3,13 +3,14 @@
 //! shown). Prints Markdown tables for BENCHMARKS.md; `scripts/bench` runs it.
 //!
 //! ```text
-//! kafkit-bench produce|consume|transform [--brokers HOST:PORT] [--records 1000000] [--size 100] [--partitions 6]
+//! kafkit-bench produce|consume|transform|ordering [--brokers HOST:PORT] [--records 1000000] [--size 100] [--partitions 6]
 //! ```
 //!
 //! Without brokers (`--brokers` or `KAFKA_BROKERS`) it measures on the embedded development
 //! broker; every other `KAFKA_*` variable configures the clients, as for `kafkit`.
 
 mod consume;
+mod ordering;
 mod outcome;
 mod produce;
 mod transform;
@@ -43,6 +44,9 @@ enum Bench {
     Consume(BenchArgs),
     /// Consume-transform-produce: exactly-once transactions versus the at-least-once runtime.
     Transform(BenchArgs),
+    /// Parallel Consumer's workload (one partition, 0-5 ms handler): partition order, key
+    /// order with 1, 10 and 1,000 keys, unordered (`--records 10000 --batch 1000`: in flight).
+    Ordering(BenchArgs),
 }
 
 /// Where and how much.
@@ -105,6 +109,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Produce(args) => produce::run(args).await,
         Bench::Consume(args) => consume::run(args).await,
         Bench::Transform(args) => transform::run(args).await,
+        Bench::Ordering(args) => ordering::run(args).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,7 +6,11 @@
 //! `HANDLE_MICROS` (work per record, default 200), `FAIL_PERCENT` (share of handler calls that
 //! fail transiently and are retried, default 0), `POISON_EVERY` (ids `N` with
 //! `N % POISON_EVERY == POISON_EVERY - 1` fail permanently and are dead-lettered to
-//! `TOPIC.dlq`), `COMMIT_MS` (commit interval, default 5000), `KAFKA_CLIENT_ID`.
+//! `TOPIC.dlq`), `COMMIT_MS` (commit interval, default 5000), `KAFKA_CLIENT_ID`, `ORDER`
+//! (`partition`, `key` or `unordered`, default partition), `MAX_IN_FLIGHT` (key and unordered
+//! order), `JITTER` (1: the work per record varies from 0 to `HANDLE_MICROS` by id), `TRACE`
+//! (a file that gets `S <partition> <offset> <key> <pid>` when a handler call starts and
+//! `E …` when it succeeds, `F …` when it fails, one write per line).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use kafkit::{
     Consumer, HandlerError, KafkaConfig, Message, RetryPolicy, Router, consumer::CommitStrategy,
-    consumer::ConsumerOptions,
+    consumer::ConsumerOptions, consumer::ProcessingOrder,
 };
 
 #[derive(serde::Deserialize)]
@@ -46,21 +50,57 @@ async fn main() -> kafkit::Result<()> {
     let work = Duration::from_micros(number("HANDLE_MICROS", 200));
     let fail_percent = number("FAIL_PERCENT", 0);
     let poison_every = number("POISON_EVERY", 0);
+    let jitter = number("JITTER", 0) == 1;
+    let trace = std::env::var("TRACE").ok().map(|path| {
+        Arc::new(Mutex::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("trace file"),
+        ))
+    });
+    let pid = std::process::id();
     // Calls so far: mixed into the failure choice, so a retried record eventually succeeds.
     let calls = Arc::new(AtomicU64::new(0));
     let mut router = Router::new();
     router
         .register(var("TOPIC"), move |m: Message<Item>| {
-            let (out, calls) = (out.clone(), calls.clone());
+            let (out, calls, trace) = (out.clone(), calls.clone(), trace.clone());
             async move {
-                tokio::time::sleep(work).await;
                 let id = m.value.id;
-                if poison_every > 0 && id % poison_every == poison_every - 1 {
-                    return Err(HandlerError::permanent(format!("poison record {id}")));
+                if let Some(trace) = &trace {
+                    trace
+                        .lock()
+                        .expect("not poisoned")
+                        .write_all(trace_line("S", &m, pid).as_bytes())?;
                 }
+                let work = if jitter {
+                    Duration::from_micros(
+                        (id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33)
+                            % (work.as_micros() as u64).max(1),
+                    )
+                } else {
+                    work
+                };
+                tokio::time::sleep(work).await;
                 let call = calls.fetch_add(1, Ordering::Relaxed);
-                if (id.wrapping_mul(7919) ^ call.wrapping_mul(104_729)) % 100 < fail_percent {
-                    return Err(HandlerError::transient("injected transient failure"));
+                let failure = if poison_every > 0 && id % poison_every == poison_every - 1 {
+                    Some(HandlerError::permanent(format!("poison record {id}")))
+                } else if (id.wrapping_mul(7919) ^ call.wrapping_mul(104_729)) % 100 < fail_percent
+                {
+                    Some(HandlerError::transient("injected transient failure"))
+                } else {
+                    None
+                };
+                if let Some(failure) = failure {
+                    if let Some(trace) = &trace {
+                        trace
+                            .lock()
+                            .expect("not poisoned")
+                            .write_all(trace_line("F", &m, pid).as_bytes())?;
+                    }
+                    return Err(failure);
                 }
                 // One write call per line: `writeln!` may split a line over two writes, and a
                 // SIGKILL between them would leave half a number for the next process to extend.
@@ -68,10 +108,23 @@ async fn main() -> kafkit::Result<()> {
                 out.lock()
                     .expect("not poisoned")
                     .write_all(line.as_bytes())?;
+                if let Some(trace) = &trace {
+                    trace
+                        .lock()
+                        .expect("not poisoned")
+                        .write_all(trace_line("E", &m, pid).as_bytes())?;
+                }
                 Ok(())
             }
         })
-        .retry(RetryPolicy::exponential(20, Duration::from_millis(5)).jitter(0.0));
+        .retry(RetryPolicy::exponential(20, Duration::from_millis(5)).jitter(0.0))
+        .order(match std::env::var("ORDER").as_deref() {
+            Ok("key") => ProcessingOrder::Key,
+            Ok("unordered") => ProcessingOrder::Unordered,
+            Ok("partition") | Err(_) => ProcessingOrder::Partition,
+            Ok(other) => panic!("ORDER: partition, key or unordered, got {other:?}"),
+        })
+        .max_in_flight(number("MAX_IN_FLIGHT", 100) as usize);
     let config = KafkaConfig {
         session_timeout: Duration::from_secs(6),
         heartbeat_interval: Duration::from_millis(500),
@@ -91,4 +144,14 @@ async fn main() -> kafkit::Result<()> {
     };
     let consumer = Consumer::with_options(&config, &var("GROUP"), router, options)?;
     consumer.run(kafkit::shutdown::signal()).await
+}
+
+/// A `TRACE` line: the event, the record's partition, offset and key, this process.
+fn trace_line(event: &str, m: &Message<Item>, pid: u32) -> String {
+    format!(
+        "{event} {} {} {} {pid}\n",
+        m.partition,
+        m.offset,
+        m.key_str().unwrap_or("-")
+    )
 }
