@@ -54,7 +54,13 @@ struct Settled {
     outcome: Outcome,
 }
 
-pub(crate) struct Keyed {
+/// Handles the partition of `worker` in key or unordered order until cancelled.
+pub(crate) async fn run(mut worker: Worker) {
+    let handling = worker.prepare().await;
+    Keyed::new(worker, handling).run().await;
+}
+
+struct Keyed {
     worker: Worker,
     handling: Arc<Handling>,
     handler: Arc<dyn Handler>,
@@ -81,7 +87,7 @@ pub(crate) struct Keyed {
 }
 
 impl Keyed {
-    pub(crate) fn new(worker: Worker, handling: Arc<Handling>) -> Self {
+    fn new(worker: Worker, handling: Arc<Handling>) -> Self {
         let Route::Single(handler) = worker.registration.route.clone() else {
             unreachable!("key order is refused for batch routes when the consumer is built")
         };
@@ -104,7 +110,7 @@ impl Keyed {
         }
     }
 
-    pub(crate) async fn run(mut self) {
+    async fn run(mut self) {
         let cancel = self.worker.cancel.clone();
         tokio::select! {
             biased;

@@ -292,7 +292,11 @@ impl<'a> PollLoop<'a> {
             topic = %tp.0,
             partition = tp.1,
         );
-        let task = tokio::spawn(worker.run().instrument(span));
+        let task = if worker.is_keyed() {
+            tokio::spawn(super::keyed::run(worker).instrument(span))
+        } else {
+            tokio::spawn(worker.run().instrument(span))
+        };
         self.workers.insert(
             tp,
             WorkerHandle {

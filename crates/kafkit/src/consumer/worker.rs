@@ -57,7 +57,15 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) async fn run(mut self) {
+    /// Whether this worker's records go to [`super::keyed`] (key and unordered order).
+    pub(crate) fn is_keyed(&self) -> bool {
+        matches!(self.registration.route, Route::Single(_))
+            && self.registration.order != ProcessingOrder::Partition
+    }
+
+    /// Waits for the partition's previous worker to finish, then makes what handling a record
+    /// needs.
+    pub(crate) async fn prepare(&mut self) -> Arc<Handling> {
         if let Some(predecessor) = self.predecessor.take() {
             let _ = predecessor.await;
         }
@@ -65,37 +73,35 @@ impl Worker {
             .metrics
             .as_ref()
             .map(|m| Counters::new(m, &self.group, &self.tp.0));
-        let handling = Arc::new(Handling {
+        Arc::new(Handling {
             registration: self.registration.clone(),
             dead_letters: self.dead_letters.clone(),
             group: self.group.clone(),
             counters,
             cancel: self.cancel.clone(),
             record_spans: self.record_spans,
-        });
-        match (&self.registration.route, self.registration.order) {
-            (Route::Single(_), ProcessingOrder::Key | ProcessingOrder::Unordered) => {
-                super::keyed::Keyed::new(self, handling).run().await;
-            }
-            _ => {
-                let mut running = Running {
-                    partition: Partition {
-                        tp: self.tp.clone(),
-                        epoch: self.epoch,
-                        consumer: self.consumer.clone(),
-                        control: self.control.clone(),
-                        commit_each: self.commit_each,
-                        tracker: OffsetTracker::new(),
-                        unstored: 0,
-                        paused: Vec::new(),
-                    },
-                    worker: self,
-                    buffer: VecDeque::new(),
-                    handling,
-                };
-                running.run().await;
-            }
-        }
+        })
+    }
+
+    /// Handles the partition in partition order until cancelled.
+    pub(crate) async fn run(mut self) {
+        let handling = self.prepare().await;
+        let mut running = Running {
+            partition: Partition {
+                tp: self.tp.clone(),
+                epoch: self.epoch,
+                consumer: self.consumer.clone(),
+                control: self.control.clone(),
+                commit_each: self.commit_each,
+                tracker: OffsetTracker::new(),
+                unstored: 0,
+                paused: Vec::new(),
+            },
+            worker: self,
+            buffer: VecDeque::new(),
+            handling,
+        };
+        running.run().await;
     }
 }
 
