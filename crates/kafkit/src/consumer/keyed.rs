@@ -359,14 +359,7 @@ impl Keyed {
         {
             self.store();
         }
-        let w = &self.worker;
-        w.state.lift_backpressure(
-            &w.tp,
-            w.epoch,
-            &w.control,
-            (w.max_queued, w.max_queued_bytes),
-            (remaining, remaining_bytes),
-        );
+        self.worker.lift_backpressure(remaining, remaining_bytes);
     }
 
     /// Hands the lowest offset not done, with the map of those done beyond it, to librdkafka

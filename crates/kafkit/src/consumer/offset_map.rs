@@ -31,41 +31,16 @@ pub(crate) const RUN_BYTES: usize = 8;
 /// The metadata for a commit at `base` (the lowest offset not done) with `done` (increasing
 /// offsets above `base`), in at most `budget` bytes. Empty when nothing beyond is done.
 pub(crate) fn encode(base: i64, done: impl IntoIterator<Item = i64>, budget: usize) -> String {
-    let room = budget.saturating_sub(PREFIX.len());
-    // Base64 turns every 3 bytes into 4 characters.
-    let max_bytes = room / 4 * 3;
+    let max_bytes = payload_bytes(budget);
     let mut bytes = Vec::new();
-    let mut cursor = base + 1;
-    let mut run: Option<(i64, i64)> = None;
-    let push = |bytes: &mut Vec<u8>, cursor: &mut i64, (start, end): (i64, i64)| -> bool {
+    for (gap, run) in pairs(base, done) {
         let mut pair = Vec::with_capacity(6);
-        varint(&mut pair, (start - *cursor) as u64);
-        varint(&mut pair, (end - start + 1) as u64);
+        varint(&mut pair, gap);
+        varint(&mut pair, run);
         if bytes.len() + pair.len() > max_bytes {
-            return false;
+            break;
         }
         bytes.extend_from_slice(&pair);
-        *cursor = end + 1;
-        true
-    };
-    for offset in done {
-        if offset < cursor {
-            continue;
-        }
-        match &mut run {
-            Some((_, end)) if offset == *end + 1 => *end = offset,
-            _ => {
-                if let Some(finished) = run.take()
-                    && !push(&mut bytes, &mut cursor, finished)
-                {
-                    return finish(&bytes);
-                }
-                run = Some((offset, offset));
-            }
-        }
-    }
-    if let Some(finished) = run {
-        push(&mut bytes, &mut cursor, finished);
     }
     finish(&bytes)
 }
@@ -73,31 +48,39 @@ pub(crate) fn encode(base: i64, done: impl IntoIterator<Item = i64>, budget: usi
 /// Whether the whole map of `done` beyond `base` encodes in at most `budget` bytes; reads no
 /// more runs than a budget holds.
 pub(crate) fn fits(base: i64, done: impl IntoIterator<Item = i64>, budget: usize) -> bool {
-    let max_bytes = budget.saturating_sub(PREFIX.len()) / 4 * 3;
-    let (mut bytes, mut cursor) = (0usize, base + 1);
-    let mut run: Option<(i64, i64)> = None;
-    let cost = |cursor: i64, (start, end): (i64, i64)| {
-        varint_len((start - cursor) as u64) + varint_len((end - start + 1) as u64)
-    };
-    for offset in done {
-        if offset < cursor {
-            continue;
-        }
-        match &mut run {
-            Some((_, end)) if offset == *end + 1 => *end = offset,
-            _ => {
-                if let Some(finished) = run.take() {
-                    bytes += cost(cursor, finished);
-                    if bytes > max_bytes {
-                        return false;
-                    }
-                    cursor = finished.1 + 1;
-                }
-                run = Some((offset, offset));
-            }
+    let max_bytes = payload_bytes(budget);
+    let mut bytes = 0;
+    for (gap, run) in pairs(base, done) {
+        bytes += varint_len(gap) + varint_len(run);
+        if bytes > max_bytes {
+            return false;
         }
     }
-    run.is_none_or(|finished| bytes + cost(cursor, finished) <= max_bytes)
+    true
+}
+
+/// Bytes of varints a map of `budget` bytes holds: base64 turns every 3 into 4 characters.
+fn payload_bytes(budget: usize) -> usize {
+    budget.saturating_sub(PREFIX.len()) / 4 * 3
+}
+
+/// The map's `(gap, run)` pairs for `done` (increasing) above `base`, in order.
+fn pairs(base: i64, done: impl IntoIterator<Item = i64>) -> impl Iterator<Item = (u64, u64)> {
+    let mut done = done
+        .into_iter()
+        .filter(move |offset| *offset > base)
+        .peekable();
+    let mut cursor = base + 1;
+    std::iter::from_fn(move || {
+        let start = done.next()?;
+        let mut end = start;
+        while done.next_if_eq(&(end + 1)).is_some() {
+            end += 1;
+        }
+        let pair = ((start - cursor) as u64, (end - start + 1) as u64);
+        cursor = end + 1;
+        Some(pair)
+    })
 }
 
 fn varint_len(value: u64) -> usize {

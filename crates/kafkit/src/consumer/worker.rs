@@ -83,6 +83,18 @@ impl Worker {
         })
     }
 
+    /// Lifts the partition's back-pressure once `remaining` records of `remaining_bytes` are
+    /// left, at most half the bounds.
+    pub(crate) fn lift_backpressure(&self, remaining: usize, remaining_bytes: usize) {
+        self.state.lift_backpressure(
+            &self.tp,
+            self.epoch,
+            &self.control,
+            (self.max_queued, self.max_queued_bytes),
+            (remaining, remaining_bytes),
+        );
+    }
+
     /// Handles the partition in partition order until cancelled.
     pub(crate) async fn run(mut self) {
         let handling = self.prepare().await;
@@ -406,14 +418,7 @@ impl Running {
         if self.partition.unstored >= STORE_EVERY || idle || self.worker.commit_each {
             self.partition.store();
         }
-        let w = &self.worker;
-        w.state.lift_backpressure(
-            &w.tp,
-            w.epoch,
-            &w.control,
-            (w.max_queued, w.max_queued_bytes),
-            (remaining, remaining_bytes),
-        );
+        self.worker.lift_backpressure(remaining, remaining_bytes);
         true
     }
 }
