@@ -294,6 +294,43 @@ async fn a_panicking_handler_dead_letters_the_record_and_the_partition_goes_on()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_before_its_future_exists_fails_only_its_record() {
+    // Given a raw handler whose closure panics on record 5 before it builds its future (the
+    // panic is outside the future the runtime guards).
+    let topic = testkit::topic("sync-panic", 1).await;
+    testkit::populate(&topic, 20, 1).await;
+    let handled = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let mut router = Router::new();
+    let log = handled.clone();
+    router.register_raw(&topic, move |m: Message| {
+        assert_ne!(m.offset, 5, "record 5 breaks the closure");
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(m.offset);
+            Ok(())
+        }
+    });
+    let group = testkit::unique("sync-panic");
+    let consumer = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+
+    // Then record 5 is dead-lettered as a panic and every other record is handled: the
+    // partition's worker lives on.
+    assert!(
+        testkit::eventually(WAIT, || handled.lock().unwrap().len() == 19).await,
+        "handled {:?}",
+        handled.lock().unwrap()
+    );
+    let dead = testkit::read(&format!("{topic}.dlq"), 1, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], dead_letter::ERROR_KIND), "panic");
+    assert_eq!(header(&dead[0], dead_letter::ORIGINAL_OFFSET), "5");
+    stop(consumer).await;
+    for (partition, committed, high) in testkit::committed(&group, &topic).await {
+        assert_eq!(committed, Some(high), "partition {partition}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_retries_are_counted_per_failing_record() {
     // Given batches where every third record fails once (transiently) before succeeding, and
     // a policy of two attempts per record.
