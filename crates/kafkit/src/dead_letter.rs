@@ -84,38 +84,122 @@ impl DeadLetter {
         self.template.replace("{topic}", topic)
     }
 
-    /// The dead-letter copy of `message`.
+    /// The dead-letter copy of `message`, read from its source topic.
     pub fn record(&self, message: &Message, group: &str, failure: &Failure) -> Record {
-        let mut record = Record::to(self.topic_for(&message.topic));
-        record.key = message.key.clone();
-        record.payload = message.value.clone();
-        // Original headers first, minus stale failure headers from an earlier round trip.
-        record.headers = message
+        self.record_from(message, &Origin::of(message), group, failure)
+    }
+
+    /// The dead-letter copy of `message`, which came first from `origin` (itself, or the
+    /// record a retry topic's copy stands for): it goes to the dead-letter topic of
+    /// `origin`'s topic and names `origin` in its headers.
+    pub(crate) fn record_from(
+        &self,
+        message: &Message,
+        origin: &Origin,
+        group: &str,
+        failure: &Failure,
+    ) -> Record {
+        let mut record = failure_copy(
+            self.topic_for(&origin.topic),
+            message,
+            origin,
+            group,
+            failure,
+        );
+        record
             .headers
-            .iter()
-            .filter(|(name, _)| !FAILURE_HEADERS.contains(&name.as_str()))
-            .cloned()
-            .collect();
-        let failed_at = time_rfc3339(SystemTime::now());
-        let added = [
-            (ORIGINAL_TOPIC, message.topic.clone()),
-            (ORIGINAL_PARTITION, message.partition.to_string()),
-            (ORIGINAL_OFFSET, message.offset.to_string()),
-            (
-                ORIGINAL_TIMESTAMP,
-                message.timestamp.map(|t| t.to_string()).unwrap_or_default(),
-            ),
-            (CONSUMER_GROUP, group.to_owned()),
-            (ERROR_KIND, failure.kind.as_str().to_owned()),
-            (ERROR_MESSAGE, failure.message.clone()),
-            (ATTEMPTS, failure.attempts.to_string()),
-            (FAILED_AT, failed_at),
-        ];
-        for (name, value) in added {
-            record.headers.push((name.to_owned(), value.into_bytes()));
-        }
+            .retain(|(name, _)| !crate::retry_topic::is_retry_header(name));
         record
     }
+}
+
+/// Where a record was first consumed: the coordinates a dead-letter or retry copy names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp (milliseconds), when the record had one.
+    pub timestamp: Option<i64>,
+}
+
+impl Origin {
+    /// The message's own coordinates.
+    pub fn of(message: &Message) -> Self {
+        Origin {
+            topic: message.topic.clone(),
+            partition: message.partition,
+            offset: message.offset,
+            timestamp: message.timestamp,
+        }
+    }
+
+    /// The coordinates a copy on a retry topic carries in its failure headers; each one its
+    /// headers lack is the message's own.
+    pub fn of_retry_copy(message: &Message) -> Self {
+        let own = Origin::of(message);
+        let text = |name| {
+            message
+                .header_value(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .filter(|v| !v.is_empty())
+        };
+        Origin {
+            topic: original_topic(message).unwrap_or(own.topic),
+            partition: text(ORIGINAL_PARTITION)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(own.partition),
+            offset: text(ORIGINAL_OFFSET)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(own.offset),
+            timestamp: text(ORIGINAL_TIMESTAMP)
+                .and_then(|v| v.parse().ok())
+                .or(own.timestamp),
+        }
+    }
+}
+
+/// A copy of `message` for `topic` with the failure headers: its key, value and own headers
+/// (minus stale failure headers of an earlier round trip), then where it came from and why it
+/// failed. Dead-letter and retry copies are both this.
+pub(crate) fn failure_copy(
+    topic: String,
+    message: &Message,
+    origin: &Origin,
+    group: &str,
+    failure: &Failure,
+) -> Record {
+    let mut record = Record::to(topic);
+    record.key = message.key.clone();
+    record.payload = message.value.clone();
+    record.headers = message
+        .headers
+        .iter()
+        .filter(|(name, _)| !FAILURE_HEADERS.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    let failed_at = time_rfc3339(SystemTime::now());
+    let added = [
+        (ORIGINAL_TOPIC, origin.topic.clone()),
+        (ORIGINAL_PARTITION, origin.partition.to_string()),
+        (ORIGINAL_OFFSET, origin.offset.to_string()),
+        (
+            ORIGINAL_TIMESTAMP,
+            origin.timestamp.map(|t| t.to_string()).unwrap_or_default(),
+        ),
+        (CONSUMER_GROUP, group.to_owned()),
+        (ERROR_KIND, failure.kind.as_str().to_owned()),
+        (ERROR_MESSAGE, failure.message.clone()),
+        (ATTEMPTS, failure.attempts.to_string()),
+        (FAILED_AT, failed_at),
+    ];
+    for (name, value) in added {
+        record.headers.push((name.to_owned(), value.into_bytes()));
+    }
+    record
 }
 
 /// The topic a dead-lettered record came from, as kafkit, Spring Kafka or Karafka recorded it.

@@ -20,6 +20,8 @@ pub enum PauseReason {
     CircuitOpen,
     /// A dead-letter copy could not be stored yet; the record waits for it.
     DeadLetterRetry,
+    /// A retry topic's head waits until it is due (expected: not a stall).
+    RetryDue,
 }
 
 /// One assigned partition.
@@ -119,7 +121,8 @@ impl HealthReport {
         for p in &partitions {
             let stalled = p.queued > 0
                 && p.since_progress.is_some_and(|d| d > stall_timeout)
-                && !p.paused.contains(&PauseReason::CircuitOpen);
+                && !p.paused.contains(&PauseReason::CircuitOpen)
+                && !p.paused.contains(&PauseReason::RetryDue);
             if stalled {
                 problems.push(format!(
                     "{}/{} stalled: {} records waiting, no progress for {} ms",

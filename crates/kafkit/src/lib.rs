@@ -61,6 +61,7 @@ pub mod reader;
 pub mod record;
 pub mod redrive;
 pub mod retry;
+pub mod retry_topic;
 pub mod router;
 pub mod secret;
 pub mod shutdown;

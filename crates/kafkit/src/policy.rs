@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::dead_letter::DeadLetter;
 use crate::handler::{ErrorKind, HandlerError};
 use crate::retry::RetryPolicy;
+use crate::retry_topic::RetryTopics;
 
 /// What happens to an invalid record (undecodable, or failing validation). Never retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,6 +30,8 @@ pub struct FailurePolicy {
     pub dead_letter: Option<DeadLetter>,
     /// Invalid records: dead-letter or skip.
     pub invalid: InvalidPolicy,
+    /// Tiers of non-blocking retries after the in-place ones (none by default).
+    pub retry_topics: Option<RetryTopics>,
 }
 
 impl Default for FailurePolicy {
@@ -38,6 +41,7 @@ impl Default for FailurePolicy {
             retry: RetryPolicy::default(),
             dead_letter: Some(DeadLetter::default()),
             invalid: InvalidPolicy::DeadLetter,
+            retry_topics: None,
         }
     }
 }
@@ -67,6 +71,13 @@ impl FailurePolicy {
         self
     }
 
+    /// After the in-place retries, send transient failures through `tiers` of retry topics
+    /// before the dead-letter topic.
+    pub fn retry_topics(&mut self, tiers: RetryTopics) -> &mut Self {
+        self.retry_topics = Some(tiers);
+        self
+    }
+
     /// How long to wait before attempt `attempts + 1` after a [`Verdict::Retry`] on `error`:
     /// the retry policy's backoff (with its jitter, so not pure: the verdict itself is), or
     /// longer when the handler asked for it (an HTTP `Retry-After`), never shorter.
@@ -82,6 +93,9 @@ impl FailurePolicy {
 pub enum Verdict {
     /// Try it again after [`FailurePolicy::retry_delay`].
     Retry,
+    /// Copy it to this tier (1-based) of the policy's retry topics, due after the tier's
+    /// delay; its offset moves on once the copy is stored.
+    RetryTopic(usize),
     /// Copy it to the policy's dead-letter topic; its offset moves on once the copy is stored.
     DeadLetter,
     /// It should be dead-lettered but the policy has no dead-letter topic: log it as lost and
@@ -103,7 +117,32 @@ pub enum Verdict {
 /// | `Permanent`, `Panic` | dead letter |
 ///
 /// "Dead letter" becomes [`Verdict::Drop`] when the policy has no dead-letter topic.
+///
+/// With retry topics, a transient failure whose in-place retries are exhausted goes to the
+/// first tier instead of the dead-letter topic; see [`verdict_on_tier`] for what follows.
 pub fn verdict(kind: ErrorKind, attempts: u32, policy: &FailurePolicy) -> Verdict {
+    verdict_on_tier(kind, attempts, policy, 0)
+}
+
+/// [`verdict`] for a record read from tier `tier` of the policy's retry topics (0: the
+/// source topic). A record gets one attempt per tier: a transient failure there goes to the
+/// next tier, or after the last to the dead-letter topic; other kinds are judged as on the
+/// source topic.
+pub fn verdict_on_tier(
+    kind: ErrorKind,
+    attempts: u32,
+    policy: &FailurePolicy,
+    tier: usize,
+) -> Verdict {
+    let tiers = policy.retry_topics.as_ref().map_or(0, RetryTopics::tiers);
+    if kind == ErrorKind::Transient {
+        if tier == 0 && policy.retry.should_retry(attempts) {
+            return Verdict::Retry;
+        }
+        if tier < tiers {
+            return Verdict::RetryTopic(tier + 1);
+        }
+    }
     let dead_letter = if policy.dead_letter.is_some() {
         Verdict::DeadLetter
     } else {
@@ -115,7 +154,6 @@ pub fn verdict(kind: ErrorKind, attempts: u32, policy: &FailurePolicy) -> Verdic
             InvalidPolicy::Skip => Verdict::Skip,
             InvalidPolicy::DeadLetter => dead_letter,
         },
-        ErrorKind::Transient if policy.retry.should_retry(attempts) => Verdict::Retry,
         ErrorKind::Transient | ErrorKind::Permanent | ErrorKind::Panic => dead_letter,
     }
 }
@@ -179,6 +217,56 @@ mod tests {
         assert_eq!(verdict(ErrorKind::Skip, 1, &policy), Verdict::Skip);
         policy.no_dead_letter();
         assert_eq!(verdict(ErrorKind::Skip, 1, &policy), Verdict::Skip);
+    }
+
+    #[test]
+    fn retry_topics_follow_the_in_place_retries_one_attempt_per_tier_then_the_dead_letter() {
+        let mut policy = policy(2);
+        policy.retry_topics(RetryTopics::new([
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        ]));
+        assert_eq!(verdict(ErrorKind::Transient, 1, &policy), Verdict::Retry);
+        assert_eq!(
+            verdict(ErrorKind::Transient, 2, &policy),
+            Verdict::RetryTopic(1)
+        );
+        // On a tier the first failure moves on: no in-place retries there.
+        assert_eq!(
+            verdict_on_tier(ErrorKind::Transient, 1, &policy, 1),
+            Verdict::RetryTopic(2)
+        );
+        assert_eq!(
+            verdict_on_tier(ErrorKind::Transient, 1, &policy, 2),
+            Verdict::DeadLetter
+        );
+        // Only transient failures are worth a later try.
+        for tier in 0..=2 {
+            assert_eq!(
+                verdict_on_tier(ErrorKind::Permanent, 1, &policy, tier),
+                Verdict::DeadLetter
+            );
+            assert_eq!(
+                verdict_on_tier(ErrorKind::Invalid, 1, &policy, tier),
+                Verdict::DeadLetter
+            );
+            assert_eq!(
+                verdict_on_tier(ErrorKind::Skip, 1, &policy, tier),
+                Verdict::Skip
+            );
+        }
+        // With no in-place retries the first failure goes to tier 1.
+        policy.retry(RetryPolicy::none());
+        assert_eq!(
+            verdict(ErrorKind::Transient, 1, &policy),
+            Verdict::RetryTopic(1)
+        );
+        // Without a dead-letter topic the last tier's failure is dropped.
+        policy.no_dead_letter();
+        assert_eq!(
+            verdict_on_tier(ErrorKind::Transient, 1, &policy, 2),
+            Verdict::Drop
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::handler::{ByType, Handler, HandlerResult, Raw, State, Stateful, Typed
 use crate::policy::{FailurePolicy, InvalidPolicy};
 use crate::record::Message;
 use crate::retry::RetryPolicy;
+use crate::retry_topic::RetryTopics;
 
 /// In which order a topic's records are handled within a partition (Confluent Parallel
 /// Consumer's `ProcessingOrder`). Offsets are committed the same way in every order: only
@@ -73,6 +74,17 @@ pub struct Registration {
     /// Bytes (keys and values) of records in flight per partition at most, in key and
     /// unordered order; one record is always let through, however large.
     pub max_in_flight_bytes: usize,
+    /// For the registration of a retry topic: the tier it reads (see [`Router::with_retry_tiers`]).
+    pub(crate) tier: Option<RetryTier>,
+}
+
+/// The tier a retry topic's registration reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RetryTier {
+    /// The topic whose failures it holds.
+    pub source: String,
+    /// Its number, 1 for the first.
+    pub number: usize,
 }
 
 impl Registration {
@@ -84,7 +96,25 @@ impl Registration {
             order: ProcessingOrder::Partition,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            tier: None,
         }
+    }
+
+    /// The topics `topic`'s route copies records to: its dead-letter topic and retry topics.
+    pub(crate) fn copy_topics(&self, topic: &str) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .failure
+            .retry_topics
+            .as_ref()
+            .map(|tiers| tiers.topics_for(topic))
+            .unwrap_or_default();
+        topics.extend(
+            self.failure
+                .dead_letter
+                .as_ref()
+                .map(|d| d.topic_for(topic)),
+        );
+        topics
     }
 
     /// Sets the retry policy of transient failures.
@@ -108,6 +138,26 @@ impl Registration {
     /// Sets what happens to invalid records.
     pub fn on_invalid(&mut self, policy: InvalidPolicy) -> &mut Self {
         self.failure.on_invalid(policy);
+        self
+    }
+
+    /// After the in-place retries, sends transient failures through retry topics
+    /// (`{topic}.retry.{n}`) before the dead-letter topic, so that a failing record holds
+    /// back neither its partition nor its key while it waits. The consumer also reads the
+    /// retry topics, with this handler; see [`crate::retry_topic`]. Single-record routes only.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kafkit::{Message, RetryPolicy, Router, retry_topic::RetryTopics};
+    ///
+    /// let mut router = Router::new();
+    /// router
+    ///     .register("orders", |_: Message<serde_json::Value>| async { Ok(()) })
+    ///     .retry(RetryPolicy::none())
+    ///     .retry_topics(RetryTopics::new([Duration::from_secs(10), Duration::from_secs(60)]));
+    /// ```
+    pub fn retry_topics(&mut self, tiers: RetryTopics) -> &mut Self {
+        self.failure.retry_topics(tiers);
         self
     }
 
@@ -338,6 +388,53 @@ impl Router {
     /// Every registration by topic.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Registration)> {
         self.routes.iter().map(|(t, r)| (t.as_str(), r))
+    }
+
+    /// This router with a registration for each retry topic of each route that has them:
+    /// the route's handler, in partition order (a tier's records are due in about the order
+    /// they arrive, so its head's wait is the partition's). Refuses a retry configuration it
+    /// cannot run, naming the route.
+    pub(crate) fn with_retry_tiers(mut self) -> crate::Result<Router> {
+        let mut tiers = Vec::new();
+        for (topic, registration) in &self.routes {
+            let Some(retry_topics) = &registration.failure.retry_topics else {
+                continue;
+            };
+            let problem = retry_topics.problem().or_else(|| {
+                matches!(registration.route, Route::Batch(..)).then(|| {
+                    "batch routes retry in place; retry topics are for single-record routes"
+                        .to_owned()
+                })
+            });
+            if let Some(problem) = problem {
+                return Err(crate::Error::config(
+                    "retry_topics",
+                    format!("{topic}: {problem}"),
+                ));
+            }
+            for (n, tier_topic) in retry_topics.topics_for(topic).into_iter().enumerate() {
+                let mut tier = registration.clone();
+                tier.order = ProcessingOrder::Partition;
+                tier.tier = Some(RetryTier {
+                    source: topic.clone(),
+                    number: n + 1,
+                });
+                tiers.push((tier_topic, tier));
+            }
+        }
+        for (topic, tier) in tiers {
+            if self.routes.contains_key(&topic) {
+                return Err(crate::Error::config(
+                    "retry_topics",
+                    format!(
+                        "{topic} is both a route and a retry topic of {}",
+                        tier.tier.as_ref().expect("a tier").source
+                    ),
+                ));
+            }
+            self.routes.insert(topic, tier);
+        }
+        Ok(self)
     }
 
     fn insert(&mut self, topic: String, route: Route) -> &mut Registration {

@@ -234,6 +234,18 @@ impl ExactlyOnce {
         if self.routes.is_empty() {
             return Err(Error::config("routes", "no transform registered"));
         }
+        if let Some(topic) = self
+            .routes
+            .iter()
+            .find_map(|(t, r)| r.failure.retry_topics.as_ref().map(|_| t))
+        {
+            return Err(Error::config(
+                "retry_topics",
+                format!(
+                    "{topic}: an exactly-once pipeline retries in place; retry topics are for Consumer routes"
+                ),
+            ));
+        }
         // Polled once now, so that a signal handler it installs is in place while the pipeline
         // starts: a SIGTERM during start-up then stops it cleanly instead of killing it.
         let mut shutdown = Box::pin(shutdown);
@@ -407,8 +419,9 @@ impl ExactlyOnce {
         // Only a failed record gets a span (a span per record costs as much as the rest of the
         // per-record work, see ConsumerOptions::record_spans).
         let _span = record_span(message).entered();
+        // A pipeline reads no retry topics: what would go to one is dead-lettered.
         match (&route.failure.dead_letter, verdict) {
-            (Some(policy), Verdict::DeadLetter) => {
+            (Some(policy), Verdict::DeadLetter | Verdict::RetryTopic(_)) => {
                 tracing::warn!(
                     error = error.message(),
                     attempts,
@@ -421,7 +434,7 @@ impl ExactlyOnce {
                 };
                 outputs.push(policy.record(message, &self.group, &failure));
             }
-            (_, Verdict::Drop | Verdict::DeadLetter) => tracing::error!(
+            (_, Verdict::Drop | Verdict::DeadLetter | Verdict::RetryTopic(_)) => tracing::error!(
                 error = error.message(),
                 "no dead-letter topic: record dropped after failure"
             ),

@@ -17,12 +17,13 @@ use tracing::Instrument;
 
 use super::PauseReason;
 use crate::circuit_breaker::{CircuitBreaker, Permit};
-use crate::dead_letter::Failure;
+use crate::dead_letter::{Failure, Origin};
 use crate::handler::{ErrorKind, Handler, HandlerError};
 use crate::metrics::Metrics;
-use crate::policy::{Verdict, verdict};
+use crate::policy::{Verdict, verdict_on_tier};
 use crate::producer::Producer;
-use crate::record::Message;
+use crate::record::{Message, Record};
+use crate::retry_topic;
 use crate::router::Registration;
 
 /// Bounds of the pause between attempts to publish a dead-letter record.
@@ -34,6 +35,8 @@ const DEAD_LETTER_BACKOFF: (Duration, Duration) =
 pub(crate) enum Outcome {
     Succeeded,
     DeadLettered,
+    /// Copied to a retry topic, where it waits for its next attempt.
+    Forwarded,
     Skipped,
     /// Shutdown or revocation interrupted it: not done, its offset is not stored.
     Abandoned,
@@ -62,6 +65,7 @@ pub(crate) struct Counters {
     pub succeeded: IntCounter,
     pub retried: IntCounter,
     pub dead_lettered: IntCounter,
+    pub forwarded: IntCounter,
     pub skipped: IntCounter,
     pub panicked: IntCounter,
     pub duration: Histogram,
@@ -80,6 +84,7 @@ impl Counters {
             succeeded: outcome("succeeded"),
             retried: outcome("retried"),
             dead_lettered: outcome("dead_lettered"),
+            forwarded: outcome("retry_topic"),
             skipped: outcome("skipped"),
             panicked: outcome("panicked"),
             duration: metrics.handler_duration.with_label_values(&[group, topic]),
@@ -92,6 +97,7 @@ impl Counters {
         match outcome {
             Outcome::Succeeded => self.succeeded.inc(),
             Outcome::DeadLettered => self.dead_lettered.inc(),
+            Outcome::Forwarded => self.forwarded.inc(),
             Outcome::Skipped => self.skipped.inc(),
             Outcome::Abandoned => {}
         }
@@ -146,6 +152,15 @@ impl Handling {
         message: &mut Message,
         flow: &mut dyn Flow,
     ) -> Outcome {
+        // A retry topic's copy counts the attempts it had before, and waits until it is due.
+        let prior = if self.registration.tier.is_some() {
+            if !self.await_due(message, flow).await {
+                return Outcome::Abandoned;
+            }
+            retry_topic::prior_attempts(message)
+        } else {
+            0
+        };
         let mut attempts = 0u32;
         loop {
             // Held until the attempt is settled: a probe that ends without a verdict (skipped,
@@ -154,7 +169,7 @@ impl Handling {
                 return Outcome::Abandoned;
             };
             attempts += 1;
-            message.attempt = attempts;
+            message.attempt = prior + attempts;
             // The clock is read only when someone records the duration.
             let started = self.counters.as_ref().map(|_| std::time::Instant::now());
             let result = call(handler, message).await;
@@ -170,7 +185,7 @@ impl Handling {
             };
             let span = self.failure_span(message.offset);
             let decision = self
-                .decide(&error, attempts, message, flow)
+                .decide(&error, attempts, prior, message, flow)
                 .instrument(span)
                 .await;
             match decision {
@@ -204,11 +219,27 @@ impl Handling {
         }
     }
 
-    /// What to do after a failed attempt: wait and retry, dead-letter, or skip.
+    /// Waits until a retry topic's copy is due. In partition order the partition is paused
+    /// meanwhile: what queues behind the copy is due no sooner. False when cancelled.
+    async fn await_due(&self, message: &Message, flow: &mut dyn Flow) -> bool {
+        let Some(wait) = retry_topic::due_at(message)
+            .and_then(|due| due.duration_since(std::time::SystemTime::now()).ok())
+        else {
+            return true;
+        };
+        flow.hold(PauseReason::RetryDue);
+        let waited = self.sleep(wait).await;
+        flow.release(PauseReason::RetryDue);
+        waited
+    }
+
+    /// What to do after a failed attempt (`attempts` on this topic, `prior` on earlier
+    /// tiers): wait and retry, copy to a retry topic, dead-letter, or skip.
     async fn decide(
         &self,
         error: &HandlerError,
         attempts: u32,
+        prior: u32,
         message: &Message,
         flow: &mut dyn Flow,
     ) -> Decision {
@@ -233,13 +264,40 @@ impl Handling {
             ErrorKind::Permanent | ErrorKind::Transient => self.breaker_failure(),
         }
         let policy = &self.registration.failure;
-        match verdict(kind, attempts, policy) {
+        let tier = self.registration.tier.as_ref().map_or(0, |t| t.number);
+        let failure = Failure {
+            kind,
+            message: error.message().to_owned(),
+            attempts: prior + attempts,
+        };
+        match verdict_on_tier(kind, attempts, policy, tier) {
             Verdict::Skip => Decision::Done(Outcome::Skipped),
             Verdict::DeadLetter | Verdict::Drop => {
                 if kind == ErrorKind::Transient {
-                    tracing::warn!(attempts, error = error.message(), "retries exhausted");
+                    tracing::warn!(
+                        attempts = failure.attempts,
+                        error = error.message(),
+                        "retries exhausted"
+                    );
                 }
-                self.dead_letter(message, error, attempts, flow).await
+                self.dead_letter(message, &failure, flow).await
+            }
+            Verdict::RetryTopic(next) => {
+                let tiers = policy.retry_topics.as_ref().expect("a retry-topic verdict");
+                // The tier's delay, or longer when the handler asked for it (`Retry-After`).
+                let delay = tiers
+                    .delay(next)
+                    .max(error.retry_after_hint().unwrap_or_default());
+                let record = tiers.record(
+                    message,
+                    &self.origin(message),
+                    &self.group,
+                    &failure,
+                    next,
+                    delay,
+                );
+                tracing::info!(retry_topic = %record.topic, delay_ms = delay.as_millis() as u64, error = error.message(), "record sent to a retry topic");
+                self.publish_copy(record, Outcome::Forwarded, flow).await
             }
             Verdict::Retry => {
                 let delay = policy.retry_delay(attempts, error);
@@ -265,7 +323,7 @@ impl Handling {
     ) -> Result<Duration, Outcome> {
         let span = tracing::info_span!("record", offset = message.offset);
         match self
-            .decide(error, attempts, message, flow)
+            .decide(error, attempts, 0, message, flow)
             .instrument(span)
             .await
         {
@@ -275,40 +333,59 @@ impl Handling {
         }
     }
 
-    /// Publishes the dead-letter copy and waits for the broker's acknowledgement, retrying
-    /// until it is stored: the source offset moves on only after that.
+    /// Where `message` was first consumed: itself, or for a retry topic's copy the record it
+    /// stands for, on the tier's source topic.
+    fn origin(&self, message: &Message) -> Origin {
+        match &self.registration.tier {
+            None => Origin::of(message),
+            Some(tier) => Origin {
+                topic: tier.source.clone(),
+                ..Origin::of_retry_copy(message)
+            },
+        }
+    }
+
+    /// Publishes the dead-letter copy of `message` (to the dead-letter topic of the topic it
+    /// was first read from).
     async fn dead_letter(
         &self,
         message: &Message,
-        error: &HandlerError,
-        attempts: u32,
+        failure: &Failure,
         flow: &mut dyn Flow,
     ) -> Decision {
-        let (Some(policy), Some(producer)) = (
-            self.registration.failure.dead_letter.as_ref(),
-            self.dead_letters.as_ref(),
-        ) else {
+        let Some(policy) = self.registration.failure.dead_letter.as_ref() else {
             tracing::error!(
-                error = error.message(),
+                error = failure.message,
                 "no dead-letter topic: record dropped after failure"
             );
             return Decision::Done(Outcome::Skipped);
         };
-        let failure = Failure {
-            kind: error.kind(),
-            message: error.message().to_owned(),
-            attempts,
+        let record = policy.record_from(message, &self.origin(message), &self.group, failure);
+        self.publish_copy(record, Outcome::DeadLettered, flow).await
+    }
+
+    /// Publishes a failure copy (dead-letter or retry topic) and waits for the broker's
+    /// acknowledgement, retrying until it is stored: the source offset moves on only after
+    /// that, as `outcome`.
+    async fn publish_copy(
+        &self,
+        record: Record,
+        outcome: Outcome,
+        flow: &mut dyn Flow,
+    ) -> Decision {
+        let Some(producer) = self.dead_letters.as_ref() else {
+            tracing::error!(topic = %record.topic, "no producer for failure copies: record dropped after failure");
+            return Decision::Done(Outcome::Skipped);
         };
-        let record = policy.record(message, &self.group, &failure);
         let mut backoff = DEAD_LETTER_BACKOFF.0;
         let decision = loop {
             match producer.send(record.clone()).await {
                 Ok(delivery) => {
-                    tracing::warn!(dead_letter_topic = %record.topic, dead_letter_offset = delivery.offset, error = error.message(), "record dead-lettered");
-                    break Decision::Done(Outcome::DeadLettered);
+                    tracing::warn!(copy_topic = %record.topic, copy_offset = delivery.offset, ?outcome, "failure copy stored");
+                    break Decision::Done(outcome);
                 }
                 Err(send_error) => {
-                    tracing::error!(dead_letter_topic = %record.topic, error = %send_error, "publishing to the dead-letter topic failed; retrying");
+                    tracing::error!(copy_topic = %record.topic, error = %send_error, "publishing a failure copy failed; retrying");
                     // Nothing piles up behind the record while its copy cannot be stored.
                     flow.hold(PauseReason::DeadLetterRetry);
                     if !self.sleep(backoff).await {

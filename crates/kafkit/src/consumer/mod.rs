@@ -332,6 +332,7 @@ impl Consumer {
                 ),
             ));
         }
+        let router = router.with_retry_tiers()?;
         if options.drain_timeout >= config.session_timeout {
             return Err(Error::config(
                 "drain_timeout",
@@ -592,14 +593,15 @@ impl Consumer {
 
     /// The producer for dead-letter records, and the dead-letter topics, when any route has one.
     async fn dead_letter_producer(&self) -> Result<Option<Producer>> {
+        // Retry tiers copy to their source's topics, listed with the source.
         let dead_letter_topics: Vec<(String, String)> = self
             .router
             .iter()
-            .filter_map(|(topic, r)| {
-                r.failure
-                    .dead_letter
-                    .as_ref()
-                    .map(|d| (topic.to_owned(), d.topic_for(topic)))
+            .filter(|(_, r)| r.tier.is_none())
+            .flat_map(|(topic, r)| {
+                r.copy_topics(topic)
+                    .into_iter()
+                    .map(move |copy| (topic.to_owned(), copy))
             })
             .collect();
         if dead_letter_topics.is_empty() {
