@@ -3,7 +3,7 @@
 //! shown). Prints Markdown tables for BENCHMARKS.md; `scripts/bench` runs it.
 //!
 //! ```text
-//! kafkit-bench produce|consume|transform|ordering [--brokers HOST:PORT] [--records 1000000] [--size 100] [--partitions 6]
+//! kafkit-bench produce|consume|transform|ordering|push [--brokers HOST:PORT] [--records 1000000] [--size 100] [--partitions 6]
 //! ```
 //!
 //! Without brokers (`--brokers` or `KAFKA_BROKERS`) it measures on the embedded development
@@ -13,6 +13,7 @@ mod consume;
 mod ordering;
 mod outcome;
 mod produce;
+mod push;
 mod transform;
 
 use std::io::IsTerminal;
@@ -47,6 +48,12 @@ enum Bench {
     /// Parallel Consumer's workload (one partition, 0-5 ms handler): partition order, key
     /// order with 1, 10 and 1,000 keys, unordered (`--records 10000 --batch 1000`: in flight).
     Ordering(BenchArgs),
+    /// Push delivery: `kafkit serve --subscriptions` to a no-op and a 10 ms endpoint, in key
+    /// and partition order, next to KafkaJS `eachMessage` + `fetch` (`--kafkajs SCRIPT`).
+    Push(push::PushArgs),
+    /// The push benchmark's endpoint process (started by `push`): 200 after `--delay-ms`.
+    #[command(hide = true)]
+    Endpoint(push::EndpointArgs),
 }
 
 /// Where and how much.
@@ -110,6 +117,8 @@ async fn main() -> std::process::ExitCode {
         Bench::Consume(args) => consume::run(args).await,
         Bench::Transform(args) => transform::run(args).await,
         Bench::Ordering(args) => ordering::run(args).await,
+        Bench::Push(args) => push::run(args).await,
+        Bench::Endpoint(args) => push::endpoint(args).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
