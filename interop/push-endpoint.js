@@ -11,6 +11,9 @@
 //   retry_after     {"KEY": SECONDS}: the first request of each record of that key answers 429
 //                   with Retry-After: SECONDS
 //   fail_first      {"KEY": N}: the first N requests of each record of that key answer 500
+//   fail_for        {"every": N, "ms": MS}: records whose JSON value has id % N == 0 answer 500
+//                   until MS milliseconds after the first request of that id (whichever
+//                   `kafkit serve` process sent it: the clock is this endpoint's)
 //   secret          a whsec_ secret: each request is verified with the `standardwebhooks`
 //                   package (an independent implementation); an unverified one answers 401
 //   bearer          a token the Authorization header must carry, else 401
@@ -29,6 +32,7 @@ const webhook = config.secret ? new Webhook(config.secret) : null;
 const inFlightByKey = new Map();
 const seen = new Set();
 const failures = new Map();
+const firstSeen = new Map();
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -64,6 +68,16 @@ function decide(key, id, body, verified, headers) {
       failures.set(id, failed + 1);
       return [500, {}, 'not yet'];
     }
+  }
+  if (config.fail_for) {
+    try {
+      const value = JSON.parse(body);
+      if (value.id % config.fail_for.every === 0) {
+        const now = Date.now();
+        if (!firstSeen.has(value.id)) firstSeen.set(value.id, now);
+        if (now - firstSeen.get(value.id) < config.fail_for.ms) return [500, {}, 'not yet'];
+      }
+    } catch (_) { /* not JSON: fall through */ }
   }
   if (config.reject_every) {
     try {

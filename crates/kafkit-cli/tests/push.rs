@@ -234,6 +234,40 @@ fn assert_key_order(requests: &[Value]) -> usize {
     most as usize
 }
 
+/// Asserts that every record of `topic` below a committed offset was delivered with a 2xx or
+/// is in the DLT (`dead`, by its original partition and offset); returns how many were checked.
+fn assert_delivered_or_dead(
+    topic: &str,
+    delivered: &BTreeSet<String>,
+    committed: &[(i32, Option<i64>, i64)],
+    dead: &[Message],
+    when: &str,
+) -> usize {
+    let dead: BTreeSet<String> = dead
+        .iter()
+        .map(|m| {
+            format!(
+                "{topic}/{}/{}",
+                header(m, "original-partition"),
+                header(m, "original-offset")
+            )
+        })
+        .collect();
+    let mut below = 0;
+    for (partition, offset, _) in committed {
+        for o in 0..offset.unwrap_or(0) {
+            let id = format!("{topic}/{partition}/{o}");
+            assert!(
+                delivered.contains(&id) || dead.contains(&id),
+                "{when}{id} is below the committed offset {} but was neither delivered nor dead-lettered",
+                offset.unwrap_or(0)
+            );
+            below += 1;
+        }
+    }
+    below
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_arrive_signed_with_metadata_in_key_order_and_4xx_is_dead_lettered() {
     // Given 400 records over 20 keys in 2 partitions, and one record of key `bad` that the
@@ -486,31 +520,8 @@ async fn sigkill_under_load_loses_nothing() {
     let group = "kafkit-push-kill";
     let dlt = format!("{topic}.dlq");
 
-    // Every record below a committed offset was delivered with a 2xx or is in the DLT.
     let check = |committed: Vec<(i32, Option<i64>, i64)>, dead: &[Message]| {
-        let delivered = endpoint.delivered();
-        let dead: BTreeSet<String> = dead
-            .iter()
-            .map(|m| {
-                format!(
-                    "{topic}/{}/{}",
-                    header(m, "original-partition"),
-                    header(m, "original-offset")
-                )
-            })
-            .collect();
-        let mut below = 0;
-        for (partition, offset, _) in committed {
-            for o in 0..offset.unwrap_or(0) {
-                let id = format!("{topic}/{partition}/{o}");
-                assert!(
-                    delivered.contains(&id) || dead.contains(&id),
-                    "{id} is below the committed offset but was neither delivered nor dead-lettered"
-                );
-                below += 1;
-            }
-        }
-        below
+        assert_delivered_or_dead(&topic, &endpoint.delivered(), &committed, dead, "")
     };
 
     // Kill kafkit three times while it delivers, checking the promise after each kill.
@@ -575,6 +586,148 @@ async fn sigkill_under_load_loses_nothing() {
         "{refused:?}"
     );
     assert!(refused.len() >= total / 50 - 5, "{} refused", refused.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_during_a_retry_loses_nothing() {
+    // Given 1,600 records over 100 keys in 4 partitions, and an endpoint that answers every
+    // 5th record (all the records of 20 keys) with a 500 for 3 s after its first request:
+    // with retries in place for up to ~10 s, records are mid-retry whenever partitions move.
+    let topic = testkit::topic("push-rebalance", 4).await;
+    let total = 1_600;
+    produce(&topic, total, |i| format!("key-{}", i % 100)).await;
+    let endpoint = Endpoint::start(json!({
+        "delay_ms": [5, 30],
+        "fail_for": {"every": 5, "ms": 3000},
+    }));
+    let group = testkit::unique("kafkit-push-rebalance");
+    let subscriptions = format!(
+        r#"
+        [[subscription]]
+        name = "rebalance"
+        topics = ["{topic}"]
+        group = "{group}"
+        endpoint = "{url}"
+        max_in_flight = 16
+        retry = {{ max_attempts = 12, initial_delay = "200ms", max_delay = "1s", jitter = 0.1 }}
+        circuit_breaker = {{ failure_threshold = 0 }}
+        "#,
+        url = endpoint.url("/"),
+    );
+    let dlt = format!("{topic}.dlq");
+    // Short sessions, so that the SIGKILLed member's partitions move soon (see
+    // sigkill_under_load_loses_nothing).
+    let session = [
+        ("KAFKA_SESSION_TIMEOUT", "12000"),
+        ("KAFKA_HEARTBEAT_INTERVAL", "2000"),
+        ("KAFKA_LIBRDKAFKA_MAX_POLL_INTERVAL_MS", "15000"),
+    ];
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    // After each membership change: every record below a committed offset was delivered with
+    // a 2xx or is in the DLT.
+    let mut changes: Vec<(&str, u64)> = Vec::new();
+    let mut progress = Vec::new();
+    macro_rules! check_after {
+        ($what:expr) => {{
+            let committed = testkit::committed(&group, &topic).await;
+            let dead = testkit::read(&dlt, total, Duration::from_secs(3)).await;
+            let when = format!("after {}: ", $what);
+            progress.push(assert_delivered_or_dead(
+                &topic,
+                &endpoint.delivered(),
+                &committed,
+                &dead,
+                &when,
+            ));
+        }};
+    }
+
+    // A starts, and is delivering and retrying.
+    let a = Serve::start_with(&subscriptions, &session);
+    let retrying = testkit::eventually(Duration::from_secs(60), || {
+        let requests = endpoint.requests();
+        requests.len() > 200 && requests.iter().any(|r| r["status"] == 500)
+    })
+    .await;
+    assert!(retrying, "A delivers nothing; log: {}", a.log());
+    // B joins.
+    let b = Serve::start_with(&subscriptions, &session);
+    changes.push(("B joined", now_ms()));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    check_after!("B joined");
+    // B leaves on SIGTERM: it drains and commits.
+    changes.push(("B got SIGTERM", now_ms()));
+    let log = b.log();
+    assert!(b.terminate().success(), "B: {log}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    check_after!("B got SIGTERM");
+    // C joins.
+    let c = Serve::start_with(&subscriptions, &session);
+    changes.push(("C joined", now_ms()));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    check_after!("C joined");
+    // A is SIGKILLed: its partitions move to C when its session times out.
+    changes.push(("A got SIGKILL", now_ms()));
+    a.kill();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    check_after!("A got SIGKILL");
+    eprintln!("records checked below the committed offsets after each change: {progress:?}");
+
+    // C runs to the end: everything delivered or dead-lettered, all committed.
+    let mut all_committed = false;
+    for _ in 0..240 {
+        let committed = testkit::committed(&group, &topic).await;
+        if committed.iter().all(|(_, o, high)| *o == Some(*high)) {
+            all_committed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(all_committed, "not all committed; log: {}", c.log());
+    assert!(c.terminate().success());
+    check_after!("the end");
+    assert_eq!(progress.last(), Some(&total));
+
+    // The retries did span the changes: for each change, records failed before it and were
+    // delivered after it; and records abandoned mid-retry were started again (attempt 1 after
+    // a failed attempt) by their partition's next owner.
+    let requests = endpoint.requests();
+    let mut by_id: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for r in &requests {
+        by_id.entry(r["id"].as_str().unwrap()).or_default().push(r);
+    }
+    for (what, at) in &changes {
+        let spanning = by_id
+            .values()
+            .filter(|tries| {
+                let failed_before = tries
+                    .iter()
+                    .any(|r| r["status"] == 500 && r["done"].as_u64().unwrap() < *at);
+                let delivered_after = tries
+                    .iter()
+                    .any(|r| r["status"] == 200 && r["at"].as_u64().unwrap() > *at);
+                failed_before && delivered_after
+            })
+            .count();
+        assert!(spanning > 0, "no record was mid-retry when {what}");
+    }
+    let restarted = by_id
+        .values()
+        .filter(|tries| {
+            let mut tries = tries.to_vec();
+            tries.sort_by_key(|r| r["at"].as_u64());
+            tries
+                .windows(2)
+                .any(|w| w[0]["status"] == 500 && w[1]["attempt"] == 1)
+        })
+        .count();
+    eprintln!("records whose retry was cut by a rebalance and started again: {restarted}");
+    assert!(restarted > 0, "no retry was cut by a rebalance");
 }
 
 #[test]
