@@ -17,14 +17,18 @@
 //   secret          a whsec_ secret: each request is verified with the `standardwebhooks`
 //                   package (an independent implementation); an unverified one answers 401
 //   bearer          a token the Authorization header must carry, else 401
+//   cloudevents     true: each request is read as a CloudEvent (binary content mode) with the
+//                   `cloudevents` package's HTTP.toEvent (an independent implementation); the
+//                   line gets "event" (its attributes and data) or "event_error"
 //
 // Each line: {"at": ms, "done": ms, "id": delivery id, "attempt", "key", "partition", "offset",
 // "status", "verified", "overlap": another request of the same key was in flight, "headers",
-// "body"}.
+// "body", and with cloudevents "event" or "event_error"}.
 'use strict';
 
 const http = require('node:http');
 const { Webhook } = require('standardwebhooks');
+const cloudevents = require('cloudevents');
 
 const config = JSON.parse(process.argv[2] || '{}');
 const [minDelay, maxDelay] = config.delay_ms || [0, 0];
@@ -105,6 +109,15 @@ const server = http.createServer((req, res) => {
     const [status, extra, answer] = decide(key, id, body, verified, req.headers);
     if (maxDelay > 0) await sleep(minDelay + Math.random() * (maxDelay - minDelay));
     if (key !== null) inFlightByKey.set(key, inFlightByKey.get(key) - 1);
+    let event;
+    let eventError;
+    if (config.cloudevents) {
+      try {
+        event = cloudevents.HTTP.toEvent({ headers: req.headers, body }).toJSON();
+      } catch (e) {
+        eventError = String(e && e.message ? e.message : e);
+      }
+    }
     res.writeHead(status, { 'content-type': 'application/json', ...extra });
     res.end(answer);
     process.stdout.write(JSON.stringify({
@@ -121,6 +134,8 @@ const server = http.createServer((req, res) => {
       method: req.method,
       headers: req.headers,
       body,
+      event,
+      event_error: eventError,
     }) + '\n');
   });
 });

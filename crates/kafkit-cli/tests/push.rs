@@ -750,3 +750,139 @@ fn a_bad_subscriptions_file_fails_the_start_naming_the_field() {
         "{stderr}"
     );
 }
+
+/// Percent-decoding, the HTTP binding's way (for the values the npm SDK hands back raw).
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&value[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudevents_binary_mode_is_read_by_the_cloudevents_sdk() {
+    // Given plain JSON records, a text record whose key needs percent-encoding, and a record
+    // that already is a CloudEvent in the Kafka binding's binary mode (ce_* headers).
+    let topic = testkit::topic("push-ce", 1).await;
+    let at = 1_764_000_000_250; // 2025-11-24T16:00:00.250Z
+    let mut records: Vec<Record> = (0..5)
+        .map(|i| {
+            Record::to(&topic)
+                .key(format!("order-{i}"))
+                .timestamp(at)
+                .header("tenant-id", "acme")
+                .json(&json!({ "id": i }))
+                .unwrap()
+        })
+        .collect();
+    records.push(
+        Record::to(&topic)
+            .key("Zoë 100%")
+            .timestamp(at)
+            .text("hello"),
+    );
+    records.push(
+        Record::to(&topic)
+            .key("k")
+            .timestamp(at)
+            .header("ce_specversion", "1.0")
+            .header("ce_id", "evt-42")
+            .header("ce_source", "/shop/checkout")
+            .header("ce_type", "com.shop.order.paid")
+            .header("ce_time", "2024-01-02T03:04:05Z")
+            .header(
+                "ce_traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .json(&json!({ "paid": true }))
+            .unwrap(),
+    );
+    testkit::send(records).await;
+    let endpoint = Endpoint::start(json!({ "cloudevents": true }));
+    let serve = Serve::start(&format!(
+        r#"
+        [[subscription]]
+        name = "ce"
+        topics = ["{topic}"]
+        endpoint = "{url}"
+        format = "cloudevents"
+        cloudevents = {{ type = "com.shop.record" }}
+        "#,
+        url = endpoint.url("/events"),
+    ));
+    let all =
+        testkit::eventually(Duration::from_secs(60), || endpoint.delivered().len() == 7).await;
+    assert!(
+        all,
+        "{} of 7 delivered; log: {}",
+        endpoint.delivered().len(),
+        serve.log()
+    );
+
+    let requests = endpoint.requests();
+    let by_offset = |o: i64| requests.iter().find(|r| r["offset"] == o).unwrap();
+    for offset in 0..5 {
+        // The SDK accepts each request as a valid CloudEvent with kafkit's attributes.
+        let r = by_offset(offset);
+        assert_eq!(r["event_error"], Value::Null, "{r}");
+        let event = &r["event"];
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["id"], format!("{topic}/0/{offset}").as_str());
+        assert_eq!(event["source"], format!("kafka://{topic}").as_str());
+        assert_eq!(event["type"], "com.shop.record");
+        assert_eq!(event["time"], "2025-11-24T16:00:00.250Z");
+        assert_eq!(event["subject"], format!("order-{offset}").as_str());
+        assert_eq!(event["partitionkey"], format!("order-{offset}").as_str());
+        assert_eq!(event["datacontenttype"], "application/json");
+        assert_eq!(event["data"], json!({ "id": offset }));
+        // The plain request's headers are there too.
+        assert_eq!(r["headers"]["kafkit-delivery-id"], event["id"]);
+        assert_eq!(r["headers"]["kafka-header-tenant-id"], "acme");
+    }
+
+    // A key outside printable ASCII is percent-encoded as the HTTP binding requires.
+    let text = by_offset(5);
+    assert_eq!(text["event_error"], Value::Null, "{text}");
+    assert_eq!(text["headers"]["ce-subject"], "Zo%C3%AB%20100%25");
+    assert_eq!(
+        percent_decode(text["headers"]["ce-subject"].as_str().unwrap()),
+        "Zoë 100%"
+    );
+    assert_eq!(
+        text["event"]["datacontenttype"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(text["event"]["data"], "hello");
+
+    // A record that is a CloudEvent keeps its own attributes, extensions included.
+    let own = by_offset(6);
+    assert_eq!(own["event_error"], Value::Null, "{own}");
+    let event = &own["event"];
+    assert_eq!(event["id"], "evt-42");
+    assert_eq!(event["source"], "/shop/checkout");
+    assert_eq!(event["type"], "com.shop.order.paid");
+    assert_eq!(event["time"], "2024-01-02T03:04:05.000Z");
+    assert_eq!(
+        event["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+    assert_eq!(event["data"], json!({ "paid": true }));
+    assert_eq!(
+        own["headers"]["kafkit-delivery-id"],
+        format!("{topic}/0/6").as_str()
+    );
+
+    let (_, body) = serve.get("/subscriptions").await;
+    let subscriptions: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(subscriptions[0]["format"], "cloudevents");
+    assert!(serve.terminate().success());
+}

@@ -19,6 +19,7 @@ use kafkit::{HandlerError, Message};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Url};
 
+use super::cloud_event::CloudEvent;
 use super::metrics::SubscriptionMetrics;
 use super::signature::{Signer, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 use super::status::SubscriptionStatus;
@@ -55,6 +56,7 @@ pub struct Delivery {
     header_prefix: String,
     bearer: Option<HeaderValue>,
     signer: Option<Signer>,
+    cloud_event: Option<CloudEvent>,
     metrics: SubscriptionMetrics,
     status: Arc<SubscriptionStatus>,
 }
@@ -83,6 +85,7 @@ impl Delivery {
             header_prefix: s.header_prefix.clone(),
             bearer,
             signer: subscription.signer.clone(),
+            cloud_event: subscription.cloud_event.clone(),
             metrics,
             status,
         }
@@ -91,6 +94,9 @@ impl Delivery {
     async fn deliver(&self, message: &Message) -> HandlerResult {
         let body = message.value.clone().unwrap_or_default();
         let mut headers = request_headers(message, &self.header_prefix);
+        if let Some(cloud_event) = &self.cloud_event {
+            cloud_event.add_headers(message, &mut headers);
+        }
         if let Some(bearer) = &self.bearer {
             headers.insert(AUTHORIZATION, bearer.clone());
         }

@@ -6,10 +6,12 @@
 //! - [`delivery`]: the consumer [`Handler`](kafkit::Handler) that makes the request
 //!   ([`Delivery`]).
 //! - [`verdict`](mod@verdict): the response contract, a pure function ([`verdict()`]).
+//! - [`cloud_event`]: the CloudEvents binary content mode ([`CloudEvent`]).
 //! - [`signature`]: Standard Webhooks signing ([`Signer`]).
 //! - [`runner`]: one consumer per subscription, run and stopped together ([`Runner`]).
 //! - [`metrics`] and [`status`]: what operators see.
 
+pub mod cloud_event;
 pub mod delivery;
 pub mod metrics;
 pub mod runner;
@@ -18,6 +20,7 @@ pub mod status;
 pub mod subscription;
 pub mod verdict;
 
+pub use cloud_event::CloudEvent;
 pub use delivery::Delivery;
 pub use runner::{Runner, RunnerError, SubscriptionView};
 pub use signature::Signer;

@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use super::delivery::Delivery;
 use super::metrics::PushMetrics;
 use super::status::{StatusSnapshot, SubscriptionStatus};
-use super::subscription::{Order, Validated};
+use super::subscription::{Format, Order, Validated};
 
 /// Longest wait for a TCP (and TLS) connection to an endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,6 +52,8 @@ pub struct SubscriptionView {
     pub endpoint: String,
     /// Delivery order.
     pub order: Order,
+    /// `plain` or `cloudevents`.
+    pub format: Format,
     /// Requests in flight per partition at most.
     pub max_in_flight: usize,
     /// Request timeout in milliseconds.
@@ -253,6 +255,7 @@ impl Running {
             group: self.validated.group.clone(),
             endpoint: self.validated.endpoint_display(),
             order: s.order,
+            format: s.format,
             max_in_flight: s.max_in_flight,
             timeout_ms: s.timeout.as_millis() as u64,
             max_attempts: s.retry.max_attempts,

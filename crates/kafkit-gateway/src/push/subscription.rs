@@ -12,6 +12,7 @@ use kafkit::secret::Secret;
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
 
+use super::cloud_event::CloudEvent;
 use super::signature::Signer;
 
 /// Default consumer group of a subscription: `kafkit-push-{name}`.
@@ -65,6 +66,40 @@ pub enum Order {
     Unordered,
 }
 
+/// How a record is put into a request.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// The value as body, the record's metadata in `kafka-*` headers.
+    #[default]
+    Plain,
+    /// The same, plus the CloudEvents 1.0 binary content mode's `ce-*` headers.
+    Cloudevents,
+}
+
+/// The CloudEvents attributes a subscription sets (with `format = "cloudevents"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudEventsConfig {
+    /// `source` template: `{topic}` is the record's topic.
+    pub source: String,
+    /// `type` of the events.
+    #[serde(rename = "type")]
+    pub event_type: String,
+}
+
+impl Default for CloudEventsConfig {
+    fn default() -> Self {
+        let d = CloudEvent::default();
+        CloudEventsConfig {
+            source: d.source,
+            event_type: d.event_type,
+        }
+    }
+}
+
 /// One push subscription.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,6 +131,12 @@ pub struct Subscription {
     /// Prefix of the HTTP headers carrying the record's own headers.
     #[serde(default = "default_header_prefix")]
     pub header_prefix: String,
+    /// `plain` (default) or `cloudevents` (binary content mode).
+    #[serde(default)]
+    pub format: Format,
+    /// CloudEvents `source` and `type` (with `format = "cloudevents"`).
+    #[serde(default)]
+    pub cloudevents: CloudEventsConfig,
     /// Dead-letter topic template (`{topic}` is the source topic).
     #[serde(default = "default_dead_letter")]
     pub dead_letter: String,
@@ -257,6 +298,8 @@ pub struct Validated {
     pub endpoint: Url,
     /// The signer, when webhook secrets are set.
     pub signer: Option<Signer>,
+    /// The CloudEvents mapping, with `format = "cloudevents"`.
+    pub cloud_event: Option<CloudEvent>,
 }
 
 impl Validated {
@@ -363,6 +406,14 @@ fn validate_one(
             "must be a non-empty HTTP header name prefix (letters, digits, '-')".into(),
         ));
     }
+    for (field, value) in [
+        ("cloudevents.source", &s.cloudevents.source),
+        ("cloudevents.type", &s.cloudevents.event_type),
+    ] {
+        if value.trim().is_empty() {
+            return Err(fail(field, "must not be empty".into()));
+        }
+    }
     if s.dead_letter.trim().is_empty() {
         return Err(fail("dead_letter", "must name a topic template".into()));
     }
@@ -441,11 +492,16 @@ fn validate_one(
             return Err(fail(field, format!("no file {}", path.display())));
         }
     }
+    let cloud_event = (s.format == Format::Cloudevents).then(|| CloudEvent {
+        source: s.cloudevents.source.clone(),
+        event_type: s.cloudevents.event_type.clone(),
+    });
     Ok(Validated {
         subscription: s,
         group,
         endpoint,
         signer,
+        cloud_event,
     })
 }
 
@@ -490,6 +546,27 @@ mod tests {
         assert_eq!(v.subscription.retry, RetryConfig::default());
         assert!(v.signer.is_none());
         assert_eq!(v.endpoint.as_str(), "http://127.0.0.1:3000/orders");
+        assert_eq!(v.subscription.format, Format::Plain);
+        assert!(v.cloud_event.is_none());
+    }
+
+    #[test]
+    fn cloudevents_format_takes_a_source_and_a_type() {
+        let v = parse(&format!("{MINIMAL}format = \"cloudevents\""), no_env)
+            .unwrap()
+            .remove(0);
+        assert_eq!(v.cloud_event, Some(CloudEvent::default()));
+        let text = format!(
+            "{MINIMAL}format = \"cloudevents\"\ncloudevents = {{ source = \"/shop/{{topic}}\", type = \"com.shop.order\" }}"
+        );
+        let event = parse(&text, no_env).unwrap().remove(0).cloud_event.unwrap();
+        assert_eq!(event.source, "/shop/{topic}");
+        assert_eq!(event.event_type, "com.shop.order");
+        assert!(
+            error(&format!("{MINIMAL}cloudevents = {{ type = \" \" }}"))
+                .contains("cloudevents.type")
+        );
+        assert!(error(&format!("{MINIMAL}format = \"structured\"")).contains("unknown variant"));
     }
 
     #[test]
