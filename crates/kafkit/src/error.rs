@@ -142,6 +142,21 @@ pub enum Error {
         /// librdkafka's description.
         reason: String,
     },
+    /// A consumer can consume nothing more: librdkafka raised a fatal error (e.g. a static
+    /// member fenced by another process with the same `group.instance.id`). `Consumer::run`
+    /// ends with it once in-flight records are drained; restart the consumer after fixing the
+    /// cause.
+    #[error(
+        "consumer of group {group} failed fatally and consumes nothing more ({code:?}: {reason})"
+    )]
+    ConsumerFailed {
+        /// The consumer group.
+        group: String,
+        /// librdkafka's fatal error code (e.g. `FencedInstanceId`).
+        code: RDKafkaErrorCode,
+        /// librdkafka's description.
+        reason: String,
+    },
     /// A transaction could not be begun, committed or aborted, or a record sent in it failed
     /// and it had to be aborted.
     #[error("{operation} of a transaction failed{}: {source}", aborted_note(*.aborted))]
@@ -215,6 +230,8 @@ pub enum ErrorCode {
     Task,
     /// A transactional producer is fenced (or failed fatally): recreate it.
     Fenced,
+    /// A consumer failed fatally ([`Error::ConsumerFailed`]): restart it.
+    ConsumerFailed,
     /// A transaction was aborted: none of its records is visible to read-committed readers.
     TransactionAborted,
     /// A transaction operation failed otherwise.
@@ -249,6 +266,7 @@ impl ErrorCode {
             ErrorCode::EmbeddedBroker => "embedded_broker",
             ErrorCode::Task => "task",
             ErrorCode::Fenced => "fenced",
+            ErrorCode::ConsumerFailed => "consumer_failed",
             ErrorCode::TransactionAborted => "transaction_aborted",
             ErrorCode::Transaction => "transaction",
         }
@@ -271,7 +289,7 @@ impl Error {
             | Error::Consume { source, .. }
             | Error::Transaction { source, .. }
             | Error::Flush { source } => source.rdkafka_error_code(),
-            Error::Fenced { code, .. } => Some(*code),
+            Error::Fenced { code, .. } | Error::ConsumerFailed { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -289,7 +307,8 @@ impl Error {
             Error::Config { .. }
             | Error::Disabled
             | Error::ClientCreation { .. }
-            | Error::Fenced { .. } => true,
+            | Error::Fenced { .. }
+            | Error::ConsumerFailed { .. } => true,
             _ => self.kafka_code().is_some_and(|code| {
                 matches!(
                     code,
@@ -331,6 +350,7 @@ impl Error {
             Error::EmbeddedBroker(_) => ErrorCode::EmbeddedBroker,
             Error::Task(_) => ErrorCode::Task,
             Error::Fenced { .. } => ErrorCode::Fenced,
+            Error::ConsumerFailed { .. } => ErrorCode::ConsumerFailed,
             Error::Transaction { aborted: true, .. } => ErrorCode::TransactionAborted,
             Error::Transaction { .. } => ErrorCode::Transaction,
             Error::Flush { .. }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
 use crate::circuit_breaker::CircuitState;
@@ -154,6 +155,19 @@ impl HealthReport {
             circuits,
         }
     }
+
+    /// Names librdkafka's fatal error first, when there is one: the runtime consumes nothing
+    /// more, even while it still drains.
+    pub(crate) fn with_fatal(mut self, fatal: Option<&(RDKafkaErrorCode, String)>) -> Self {
+        if let Some((code, reason)) = fatal {
+            self.healthy = false;
+            self.problems.insert(
+                0,
+                format!("fatal consumer error ({code:?}: {reason}): it consumes nothing more"),
+            );
+        }
+        self
+    }
 }
 
 fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -220,6 +234,20 @@ mod tests {
         );
         assert!(!report(vec![], false, 100).healthy);
         assert!(!report(vec![], true, 31_000).healthy);
+        // A fatal error is named, even while the runtime still drains.
+        let fatal = (RDKafkaErrorCode::FencedInstanceId, "fenced".to_owned());
+        let report = HealthReport::new(
+            "g",
+            true,
+            Duration::from_millis(100),
+            CommitStatus::default(),
+            vec![],
+            BTreeMap::new(),
+            Duration::from_secs(30),
+        )
+        .with_fatal(Some(&fatal));
+        assert!(!report.healthy);
+        assert!(report.problems[0].contains("fatal consumer error (FencedInstanceId"));
     }
 
     fn with_commits(last: (u64, bool), failing_for: Option<u64>) -> HealthReport {

@@ -927,3 +927,57 @@ async fn a_partition_stuck_at_its_queue_bound_does_not_hold_up_the_others() {
     assert_eq!(handled.load(Ordering::SeqCst), 2_000);
     stop(consumer).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_static_member_ends_run_with_the_error_and_is_unhealthy_first() {
+    // Given a static member (group.instance.id) consuming, and a second process starting with
+    // the same instance id: the broker fences the first, a fatal error in librdkafka.
+    let topic = testkit::topic("fenced", 1).await;
+    testkit::populate(&topic, 10, 1).await;
+    let group = testkit::unique("fenced");
+    let instance = testkit::unique("instance");
+    let member = |handled: Arc<AtomicUsize>| {
+        let mut config = fast_group_config();
+        config
+            .librdkafka
+            .insert("group.instance.id".to_owned(), instance.clone());
+        let mut router = Router::new();
+        router.register(&topic, move |_: Message<Item>| {
+            let handled = handled.clone();
+            async move {
+                handled.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        Consumer::new(&config, &group, router).unwrap()
+    };
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (first, _first_token, first_task) = start(member(handled.clone()));
+    assert!(testkit::eventually(WAIT, || handled.load(Ordering::SeqCst) == 10).await);
+    let (second, second_token, second_task) = start(member(Arc::new(AtomicUsize::new(0))));
+
+    // Then the first one's health turns unhealthy naming the fatal error, and run() ends with
+    // it, instead of logging it and going on with nothing consumed.
+    let mut unhealthy = None;
+    for _ in 0..240 {
+        let health = first.health();
+        if !health.healthy {
+            unhealthy = Some(health);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let health = unhealthy.expect("the fenced member stayed healthy for 60 s");
+    assert!(
+        health.problems.iter().any(|p| p.contains("fatal")),
+        "{health:?}"
+    );
+    let ended = tokio::time::timeout(WAIT, first_task)
+        .await
+        .expect("run() of the fenced member did not end")
+        .unwrap();
+    let error = ended.expect_err("run() of a fenced member ended with Ok");
+    assert!(error.to_string().contains("fatal"), "{error}");
+    assert!(!first.is_running());
+    stop((second, second_token, second_task)).await;
+}

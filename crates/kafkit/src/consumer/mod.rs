@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -204,6 +205,11 @@ pub(crate) struct Shared {
     pub partitions: Mutex<HashMap<TopicPartition, Arc<PartitionState>>>,
     pub assigned: Mutex<BTreeSet<TopicPartition>>,
     pub rebalances: AtomicUsize,
+    /// librdkafka's fatal error, once it raised one: the consumer consumes nothing more.
+    pub fatal: Mutex<Option<(RDKafkaErrorCode, String)>>,
+    /// A lag refresh is under way: at most one at a time, or refreshes stuck on an
+    /// unreachable broker would pile up.
+    pub refreshing_lag: AtomicBool,
 }
 
 impl Shared {
@@ -357,6 +363,8 @@ impl Consumer {
                 partitions: Mutex::new(HashMap::new()),
                 assigned: Mutex::new(BTreeSet::new()),
                 rebalances: AtomicUsize::new(0),
+                fatal: Mutex::new(None),
+                refreshing_lag: AtomicBool::new(false),
             }),
             context: Mutex::new(None),
         })
@@ -458,7 +466,16 @@ impl Consumer {
         let workers = poll.into_workers();
         self.drain(workers).await;
         self.store_settled(&consumer);
-        self.close(consumer).await
+        let closed = self.close(consumer).await;
+        let fatal = self.shared.fatal.lock().expect("not poisoned").clone();
+        match fatal {
+            Some((code, reason)) => Err(Error::ConsumerFailed {
+                group: self.shared.group.clone(),
+                code,
+                reason,
+            }),
+            None => closed,
+        }
     }
 
     /// Lets workers finish their current record, up to the drain timeout; abandons the rest.
@@ -543,9 +560,7 @@ impl Consumer {
             }
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => tracing::info!(%group, "final offsets committed"),
-                Err(e)
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
                 Err(e) => tracing::warn!(%group, error = %e, "final commit failed"),
             }
             consumer.unsubscribe();
@@ -672,6 +687,7 @@ impl Consumer {
             circuits,
             self.options.stall_timeout,
         )
+        .with_fatal(self.shared.fatal.lock().expect("not poisoned").as_ref())
     }
 
     /// The last commit (how long ago, whether it succeeded) and how long commits have been

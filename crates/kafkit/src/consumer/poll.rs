@@ -10,6 +10,7 @@ use futures::{FutureExt, StreamExt};
 use rdkafka::Message as _;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
@@ -121,11 +122,16 @@ impl<'a> PollLoop<'a> {
                     // A chunk never holds more than a partition's byte bound, so large records
                     // are paused at the bound instead of a whole prefetch past it.
                     let mut staged_bytes = 0;
+                    let mut fatal = false;
                     match message {
                         Some(Ok(message)) => {
                             staged_bytes += stage(&mut staged, &consumer, context.generation(), message);
                         }
-                        Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+                        Some(Err(error)) => {
+                            if self.is_fatal(error) {
+                                break;
+                            }
+                        }
                         None => break,
                     }
                     // Take what is already fetched, without waiting. Each record is tagged with
@@ -139,18 +145,47 @@ impl<'a> PollLoop<'a> {
                             Some(Some(Ok(message))) => {
                                 staged_bytes += stage(&mut staged, &consumer, context.generation(), message);
                             }
-                            Some(Some(Err(error))) => tracing::warn!(%error, "consumer error"),
+                            Some(Some(Err(error))) => {
+                                if self.is_fatal(error) {
+                                    fatal = true;
+                                    break;
+                                }
+                            }
                             Some(None) | None => break,
                         }
                     }
                     for chunk in staged {
                         self.dispatch(chunk);
                     }
+                    if fatal {
+                        break;
+                    }
                 }
             }
         }
         tracing::info!(group = %self.owner.shared.group, "shutdown: no more fetching, draining");
         self.shutdown.cancel();
+    }
+
+    /// Logs a consumer error; true when it is fatal (librdkafka consumes nothing more, e.g.
+    /// a static member fenced by another with its `group.instance.id`): it is kept for health
+    /// and for `run`'s result, and the loop ends so that `run` drains and returns it.
+    fn is_fatal(&self, error: KafkaError) -> bool {
+        let fatal = self.consumer.client().fatal_error().or(match error {
+            KafkaError::MessageConsumptionFatal(code) => Some((code, error.to_string())),
+            _ => None,
+        });
+        match fatal {
+            Some((code, reason)) => {
+                tracing::error!(group = %self.owner.shared.group, ?code, %reason, "fatal consumer error: stopping");
+                *self.owner.shared.fatal.lock().expect("not poisoned") = Some((code, reason));
+                true
+            }
+            None => {
+                tracing::warn!(%error, "consumer error");
+                false
+            }
+        }
     }
 
     /// The workers' cancellation tokens and tasks, for the drain.
@@ -421,13 +456,23 @@ impl<'a> PollLoop<'a> {
             .iter()
             .cloned()
             .collect();
-        if assigned.is_empty() {
+        // One refresh at a time: while a broker does not answer, each one waits up to 2 s per
+        // partition, longer than the interval, and they would pile up, each holding a thread
+        // and the consumer.
+        if assigned.is_empty()
+            || self
+                .owner
+                .shared
+                .refreshing_lag
+                .swap(true, Ordering::SeqCst)
+        {
             return;
         }
         let consumer = self.consumer.clone();
         let shared = self.owner.shared.clone();
         let metrics = self.owner.metrics.clone();
         tokio::task::spawn_blocking(move || {
+            let _refreshing = RefreshingLag(shared.clone());
             for tp in assigned {
                 let Ok((_, high)) = consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(2))
                 else {
@@ -450,6 +495,15 @@ impl<'a> PollLoop<'a> {
                 }
             }
         });
+    }
+}
+
+/// Clears `Shared::refreshing_lag` when dropped: however a refresh ends, a panic included.
+struct RefreshingLag(Arc<super::Shared>);
+
+impl Drop for RefreshingLag {
+    fn drop(&mut self) {
+        self.0.refreshing_lag.store(false, Ordering::SeqCst);
     }
 }
 
