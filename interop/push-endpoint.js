@@ -17,13 +17,15 @@
 //   secret          a whsec_ secret: each request is verified with the `standardwebhooks`
 //                   package (an independent implementation); an unverified one answers 401
 //   bearer          a token the Authorization header must carry, else 401
+//   overload        K: a request that arrives while K others are being answered gets a 503 at
+//                   once (no Retry-After), as a server with K workers that sheds the rest
 //   cloudevents     true: each request is read as a CloudEvent (binary content mode) with the
 //                   `cloudevents` package's HTTP.toEvent (an independent implementation); the
 //                   line gets "event" (its attributes and data) or "event_error"
 //
 // Each line: {"at": ms, "done": ms, "id": delivery id, "attempt", "key", "partition", "offset",
 // "status", "verified", "overlap": another request of the same key was in flight, "headers",
-// "body", and with cloudevents "event" or "event_error"}.
+// "body", "in_flight": requests being answered when it arrived, and with cloudevents "event" or "event_error"}.
 'use strict';
 
 const http = require('node:http');
@@ -36,6 +38,7 @@ const webhook = config.secret ? new Webhook(config.secret) : null;
 const inFlightByKey = new Map();
 const seen = new Set();
 const failures = new Map();
+let inFlight = 0;
 const firstSeen = new Map();
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -106,8 +109,14 @@ const server = http.createServer((req, res) => {
     if (key !== null) inFlightByKey.set(key, (inFlightByKey.get(key) || 0) + 1);
     const verified = verify(req.headers, body);
     const id = req.headers['kafkit-delivery-id'];
-    const [status, extra, answer] = decide(key, id, body, verified, req.headers);
-    if (maxDelay > 0) await sleep(minDelay + Math.random() * (maxDelay - minDelay));
+    const arrivedWith = inFlight;
+    const shed = config.overload !== undefined && inFlight >= config.overload;
+    const [status, extra, answer] = shed
+      ? [503, {}, 'overloaded']
+      : decide(key, id, body, verified, req.headers);
+    if (!shed) inFlight += 1;
+    if (!shed && maxDelay > 0) await sleep(minDelay + Math.random() * (maxDelay - minDelay));
+    if (!shed) inFlight -= 1;
     if (key !== null) inFlightByKey.set(key, inFlightByKey.get(key) - 1);
     let event;
     let eventError;
@@ -129,6 +138,7 @@ const server = http.createServer((req, res) => {
       partition: Number(req.headers['kafka-partition']),
       offset: Number(req.headers['kafka-offset']),
       status,
+      in_flight: arrivedWith,
       verified,
       overlap,
       method: req.method,

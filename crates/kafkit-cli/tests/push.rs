@@ -886,3 +886,90 @@ async fn cloudevents_binary_mode_is_read_by_the_cloudevents_sdk() {
     assert_eq!(subscriptions[0]["format"], "cloudevents");
     assert!(serve.terminate().success());
 }
+
+/// The share of 503 answers among `requests`.
+fn shed_fraction(requests: &[Value]) -> f64 {
+    let shed = requests.iter().filter(|r| r["status"] == 503).count();
+    shed as f64 / requests.len().max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_concurrency_converges_to_what_the_endpoint_takes() {
+    // Given 600 records of distinct keys in one partition (up to 64 requests in flight), and an
+    // endpoint that takes 8 requests at once and answers 503 to any beyond.
+    let topic = testkit::topic("push-aimd", 1).await;
+    let total = 600;
+    produce(&topic, total, |i| format!("key-{i}")).await;
+    let k = 8;
+    let endpoint = Endpoint::start(json!({ "overload": k, "delay_ms": [10, 20] }));
+    let serve = Serve::start(&format!(
+        r#"
+        [[subscription]]
+        name = "aimd"
+        topics = ["{topic}"]
+        endpoint = "{url}"
+        max_in_flight = 64
+        concurrency = "adaptive"
+        retry = {{ max_attempts = 1000, initial_delay = "20ms", max_delay = "200ms", jitter = 0.5 }}
+        circuit_breaker = {{ failure_threshold = 0 }}
+        "#,
+        url = endpoint.url("/"),
+    ));
+    let all = testkit::eventually(Duration::from_secs(120), || {
+        endpoint.delivered().len() == total
+    })
+    .await;
+    assert!(
+        all,
+        "{} of {total} delivered; log: {}",
+        endpoint.delivered().len(),
+        serve.log()
+    );
+    // The endpoint's own log: the share of 503s over all requests, and in the later half.
+    let requests = endpoint.requests();
+    let (first, second) = requests.split_at(requests.len() / 2);
+    let (overall, early, late) = (
+        shed_fraction(&requests),
+        shed_fraction(first),
+        shed_fraction(second),
+    );
+    let (_, body) = serve.get("/subscriptions").await;
+    let subscriptions: Value = serde_json::from_str(&body).unwrap();
+    let concurrency = &subscriptions[0]["concurrency"];
+    let limit = concurrency["limit"].as_u64().unwrap();
+    eprintln!(
+        "requests {}, 503s {:.1}% (first half {:.1}%, second half {:.1}%), limit {limit}",
+        requests.len(),
+        overall * 100.0,
+        early * 100.0,
+        late * 100.0
+    );
+    assert!(
+        late < 0.10,
+        "{:.1}% of the later requests were shed (503): the limit did not follow the endpoint",
+        late * 100.0
+    );
+    assert!(overall < 0.20, "{:.1}% shed overall", overall * 100.0);
+    assert!(
+        (2..=k + 2).contains(&limit),
+        "limit {limit}, the endpoint takes {k}: {concurrency}"
+    );
+    assert_eq!(concurrency["mode"], "adaptive");
+    assert_eq!(concurrency["max"], 1000);
+    let (_, metrics) = serve.get("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            r#"kafkit_push_concurrency_limit{{subscription="aimd"}} {limit}"#
+        )),
+        "{metrics}"
+    );
+    // Only held back, never reordered or lost: each key once delivered, in order.
+    assert_key_order(&requests);
+    assert!(serve.terminate().success());
+    let committed = testkit::committed("kafkit-push-aimd", &topic).await;
+    assert!(
+        committed
+            .iter()
+            .all(|(_, offset, high)| *offset == Some(*high))
+    );
+}

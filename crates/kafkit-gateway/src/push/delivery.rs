@@ -20,6 +20,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 use reqwest::{Client, Url};
 
 use super::cloud_event::CloudEvent;
+use super::concurrency::{ConcurrencyLimit, Signal};
 use super::metrics::SubscriptionMetrics;
 use super::signature::{Signer, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 use super::status::SubscriptionStatus;
@@ -57,15 +58,17 @@ pub struct Delivery {
     bearer: Option<HeaderValue>,
     signer: Option<Signer>,
     cloud_event: Option<CloudEvent>,
+    limit: Arc<ConcurrencyLimit>,
     metrics: SubscriptionMetrics,
     status: Arc<SubscriptionStatus>,
 }
 
 impl Delivery {
-    /// The handler of `subscription`, sending with `client`.
+    /// The handler of `subscription`, sending with `client` within `limit`.
     pub fn new(
         subscription: &Validated,
         client: Client,
+        limit: Arc<ConcurrencyLimit>,
         metrics: SubscriptionMetrics,
         status: Arc<SubscriptionStatus>,
     ) -> Self {
@@ -86,6 +89,7 @@ impl Delivery {
             bearer,
             signer: subscription.signer.clone(),
             cloud_event: subscription.cloud_event.clone(),
+            limit,
             metrics,
             status,
         }
@@ -114,9 +118,17 @@ impl Delivery {
         if message.attempt > 1 {
             self.metrics.retries.inc();
         }
+        // Held back here only: the runtime already chose this record, in its order.
+        let permit = self.limit.acquire().await;
         let _in_flight = self.metrics.in_flight_guard();
         let started = Instant::now();
         let outcome = self.send(headers, body).await;
+        permit.finish(match &outcome {
+            Ok((status, _, _)) if matches!(status.as_u16(), 429 | 503) => Signal::Overload,
+            Ok(_) => Signal::Ok,
+            Err(SendError::Timeout(_)) => Signal::Overload,
+            Err(_) => Signal::Ignore,
+        });
         self.metrics
             .latency
             .observe(started.elapsed().as_secs_f64());

@@ -18,6 +18,10 @@ pub const PUSH_REQUEST_DURATION_SECONDS: &str = "kafkit_push_request_duration_se
 /// Requests in flight, by `subscription`.
 pub const PUSH_IN_FLIGHT: &str = "kafkit_push_in_flight";
 
+/// The requests a subscription may have in flight now (adaptive concurrency), by
+/// `subscription`.
+pub const PUSH_CONCURRENCY_LIMIT: &str = "kafkit_push_concurrency_limit";
+
 /// The push metric families, registered once per registry.
 #[derive(Clone, Debug)]
 pub struct PushMetrics {
@@ -26,6 +30,7 @@ pub struct PushMetrics {
     retries: IntCounterVec,
     latency: HistogramVec,
     in_flight: IntGaugeVec,
+    concurrency_limit: IntGaugeVec,
 }
 
 impl PushMetrics {
@@ -74,7 +79,19 @@ impl PushMetrics {
         registry
             .register(Box::new(in_flight.clone()))
             .expect("registered once");
+        let concurrency_limit = IntGaugeVec::new(
+            Opts::new(
+                PUSH_CONCURRENCY_LIMIT,
+                "Push requests a subscription may have in flight now.",
+            ),
+            &["subscription"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(concurrency_limit.clone()))
+            .expect("registered once");
         PushMetrics {
+            concurrency_limit,
             delivered,
             failed,
             retries,
@@ -92,6 +109,7 @@ impl PushMetrics {
             retries: self.retries.with_label_values(&[name]),
             latency: self.latency.with_label_values(&[name]),
             in_flight: self.in_flight.with_label_values(&[name]),
+            concurrency_limit: self.concurrency_limit.with_label_values(&[name]),
         }
     }
 }
@@ -105,6 +123,7 @@ pub struct SubscriptionMetrics {
     pub(crate) retries: IntCounter,
     pub(crate) latency: Histogram,
     in_flight: IntGauge,
+    pub(crate) concurrency_limit: IntGauge,
 }
 
 impl SubscriptionMetrics {

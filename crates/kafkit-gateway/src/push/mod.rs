@@ -7,11 +7,13 @@
 //!   ([`Delivery`]).
 //! - [`verdict`](mod@verdict): the response contract, a pure function ([`verdict()`]).
 //! - [`cloud_event`]: the CloudEvents binary content mode ([`CloudEvent`]).
+//! - [`concurrency`]: the requests in flight toward the endpoint ([`ConcurrencyLimit`]).
 //! - [`signature`]: Standard Webhooks signing ([`Signer`]).
 //! - [`runner`]: one consumer per subscription, run and stopped together ([`Runner`]).
 //! - [`metrics`] and [`status`]: what operators see.
 
 pub mod cloud_event;
+pub mod concurrency;
 pub mod delivery;
 pub mod metrics;
 pub mod runner;
@@ -21,6 +23,7 @@ pub mod subscription;
 pub mod verdict;
 
 pub use cloud_event::CloudEvent;
+pub use concurrency::ConcurrencyLimit;
 pub use delivery::Delivery;
 pub use runner::{Runner, RunnerError, SubscriptionView};
 pub use signature::Signer;

@@ -18,10 +18,11 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
+use super::concurrency::ConcurrencyLimit;
 use super::delivery::Delivery;
 use super::metrics::PushMetrics;
 use super::status::{StatusSnapshot, SubscriptionStatus};
-use super::subscription::{Format, Order, Validated};
+use super::subscription::{Concurrency, Format, Order, Validated};
 
 /// Longest wait for a TCP (and TLS) connection to an endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +38,7 @@ struct Running {
     validated: Validated,
     consumer: Consumer,
     status: Arc<SubscriptionStatus>,
+    limit: Arc<ConcurrencyLimit>,
 }
 
 /// A subscription as `GET /subscriptions` shows it.
@@ -56,6 +58,8 @@ pub struct SubscriptionView {
     pub format: Format,
     /// Requests in flight per partition at most.
     pub max_in_flight: usize,
+    /// The subscription's requests in flight toward the endpoint: the limit and its mode.
+    pub concurrency: ConcurrencyView,
     /// Request timeout in milliseconds.
     pub timeout_ms: u64,
     /// Requests per record before the dead-letter topic.
@@ -74,6 +78,19 @@ pub struct SubscriptionView {
     pub deliveries: StatusSnapshot,
     /// The consumer's state: assignment, records in flight, pauses, circuits, lag.
     pub consumer: ConsumerView,
+}
+
+/// A subscription's limit on requests in flight.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConcurrencyView {
+    /// `adaptive` or `fixed`.
+    pub mode: Concurrency,
+    /// Requests allowed in flight now, all partitions together.
+    pub limit: usize,
+    /// The limit's ceiling (`max_concurrency`).
+    pub max: usize,
+    /// Requests in flight now.
+    pub in_flight: usize,
 }
 
 /// A subscription's consumer.
@@ -159,10 +176,17 @@ impl Runner {
             };
             let client = client(&validated).map_err(&fail)?;
             let status = Arc::new(SubscriptionStatus::default());
+            let metrics_of = push_metrics.subscription(&name);
+            let limit = Arc::new(ConcurrencyLimit::new(
+                validated.subscription.concurrency == Concurrency::Adaptive,
+                validated.subscription.max_concurrency,
+                metrics_of.concurrency_limit.clone(),
+            ));
             let delivery = Delivery::new(
                 &validated,
                 client,
-                push_metrics.subscription(&name),
+                limit.clone(),
+                metrics_of,
                 status.clone(),
             );
             let router = router(&validated, delivery);
@@ -181,6 +205,7 @@ impl Runner {
                 validated,
                 consumer,
                 status,
+                limit,
             });
         }
         Ok(Runner {
@@ -257,6 +282,12 @@ impl Running {
             order: s.order,
             format: s.format,
             max_in_flight: s.max_in_flight,
+            concurrency: ConcurrencyView {
+                mode: s.concurrency,
+                limit: self.limit.limit(),
+                max: s.max_concurrency,
+                in_flight: self.limit.in_flight(),
+            },
             timeout_ms: s.timeout.as_millis() as u64,
             max_attempts: s.retry.max_attempts,
             dead_letter: s.dead_letter.clone(),

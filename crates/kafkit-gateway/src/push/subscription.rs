@@ -19,6 +19,8 @@ use super::signature::Signer;
 pub const DEFAULT_GROUP_PREFIX: &str = "kafkit-push-";
 /// Default requests in flight per partition (key and unordered order).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Default ceiling of a subscription's requests in flight, all partitions together.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 1000;
 /// Default limit on one request, from connecting to the last byte of the response read.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on the response bytes read (the rest is not read).
@@ -64,6 +66,20 @@ pub enum Order {
     Partition,
     /// No order: up to `max_in_flight` records of a partition at once.
     Unordered,
+}
+
+/// How a subscription's requests in flight are limited.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    /// The limit follows the endpoint: cut on 429, 503 and timeouts, grown on successes,
+    /// between 1 and `max_concurrency`.
+    #[default]
+    Adaptive,
+    /// The limit stays at `max_concurrency`.
+    Fixed,
 }
 
 /// How a record is put into a request.
@@ -119,6 +135,13 @@ pub struct Subscription {
     /// Requests in flight per partition in key and unordered order.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// `adaptive` (default) or `fixed`: how the subscription's requests in flight are limited.
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    /// The subscription's requests in flight at most, all partitions together (the adaptive
+    /// limit's ceiling).
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
     /// Limit on one request, response body included (`"10s"`, `"500ms"`).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -242,6 +265,9 @@ pub struct TlsConfig {
 
 fn default_max_in_flight() -> usize {
     DEFAULT_MAX_IN_FLIGHT
+}
+fn default_max_concurrency() -> usize {
+    DEFAULT_MAX_CONCURRENCY
 }
 fn default_timeout() -> Duration {
     DEFAULT_TIMEOUT
@@ -387,6 +413,9 @@ fn validate_one(
     }
     if s.max_in_flight == 0 {
         return Err(fail("max_in_flight", "must be at least 1".into()));
+    }
+    if s.max_concurrency == 0 {
+        return Err(fail("max_concurrency", "must be at least 1".into()));
     }
     if s.timeout.is_zero() {
         return Err(fail("timeout", "must be longer than 0".into()));
@@ -547,6 +576,14 @@ mod tests {
         assert!(v.signer.is_none());
         assert_eq!(v.endpoint.as_str(), "http://127.0.0.1:3000/orders");
         assert_eq!(v.subscription.format, Format::Plain);
+        assert_eq!(v.subscription.concurrency, Concurrency::Adaptive);
+        assert_eq!(v.subscription.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+        assert!(
+            error(&format!("{MINIMAL}max_concurrency = 0"))
+                .contains("max_concurrency: must be at least 1")
+        );
+        let fixed = parse(&format!("{MINIMAL}concurrency = \"fixed\""), no_env).unwrap();
+        assert_eq!(fixed[0].subscription.concurrency, Concurrency::Fixed);
         assert!(v.cloud_event.is_none());
     }
 
