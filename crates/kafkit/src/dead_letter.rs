@@ -27,13 +27,24 @@ pub const ERROR_MESSAGE: &str = "error-message";
 pub const ATTEMPTS: &str = "attempts";
 /// When it was dead-lettered (RFC 3339, UTC).
 pub const FAILED_AT: &str = "failed-at";
+/// Set when the copy could not be stored with its value (larger than the dead-letter topic
+/// takes even with the error text bounded): the value's size in bytes. The value itself stays
+/// in the source topic at the offset the copy names, while its retention keeps it.
+pub const VALUE_OMITTED: &str = "value-omitted";
+/// Bytes of the handler's error message a copy carries at most (UTF-8, cut at a character
+/// boundary and ended with `…`): an error that echoes a large payload must not make the copy
+/// too large to store.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
+/// Bytes a dead-letter topic created by kafkit takes beyond its source's `max.message.bytes`:
+/// room for the failure headers with the error text bounded.
+const COPY_HEADROOM_BYTES: u64 = 64 * 1024;
 /// Spring Kafka's original-topic header, understood by redrive.
 pub const SPRING_ORIGINAL_TOPIC: &str = "kafka_dlt-original-topic";
 /// Karafka's original-topic header, understood by redrive.
 pub const KARAFKA_ORIGINAL_TOPIC: &str = "source_topic";
 
 /// Every header kafkit adds to a dead-letter record.
-pub const FAILURE_HEADERS: [&str; 9] = [
+pub const FAILURE_HEADERS: [&str; 10] = [
     ORIGINAL_TOPIC,
     ORIGINAL_PARTITION,
     ORIGINAL_OFFSET,
@@ -43,6 +54,7 @@ pub const FAILURE_HEADERS: [&str; 9] = [
     ERROR_MESSAGE,
     ATTEMPTS,
     FAILED_AT,
+    VALUE_OMITTED,
 ];
 
 /// Default dead-letter topic template.
@@ -192,7 +204,10 @@ pub(crate) fn failure_copy(
         ),
         (CONSUMER_GROUP, group.to_owned()),
         (ERROR_KIND, failure.kind.as_str().to_owned()),
-        (ERROR_MESSAGE, failure.message.clone()),
+        (
+            ERROR_MESSAGE,
+            bounded(&failure.message, MAX_ERROR_MESSAGE_BYTES),
+        ),
         (ATTEMPTS, failure.attempts.to_string()),
         (FAILED_AT, failed_at),
     ];
@@ -200,6 +215,18 @@ pub(crate) fn failure_copy(
         record.headers.push((name.to_owned(), value.into_bytes()));
     }
     record
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, ended with `…` when cut.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// The topic a dead-lettered record came from, as kafkit, Spring Kafka or Karafka recorded it.
@@ -260,10 +287,21 @@ pub(crate) async fn ensure_topics(
     let mut specs = Vec::new();
     for (source, dlt) in pairs {
         if let Ok(info) = admin.describe_topic(source).await {
-            specs.push(crate::admin::TopicSpec::new(
-                dlt,
-                info.partitions.len() as i32,
-            ));
+            let mut spec = crate::admin::TopicSpec::new(dlt, info.partitions.len() as i32);
+            // A record the source takes must fit in its copy: the broker's default limit
+            // would refuse the copy of a large record on a topic whose limit was raised.
+            let limit = admin.topic_configs(source).await.ok().and_then(|configs| {
+                configs
+                    .get("max.message.bytes")
+                    .and_then(|v| v.parse::<u64>().ok())
+            });
+            if let Some(limit) = limit {
+                spec = spec.config(
+                    "max.message.bytes",
+                    (limit + COPY_HEADROOM_BYTES).to_string(),
+                );
+            }
+            specs.push(spec);
         }
     }
     if let Err(error) = admin.ensure_topics(&specs).await {
@@ -292,6 +330,14 @@ mod tests {
             value: Some(b"{\"id\":1}".to_vec()),
             attempt: 0,
         }
+    }
+
+    #[test]
+    fn error_text_is_bounded_at_a_character_boundary() {
+        assert_eq!(bounded("short", 10), "short");
+        let cut = bounded(&"é".repeat(100), 11);
+        assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
+        assert_eq!(cut, "éééé…");
     }
 
     #[test]

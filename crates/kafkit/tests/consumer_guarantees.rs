@@ -981,3 +981,141 @@ async fn a_fenced_static_member_ends_run_with_the_error_and_is_unhealthy_first()
     assert!(!first.is_running());
     stop((second, second_token, second_task)).await;
 }
+
+/// A consumer of `topic` whose handler fails every record with id below `failing` with an
+/// error message of `error_bytes`, and records the ids of the others.
+fn failing_consumer(
+    config: &KafkaConfig,
+    topic: &str,
+    failing: u64,
+    error_bytes: usize,
+) -> (Running, Arc<Mutex<Vec<u64>>>, String) {
+    let handled = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut router = Router::new();
+    let log = handled.clone();
+    router.register(topic, move |m: Message<Item>| {
+        let log = log.clone();
+        async move {
+            if m.value.id < failing {
+                return Err(HandlerError::permanent("x".repeat(error_bytes)));
+            }
+            log.lock().unwrap().push(m.value.id);
+            Ok(())
+        }
+    });
+    let group = testkit::unique("oversized");
+    let consumer = start(Consumer::new(config, &group, router).unwrap());
+    (consumer, handled, group)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_failure_copy_is_stored_bounded_or_without_its_value() {
+    // Given a dead-letter topic that takes records of 20 kB at most, and two poison records
+    // whose handler fails with a 100 kB error message: one of 50 kB, one small.
+    let topic = testkit::topic("oversized", 1).await;
+    let dlt = format!("{topic}.dlq");
+    Admin::new(&testkit::config())
+        .unwrap()
+        .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1).config("max.message.bytes", "20000")])
+        .await
+        .unwrap();
+    let pad = "p".repeat(50_000);
+    testkit::send(vec![
+        kafkit::Record::to(&topic)
+            .json(&serde_json::json!({ "id": 0, "pad": pad }))
+            .unwrap(),
+        kafkit::Record::to(&topic)
+            .json(&serde_json::json!({ "id": 1 }))
+            .unwrap(),
+        kafkit::Record::to(&topic)
+            .json(&serde_json::json!({ "id": 2 }))
+            .unwrap(),
+    ])
+    .await;
+    let (consumer, handled, group) = failing_consumer(&testkit::config(), &topic, 2, 100_000);
+
+    // Then both are dead-lettered and the partition goes on: the error text is bounded, and
+    // the copy too large even so is stored without its value, saying so and how large it was
+    // (the value stays in the source topic at the offset the copy names).
+    assert!(
+        testkit::eventually(WAIT, || *handled.lock().unwrap() == [2]).await,
+        "{:?}",
+        consumer.0.health()
+    );
+    let dead = testkit::read(&dlt, 2, WAIT).await;
+    assert_eq!(dead.len(), 2);
+    let by_offset = |o: &str| {
+        dead.iter()
+            .find(|m| header(m, dead_letter::ORIGINAL_OFFSET) == o)
+            .unwrap()
+    };
+    let large = by_offset("0");
+    assert_eq!(large.value, None);
+    let omitted: usize = header(large, dead_letter::VALUE_OMITTED).parse().unwrap();
+    assert!(omitted > 50_000, "{omitted}");
+    let small = by_offset("1");
+    assert_eq!(small.value.as_deref(), Some(br#"{"id":1}"#.as_slice()));
+    let message = header(small, dead_letter::ERROR_MESSAGE);
+    assert!(
+        message.len() <= dead_letter::MAX_ERROR_MESSAGE_BYTES && message.ends_with('…'),
+        "error message of {} bytes",
+        message.len()
+    );
+    stop(consumer).await;
+    assert_eq!(testkit::committed(&group, &topic).await[0].1, Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_topics_take_records_as_large_as_their_source_does() {
+    // Given a topic raised to 3 MB records, clients allowed 4 MB, and a poison record of
+    // 1.5 MB.
+    let mut config = testkit::config();
+    config
+        .librdkafka
+        .insert("message.max.bytes".to_owned(), "4000000".to_owned());
+    let topic = testkit::unique("large-source");
+    let admin = Admin::new(&config).unwrap();
+    admin
+        .ensure_topics(&[kafkit::TopicSpec::new(&topic, 1).config("max.message.bytes", "3000000")])
+        .await
+        .unwrap();
+    let producer = kafkit::Producer::new(&config).unwrap();
+    let pad = "p".repeat(1_500_000);
+    producer
+        .send(
+            kafkit::Record::to(&topic)
+                .json(&serde_json::json!({ "id": 0, "pad": pad }))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    producer
+        .send(
+            kafkit::Record::to(&topic)
+                .json(&serde_json::json!({ "id": 1 }))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (consumer, handled, _) = failing_consumer(&config, &topic, 1, 10);
+
+    // Then the dead-letter topic kafkit creates takes it whole, value included.
+    assert!(
+        testkit::eventually(WAIT, || *handled.lock().unwrap() == [1]).await,
+        "{:?}",
+        consumer.0.health()
+    );
+    let limit: usize =
+        admin.topic_configs(&format!("{topic}.dlq")).await.unwrap()["max.message.bytes"]
+            .parse()
+            .unwrap();
+    assert!(limit >= 3_000_000, "dead-letter topic limit {limit}");
+    let dead = testkit::read_with(&testkit::brokers(), &format!("{topic}.dlq"), 1, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].value.as_ref().is_some_and(|v| v.len() > 1_500_000),
+        "the copy lost its value: {:?}",
+        dead[0].headers
+    );
+    stop(consumer).await;
+}

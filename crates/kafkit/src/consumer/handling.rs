@@ -17,7 +17,8 @@ use tracing::Instrument;
 
 use super::PauseReason;
 use crate::circuit_breaker::{CircuitBreaker, Permit};
-use crate::dead_letter::{Failure, Origin};
+use crate::dead_letter::{Failure, Origin, VALUE_OMITTED};
+use crate::error::ErrorCode;
 use crate::handler::{ErrorKind, Handler, HandlerError};
 use crate::metrics::Metrics;
 use crate::policy::{Verdict, verdict_on_tier};
@@ -369,7 +370,7 @@ impl Handling {
     /// that, as `outcome`.
     async fn publish_copy(
         &self,
-        record: Record,
+        mut record: Record,
         outcome: Outcome,
         flow: &mut dyn Flow,
     ) -> Decision {
@@ -383,6 +384,20 @@ impl Handling {
                 Ok(delivery) => {
                     tracing::warn!(copy_topic = %record.topic, copy_offset = delivery.offset, ?outcome, "failure copy stored");
                     break Decision::Done(outcome);
+                }
+                Err(send_error)
+                    if send_error.code() == ErrorCode::MessageTooLarge
+                        && outcome == Outcome::DeadLettered
+                        && record.payload.is_some() =>
+                {
+                    // The dead-letter copy can never be stored whole: store where the record
+                    // is and why it failed, without its value (still in the source topic at
+                    // that offset). A retry copy needs its value: it waits paused instead.
+                    let size = record.payload.take().map_or(0, |v| v.len());
+                    tracing::error!(copy_topic = %record.topic, value_bytes = size, error = %send_error, "failure copy too large: storing it without its value");
+                    record
+                        .headers
+                        .push((VALUE_OMITTED.to_owned(), size.to_string().into_bytes()));
                 }
                 Err(send_error) => {
                     tracing::error!(copy_topic = %record.topic, error = %send_error, "publishing a failure copy failed; retrying");

@@ -561,6 +561,14 @@ fn progress_of(topic: &str, partition: i32, next: i64, metadata: &str) -> Result
 fn destination(message: &Message, source: Option<&str>) -> std::result::Result<String, String> {
     let topic = dead_letter::original_topic(message)
         .ok_or_else(|| "no original-topic header".to_owned())?;
+    // Re-publishing the copy would write an empty value (a tombstone on a compacted topic).
+    if let Some(size) = message.header_value(dead_letter::VALUE_OMITTED) {
+        return Err(format!(
+            "the copy was stored without its {}-byte value (too large for the dead-letter \
+             topic); the value is in {topic} at the original partition and offset",
+            String::from_utf8_lossy(size)
+        ));
+    }
     crate::record::validate_topic(&topic)
         .map_err(|e| format!("original-topic {topic:?} is not a topic name: {e}"))?;
     match source {
@@ -604,4 +612,40 @@ fn replay_record(message: &Message, topic: String) -> Record {
         format!("{}/{}/{}", message.topic, message.partition, message.offset).into_bytes(),
     ));
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(headers: &[(&str, &str)]) -> Message {
+        Message {
+            topic: "orders.dlq".into(),
+            partition: 0,
+            offset: 7,
+            timestamp: None,
+            key: None,
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            value: None,
+            attempt: 0,
+        }
+    }
+
+    #[test]
+    fn a_copy_stored_without_its_value_is_passed_over_naming_why() {
+        let whole = copy(&[(dead_letter::ORIGINAL_TOPIC, "orders")]);
+        assert_eq!(destination(&whole, None), Ok("orders".to_owned()));
+        let omitted = copy(&[
+            (dead_letter::ORIGINAL_TOPIC, "orders"),
+            (dead_letter::VALUE_OMITTED, "2000000"),
+        ]);
+        let reason = destination(&omitted, None).unwrap_err();
+        assert!(
+            reason.contains("without its 2000000-byte value"),
+            "{reason}"
+        );
+    }
 }
