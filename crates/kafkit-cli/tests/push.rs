@@ -730,6 +730,163 @@ async fn a_rebalance_during_a_retry_loses_nothing() {
     assert!(restarted > 0, "no retry was cut by a rebalance");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_topics_take_a_failing_record_off_its_partition_until_due_then_to_the_dlt() {
+    // Given one partition: records of key `doomed` (always answered 500), of key `late`
+    // (answered 500 four times each) and of other keys, interleaved; 3 attempts in place,
+    // then retry topics of 1 s and 2 s.
+    let topic = testkit::topic("push-tiers", 1).await;
+    let key = |i: usize| match i % 10 {
+        0 => "doomed".to_owned(),
+        5 => "late".to_owned(),
+        n => format!("key-{n}"),
+    };
+    produce(&topic, 20, key).await;
+    let endpoint = Endpoint::start(json!({
+        "status_by_key": {"doomed": 500},
+        "fail_first": {"late": 4},
+    }));
+    let serve = Serve::start(&format!(
+        r#"
+        [[subscription]]
+        name = "tiers"
+        topics = ["{topic}"]
+        endpoint = "{url}"
+        retry = {{ max_attempts = 3, initial_delay = "50ms", jitter = 0.0, topics = ["1s", "2s"] }}
+        circuit_breaker = {{ failure_threshold = 0 }}
+        "#,
+        url = endpoint.url("/"),
+    ));
+    let (tier1, tier2) = (format!("{topic}.retry.1"), format!("{topic}.retry.2"));
+
+    // The doomed records end in the DLT, naming their source record, after 5 attempts.
+    let dlt = format!("{topic}.dlq");
+    let dead = testkit::read(&dlt, 2, Duration::from_secs(60)).await;
+    assert_eq!(dead.len(), 2, "log: {}", serve.log());
+    let all =
+        testkit::eventually(Duration::from_secs(30), || endpoint.delivered().len() == 18).await;
+    let tries_of_5: Vec<Value> = endpoint
+        .requests()
+        .into_iter()
+        .filter(|r| r["offset"] == 5)
+        .map(|r| {
+            json!([
+                r["attempt"],
+                r["status"],
+                r["headers"]["kafkit-retry-topic"]
+            ])
+        })
+        .collect();
+    assert!(
+        all,
+        "{} of 18 delivered; offset 5 (key late) had [attempt, status, retry topic]: {tries_of_5:?}",
+        endpoint.delivered().len()
+    );
+    let mut dead_offsets: Vec<&str> = dead
+        .iter()
+        .map(|m| {
+            assert_eq!(m.key.as_deref(), Some(&b"doomed"[..]));
+            assert_eq!(header(m, "original-topic"), topic.as_str());
+            assert_eq!(header(m, "original-partition"), "0");
+            assert_eq!(header(m, "attempts"), "5");
+            assert_eq!(header(m, "error-kind"), "transient");
+            header(m, "original-offset")
+        })
+        .collect();
+    dead_offsets.sort();
+    assert_eq!(dead_offsets, ["0", "10"]);
+
+    let requests = endpoint.requests();
+    let attempts = |offset: usize| -> Vec<&Value> {
+        let id = format!("{topic}/0/{offset}");
+        let mut a: Vec<&Value> = requests.iter().filter(|r| r["id"] == id.as_str()).collect();
+        a.sort_by_key(|r| r["at"].as_u64());
+        a
+    };
+    let tier_of = |r: &Value| {
+        r["headers"]["kafkit-retry-topic"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    for (offset, last) in [(0, 500), (10, 500), (5, 200), (15, 200)] {
+        // In place three times, then once on each tier: attempts counted on, the source
+        // record's coordinates and delivery id throughout, the tier named.
+        let tries = attempts(offset);
+        let numbers: Vec<u64> = tries
+            .iter()
+            .map(|r| r["attempt"].as_u64().unwrap())
+            .collect();
+        assert_eq!(numbers, [1, 2, 3, 4, 5], "offset {offset}: {tries:?}");
+        let statuses: Vec<u64> = tries
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(statuses, [500, 500, 500, 500, last], "offset {offset}");
+        let tiers: Vec<Option<String>> = tries.iter().map(|r| tier_of(r)).collect();
+        assert_eq!(
+            tiers,
+            [None, None, None, Some(tier1.clone()), Some(tier2.clone())],
+            "offset {offset}"
+        );
+        for r in &tries {
+            assert_eq!(r["headers"]["kafka-topic"], topic.as_str());
+            assert_eq!(r["offset"], offset);
+            assert!(
+                r["headers"]["kafka-header-retry-tier"].is_null()
+                    && r["headers"]["kafka-header-original-offset"].is_null(),
+                "failure headers leak to the endpoint: {r}"
+            );
+        }
+        // Never before due: 1 s after the last attempt in place, 2 s after the first tier's.
+        // (Date.now() is whole milliseconds: one may be lost in rounding.)
+        let gap = |a: usize, b: usize| {
+            tries[b]["at"].as_u64().unwrap() - tries[a]["done"].as_u64().unwrap()
+        };
+        assert!(
+            gap(2, 3) >= 999,
+            "offset {offset}: tier 1 after {} ms",
+            gap(2, 3)
+        );
+        assert!(
+            gap(3, 4) >= 1999,
+            "offset {offset}: tier 2 after {} ms",
+            gap(3, 4)
+        );
+    }
+    // The partition was not held back: every other record was delivered before the first
+    // retry topic's first request.
+    let first_tier = requests
+        .iter()
+        .filter(|r| tier_of(r).is_some())
+        .map(|r| r["at"].as_u64().unwrap())
+        .min()
+        .unwrap();
+    for r in &requests {
+        let key = r["key"].as_str().unwrap();
+        if key.starts_with("key-") {
+            assert!(
+                r["done"].as_u64().unwrap() <= first_tier,
+                "{} of key {key} waited for the retry topics",
+                r["id"]
+            );
+        }
+    }
+
+    // GET /subscriptions shows the tiers.
+    let (_, body) = serve.get("/subscriptions").await;
+    let view: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        view[0]["retry_topics"],
+        json!([
+            {"source": topic, "topic": tier1, "delay_ms": 1000},
+            {"source": topic, "topic": tier2, "delay_ms": 2000},
+        ])
+    );
+    assert!(serve.terminate().success());
+    let committed = testkit::committed("kafkit-push-tiers", &topic).await;
+    assert_eq!(committed, [(0, Some(20), 20)]);
+}
+
 #[test]
 fn a_bad_subscriptions_file_fails_the_start_naming_the_field() {
     let file = std::env::temp_dir().join(format!("{}.toml", testkit::unique("bad-subs")));

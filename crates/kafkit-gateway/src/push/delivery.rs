@@ -8,13 +8,21 @@
 //! own headers under the subscription's prefix, `kafkit-delivery-id: topic/partition/offset`
 //! (the same on every attempt, for the endpoint to drop duplicates), `kafkit-attempt`, and the
 //! Standard Webhooks signature and bearer token when configured.
+//!
+//! A copy read from one of the subscription's retry topics is delivered as the record it is a
+//! copy of: the source's topic, partition, offset, timestamp and delivery id, its own headers
+//! without the failure and retry headers kafkit added, the attempt counted on from the source's
+//! attempts, and `kafkit-retry-topic` naming the tier it came from.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use futures::future::BoxFuture;
+use kafkit::dead_letter::{FAILURE_HEADERS, Origin};
 use kafkit::handler::{Handler, HandlerResult};
+use kafkit::retry_topic::is_retry_header;
 use kafkit::{HandlerError, Message};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Url};
@@ -43,6 +51,8 @@ pub const KEY_BASE64_HEADER: &str = "kafka-key-base64";
 pub const DELIVERY_ID_HEADER: &str = "kafkit-delivery-id";
 /// The attempt, 1 for the first request of a record.
 pub const ATTEMPT_HEADER: &str = "kafkit-attempt";
+/// On a retry, the retry topic the request's record was read from.
+pub const RETRY_TOPIC_HEADER: &str = "kafkit-retry-topic";
 /// Content type of a record without a `content-type` header.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/json";
 
@@ -61,6 +71,8 @@ pub struct Delivery {
     limit: Arc<ConcurrencyLimit>,
     metrics: SubscriptionMetrics,
     status: Arc<SubscriptionStatus>,
+    /// The subscription's retry topics, all source topics' tiers.
+    retry_topics: Arc<HashSet<String>>,
 }
 
 impl Delivery {
@@ -92,12 +104,43 @@ impl Delivery {
             limit,
             metrics,
             status,
+            retry_topics: Arc::new(
+                subscription
+                    .retry_topics
+                    .iter()
+                    .flat_map(|tiers| s.topics.iter().flat_map(|t| tiers.topics_for(t)))
+                    .collect(),
+            ),
         }
     }
 
+    /// A copy read from a retry topic, as the record it is a copy of (see the module's
+    /// documentation); `None` for a record of a source topic.
+    fn as_source(&self, message: &Message) -> Option<Message> {
+        if !self.retry_topics.contains(&message.topic) {
+            return None;
+        }
+        let origin = Origin::of_retry_copy(message);
+        let mut source = message.clone();
+        source.topic = origin.topic;
+        source.partition = origin.partition;
+        source.offset = origin.offset;
+        source.timestamp = origin.timestamp;
+        source.headers.retain(|(name, _)| {
+            !FAILURE_HEADERS.contains(&name.as_str()) && !is_retry_header(name)
+        });
+        Some(source)
+    }
+
     async fn deliver(&self, message: &Message) -> HandlerResult {
+        let copy = self.as_source(message);
+        let retry_topic = copy.as_ref().map(|_| message.topic.as_str());
+        let message = copy.as_ref().unwrap_or(message);
         let body = message.value.clone().unwrap_or_default();
         let mut headers = request_headers(message, &self.header_prefix);
+        if let Some(topic) = retry_topic {
+            headers.insert(RETRY_TOPIC_HEADER, header_value(topic));
+        }
         if let Some(cloud_event) = &self.cloud_event {
             cloud_event.add_headers(message, &mut headers);
         }

@@ -62,8 +62,11 @@ pub struct SubscriptionView {
     pub concurrency: ConcurrencyView,
     /// Request timeout in milliseconds.
     pub timeout_ms: u64,
-    /// Requests per record before the dead-letter topic.
+    /// Requests per record in place, before its retry topics or the dead-letter topic.
     pub max_attempts: u32,
+    /// The retry topics of each source topic, tier 1 first: one request each, when its delay
+    /// has passed, then the dead-letter topic. Empty without `retry.topics`.
+    pub retry_topics: Vec<RetryTopicView>,
     /// Dead-letter topic template.
     pub dead_letter: String,
     /// Whether requests are signed (Standard Webhooks).
@@ -91,6 +94,17 @@ pub struct ConcurrencyView {
     pub max: usize,
     /// Requests in flight now.
     pub in_flight: usize,
+}
+
+/// One retry tier of a subscription's source topic.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RetryTopicView {
+    /// The source topic.
+    pub source: String,
+    /// The retry topic.
+    pub topic: String,
+    /// How long a record waits on it before its request, in milliseconds.
+    pub delay_ms: u64,
 }
 
 /// A subscription's consumer.
@@ -290,6 +304,20 @@ impl Running {
             },
             timeout_ms: s.timeout.as_millis() as u64,
             max_attempts: s.retry.max_attempts,
+            retry_topics: self
+                .validated
+                .retry_topics
+                .iter()
+                .flat_map(|tiers| {
+                    s.topics.iter().flat_map(move |source| {
+                        (1..=tiers.tiers()).map(move |n| RetryTopicView {
+                            source: source.clone(),
+                            topic: tiers.topic_for(source, n),
+                            delay_ms: tiers.delay(n).as_millis() as u64,
+                        })
+                    })
+                })
+                .collect(),
             dead_letter: s.dead_letter.clone(),
             signed: self.validated.signer.is_some(),
             status: if !consumer.healthy {
@@ -324,8 +352,8 @@ impl std::fmt::Display for RunnerError {
 impl std::error::Error for RunnerError {}
 
 /// The subscription's topics, each handled by `delivery` with the subscription's order,
-/// in-flight bound, retries and dead-letter topic, and one circuit breaker for them all (the
-/// endpoint is one).
+/// in-flight bound, retries (and retry topics, which the consumer then reads too) and
+/// dead-letter topic, and one circuit breaker for them all (the endpoint is one).
 fn router(validated: &Validated, delivery: Delivery) -> Router {
     let s = &validated.subscription;
     let breaker = (s.circuit_breaker.failure_threshold > 0).then(|| {
@@ -348,6 +376,9 @@ fn router(validated: &Validated, delivery: Delivery) -> Router {
             .dead_letter(DeadLetter::template(&s.dead_letter))
             .order(order)
             .max_in_flight(s.max_in_flight);
+        if let Some(tiers) = &validated.retry_topics {
+            registration.retry_topics(tiers.clone());
+        }
         registration.circuit_breaker = breaker.clone();
     }
     router

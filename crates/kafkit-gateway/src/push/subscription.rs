@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kafkit::retry::RetryPolicy;
+use kafkit::retry_topic::RetryTopics;
 use kafkit::secret::Secret;
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
@@ -177,7 +178,8 @@ pub struct Subscription {
     pub tls: TlsConfig,
 }
 
-/// Retries of a subscription: backoff in place, then the dead-letter topic.
+/// Retries of a subscription: backoff in place, then retry topics (when `topics` names their
+/// delays), then the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
@@ -194,6 +196,10 @@ pub struct RetryConfig {
     /// Cap on the wait a `Retry-After` may ask for.
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
+    /// Retry topics after the in-place attempts: one tier per delay (`["1s", "10s"]`), each
+    /// `{topic}.retry.{n}`, with one request when its delay has passed; none by default.
+    /// Parsed by [`validate`] into [`Validated::retry_topics`].
+    pub topics: Vec<String>,
 }
 
 impl Default for RetryConfig {
@@ -204,6 +210,7 @@ impl Default for RetryConfig {
             max_delay: DEFAULT_MAX_DELAY,
             jitter: DEFAULT_JITTER,
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            topics: Vec::new(),
         }
     }
 }
@@ -326,6 +333,8 @@ pub struct Validated {
     pub signer: Option<Signer>,
     /// The CloudEvents mapping, with `format = "cloudevents"`.
     pub cloud_event: Option<CloudEvent>,
+    /// The retry tiers, when `retry.topics` names any.
+    pub retry_topics: Option<RetryTopics>,
 }
 
 impl Validated {
@@ -468,6 +477,7 @@ fn validate_one(
             "must not be shorter than retry.initial_delay".into(),
         ));
     }
+    let retry_topics = retry_topics(&s, fail)?;
     if s.circuit_breaker.failure_threshold > 0 && s.circuit_breaker.open_duration.is_zero() {
         return Err(fail(
             "circuit_breaker.open_duration",
@@ -531,7 +541,52 @@ fn validate_one(
         endpoint,
         signer,
         cloud_event,
+        retry_topics,
     })
+}
+
+/// The tiers of `retry.topics`: each a positive duration; not in partition order (a record
+/// waiting on a retry topic would be overtaken by the later records of its partition, which
+/// that order promises not to do); no tier topic that is a source or dead-letter topic.
+fn retry_topics(
+    s: &Subscription,
+    fail: &impl Fn(&str, String) -> ConfigError,
+) -> Result<Option<RetryTopics>, ConfigError> {
+    if s.retry.topics.is_empty() {
+        return Ok(None);
+    }
+    let mut delays = Vec::with_capacity(s.retry.topics.len());
+    for (i, text) in s.retry.topics.iter().enumerate() {
+        let field = format!("retry.topics[{i}]");
+        let delay = humantime_serde::re::humantime::parse_duration(text.trim())
+            .map_err(|e| fail(&field, format!("{text:?}: {e}")))?;
+        if delay.is_zero() {
+            return Err(fail(&field, "must be longer than 0".into()));
+        }
+        delays.push(delay);
+    }
+    if s.order == Order::Partition {
+        return Err(fail(
+            "retry.topics",
+            "not with order = \"partition\": a record waiting on a retry topic would be \
+             overtaken by the later records of its partition; retry in place, or use order = \
+             \"key\" or \"unordered\""
+                .into(),
+        ));
+    }
+    let tiers = RetryTopics::new(delays);
+    let dead_letter = kafkit::DeadLetter::template(&s.dead_letter);
+    for topic in &s.topics {
+        for tier in tiers.topics_for(topic) {
+            if s.topics.contains(&tier) || tier == dead_letter.topic_for(topic) {
+                return Err(fail(
+                    "retry.topics",
+                    format!("retry topic {tier:?} is also a source or dead-letter topic"),
+                ));
+            }
+        }
+    }
+    Ok(Some(tiers))
 }
 
 /// A secret's value: `${NAME}` is the environment variable `NAME`.
@@ -574,6 +629,7 @@ mod tests {
         assert_eq!(v.subscription.dead_letter, "{topic}.dlq");
         assert_eq!(v.subscription.retry, RetryConfig::default());
         assert!(v.signer.is_none());
+        assert!(v.retry_topics.is_none());
         assert_eq!(v.endpoint.as_str(), "http://127.0.0.1:3000/orders");
         assert_eq!(v.subscription.format, Format::Plain);
         assert_eq!(v.subscription.concurrency, Concurrency::Adaptive);
@@ -614,13 +670,13 @@ mod tests {
             topics = ["orders", "refunds"]
             group = "billing-v2"
             endpoint = "https://user:pw@billing.example/hooks?token=x"
-            order = "partition"
+            order = "unordered"
             max_in_flight = 8
             timeout = "1500ms"
             max_response_bytes = 1024
             header_prefix = "x-kafka-"
             dead_letter = "{topic}_dlt"
-            retry = { max_attempts = 7, initial_delay = "1s", max_delay = "1m", jitter = 0.5, max_retry_after = "10s" }
+            retry = { max_attempts = 7, initial_delay = "1s", max_delay = "1m", jitter = 0.5, max_retry_after = "10s", topics = ["1s", "10s"] }
             circuit_breaker = { failure_threshold = 3, open_duration = "5s" }
             auth = { bearer = "${TOKEN}", webhook_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
         "#;
@@ -628,7 +684,7 @@ mod tests {
         let v = parse(text, env).unwrap().remove(0);
         let s = &v.subscription;
         assert_eq!(v.group, "billing-v2");
-        assert_eq!(s.order, Order::Partition);
+        assert_eq!(s.order, Order::Unordered);
         assert_eq!(s.max_in_flight, 8);
         assert_eq!(s.timeout, Duration::from_millis(1500));
         assert_eq!(s.max_response_bytes, 1024);
@@ -636,6 +692,12 @@ mod tests {
         assert_eq!(s.retry.max_attempts, 7);
         assert_eq!(s.retry.max_delay, Duration::from_secs(60));
         assert_eq!(s.retry.max_retry_after, Duration::from_secs(10));
+        let tiers = v.retry_topics.as_ref().unwrap();
+        assert_eq!(
+            tiers.topics_for("orders"),
+            ["orders.retry.1", "orders.retry.2"]
+        );
+        assert_eq!(tiers.delay(2), Duration::from_secs(10));
         assert_eq!(s.circuit_breaker.failure_threshold, 3);
         assert_eq!(s.auth.bearer.as_ref().unwrap().expose(), "t0k3n");
         assert!(v.signer.is_some());
@@ -693,6 +755,22 @@ mod tests {
             ),
             (with("tls = { cert = \"/etc/hostname\" }"), "tls.key"),
             (with("header_prefix = \"bad prefix\""), "header_prefix"),
+            (
+                with("retry = { topics = [\"1s\", \"soon\"] }"),
+                "subscription \"billing\": retry.topics[1]: \"soon\"",
+            ),
+            (
+                with("retry = { topics = [\"0s\"] }"),
+                "retry.topics[0]: must be longer than 0",
+            ),
+            (
+                with("order = \"partition\"\nretry = { topics = [\"1s\"] }"),
+                "retry.topics: not with order = \"partition\"",
+            ),
+            (
+                with("dead_letter = \"{topic}.retry.1\"\nretry = { topics = [\"1s\"] }"),
+                "retry.topics: retry topic \"orders.retry.1\" is also a source or dead-letter topic",
+            ),
         ];
         for (text, expected) in checks {
             let message = error(&text);
