@@ -116,8 +116,8 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let partitions = args.common.partitions;
     println!(
-        "# push delivery: {} JSON records of ~{} bytes over {} keys, {partitions} partitions, broker {brokers}; one round per case",
-        args.common.records, args.common.size, args.keys
+        "# push delivery: {} (no-op endpoint) and {} ({} ms endpoint) JSON records of ~{} bytes over {} keys, {partitions} partitions, broker {brokers}; one round per case",
+        args.fast_records, args.common.records, args.delay_ms, args.common.size, args.keys
     );
     println!(
         "# seconds: the endpoint's clock, first request to the 200 of the last record; wall: from spawning the client (process start and group join included)"
