@@ -36,11 +36,17 @@ struct Gateway {
 
 impl Gateway {
     fn start() -> Gateway {
+        Gateway::start_with(&[])
+    }
+
+    /// With more arguments to `kafkit serve` (`--subscriptions FILE`).
+    fn start_with(args: &[&str]) -> Gateway {
         let port = testkit::free_port();
         let mut child = kafkit()
             .env("KAFKA_BROKERS", testkit::brokers())
             .env("KAFKIT_API_KEYS", KEYS)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -816,4 +822,116 @@ async fn script_in_a_key_header_and_value_never_runs() {
         }
     }
     browser.close().await;
+}
+
+/// `interop/push-endpoint.js` with `behaviour`: the process and its port.
+fn push_endpoint(behaviour: Value) -> (Child, u16) {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop");
+    let mut child = Command::new("node")
+        .arg(dir.join("push-endpoint.js"))
+        .arg(behaviour.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node is installed");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    (child, first["listening"].as_u64().unwrap() as u16)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_subscription_page_shows_its_endpoint_failures_and_dead_letter_topic() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Ten records the endpoint takes and one of key `bad` that it refuses with a 422.
+    let topic = testkit::topic("ui-push", 1).await;
+    let mut records: Vec<Record> = (0..10)
+        .map(|i| {
+            Record::to(&topic)
+                .key(format!("k{i}"))
+                .json(&json!({"id": i}))
+                .unwrap()
+        })
+        .collect();
+    records.insert(
+        3,
+        Record::to(&topic)
+            .key("bad")
+            .json(&json!({"id": -1}))
+            .unwrap(),
+    );
+    testkit::send(records).await;
+    let (mut endpoint, port) = push_endpoint(json!({"status_by_key": {"bad": 422}}));
+    let file = std::env::temp_dir().join(format!("{}.toml", testkit::unique("ui-push")));
+    std::fs::write(
+        &file,
+        format!(
+            "[[subscription]]\nname = \"billing\"\ntopics = [\"{topic}\"]\nendpoint = \"http://127.0.0.1:{port}/hooks\"\n"
+        ),
+    )
+    .unwrap();
+    let gateway = Gateway::start_with(&["--subscriptions", file.to_str().unwrap()]);
+    let browser = Browser::start().await;
+    browser.login(&gateway, "viewer-key").await;
+
+    // The subscription page: everything delivered, nothing behind, the 422 among the failures.
+    let page = gateway.url("/console/subscriptions/billing");
+    let started = std::time::Instant::now();
+    loop {
+        browser.goto(&page).await;
+        if browser.text("#delivered").await == "10" && browser.text("#lag").await == "0" {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "not delivered: {}",
+            browser.words("main").await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(browser.text("h1").await, "Push subscription billing");
+    assert_eq!(
+        browser.text("#endpoint").await,
+        format!("http://127.0.0.1:{port}/hooks")
+    );
+    assert_eq!(browser.text("#state").await, "ok");
+    assert_eq!(browser.text("#failed").await, "1");
+    assert_eq!(browser.text("#requests-in-flight").await, "0");
+    assert_eq!(browser.text("#limit").await, "1000 of 1000 (adaptive)");
+    let failure = browser.words("#recent-failures tbody tr").await;
+    for part in [
+        format!("{topic}/0/3"),
+        "4xx".to_owned(),
+        r#"HTTP 422 Unprocessable Entity: {"error":"rejected bad"}"#.to_owned(),
+    ] {
+        assert!(failure.contains(&part), "{part}: {failure}");
+    }
+    browser.screenshot("push-subscription").await;
+
+    // Its dead-letter topic is one click away, holding the refused record.
+    let dlt = format!("{topic}.dlq");
+    assert_eq!(browser.text("#dead-letter-topics a").await, dlt);
+    browser.click("#dead-letter-topics a").await;
+    let started = std::time::Instant::now();
+    loop {
+        let record = browser.words("#dead-letter-records tbody tr").await;
+        if record.contains("HTTP 422") {
+            assert!(record.contains("bad"), "{record}");
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "no dead letter: {record}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        browser
+            .goto(&gateway.url(&format!("/console/dead-letters/{dlt}")))
+            .await;
+    }
+
+    // The list shows it with its state and counters.
+    browser.goto(&gateway.url("/console/subscriptions")).await;
+    let row = browser.words("#subscriptions tbody tr").await;
+    assert!(row.starts_with("billing ok"), "{row}");
+    assert!(row.ends_with("0 10 1"), "{row}");
+    browser.close().await;
+    let _ = endpoint.kill();
+    let _ = endpoint.wait();
 }

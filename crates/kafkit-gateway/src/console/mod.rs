@@ -4,7 +4,8 @@
 //! - Pages: overview, topics (list, topic with partitions, configs, groups reading it, message
 //!   browser, produce form), consumer groups (list with lag, group with per-partition lag, a
 //!   lag-over-time chart and offset reset), dead letters (records with their failure headers,
-//!   safe replay).
+//!   safe replay), push subscriptions (list; one with its endpoint's state, in flight, lag,
+//!   recent failures and dead-letter topics).
 //! - HTML comes from [`maud`] templates, which escape every value they insert: keys, headers
 //!   and values of records are attacker-controlled. A strict Content-Security-Policy (scripts
 //!   and styles from `/console/assets` only) is the second line.
@@ -26,6 +27,7 @@ mod messages;
 mod overview;
 mod page;
 mod session;
+mod subscriptions;
 mod topics;
 
 use std::sync::Arc;
@@ -82,6 +84,14 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/console/dead-letters",
             get(dead_letters::dead_letters_list),
+        )
+        .route(
+            "/console/subscriptions",
+            get(subscriptions::subscriptions_list),
+        )
+        .route(
+            "/console/subscriptions/{name}",
+            get(subscriptions::subscriptions_show),
         )
         .route(
             "/console/dead-letters/{topic}",

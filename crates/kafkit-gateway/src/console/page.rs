@@ -16,10 +16,17 @@ pub enum Nav {
     Topics,
     Groups,
     DeadLetters,
+    Subscriptions,
 }
 
 impl Nav {
-    const ALL: [Nav; 4] = [Nav::Overview, Nav::Topics, Nav::Groups, Nav::DeadLetters];
+    const ALL: [Nav; 5] = [
+        Nav::Overview,
+        Nav::Topics,
+        Nav::Groups,
+        Nav::DeadLetters,
+        Nav::Subscriptions,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -27,6 +34,7 @@ impl Nav {
             Nav::Topics => "Topics",
             Nav::Groups => "Consumer groups",
             Nav::DeadLetters => "Dead letters",
+            Nav::Subscriptions => "Push",
         }
     }
 
@@ -36,6 +44,7 @@ impl Nav {
             Nav::Topics => format!("{BASE}/topics"),
             Nav::Groups => format!("{BASE}/groups"),
             Nav::DeadLetters => format!("{BASE}/dead-letters"),
+            Nav::Subscriptions => format!("{BASE}/subscriptions"),
         }
     }
 }
