@@ -42,6 +42,11 @@ pub const RETRY_HEADERS: [&str; 5] = [
 /// Default retry topic template: `{topic}` is the source topic, `{n}` the tier.
 pub const DEFAULT_TEMPLATE: &str = "{topic}.retry.{n}";
 
+/// Templates a retry topic's name is matched against to find the topic its tiers serve:
+/// kafkit's default and Spring Kafka's (`{topic}-retry-{n}`, `{n}` the tier's index or delay
+/// in milliseconds; `{topic}-retry` for a single fixed-delay topic).
+pub const KNOWN_TEMPLATES: [&str; 3] = [DEFAULT_TEMPLATE, "{topic}-retry-{n}", "{topic}-retry"];
+
 /// A route's retry tiers: how long each waits before its one attempt, and how they are named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryTopics {
@@ -145,9 +150,44 @@ impl RetryTopics {
     }
 }
 
-/// Whether `name` is a header of a retry round trip (see [`RETRY_HEADERS`]).
+/// Whether `name` is a header of a retry round trip: one of [`RETRY_HEADERS`], or any other
+/// of Spring Kafka's `retry_topic-*`.
 pub fn is_retry_header(name: &str) -> bool {
-    RETRY_HEADERS.contains(&name)
+    RETRY_HEADERS.contains(&name) || name.starts_with(SPRING_PREFIX)
+}
+
+/// The prefix of Spring Kafka's retry-topic headers.
+const SPRING_PREFIX: &str = "retry_topic-";
+
+/// Whether `message` carries a header of a retry round trip: a copy made on or after a retry
+/// topic, by kafkit or by Spring.
+pub fn is_retry_copy(message: &Message) -> bool {
+    message
+        .headers
+        .iter()
+        .any(|(name, _)| is_retry_header(name))
+}
+
+/// The topic a retry topic's tiers serve, and the number its name ends with (kafkit's tier;
+/// Spring's index or delay), read from its name with [`KNOWN_TEMPLATES`]; `None` when the
+/// name follows none of them.
+pub fn source_of(retry_topic: &str) -> Option<(String, Option<u64>)> {
+    KNOWN_TEMPLATES.iter().find_map(|template| {
+        let (prefix, rest) = template.split_once("{topic}")?;
+        let name = retry_topic.strip_prefix(prefix)?;
+        let (source, n) = match rest.split_once("{n}") {
+            Some((infix, suffix)) => {
+                let name = name.strip_suffix(suffix)?;
+                let (source, n) = name.rsplit_once(infix)?;
+                let n = (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| n.parse().ok())
+                    .flatten()?;
+                (source, Some(n))
+            }
+            None => (name.strip_suffix(rest)?, None),
+        };
+        (!source.is_empty()).then(|| (source.to_owned(), n))
+    })
 }
 
 /// When a copy on a retry topic is due, from kafkit's or Spring's header.
@@ -239,6 +279,28 @@ mod tests {
         assert!(RetryTopics::new([]).problem().is_some());
         let bad = RetryTopics::new([Duration::from_secs(1)]).template("{topic}.retry");
         assert!(bad.problem().unwrap().contains("{n}"));
+    }
+
+    #[test]
+    fn retry_topics_are_known_by_kafkit_and_spring_names() {
+        let of = |name| source_of(name);
+        assert_eq!(of("orders.retry.2"), Some(("orders".into(), Some(2))));
+        assert_eq!(of("a.b.retry.10"), Some(("a.b".into(), Some(10))));
+        assert_eq!(of("orders-retry-1000"), Some(("orders".into(), Some(1000))));
+        assert_eq!(of("orders-retry"), Some(("orders".into(), None)));
+        for name in [
+            "orders",
+            "orders.retry.",
+            "orders.retry.x",
+            ".retry.1",
+            "-retry",
+            "orders.dlq",
+        ] {
+            assert_eq!(of(name), None, "{name}");
+        }
+        assert!(is_retry_header("retry_topic-original-timestamp"));
+        assert!(is_retry_header(RETRY_DUE_AT));
+        assert!(!is_retry_header("retry"));
     }
 
     #[test]

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::dead_letter;
 use crate::record::Message;
 
+/// Spring Kafka's original-partition header (`KafkaHeaders.DLT_ORIGINAL_PARTITION`).
+const SPRING_ORIGINAL_PARTITION: &str = "kafka_dlt-original-partition";
+/// Spring Kafka's original-offset header (`KafkaHeaders.DLT_ORIGINAL_OFFSET`).
+const SPRING_ORIGINAL_OFFSET: &str = "kafka_dlt-original-offset";
+
 /// How a value (or key, or header) is given as JSON.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -59,8 +64,8 @@ pub struct HeaderView {
     pub encoding: Encoding,
 }
 
-/// Why a record was dead-lettered, read from its headers (kafkit's, or Spring's and
-/// Karafka's original topic).
+/// Why a record was dead-lettered, read from its headers (kafkit's; Spring's original topic,
+/// partition and offset; Karafka's original topic).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FailureView {
@@ -138,10 +143,26 @@ impl FailureView {
                 .header_value(name)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         };
+        // Spring writes them as big-endian integers, the first for the record's first topic
+        // when it took retry topics.
+        let spring = |name: &str| {
+            message
+                .header_value(name)
+                .filter(|v| v.len() == 4 || v.len() == 8)
+                .map(|v| {
+                    if v.len() == 4 {
+                        i32::from_be_bytes(v.try_into().expect("4 bytes")).to_string()
+                    } else {
+                        i64::from_be_bytes(v.try_into().expect("8 bytes")).to_string()
+                    }
+                })
+        };
         FailureView {
             original_topic: dead_letter::original_topic(message),
-            original_partition: header(dead_letter::ORIGINAL_PARTITION),
-            original_offset: header(dead_letter::ORIGINAL_OFFSET),
+            original_partition: header(dead_letter::ORIGINAL_PARTITION)
+                .or_else(|| spring(SPRING_ORIGINAL_PARTITION)),
+            original_offset: header(dead_letter::ORIGINAL_OFFSET)
+                .or_else(|| spring(SPRING_ORIGINAL_OFFSET)),
             consumer_group: header(dead_letter::CONSUMER_GROUP),
             error_kind: header(dead_letter::ERROR_KIND),
             error_message: header(dead_letter::ERROR_MESSAGE),
@@ -236,5 +257,39 @@ mod tests {
         assert_eq!(shown["failure"]["original_topic"], "orders");
         assert_eq!(shown["failure"]["error_kind"], "permanent");
         assert_eq!(shown["failure"]["attempts"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_spring_dead_letter_shows_the_coordinates_of_its_first_topic() {
+        let message = Message {
+            topic: "orders-dlt".into(),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: None,
+            headers: vec![
+                ("kafka_dlt-original-topic".into(), b"orders".to_vec()),
+                (
+                    SPRING_ORIGINAL_PARTITION.into(),
+                    3i32.to_be_bytes().to_vec(),
+                ),
+                (SPRING_ORIGINAL_OFFSET.into(), 42i64.to_be_bytes().to_vec()),
+                (
+                    "kafka_dlt-original-topic".into(),
+                    b"orders-retry-0".to_vec(),
+                ),
+                (
+                    SPRING_ORIGINAL_PARTITION.into(),
+                    0i32.to_be_bytes().to_vec(),
+                ),
+                (SPRING_ORIGINAL_OFFSET.into(), 7i64.to_be_bytes().to_vec()),
+            ],
+            value: None,
+            attempt: 0,
+        };
+        let failure = FailureView::of(&message);
+        assert_eq!(failure.original_topic.as_deref(), Some("orders"));
+        assert_eq!(failure.original_partition.as_deref(), Some("3"));
+        assert_eq!(failure.original_offset.as_deref(), Some("42"));
     }
 }

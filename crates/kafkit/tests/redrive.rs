@@ -390,3 +390,184 @@ async fn the_embedded_broker_keeps_what_was_replayed_out_of_order() {
         (0..4).map(|id| (id, 1)).collect::<HashMap<u64, usize>>()
     );
 }
+
+/// A handler call: the record's id, the topic, the attempt it was given, whether it had a due
+/// time.
+type Call = (u64, String, u32, bool);
+
+/// Whether `name` is a header of a failure or of a retry round trip (kafkit's or Spring's).
+fn is_round_trip_header(name: &str) -> bool {
+    kafkit::dead_letter::FAILURE_HEADERS.contains(&name)
+        || kafkit::retry_topic::is_retry_header(name)
+        || name.starts_with("kafka_dlt-")
+        || name.starts_with("retry_topic-")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_dead_lettered_after_retry_tiers_replays_to_its_source_and_starts_afresh() {
+    use kafkit::consumer::{CommitStrategy, ConsumerOptions};
+    use kafkit::retry_topic::{self, RetryTopics};
+    use kafkit::{Consumer, HandlerError, Message, RetryPolicy, Router};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    // Given a route with two retry tiers of 1 s whose handler fails record 1 while `broken`.
+    let source = testkit::topic("redrive-tiers", 1).await;
+    let dlt = format!("{source}.dlq");
+    let group = testkit::unique("redrive-tiers");
+    let broken = Arc::new(AtomicBool::new(true));
+    let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+    let router = || {
+        let (broken, calls) = (broken.clone(), calls.clone());
+        let mut router = Router::new();
+        router
+            .register_raw(source.clone(), move |message: Message| {
+                let id = message.json::<serde_json::Value>().unwrap()["id"]
+                    .as_u64()
+                    .unwrap();
+                let due = retry_topic::due_at(&message).is_some();
+                calls
+                    .lock()
+                    .unwrap()
+                    .push((id, message.topic.clone(), message.attempt, due));
+                let fail = id == 1 && broken.load(Ordering::SeqCst);
+                futures::future::ready(if fail {
+                    Err(HandlerError::transient("down"))
+                } else {
+                    Ok(())
+                })
+            })
+            .retry(RetryPolicy::none())
+            .retry_topics(RetryTopics::new([
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            ]));
+        router
+    };
+    let options = ConsumerOptions {
+        commit: CommitStrategy::Periodic(Duration::from_millis(200)),
+        drain_timeout: Duration::from_secs(1),
+        ..ConsumerOptions::default()
+    };
+    let run = |router: Router| {
+        let consumer =
+            Consumer::with_options(&testkit::config(), &group, router, options.clone()).unwrap();
+        let token = tokio_util::sync::CancellationToken::new();
+        let stop = token.clone();
+        let task = tokio::spawn(async move { consumer.run(stop.cancelled_owned()).await });
+        (token, task)
+    };
+    testkit::send((0..3).map(|id| dead_letter(&source, None, id)).collect()).await;
+
+    // When record 1 fails on the source and both tiers, it is dead-lettered.
+    let (token, task) = run(router());
+    let dead = testkit::read(&dlt, 1, Duration::from_secs(60)).await;
+    token.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(dead.len(), 1);
+
+    // And replayed once the handler is fixed.
+    broken.store(false, Ordering::SeqCst);
+    let report = redrive().replay(&dlt, 10).await.unwrap();
+    assert_eq!(report.replayed.get(&source), Some(&1), "{report:?}");
+    assert_eq!(report.total(), 1, "{report:?}");
+
+    // Then the copy is on the source topic, not on a retry tier, without any failure or
+    // retry header (no due time, no tier, no attempts), with the redrive-of header.
+    let on_source = testkit::read(&source, 4, Duration::from_secs(10)).await;
+    assert_eq!(
+        on_source.len(),
+        4,
+        "the three records and the replayed copy"
+    );
+    let replayed = &on_source[3];
+    let names: Vec<&str> = replayed.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        !names.iter().any(|n| is_round_trip_header(n)),
+        "the replayed record carries {names:?}"
+    );
+    assert!(replayed.header_value(kafkit::redrive::REDRIVE_OF).is_some());
+
+    // And the consumer handles it once, on the source, as a first attempt, not waiting.
+    let before = calls.lock().unwrap().len();
+    let (token, task) = run(router());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while calls.lock().unwrap().len() == before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    token.cancel();
+    task.await.unwrap().unwrap();
+    let after: Vec<_> = calls.lock().unwrap()[before..].to_vec();
+    assert_eq!(after, vec![(1, source.clone(), 1, false)]);
+}
+
+#[tokio::test]
+async fn spring_retry_topic_copies_replay_to_their_source_without_retry_headers() {
+    // Given a Spring-named dead-letter topic `{source}-dlt` holding copies made after Spring's
+    // retry topics: one naming the source (the first `kafka_dlt-original-topic`), one naming
+    // only the last retry topic it failed on, and one of kafkit's naming tier 2. Each carries
+    // a due time an hour away and its attempts.
+    let source = testkit::topic("redrive-spring", 1).await;
+    let dlt = format!("{source}-dlt");
+    Admin::new(&testkit::config())
+        .unwrap()
+        .ensure_topics(&[TopicSpec::new(&dlt, 1)])
+        .await
+        .unwrap();
+    let later = (std::time::SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let spring = |id: u64, original: &[String]| {
+        let mut record = Record::to(&dlt)
+            .key(format!("k{id}"))
+            .header("tenant", "acme");
+        for topic in original {
+            record = record.header("kafka_dlt-original-topic", topic.as_str());
+        }
+        record
+            .header("kafka_dlt-original-partition", 0i32.to_be_bytes().to_vec())
+            .header("kafka_dlt-exception-message", "down")
+            .header("retry_topic-attempts", 3i32.to_be_bytes().to_vec())
+            .header(
+                "retry_topic-backoff-timestamp",
+                later.to_be_bytes()[2..].to_vec(),
+            )
+            .header(
+                "retry_topic-original-timestamp",
+                1_700_000_000_000u64.to_be_bytes().to_vec(),
+            )
+            .json(&serde_json::json!({ "id": id }))
+            .unwrap()
+    };
+    let kafkit_tier = dead_letter(&dlt, Some(&format!("{source}.retry.2")), 2)
+        .header("tenant", "acme")
+        .header(kafkit::retry_topic::RETRY_TIER, "2")
+        .header(kafkit::retry_topic::RETRY_DUE_AT, later.to_string());
+    testkit::send(vec![
+        spring(0, &[source.clone(), format!("{source}-retry-0")]),
+        spring(1, &[format!("{source}-retry-1")]),
+        kafkit_tier,
+    ])
+    .await;
+
+    // When the dead-letter topic is replayed.
+    let report = redrive().replay(&dlt, 10).await.unwrap();
+
+    // Then all three went back to the source, carrying their own headers only.
+    assert_eq!(report.replayed.get(&source), Some(&3), "{report:?}");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    let replayed = testkit::read(&source, 3, Duration::from_secs(10)).await;
+    assert_eq!(replayed.len(), 3);
+    for message in &replayed {
+        let names: Vec<&str> = message.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            !names.iter().any(|n| is_round_trip_header(n)),
+            "offset {} carries {names:?}",
+            message.offset
+        );
+        assert_eq!(message.header_value("tenant"), Some(&b"acme"[..]));
+        assert!(message.header_value(kafkit::redrive::REDRIVE_OF).is_some());
+    }
+}

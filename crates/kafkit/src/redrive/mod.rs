@@ -1,6 +1,12 @@
 //! [`Redrive`]: browse a dead-letter topic and re-publish its records to the topics they came
-//! from, read from kafkit's `original-topic` header, Spring's `kafka_dlt-original-topic` or
-//! Karafka's `source_topic`.
+//! from, read from kafkit's `original-topic` header, Spring's `kafka_dlt-original-topic` (the
+//! first, when Spring appended one per hop) or Karafka's `source_topic`.
+//!
+//! A record dead-lettered after retry topics goes back to the topic the tiers serve, never to
+//! a tier: a copy naming a retry topic ([`retry_topic::KNOWN_TEMPLATES`]) is sent to its
+//! source. The re-published record starts afresh there: the failure headers (kafkit's and
+//! Spring's `kafka_dlt-*`) and the retry headers (kafkit's tier and due time, Spring's
+//! `retry_topic-*`) are dropped, so nothing makes it wait or count earlier attempts.
 //!
 //! Replay is safe to re-run: it reads the dead-letter topic with the committed offsets of its
 //! own group (`kafkit-redrive.<topic>`, never joined) and commits only after the re-published
@@ -34,6 +40,7 @@ use crate::filter::RecordFilter;
 use crate::producer::Producer;
 use crate::reader::{Limits, Reader, Start};
 use crate::record::{Message, Record};
+use crate::retry_topic;
 
 mod progress;
 
@@ -42,6 +49,8 @@ pub(crate) use progress::{METADATA_BUDGET, Progress};
 
 /// Header a replayed record carries: `<dead-letter topic>/<partition>/<offset>` of its copy.
 pub const REDRIVE_OF: &str = "redrive-of";
+/// The prefix of Spring Kafka's dead-letter headers (`KafkaHeaders.DLT_*`).
+const SPRING_DLT_PREFIX: &str = "kafka_dlt-";
 /// How long reading waits for the next record before deciding the topic is drained.
 const IDLE: Duration = Duration::from_secs(5);
 /// Most records a replay of chosen or matching records reads to find them.
@@ -571,6 +580,18 @@ fn destination(message: &Message, source: Option<&str>) -> std::result::Result<S
     }
     crate::record::validate_topic(&topic)
         .map_err(|e| format!("original-topic {topic:?} is not a topic name: {e}"))?;
+    // A copy that failed last on a retry topic goes to the topic the tiers serve: that of this
+    // dead-letter topic, or (with any destination) the one the retry topic's name says, when
+    // the copy carries retry headers to show it took that round trip.
+    let topic = match retry_topic::source_of(&topic) {
+        Some((tiers_of, _))
+            if source == Some(tiers_of.as_str())
+                || (source.is_none() && retry_topic::is_retry_copy(message)) =>
+        {
+            tiers_of
+        }
+        _ => topic,
+    };
     match source {
         Some(source) if topic != source => Err(format!(
             "original-topic {topic:?} is not {source:?}, the topic this dead-letter topic serves"
@@ -591,7 +612,7 @@ fn replay_lock(dead_letter_topic: &str) -> Arc<tokio::sync::Mutex<()>> {
         .clone()
 }
 
-/// The copy to re-publish: original key, value and headers, failure headers dropped.
+/// The copy to re-publish: original key, value and headers, failure and retry headers dropped.
 fn replay_record(message: &Message, topic: String) -> Record {
     let mut record = Record::to(topic);
     record.key = message.key.clone();
@@ -601,7 +622,8 @@ fn replay_record(message: &Message, topic: String) -> Record {
         .iter()
         .filter(|(name, _)| {
             !FAILURE_HEADERS.contains(&name.as_str())
-                && name != dead_letter::SPRING_ORIGINAL_TOPIC
+                && !retry_topic::is_retry_header(name)
+                && !name.starts_with(SPRING_DLT_PREFIX)
                 && name != dead_letter::KARAFKA_ORIGINAL_TOPIC
                 && name != REDRIVE_OF
         })
@@ -647,5 +669,22 @@ mod tests {
             reason.contains("without its 2000000-byte value"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn a_copy_naming_a_retry_topic_goes_back_to_the_topic_the_tiers_serve() {
+        let spring = copy(&[
+            ("kafka_dlt-original-topic", "orders-retry-1"),
+            ("retry_topic-attempts", "3"),
+        ]);
+        assert_eq!(destination(&spring, Some("orders")).unwrap(), "orders");
+        assert_eq!(destination(&spring, None).unwrap(), "orders");
+        let kafkit = copy(&[(dead_letter::ORIGINAL_TOPIC, "orders.retry.2")]);
+        assert_eq!(destination(&kafkit, Some("orders")).unwrap(), "orders");
+        // With any destination, a name alone is no proof of a round trip.
+        assert_eq!(destination(&kafkit, None).unwrap(), "orders.retry.2");
+        // A retry topic of another topic is not this dead-letter topic's to replay to.
+        let other = copy(&[(dead_letter::ORIGINAL_TOPIC, "payments.retry.1")]);
+        assert!(destination(&other, Some("orders")).is_err());
     }
 }
