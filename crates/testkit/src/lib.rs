@@ -298,8 +298,31 @@ impl OwnBroker {
     }
 
     /// Freezes the broker process (SIGSTOP): connections stay open, nothing is answered.
+    /// Returns once every thread of it is stopped: a signal is only queued by `kill`, and on a
+    /// loaded machine a broker thread may still answer a request just after it.
     pub fn pause(&self) {
         self.signal("-STOP");
+        let tasks = format!("/proc/{}/task", self.pid);
+        let stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|entries| {
+                entries.flatten().all(|task| {
+                    std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                        // The state follows the command name in parentheses: "pid (comm) T ...".
+                        stat.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                    })
+                })
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !stopped() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker {} not stopped 10 s after SIGSTOP",
+                self.pid
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Lets a paused broker go on (SIGCONT).
