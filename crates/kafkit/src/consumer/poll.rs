@@ -128,7 +128,7 @@ impl<'a> PollLoop<'a> {
                             staged_bytes += stage(&mut staged, &consumer, context.generation(), message);
                         }
                         Some(Err(error)) => {
-                            if self.is_fatal(error) {
+                            if self.on_consume_error(error) {
                                 break;
                             }
                         }
@@ -146,7 +146,7 @@ impl<'a> PollLoop<'a> {
                                 staged_bytes += stage(&mut staged, &consumer, context.generation(), message);
                             }
                             Some(Some(Err(error))) => {
-                                if self.is_fatal(error) {
+                                if self.on_consume_error(error) {
                                     fatal = true;
                                     break;
                                 }
@@ -167,10 +167,10 @@ impl<'a> PollLoop<'a> {
         self.shutdown.cancel();
     }
 
-    /// Logs a consumer error; true when it is fatal (librdkafka consumes nothing more, e.g.
+    /// Logs a consumer error; returns true when it is fatal (librdkafka consumes nothing more, e.g.
     /// a static member fenced by another with its `group.instance.id`): it is kept for health
     /// and for `run`'s result, and the loop ends so that `run` drains and returns it.
-    fn is_fatal(&self, error: KafkaError) -> bool {
+    fn on_consume_error(&self, error: KafkaError) -> bool {
         let fatal = self.consumer.client().fatal_error().or(match error {
             KafkaError::MessageConsumptionFatal(code) => Some((code, error.to_string())),
             _ => None,
