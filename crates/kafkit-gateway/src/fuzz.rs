@@ -12,8 +12,8 @@ use axum::http::Request;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use super::testing::{call, config, state_with};
-use super::{MAX_BODY_BYTES, router};
+use crate::testing::{call, config, state_with};
+use crate::{MAX_BODY_BYTES, router};
 
 /// One runtime and one app for every case: building a producer per case would dominate.
 fn fixture() -> &'static (tokio::runtime::Runtime, Router, String) {
@@ -54,7 +54,7 @@ fn keyed_fixture() -> &'static (tokio::runtime::Runtime, Router, String) {
         });
         let mut config = config();
         config.allow_auto_topic_creation = false;
-        let keys = super::ApiKeys::parse("writer:write=fuzz-*,read=fuzz-*;reader:read=fuzz-*")
+        let keys = crate::ApiKeys::parse("writer:write=fuzz-*,read=fuzz-*;reader:read=fuzz-*")
             .expect("valid keys");
         let app = runtime.block_on(async { router(state_with(&config).with_api_keys(keys)) });
         (runtime, app, topic)

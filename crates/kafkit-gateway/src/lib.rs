@@ -22,28 +22,15 @@
 //! # Ok(()) }
 //! ```
 
-mod answer_log;
-mod auth;
+mod api;
 mod console;
-mod dlt;
-mod error;
 #[cfg(test)]
 mod fuzz;
-mod groups;
-mod health;
-mod http_metrics;
-mod idempotency;
-mod known_topics;
-mod openapi;
-mod produce;
+mod http;
 pub mod push;
-mod read_limit;
-mod server;
-mod subscriptions;
+mod reads;
 #[cfg(test)]
 mod testing;
-mod tls;
-mod topics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,14 +46,14 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use answer_log::DEFAULT_TOPIC as DEFAULT_ANSWER_TOPIC;
-pub use auth::ApiKeys;
+pub use api::health::Readiness;
+pub use api::produce::Transactions;
+pub use api::produce::answer_log::DEFAULT_TOPIC as DEFAULT_ANSWER_TOPIC;
 pub use axum_server::tls_rustls::RustlsConfig;
-pub use health::Readiness;
-pub use produce::Transactions;
-pub use read_limit::ReadLimit;
-pub use server::{ServerLimits, serve, serve_tls};
-pub use tls::load as load_tls;
+pub use http::auth::ApiKeys;
+pub use http::limits::ReadLimit;
+pub use http::server::{ServerLimits, serve, serve_tls};
+pub use http::tls::load as load_tls;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -124,19 +111,19 @@ pub struct AppState {
     /// The process's metrics registry.
     pub metrics: Metrics,
     /// HTTP request metrics, registered in `metrics`.
-    pub http: http_metrics::HttpMetrics,
+    pub http: http::metrics::HttpMetrics,
     /// API keys; `None` leaves the gateway open.
     pub keys: Option<Arc<ApiKeys>>,
     /// Answers by request `Idempotency-Key`.
-    pub request_replies: idempotency::IdempotencyCache<produce::Reply>,
+    pub request_replies: api::produce::idempotency::IdempotencyCache<api::produce::Reply>,
     /// Deliveries by record `idempotency_key`.
-    pub record_replies: idempotency::IdempotencyCache<produce::RecordReply>,
+    pub record_replies: api::produce::idempotency::IdempotencyCache<api::produce::RecordReply>,
     /// Topic existence checks when auto-creation is off.
-    pub known_topics: Arc<known_topics::KnownTopics>,
+    pub known_topics: Arc<reads::known_topics::KnownTopics>,
     /// Time limits.
     pub limits: Limits,
     /// Readiness: the last broker check, reused for a second, and whether shutdown began.
-    pub readiness: Arc<health::Readiness>,
+    pub readiness: Arc<api::health::Readiness>,
     /// The embedded development broker when the gateway runs on it (kept alive by the state):
     /// what it cannot do is answered 501 at once.
     pub embedded: Option<Arc<kafkit::cluster::EmbeddedBroker>>,
@@ -172,9 +159,9 @@ impl AppState {
             .metrics(metrics.clone())
             .build()?;
         let admin = kafka.admin()?;
-        let http = http_metrics::HttpMetrics::new(metrics.registry());
+        let http = http::metrics::HttpMetrics::new(metrics.registry());
         // A client may retry for as long as a record may still be delivered.
-        let replay_ttl = idempotency::DEFAULT_TTL.max(config.delivery_timeout);
+        let replay_ttl = api::produce::idempotency::DEFAULT_TTL.max(config.delivery_timeout);
         Ok(AppState {
             producer,
             single_producer,
@@ -184,9 +171,9 @@ impl AppState {
             metrics,
             http,
             keys: None,
-            request_replies: idempotency::IdempotencyCache::replaying_for(replay_ttl),
-            record_replies: idempotency::IdempotencyCache::replaying_for(replay_ttl),
-            known_topics: Arc::new(known_topics::KnownTopics::new(
+            request_replies: api::produce::idempotency::IdempotencyCache::replaying_for(replay_ttl),
+            record_replies: api::produce::idempotency::IdempotencyCache::replaying_for(replay_ttl),
+            known_topics: Arc::new(reads::known_topics::KnownTopics::new(
                 config.allow_auto_topic_creation,
             )),
             limits: Limits::from_config(config),
@@ -258,7 +245,7 @@ impl AppState {
 
     /// [`AppState::with_shared_answers`] on a shared state.
     pub async fn share_answers(&self, kafka: &Kafka, topic: &str) -> kafkit::Result<()> {
-        answer_log::AnswerLog::start(
+        api::produce::answer_log::AnswerLog::start(
             kafka,
             topic,
             self.single_producer.clone(),
@@ -288,22 +275,22 @@ impl AppState {
 /// The whole HTTP application. Layers, outermost first: request id, tracing span, request id
 /// echo, JSON bodies for layer-made errors, body limit, HTTP metrics, request timeout.
 pub fn router(state: AppState) -> Router {
-    let (routes, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .merge(produce::routes())
+    let (routes, document) = OpenApiRouter::with_openapi(api::openapi::ApiDoc::openapi())
+        .merge(api::produce::routes())
         .merge(
-            topics::routes()
-                .merge(groups::routes())
-                .merge(dlt::routes())
+            api::topics::routes()
+                .merge(api::groups::routes())
+                .merge(api::dead_letters::routes())
                 .layer(axum::middleware::from_fn_with_state(
                     state.reads.clone(),
-                    read_limit::limit,
+                    http::limits::limit,
                 )),
         )
-        .merge(health::routes())
-        .merge(subscriptions::routes())
-        .merge(openapi::routes())
+        .merge(api::health::routes())
+        .merge(api::subscriptions::routes())
+        .merge(api::openapi::routes())
         .split_for_parts();
-    let document = openapi::Document::new(&document, state.keys.is_some());
+    let document = api::openapi::Document::new(&document, state.keys.is_some());
     routes
         // The web console: HTML pages, not API routes (not in the document).
         .merge(console::routes(&state))
@@ -314,10 +301,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            http_metrics::track,
+            http::metrics::track,
         ))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(axum::middleware::from_fn(http::error::json_errors))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -346,8 +333,8 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
 
-    use super::testing::{call, get, state, state_with};
     use super::*;
+    use crate::testing::{call, get, state, state_with};
 
     #[tokio::test]
     async fn every_answer_carries_a_request_id_echoed_or_generated() {
@@ -398,7 +385,7 @@ mod tests {
             request_timeout: Duration::from_millis(50),
         };
         let app = router(state_with(&config).with_limits(limits));
-        let answer = super::produce::tests::send_unanswered(&app).await;
+        let answer = crate::api::produce::tests::send_unanswered(&app).await;
         assert_eq!(answer.body["error"]["code"], "request_timeout");
     }
 

@@ -8,7 +8,7 @@ use kafkit::{Kafka, KafkaConfig};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::AppState;
+use crate::AppState;
 
 /// A client configuration for the test broker.
 pub fn config() -> KafkaConfig {
@@ -93,5 +93,5 @@ pub async fn records_in(topic: &str) -> i64 {
 
 /// Open state whose API keys are `keys` (the `KAFKIT_API_KEYS` format).
 pub fn state_with_keys(keys: &str) -> AppState {
-    state().with_api_keys(super::ApiKeys::parse(keys).expect("valid keys"))
+    state().with_api_keys(crate::ApiKeys::parse(keys).expect("valid keys"))
 }

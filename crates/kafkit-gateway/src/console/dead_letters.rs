@@ -15,12 +15,12 @@ use kafkit::{Redrive, filter::RecordFilter};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::super::AppState;
-use super::super::dlt::{Choice, MAX_LIST, MAX_REPLAY, list, replay};
 use super::BASE;
 use super::messages::Format;
 use super::page::{Failure, Nav, PageResult, csrf_field, page, utc};
 use super::session::Viewer;
+use crate::AppState;
+use crate::api::dead_letters::{Choice, MAX_LIST, MAX_REPLAY, list, replay};
 
 /// Records a dead-letter page shows.
 const SHOWN: usize = 100;

@@ -13,14 +13,14 @@ use kafkit::{admin::GroupDescription, admin::ResetTo};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::super::AppState;
-use super::super::groups::{GroupDetail, detail, list};
 use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY, chart};
 use super::page::{
     Failure, Nav, PageResult, csrf_field, page, parse_utc, segment, unsupported_banner,
 };
 use super::session::Viewer;
 use super::{BASE, Console};
+use crate::AppState;
+use crate::api::groups::{GroupDetail, detail, list};
 
 const NO_GROUP_API: &str = "The embedded development broker has no consumer-group API: \
      groups, lag and offset resets need a real Kafka broker (set KAFKA_BROKERS).";

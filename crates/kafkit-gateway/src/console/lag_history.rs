@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use kafkit::admin::PartitionLag;
 use maud::{Markup, html};
 
-use super::super::AppState;
 use super::page::{clock, now_millis};
+use crate::AppState;
 
 /// How often groups are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);

@@ -10,9 +10,9 @@ use kafkit::{Message, filter::RecordFilter};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::super::topics::MAX_BROWSE_LIMIT;
 use super::BASE;
 use super::page::utc;
+use crate::api::topics::MAX_BROWSE_LIMIT;
 
 /// Records a browse shows unless told otherwise.
 pub const DEFAULT_LIMIT: usize = 100;

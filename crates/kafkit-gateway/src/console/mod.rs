@@ -39,8 +39,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 
-use super::AppState;
-use super::read_limit;
+use crate::AppState;
+use crate::http::limits;
 
 pub use lag_history::LagHistory;
 pub use session::{Https, LoginLimiter, Sessions};
@@ -103,7 +103,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .layer(axum::middleware::from_fn_with_state(
             state.reads.clone(),
-            read_limit::limit,
+            limits::limit,
         ));
     Router::new()
         .merge(pages)

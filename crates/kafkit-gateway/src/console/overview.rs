@@ -6,11 +6,11 @@ use kafkit::Redrive;
 use maud::html;
 use std::sync::Arc;
 
-use super::super::AppState;
 use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY};
 use super::page::{Nav, PageResult, page, unsupported_banner};
 use super::session::Viewer;
 use super::{BASE, Console};
+use crate::AppState;
 
 /// `GET /console`.
 pub async fn overview_show(

@@ -19,10 +19,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::super::AppState;
-use super::super::auth::Caller;
 use super::page::{Failure, bare_page};
 use super::{BASE, Console};
+use crate::AppState;
+use crate::http::auth::Caller;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "kafkit_console";

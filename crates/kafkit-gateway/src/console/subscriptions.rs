@@ -8,11 +8,11 @@ use axum::http::StatusCode;
 use kafkit::DeadLetter;
 use maud::html;
 
-use super::super::AppState;
-use super::super::push::SubscriptionView;
 use super::BASE;
 use super::page::{Failure, Nav, PageResult, page, segment, utc};
 use super::session::Viewer;
+use crate::AppState;
+use crate::push::SubscriptionView;
 
 /// The subscriptions `viewer` may see.
 fn visible(state: &AppState, viewer: &Viewer) -> Vec<SubscriptionView> {

@@ -7,10 +7,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use kafkit::Record;
 
-use super::super::router;
-use super::super::testing::{
-    Answer, call, embedded_state, get, records_in, state, state_with_keys,
-};
+use crate::router;
+use crate::testing::{Answer, call, embedded_state, get, records_in, state, state_with_keys};
 
 /// A form `POST` with `cookie`.
 fn form(path: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Request<Body> {
@@ -284,7 +282,7 @@ async fn a_topic_is_created_and_a_page_exported_as_json_and_csv() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
-    let admin_client = kafkit::Admin::new(&super::super::testing::config()).unwrap();
+    let admin_client = kafkit::Admin::new(&crate::testing::config()).unwrap();
     assert_eq!(
         admin_client
             .describe_topic(&name)

@@ -11,8 +11,6 @@ use kafkit::{Message, Record, Redrive, TopicSpec, reader::Start};
 use maud::html;
 use serde::Deserialize;
 
-use super::super::AppState;
-use super::super::topics::{MAX_BROWSE_LIMIT, MAX_FILTER_SCAN, configs_of, read_matching};
 use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY};
 use super::messages::{
     BrowseQuery, DEFAULT_LIMIT, Format, From, browse_form, export_csv, export_json, format_name,
@@ -23,6 +21,8 @@ use super::page::{
 };
 use super::session::Viewer;
 use super::{BASE, Console};
+use crate::AppState;
+use crate::api::topics::{MAX_BROWSE_LIMIT, MAX_FILTER_SCAN, configs_of, read_matching};
 
 /// The list's query: search and sort.
 #[derive(Debug, Default, Deserialize)]
@@ -164,7 +164,7 @@ pub async fn topics_show(
         .admin
         .describe_topic(&topic)
         .await
-        .map_err(|e| super::super::known_topics::lookup_error(&topic, e))?;
+        .map_err(|e| crate::reads::known_topics::lookup_error(&topic, e))?;
     let partition: i32 = match query.partition.as_deref().map(str::parse) {
         None => 0,
         Some(Ok(p)) => p,

@@ -12,9 +12,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
-use super::auth::Caller;
-use super::error::{ApiError, ErrorBody, ReadFailures};
+use crate::AppState;
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ErrorBody, ReadFailures};
 
 /// The group ids accepted, as the document states them (in `groups_describe`'s parameter,
 /// which needs a literal; the openapi test checks they agree): no control character, no leading
@@ -217,11 +217,9 @@ mod tests {
     use kafkit::rdkafka::{Offset, TopicPartitionList};
     use serde_json::json;
 
-    use super::super::router;
-    use super::super::testing::{
-        bearer, call, config, embedded_state, get, state, state_with_keys,
-    };
     use super::MAX_GROUP_LEN;
+    use crate::router;
+    use crate::testing::{bearer, call, config, embedded_state, get, state, state_with_keys};
 
     /// Commits `offset` for `group` in partition 0 of `topic`, as a consumer would.
     async fn commit(group: &str, topic: &str, offset: i64) {

@@ -14,11 +14,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
-use super::auth::Caller;
-use super::error::{ApiError, ApiQuery, ErrorBody, ReadFailures};
-use super::known_topics::lookup_error;
-use super::openapi::TopicName;
+use crate::AppState;
+use crate::api::openapi::TopicName;
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ApiQuery, ErrorBody, ReadFailures};
+use crate::reads::known_topics::lookup_error;
 
 /// Records one browse request returns by default.
 pub const DEFAULT_BROWSE_LIMIT: usize = 100;
@@ -372,8 +372,8 @@ mod tests {
     use axum::http::StatusCode;
     use serde_json::json;
 
-    use super::super::router;
-    use super::super::testing::{bearer, call, get, post, state, state_with_keys};
+    use crate::router;
+    use crate::testing::{bearer, call, get, post, state, state_with_keys};
 
     #[tokio::test]
     async fn topics_are_listed_and_described_with_watermarks() {

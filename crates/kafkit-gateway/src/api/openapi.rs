@@ -19,9 +19,9 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
-use super::dlt::DeadLetterTopicName;
-use super::produce::{IdempotencyKey, OutboundMessage};
+use crate::AppState;
+use crate::api::dead_letters::DeadLetterTopicName;
+use crate::api::produce::{IdempotencyKey, OutboundMessage};
 
 /// The document's fixed parts; paths and schemas are added by the routers.
 #[derive(OpenApi)]
@@ -197,8 +197,9 @@ mod tests {
     use axum::http::StatusCode;
     use serde_json::{Value, json};
 
-    use super::super::testing::{call, get, state, state_with_keys};
-    use super::super::{MAX_BATCH_RECORDS, dlt, groups, router, topics};
+    use crate::api::{dead_letters, groups, topics};
+    use crate::testing::{call, get, state, state_with_keys};
+    use crate::{MAX_BATCH_RECORDS, router};
 
     /// Every route the gateway serves, as `METHOD path`, with every status it can answer.
     const ROUTES: &[(&str, &[u16])] = &[
@@ -393,11 +394,11 @@ mod tests {
         assert_eq!(bounds(browse, "partition"), (Some(0), None));
         assert_eq!(
             bounds("GET /dlt/{topic}", "limit"),
-            (Some(1), most(dlt::MAX_LIST))
+            (Some(1), most(dead_letters::MAX_LIST))
         );
         assert_eq!(
             bounds("POST /dlt/{topic}/replay", "limit"),
-            (Some(1), most(dlt::MAX_REPLAY))
+            (Some(1), most(dead_letters::MAX_REPLAY))
         );
         // Names: topics everywhere, dead-letter topics named after their source for a replay,
         // group ids by length.
@@ -431,7 +432,10 @@ mod tests {
         // Idempotency keys, in the header and in records.
         let key = parameter(&document, "POST /kafka/send", "Idempotency-Key");
         assert_eq!(*key, schemas["IdempotencyKey"]);
-        assert_eq!(key["maxLength"], super::super::idempotency::MAX_KEY_LEN);
+        assert_eq!(
+            key["maxLength"],
+            crate::api::produce::idempotency::MAX_KEY_LEN
+        );
         // A batch: 1 to 1000 messages of the right shape, one at least a valid record.
         let messages = &schemas["BatchRequest"]["properties"]["messages"];
         assert_eq!(messages["minItems"], 1);

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::answer_log::{AnswerLog, Kind};
+use crate::api::produce::answer_log::{AnswerLog, Kind};
 
 /// How long an answer is replayed.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);

@@ -15,14 +15,16 @@
 //! the delivery report arrives a success is stored for replay, a failure releases the keys.
 //! A record delivered late is therefore never produced twice under the same key.
 //!
-//! The parts: [`body`] (the JSON bodies), [`record`] (a body becomes a record), [`replay`]
-//! (idempotency keys claimed, replayed and settled around a send) and [`batch`] (a batch
+//! The parts: [`body`] (the JSON bodies), [`record`] (a body becomes a record), [`answers`]
+//! (idempotency keys claimed, answers replayed and settled around a send) and [`batch`] (a batch
 //! assembled and answered).
 
+pub(crate) mod answer_log;
+mod answers;
 mod batch;
 pub(crate) mod body;
+pub(crate) mod idempotency;
 mod record;
-mod replay;
 mod transactional;
 
 use axum::extract::State;
@@ -31,15 +33,15 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
-use super::auth::Writer;
-use super::error::{ApiJson, ErrorBody};
-use replay::{Claimed, bounded, idempotent};
+use crate::AppState;
+use crate::http::auth::Writer;
+use crate::http::error::{ApiJson, ErrorBody};
+use answers::{Claimed, bounded, idempotent};
 
+pub use answers::{RecordReply, Reply};
 pub use body::{
     BatchFailure, BatchRequest, BatchResponse, IdempotencyKey, OutboundMessage, SendResult,
 };
-pub use replay::{RecordReply, Reply};
 pub use transactional::Transactions;
 
 /// Request header naming an idempotency key for the whole request.
@@ -171,7 +173,7 @@ pub async fn messages_send_batch(
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use axum::Router;
@@ -179,10 +181,10 @@ pub(super) mod tests {
     use kafkit::KafkaConfig;
     use serde_json::{Value, json};
 
-    use super::super::testing::{
+    use crate::testing::{
         Answer, bearer, call, post, records_in, state, state_with, state_with_keys,
     };
-    use super::super::{MAX_RECORD_BYTES, router};
+    use crate::{MAX_RECORD_BYTES, router};
 
     /// Sends one record through `app`, whose broker cannot answer in time, and checks the
     /// answer is a 503; which limit expired (its code) is the caller's to check.
@@ -228,7 +230,7 @@ pub(super) mod tests {
         let topic = testkit::topic("rt-linger", 1).await;
         let config = KafkaConfig {
             linger: Duration::from_millis(300),
-            ..super::super::testing::config()
+            ..crate::testing::config()
         };
         let app = router(state_with(&config));
         let send = |n: i32| post("/kafka/send", &json!({"topic": topic, "value": n}));
@@ -517,7 +519,7 @@ pub(super) mod tests {
     #[tokio::test]
     async fn unknown_topics_are_404_when_auto_creation_is_off() {
         let topic = testkit::topic("rt-known", 1).await;
-        let mut config = super::super::testing::config();
+        let mut config = crate::testing::config();
         config.allow_auto_topic_creation = false;
         let app = router(state_with(&config));
         let missing = testkit::unique("rt-missing");

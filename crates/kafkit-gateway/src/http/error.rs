@@ -264,9 +264,9 @@ mod tests {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use super::super::testing::{call, state};
-    use super::super::{MAX_BODY_BYTES, router};
     use super::*;
+    use crate::testing::{call, state};
+    use crate::{MAX_BODY_BYTES, router};
 
     #[test]
     fn a_broker_authorization_failure_is_403() {

@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use super::AppState;
+use crate::AppState;
 
 /// Requests served, by `route`, `method` and `status`.
 pub const HTTP_REQUESTS_TOTAL: &str = "kafkit_http_requests_total";

@@ -18,11 +18,11 @@ use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
-use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ApiQuery, ErrorBody, ReadFailures};
-use super::known_topics::lookup_error;
-use super::openapi::TopicName;
+use crate::AppState;
+use crate::api::openapi::TopicName;
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ApiJson, ApiQuery, ErrorBody, ReadFailures};
+use crate::reads::known_topics::lookup_error;
 
 /// Most records one listing returns.
 pub const MAX_LIST: usize = 500;
@@ -122,11 +122,11 @@ pub struct ReplayRequest {
 pub struct RecordAt {
     /// Partition.
     #[schema(minimum = 0)]
-    #[serde(deserialize_with = "super::produce::body::whole")]
+    #[serde(deserialize_with = "crate::api::produce::body::whole")]
     pub partition: i32,
     /// Offset.
     #[schema(minimum = 0)]
-    #[serde(deserialize_with = "super::produce::body::whole")]
+    #[serde(deserialize_with = "crate::api::produce::body::whole")]
     pub offset: i64,
 }
 
@@ -351,8 +351,8 @@ mod tests {
     use axum::http::StatusCode;
     use serde_json::json;
 
-    use super::super::router;
-    use super::super::testing::{bearer, call, get, post, state, state_with_keys};
+    use crate::router;
+    use crate::testing::{bearer, call, get, post, state, state_with_keys};
 
     /// A dead-letter topic holding one record from `source`, as the consumer writes it.
     async fn dead_letter_topic(source: &str) -> String {

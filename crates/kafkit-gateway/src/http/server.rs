@@ -37,7 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Sleep;
 use tower::Service;
 
-use super::{AppState, router};
+use crate::{AppState, router};
 
 /// Limits of the listening socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +114,7 @@ where
     let mut app = router(state);
     if https {
         // The console's session cookie is then `Secure`.
-        app = app.layer(axum::Extension(super::console::Https));
+        app = app.layer(axum::Extension(crate::console::Https));
     }
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -8,11 +8,11 @@
 use axum::http::StatusCode;
 use kafkit::record::Delivery;
 
-use super::super::auth::Caller;
-use super::super::error::{ApiError, ErrorDetail};
-use super::super::{AppState, MAX_BATCH_RECORDS};
+use super::answers::{Claimed, RecordClaim, Reply, RequestClaim, bounded};
 use super::body::{BatchItem, BatchRequest, BatchResponse, SendResult};
-use super::replay::{Claimed, RecordClaim, Reply, RequestClaim, bounded};
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ErrorDetail};
+use crate::{AppState, MAX_BATCH_RECORDS};
 
 /// One record's outcome, before it becomes a [`BatchItem`]: the error keeps its status, so an
 /// all-failed batch answers the first one's.
@@ -270,8 +270,8 @@ mod tests {
     use axum::http::StatusCode;
     use serde_json::json;
 
-    use super::super::super::router;
-    use super::super::super::testing::{call, config, post, records_in, state, state_with};
+    use crate::router;
+    use crate::testing::{call, config, post, records_in, state, state_with};
 
     #[tokio::test]
     async fn a_batch_where_every_record_fails_has_results_and_an_error() {

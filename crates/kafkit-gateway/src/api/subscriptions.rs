@@ -7,10 +7,10 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
-use super::auth::Caller;
-use super::error::ErrorBody;
-use super::push::SubscriptionView;
+use crate::AppState;
+use crate::http::auth::Caller;
+use crate::http::error::ErrorBody;
+use crate::push::SubscriptionView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(subscriptions_list))

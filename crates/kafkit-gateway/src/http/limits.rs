@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-use super::error::{ApiError, RETRY_AFTER_SECONDS};
+use crate::http::error::{ApiError, RETRY_AFTER_SECONDS};
 
 /// Read requests served at once by default.
 pub const DEFAULT_CONCURRENT_READS: usize = 8;

@@ -62,7 +62,7 @@ impl Transactions {
                  transactional id (set KAFKA_TRANSACTIONAL_ID_SUFFIX); registering again");
         }
         let producer = Producer::builder(&self.config)
-            .enqueue_timeout(super::super::ENQUEUE_TIMEOUT)
+            .enqueue_timeout(crate::ENQUEUE_TIMEOUT)
             .metrics(self.metrics.clone())
             .build_transactional(self.id.as_ref())
             .await?;
@@ -88,8 +88,8 @@ mod tests {
     use kafkit::{Reader, config::Isolation, reader::Limits, reader::Start};
     use serde_json::{Value, json};
 
-    use super::super::super::router;
-    use super::super::super::testing::{call, post, state};
+    use crate::router;
+    use crate::testing::{call, post, state};
 
     /// The values a reader with `isolation` sees in `topic`, to its end as of now.
     async fn values(topic: &str, isolation: Isolation) -> Vec<Value> {

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::idempotency::{IdempotencyCache, Weigh};
+use crate::api::produce::idempotency::{IdempotencyCache, Weigh};
 
 /// Default topic of the answers.
 pub const DEFAULT_TOPIC: &str = "_kafkit-idempotency";

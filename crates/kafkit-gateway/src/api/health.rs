@@ -10,7 +10,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
+use crate::AppState;
 
 /// How long readiness waits for the cluster before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -157,8 +157,8 @@ mod tests {
     use axum::http::StatusCode;
     use serde_json::json;
 
-    use super::super::router;
-    use super::super::testing::{call, get, post, state, state_with_keys};
+    use crate::router;
+    use crate::testing::{call, get, post, state, state_with_keys};
 
     #[tokio::test]
     async fn health_and_metrics_answer_without_a_key() {
@@ -212,7 +212,7 @@ mod tests {
             |_| None,
         )
         .unwrap();
-        let kafka = kafkit::Kafka::connect(&super::super::testing::config()).unwrap();
+        let kafka = kafkit::Kafka::connect(&crate::testing::config()).unwrap();
         let runner =
             crate::push::Runner::new(&kafka, subscriptions, &kafkit::metrics::Metrics::default())
                 .unwrap();

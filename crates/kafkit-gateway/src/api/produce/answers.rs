@@ -11,12 +11,12 @@ use axum::response::{IntoResponse, Response};
 use kafkit::record::Delivery;
 use serde::{Deserialize, Serialize};
 
-use super::super::AppState;
-use super::super::auth::Caller;
-use super::super::error::{ApiError, RETRY_AFTER_SECONDS};
-use super::super::idempotency::{self, Claim, Owner, Weigh};
 use super::body::{OutboundMessage, SendResult};
 use super::{IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
+use crate::AppState;
+use crate::api::produce::idempotency::{self, Claim, Owner, Weigh};
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, RETRY_AFTER_SECONDS};
 
 /// A successful answer, as stored for idempotent replay (and in the shared answer log).
 #[derive(Debug, Clone, Serialize, Deserialize)]

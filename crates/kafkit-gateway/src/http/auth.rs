@@ -25,8 +25,8 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use kafkit::secret::Secret;
 
-use super::AppState;
-use super::error::ApiError;
+use crate::AppState;
+use crate::http::error::ApiError;
 
 mod topic_pattern;
 
@@ -310,8 +310,8 @@ mod tests {
         use axum::http::StatusCode;
         use serde_json::json;
 
-        use super::super::router;
-        use super::super::testing::{bearer, call, get, post, state_with_keys};
+        use crate::router;
+        use crate::testing::{bearer, call, get, post, state_with_keys};
 
         let app = router(state_with_keys("all:write=*,read=*"));
         // Writing and reading `__consumer_offsets` with a `*` key: 403, nothing produced.
@@ -353,8 +353,8 @@ mod tests {
         use axum::http::{Request, StatusCode};
         use serde_json::json;
 
-        use super::super::router;
-        use super::super::testing::{bearer, call, post, records_in, state_with_keys};
+        use crate::router;
+        use crate::testing::{bearer, call, post, records_in, state_with_keys};
 
         let allowed = testkit::topic("rt-first", 1).await;
         let other = testkit::unique("rt-first-no");
@@ -426,8 +426,8 @@ mod tests {
 
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-        use super::super::router;
-        use super::super::testing::state_with_keys;
+        use crate::router;
+        use crate::testing::state_with_keys;
 
         // A real server, so the body can be cut short: its headers announce 1000 bytes, the
         // client sends 10 and waits. Reading the body would wait too.
@@ -478,8 +478,8 @@ mod tests {
         use axum::http::StatusCode;
         use serde_json::json;
 
-        use super::super::router;
-        use super::super::testing::{call, post, state_with_keys};
+        use crate::router;
+        use crate::testing::{call, post, state_with_keys};
 
         let app = router(state_with_keys("k1:write=allowed"));
         // Authenticated whatever the scheme's case: the topic check answers (403), not the key

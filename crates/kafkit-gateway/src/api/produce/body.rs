@@ -10,8 +10,8 @@ use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
-use super::super::error::{ErrorBody, ErrorDetail};
-use super::super::idempotency::MAX_KEY_LEN;
+use crate::api::produce::idempotency::MAX_KEY_LEN;
+use crate::http::error::{ErrorBody, ErrorDetail};
 
 /// How the `value` of a message becomes the record's payload (the same encodings the read
 /// API answers with).

@@ -5,10 +5,10 @@ use axum::http::StatusCode;
 use base64::Engine;
 use kafkit::Record;
 
-use super::super::error::ApiError;
-use super::super::idempotency;
-use super::super::{AppState, MAX_RECORD_BYTES};
 use super::body::{Encoding, OutboundMessage};
+use crate::api::produce::idempotency;
+use crate::http::error::ApiError;
+use crate::{AppState, MAX_RECORD_BYTES};
 
 impl OutboundMessage {
     /// The record this message asks for, or why it cannot be produced.

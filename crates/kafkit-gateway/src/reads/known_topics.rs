@@ -10,7 +10,7 @@ use std::time::Duration;
 use kafkit::Admin;
 use tokio::time::Instant;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 /// How long a topic's existence and partition count are trusted.
 pub const TTL: Duration = Duration::from_secs(60);
