@@ -20,6 +20,10 @@ pub const CONSUMER_RECORDS_TOTAL: &str = "kafkit_consumer_records_total";
 pub const HANDLER_DURATION_SECONDS: &str = "kafkit_handler_duration_seconds";
 /// Records not yet processed, by `group`, `topic` and `partition`.
 pub const CONSUMER_LAG: &str = "kafkit_consumer_lag";
+/// Records being handled now, by `group`, `topic` and `partition`: up to the route's
+/// `max_in_flight` in key and unordered order, 0 or 1 (a batch: its size) in partition order.
+/// Sampled once a second by the poll loop.
+pub const CONSUMER_IN_FLIGHT: &str = "kafkit_consumer_in_flight";
 /// Circuit breaker state by `group` and `topic`: 0 closed, 1 half-open, 2 open.
 pub const CIRCUIT_STATE: &str = "kafkit_circuit_state";
 /// Rebalances a consumer went through, by `group`.
@@ -35,6 +39,7 @@ pub struct Metrics {
     pub(crate) consumer_records: IntCounterVec,
     pub(crate) handler_duration: HistogramVec,
     pub(crate) consumer_lag: IntGaugeVec,
+    pub(crate) consumer_in_flight: IntGaugeVec,
     pub(crate) circuit_state: IntGaugeVec,
     pub(crate) rebalances: IntCounterVec,
 }
@@ -87,6 +92,14 @@ impl Metrics {
             &["group", "topic", "partition"],
         )
         .expect("valid metric definition");
+        let consumer_in_flight = IntGaugeVec::new(
+            Opts::new(
+                CONSUMER_IN_FLIGHT,
+                "Records being handled now, per partition.",
+            ),
+            &["group", "topic", "partition"],
+        )
+        .expect("valid metric definition");
         let circuit_state = IntGaugeVec::new(
             Opts::new(
                 CIRCUIT_STATE,
@@ -107,6 +120,7 @@ impl Metrics {
             Box::new(consumer_records.clone()),
             Box::new(handler_duration.clone()),
             Box::new(consumer_lag.clone()),
+            Box::new(consumer_in_flight.clone()),
             Box::new(circuit_state.clone()),
             Box::new(rebalances.clone()),
         ] {
@@ -124,6 +138,7 @@ impl Metrics {
             consumer_records,
             handler_duration,
             consumer_lag,
+            consumer_in_flight,
             circuit_state,
             rebalances,
         }

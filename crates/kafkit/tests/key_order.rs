@@ -442,3 +442,69 @@ fn a_batch_route_in_key_order_is_refused_with_the_route_named() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_flight_are_a_gauge_per_partition_in_every_order() {
+    // Given two topics of one partition, one read in key order with 4 in flight and one in
+    // partition order, each with 10 keys and a handler that waits until released.
+    let keyed = testkit::topic("in-flight-key", 1).await;
+    let ordered = testkit::topic("in-flight-partition", 1).await;
+    testkit::populate(&keyed, 40, 10).await;
+    testkit::populate(&ordered, 40, 10).await;
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let mut router = Router::new();
+    for (topic, order) in [
+        (&keyed, ProcessingOrder::Key),
+        (&ordered, ProcessingOrder::Partition),
+    ] {
+        let (release, handled) = (release.clone(), handled.clone());
+        router
+            .register(topic.clone(), move |_: Message<Item>| {
+                let (release, handled) = (release.clone(), handled.clone());
+                async move {
+                    release.acquire().await.unwrap().forget();
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .order(order)
+            .max_in_flight(4);
+    }
+    let metrics = kafkit::metrics::Metrics::default();
+    let group = testkit::unique("in-flight");
+    let consumer = Consumer::with_options(&testkit::config(), &group, router, options())
+        .unwrap()
+        .with_metrics(metrics.clone());
+    let running = start(consumer);
+    let gauge = |topic: &str| {
+        let prefix = format!(
+            "kafkit_consumer_in_flight{{group=\"{group}\",partition=\"0\",topic=\"{topic}\"}} "
+        );
+        metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(|v| v.parse::<i64>().unwrap()))
+    };
+
+    // Then, while every handler waits, the gauge says 4 records of the keyed partition and 1
+    // of the partition-ordered one are being handled.
+    let expected = || gauge(&keyed) == Some(4) && gauge(&ordered) == Some(1);
+    assert!(
+        testkit::eventually(WAIT, expected).await,
+        "{}",
+        metrics.render()
+    );
+    // And once every record is let through, both fall to 0.
+    release.add_permits(80);
+    assert!(testkit::eventually(WAIT, || handled.load(Ordering::SeqCst) == 80).await);
+    let idle = || gauge(&keyed) == Some(0) && gauge(&ordered) == Some(0);
+    assert!(
+        testkit::eventually(WAIT, idle).await,
+        "{}",
+        metrics.render()
+    );
+    // And once the member has stopped, its partitions are no longer reported.
+    stop(running).await;
+    assert_eq!((gauge(&keyed), gauge(&ordered)), (None, None));
+}

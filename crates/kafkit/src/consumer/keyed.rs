@@ -158,7 +158,7 @@ impl Keyed {
             untaken.1 += chunk.bytes();
         }
         self.worker.state.unqueue(untaken.0, untaken.1);
-        self.worker.state.in_flight.store(0, Ordering::SeqCst);
+        self.worker.report_in_flight(0);
     }
 
     /// The done offsets the last owner committed with the partition's offset.
@@ -298,19 +298,13 @@ impl Keyed {
             .in_current_span(),
         );
         self.in_flight.push(AbortOnDropHandle::new(task));
-        self.worker
-            .state
-            .in_flight
-            .store(self.in_flight.len(), Ordering::SeqCst);
+        self.worker.report_in_flight(self.in_flight.len());
     }
 
     /// A record's task ended: its key's next record becomes ready, and a finished record is
     /// done.
     fn settle(&mut self, settled: Result<Settled, tokio::task::JoinError>) {
-        self.worker
-            .state
-            .in_flight
-            .store(self.in_flight.len(), Ordering::SeqCst);
+        self.worker.report_in_flight(self.in_flight.len());
         let settled = match settled {
             Ok(settled) => settled,
             // Only an abort (a drain timeout) ends a task early: its record is not done.

@@ -165,6 +165,11 @@ impl<'a> PollLoop<'a> {
         }
         tracing::info!(group = %self.owner.shared.group, "shutdown: no more fetching, draining");
         self.shutdown.cancel();
+        // No tick samples them any more: a stopping member reports nothing stale.
+        let partitions: Vec<TopicPartition> = self.workers.keys().cloned().collect();
+        for tp in &partitions {
+            self.forget_gauges(tp);
+        }
     }
 
     /// Logs a consumer error; returns true when it is fatal (librdkafka consumes nothing more, e.g.
@@ -262,13 +267,31 @@ impl<'a> PollLoop<'a> {
 
     /// Turns settled-record counts into progress times: a partition that settled a record since
     /// the last tick, or has nothing waiting, made progress now.
+    /// Also samples each partition's records in flight into its gauge.
     fn note_progress(&mut self) {
-        for worker in self.workers.values_mut() {
+        let group = &self.owner.shared.group;
+        for (tp, worker) in self.workers.iter_mut() {
             let settled = worker.state.settled.load(Ordering::Relaxed);
             if settled != worker.seen_settled || worker.state.queued.load(Ordering::SeqCst) == 0 {
                 worker.seen_settled = settled;
                 worker.state.touch();
             }
+            if let Some(metrics) = &self.owner.metrics {
+                let in_flight = worker.state.in_flight.load(Ordering::SeqCst);
+                metrics
+                    .consumer_in_flight
+                    .with_label_values(&[group, &tp.0, &tp.1.to_string()])
+                    .set(in_flight as i64);
+            }
+        }
+    }
+
+    /// Removes a partition's gauges: another member reports it now, or nobody does.
+    fn forget_gauges(&self, tp: &TopicPartition) {
+        if let Some(metrics) = &self.owner.metrics {
+            let labels = [&self.owner.shared.group, &tp.0, &tp.1.to_string()];
+            let _ = metrics.consumer_lag.remove_label_values(&labels);
+            let _ = metrics.consumer_in_flight.remove_label_values(&labels);
         }
     }
 
@@ -358,14 +381,7 @@ impl<'a> PollLoop<'a> {
                 let mut assigned = self.owner.shared.assigned.lock().expect("not poisoned");
                 for (tp, epoch) in partitions {
                     assigned.remove(&tp);
-                    // Its lag is another member's to report now.
-                    if let Some(metrics) = &self.owner.metrics {
-                        let _ = metrics.consumer_lag.remove_label_values(&[
-                            &self.owner.shared.group,
-                            &tp.0,
-                            &tp.1.to_string(),
-                        ]);
-                    }
+                    self.forget_gauges(&tp);
                     self.owner
                         .shared
                         .partition(&tp)

@@ -95,6 +95,15 @@ impl Worker {
         );
     }
 
+    /// Reports `records` being handled now, for health and the in-flight gauge. Only the
+    /// partition's current worker speaks for it: a retiring predecessor finishing late must not
+    /// overwrite its successor's count.
+    pub(crate) fn report_in_flight(&self, records: usize) {
+        if self.state.epoch.load(Ordering::SeqCst) == self.epoch {
+            self.state.in_flight.store(records, Ordering::SeqCst);
+        }
+    }
+
     /// Handles the partition in partition order until cancelled.
     pub(crate) async fn run(mut self) {
         let handling = self.prepare().await;
@@ -250,6 +259,7 @@ impl Running {
     /// Handles one record to its end. False when interrupted.
     async fn single(&mut self, handler: &Arc<dyn Handler>, mut message: Message) -> bool {
         self.partition.tracker.start(message.offset);
+        self.worker.report_in_flight(1);
         let outcome = self
             .handling
             .record(handler, &mut message, &mut self.partition)
@@ -314,6 +324,7 @@ impl Running {
         // record changes, so one record's retries are never charged to the next.
         let mut attempts = 0u32;
         while !batch.is_empty() {
+            self.worker.report_in_flight(batch.len());
             let Some(_probe) = handling.await_circuit(&mut self.partition).await else {
                 return self.finish(&batch, Outcome::Abandoned);
             };
@@ -384,6 +395,7 @@ impl Running {
     /// Settles records: counts them, and for finished ones advances the stored offset.
     /// False when the outcome was an interruption.
     fn finish(&mut self, messages: &[Message], outcome: Outcome) -> bool {
+        self.worker.report_in_flight(0);
         let bytes = messages.iter().map(queued_size).sum();
         if outcome == Outcome::Abandoned {
             self.worker.state.unqueue(messages.len(), bytes);
