@@ -245,7 +245,7 @@ impl AppState {
 
     /// [`AppState::with_shared_answers`] on a shared state.
     pub async fn share_answers(&self, kafka: &Kafka, topic: &str) -> kafkit::Result<()> {
-        api::produce::answer_log::AnswerLog::start(
+        api::produce::idempotency::share_through(
             kafka,
             topic,
             self.single_producer.clone(),

@@ -8,18 +8,15 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use kafkit::redrive::KNOWN_TEMPLATES;
 use kafkit::view::DeadLetterView;
 use kafkit::{Redrive, filter::RecordFilter, reader::Limits, redrive::ReplayReport};
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::api::openapi::TopicName;
+use crate::api::topic_name::{DeadLetterTopicName, TopicName};
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiJson, ApiQuery, ErrorBody, ReadFailures};
 use crate::reads::known_topics::lookup_error;
@@ -36,46 +33,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(dlt_list))
         .routes(routes!(dlt_replay))
 }
-
-/// The name of a dead-letter topic that can be replayed: it follows one of
-/// [`kafkit::redrive::KNOWN_TEMPLATES`], which tells the topic it serves (the only destination
-/// of its records).
-pub struct DeadLetterTopicName;
-
-impl DeadLetterTopicName {
-    /// `^(…)$` with one alternative per template, `{topic}` standing for a non-empty name.
-    pub fn pattern() -> String {
-        let alternatives: Vec<String> = KNOWN_TEMPLATES
-            .iter()
-            .filter_map(|template| template.split_once("{topic}"))
-            // Templates hold topic-name characters only, of which `.` alone means something
-            // in a regular expression.
-            .map(|(prefix, suffix)| {
-                let literal = |text: &str| text.replace('.', r"\.");
-                format!("{}[a-zA-Z0-9._-]+{}", literal(prefix), literal(suffix))
-            })
-            .collect();
-        format!("^({})$", alternatives.join("|"))
-    }
-}
-
-impl PartialSchema for DeadLetterTopicName {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(1))
-            .max_length(Some(kafkit::record::MAX_TOPIC_NAME_LEN))
-            .pattern(Some(DeadLetterTopicName::pattern()))
-            .description(Some(
-                "A dead-letter topic named after the topic it serves: `{topic}.dlq`, \
-                 `{topic}_dlt`, `{topic}-dlt` or `{topic}.DLT`",
-            ))
-            .examples(["orders.dlq"])
-            .into()
-    }
-}
-
-impl ToSchema for DeadLetterTopicName {}
 
 /// How many records; the operations document their own bounds.
 #[derive(Debug, Deserialize)]

@@ -7,4 +7,5 @@ pub(crate) mod health;
 pub(crate) mod openapi;
 pub(crate) mod produce;
 pub(crate) mod subscriptions;
+pub(crate) mod topic_name;
 pub(crate) mod topics;

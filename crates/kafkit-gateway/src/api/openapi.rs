@@ -12,16 +12,14 @@ use axum::Extension;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Map, Value, json};
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::api::dead_letters::DeadLetterTopicName;
 use crate::api::produce::{IdempotencyKey, OutboundMessage};
+use crate::api::topic_name::{DeadLetterTopicName, TopicName};
 
 /// The document's fixed parts; paths and schemas are added by the routers.
 #[derive(OpenApi)]
@@ -57,31 +55,6 @@ impl Modify for BearerAuth {
         );
     }
 }
-
-/// What a topic name may be, as `kafkit::record::validate_topic` checks it: 1 to 249 letters,
-/// digits, `.`, `_` and `-`, but not `.` or `..`. Written without look-around, so that any
-/// JSON Schema validator's regex engine reads it.
-pub const TOPIC_NAME_PATTERN: &str = r"^([a-zA-Z0-9._-]*[a-zA-Z0-9_-][a-zA-Z0-9._-]*|\.{3,})$";
-
-/// The schema of every topic name the API takes, in a path or a body.
-pub struct TopicName;
-
-impl PartialSchema for TopicName {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(1))
-            .max_length(Some(kafkit::record::MAX_TOPIC_NAME_LEN))
-            .pattern(Some(TOPIC_NAME_PATTERN))
-            .description(Some(
-                "A Kafka topic name: letters, digits, `.`, `_` and `-`, not `.` or `..`",
-            ))
-            .examples(["orders"])
-            .into()
-    }
-}
-
-impl ToSchema for TopicName {}
 
 /// The serialized document, handed to [`openapi_document`] as an extension.
 #[derive(Clone, Debug)]
@@ -413,7 +386,10 @@ mod tests {
                 "{route}"
             );
         }
-        assert_eq!(schemas["TopicName"]["pattern"], super::TOPIC_NAME_PATTERN);
+        assert_eq!(
+            schemas["TopicName"]["pattern"],
+            crate::api::topic_name::TOPIC_NAME_PATTERN
+        );
         assert_eq!(
             schemas["TopicName"]["maxLength"],
             kafkit::record::MAX_TOPIC_NAME_LEN

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::api::openapi::TopicName;
+use crate::api::topic_name::TopicName;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiQuery, ErrorBody, ReadFailures};
 use crate::reads::known_topics::lookup_error;

@@ -16,8 +16,9 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::BASE;
+use super::frame::{Failure, PageResult};
 use super::messages::Format;
-use super::page::{Failure, Nav, PageResult, csrf_field, page, utc};
+use super::page::{Nav, csrf_field, page, utc};
 use super::session::Viewer;
 use crate::AppState;
 use crate::api::dead_letters::{Choice, MAX_LIST, MAX_REPLAY, list, replay};

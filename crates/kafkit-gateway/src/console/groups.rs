@@ -13,10 +13,9 @@ use kafkit::{admin::GroupDescription, admin::ResetTo};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::frame::{Failure, PageResult};
 use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY, chart};
-use super::page::{
-    Failure, Nav, PageResult, csrf_field, page, parse_utc, segment, unsupported_banner,
-};
+use super::page::{Nav, csrf_field, page, parse_utc, segment, unsupported_banner};
 use super::session::Viewer;
 use super::{BASE, Console};
 use crate::AppState;

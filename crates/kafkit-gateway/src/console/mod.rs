@@ -21,6 +21,7 @@
 //! - The routes are not API routes: they are not in the OpenAPI document.
 
 mod dead_letters;
+mod frame;
 mod groups;
 mod lag_history;
 mod messages;

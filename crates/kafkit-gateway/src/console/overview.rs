@@ -6,8 +6,9 @@ use kafkit::Redrive;
 use maud::html;
 use std::sync::Arc;
 
+use super::frame::PageResult;
 use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY};
-use super::page::{Nav, PageResult, page, unsupported_banner};
+use super::page::{Nav, page, unsupported_banner};
 use super::session::Viewer;
 use super::{BASE, Console};
 use crate::AppState;

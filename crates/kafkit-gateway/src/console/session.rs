@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{Failure, bare_page};
+use super::frame::{Failure, bare_page};
 use super::{BASE, Console};
 use crate::AppState;
 use crate::http::auth::Caller;

@@ -9,7 +9,8 @@ use kafkit::DeadLetter;
 use maud::html;
 
 use super::BASE;
-use super::page::{Failure, Nav, PageResult, page, segment, utc};
+use super::frame::{Failure, PageResult};
+use super::page::{Nav, page, segment, utc};
 use super::session::Viewer;
 use crate::AppState;
 use crate::push::SubscriptionView;

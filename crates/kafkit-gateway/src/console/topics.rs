@@ -11,14 +11,13 @@ use kafkit::{Message, Record, Redrive, TopicSpec, reader::Start};
 use maud::html;
 use serde::Deserialize;
 
+use super::frame::{Failure, PageResult};
 use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY};
 use super::messages::{
     BrowseQuery, DEFAULT_LIMIT, Format, From, browse_form, export_csv, export_json, format_name,
     records_table,
 };
-use super::page::{
-    Failure, Nav, PageResult, csrf_field, page, parse_utc, segment, unsupported_banner,
-};
+use super::page::{Nav, csrf_field, page, parse_utc, segment, unsupported_banner};
 use super::session::Viewer;
 use super::{BASE, Console};
 use crate::AppState;

@@ -21,7 +21,7 @@ use time::format_description::well_known::Rfc3339;
 
 use kafkit::Message;
 
-use super::delivery::delivery_id;
+use super::delivery_id::delivery_id;
 
 /// The CloudEvents version sent.
 pub const SPEC_VERSION: &str = "1.0";

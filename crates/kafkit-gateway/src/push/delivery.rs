@@ -29,6 +29,7 @@ use reqwest::{Client, Url};
 
 use super::cloud_event::CloudEvent;
 use super::concurrency::{ConcurrencyLimit, Signal};
+pub use super::delivery_id::delivery_id;
 use super::metrics::SubscriptionMetrics;
 use super::signature::{Signer, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 use super::status::SubscriptionStatus;
@@ -307,11 +308,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     out
-}
-
-/// `topic/partition/offset`.
-pub fn delivery_id(message: &Message) -> String {
-    format!("{}/{}/{}", message.topic, message.partition, message.offset)
 }
 
 fn header_value(text: &str) -> HeaderValue {

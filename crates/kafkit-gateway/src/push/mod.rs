@@ -15,6 +15,7 @@
 pub mod cloud_event;
 pub mod concurrency;
 pub mod delivery;
+pub mod delivery_id;
 pub mod metrics;
 pub mod runner;
 pub mod signature;

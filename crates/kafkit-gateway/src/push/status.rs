@@ -73,7 +73,7 @@ impl SubscriptionStatus {
             recent.pop_front();
         }
         recent.push_back(RecentFailure {
-            delivery_id: super::delivery::delivery_id(message),
+            delivery_id: super::delivery_id::delivery_id(message),
             attempt: message.attempt,
             class: class.to_owned(),
             message: reason.to_owned(),

@@ -22,8 +22,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::api::produce::idempotency::{IdempotencyCache, Weigh};
-
 /// Default topic of the answers.
 pub const DEFAULT_TOPIC: &str = "_kafkit-idempotency";
 
@@ -100,19 +98,14 @@ fn parse_key(raw: &str) -> Option<(Kind, &str, &str)> {
 }
 
 impl AnswerLog {
-    /// Creates `topic` if missing (one partition, compacted), reads every answer in it into
-    /// the two caches, and follows it from then on; the caches then write their answers to it.
-    pub async fn start<R, C>(
+    /// Creates `topic` if missing (one partition, compacted), hands every answer in it to
+    /// `learn`, and follows it from then on (`learn` gets each new answer too).
+    pub async fn start(
         kafka: &Kafka,
         topic: &str,
         producer: Producer,
-        requests: &IdempotencyCache<R>,
-        records: &IdempotencyCache<C>,
-    ) -> kafkit::Result<Self>
-    where
-        R: Clone + Weigh + Serialize + DeserializeOwned + Send + Sync + 'static,
-        C: Clone + Weigh + Serialize + DeserializeOwned + Send + Sync + 'static,
-    {
+        learn: impl Fn(&Learnt<'_>) + Send + 'static,
+    ) -> kafkit::Result<Self> {
         let admin = kafka.admin()?;
         admin
             .ensure_topics(&[TopicSpec::new(topic, 1).config("cleanup.policy", "compact")])
@@ -127,17 +120,14 @@ impl AnswerLog {
             })?;
         let mut reading = kafka.reader()?.open(topic, None, Start::Beginning).await?;
         let (progress, read) = watch::channel(reading.watermarks(0).map_or(0, |(low, _)| low));
-        let learn = {
-            let (requests, records) = (requests.clone(), records.clone());
-            move |message: &kafkit::Message| {
-                let Some((kind, scope, key)) = message.key_str().and_then(parse_key) else {
-                    return;
-                };
-                let now = now_ms();
-                match kind {
-                    Kind::Request => learn_one(&requests, scope, key, message, now),
-                    Kind::Record => learn_one(&records, scope, key, message, now),
-                }
+        let learn = move |message: &kafkit::Message| {
+            if let Some((kind, scope, key)) = message.key_str().and_then(parse_key) {
+                learn(&Learnt {
+                    kind,
+                    scope,
+                    key,
+                    message,
+                });
             }
         };
         // Everything stored before this replica started.
@@ -169,15 +159,12 @@ impl AnswerLog {
                 }
             }
         });
-        let log = AnswerLog {
+        Ok(AnswerLog {
             topic: topic.to_owned(),
             producer,
             watermarks: Arc::new(watermarks),
             read,
-        };
-        requests.share(log.clone(), Kind::Request);
-        records.share(log.clone(), Kind::Record);
-        Ok(log)
+        })
     }
 
     /// Writes `answer` for `key` of `scope`, replayed until `ttl` from now; returns once the
@@ -225,28 +212,30 @@ impl AnswerLog {
     }
 }
 
-/// Stores one answer read from the topic in `cache`, unless it expired or does not parse.
-fn learn_one<T>(
-    cache: &IdempotencyCache<T>,
-    scope: &str,
-    key: &str,
-    message: &kafkit::Message,
-    now: u64,
-) where
-    T: Clone + Weigh + DeserializeOwned,
-{
-    let Ok(stored) = message.json::<Stored<T>>() else {
-        return;
-    };
-    if stored.expires_ms <= now {
-        return;
+/// One answer read from the topic: whose, and the record holding it.
+#[derive(Debug)]
+pub struct Learnt<'a> {
+    /// Which cache it belongs to.
+    pub kind: Kind,
+    /// The API key's scope.
+    pub scope: &'a str,
+    /// The idempotency key.
+    pub key: &'a str,
+    message: &'a kafkit::Message,
+}
+
+impl Learnt<'_> {
+    /// The answer and how much longer it is replayed, unless it expired or does not parse.
+    pub fn answer<T: DeserializeOwned>(&self) -> Option<(T, Duration)> {
+        let stored = self.message.json::<Stored<T>>().ok()?;
+        let now = now_ms();
+        (stored.expires_ms > now).then(|| {
+            (
+                stored.answer,
+                Duration::from_millis(stored.expires_ms - now),
+            )
+        })
     }
-    cache.learn(
-        scope,
-        key,
-        stored.answer,
-        Duration::from_millis(stored.expires_ms - now),
-    );
 }
 
 #[cfg(test)]

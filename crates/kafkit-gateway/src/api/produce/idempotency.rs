@@ -21,11 +21,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::api::produce::answer_log::{AnswerLog, Kind};
+use crate::api::produce::answer_log::{AnswerLog, Kind, Learnt};
 
 /// How long an answer is replayed.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
@@ -258,6 +259,17 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
     }
 
     /// Shares this cache's answers with every replica through `log`: answers stored here are
+    /// Stores an answer another replica wrote to the shared log, unless it expired or does
+    /// not parse.
+    fn learn_answer(&self, learnt: &Learnt<'_>)
+    where
+        T: Clone + Weigh + DeserializeOwned,
+    {
+        if let Some((answer, ttl)) = learnt.answer::<T>() {
+            self.learn(learnt.scope, learnt.key, answer, ttl);
+        }
+    }
+
     /// written to it, and a claim of a key not known here first reads it up to its end.
     pub fn share(&self, log: AnswerLog, kind: Kind)
     where
@@ -514,6 +526,33 @@ impl<T> Drop for Owner<T> {
         }
         sender.send_replace(Some(None));
     }
+}
+
+/// Shares `requests` and `records` with every replica through the compacted topic `topic`
+/// ([`AnswerLog`]): every answer in it is learnt now and as it comes, and each cache writes its
+/// own answers to it.
+pub async fn share_through<R, C>(
+    kafka: &kafkit::Kafka,
+    topic: &str,
+    producer: kafkit::Producer,
+    requests: &IdempotencyCache<R>,
+    records: &IdempotencyCache<C>,
+) -> kafkit::Result<AnswerLog>
+where
+    R: Clone + Weigh + Serialize + DeserializeOwned + Send + Sync + 'static,
+    C: Clone + Weigh + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let learn = {
+        let (requests, records) = (requests.clone(), records.clone());
+        move |learnt: &Learnt<'_>| match learnt.kind {
+            Kind::Request => requests.learn_answer(learnt),
+            Kind::Record => records.learn_answer(learnt),
+        }
+    };
+    let log = AnswerLog::start(kafka, topic, producer, learn).await?;
+    requests.share(log.clone(), Kind::Request);
+    records.share(log.clone(), Kind::Record);
+    Ok(log)
 }
 
 /// Checks a client-supplied idempotency key: 1 to 255 visible ASCII characters.
