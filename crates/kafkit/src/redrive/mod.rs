@@ -3,7 +3,7 @@
 //! first, when Spring appended one per hop) or Karafka's `source_topic`.
 //!
 //! A record dead-lettered after retry topics goes back to the topic the tiers serve, never to
-//! a tier: a copy naming a retry topic ([`retry_topic::KNOWN_TEMPLATES`]) is sent to its
+//! a tier: a copy naming a retry topic ([`crate::retry_topic::KNOWN_TEMPLATES`]) is sent to its
 //! source. The re-published record starts afresh there: the failure headers (kafkit's and
 //! Spring's `kafka_dlt-*`) and the retry headers (kafkit's tier and due time, Spring's
 //! `retry_topic-*`) are dropped, so nothing makes it wait or count earlier attempts.
@@ -22,35 +22,41 @@
 //! - [`Redrive::replay_matching`]: the not-yet-replayed records a [`RecordFilter`] keeps.
 //!
 //! The last two replay out of order. Which records they replayed ahead of the position is
-//! committed with the position itself, in the offset commit's metadata ([`progress`]), so every
-//! later replay (in this process or another, after a restart) passes over them instead of
-//! publishing them twice. That set has a budget in bytes; a replay that would exceed it is
+//! committed with the position itself, in the offset commit's metadata (module `progress`),
+//! so every later replay (in this process or another, after a restart) passes over them
+//! instead of publishing them twice. That set has a budget in bytes; a replay that would exceed it is
 //! refused before it publishes anything.
+//!
+//! A replay runs as four phases: `select` reads what to replay, `plan` decides where each
+//! record goes (or why it cannot) and checks the budget, `publish` sends the copies, `settle`
+//! decides what to report and commit. Plan and settle do no I/O.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::KafkaConfig;
-use crate::dead_letter::{self, FAILURE_HEADERS};
+use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::filter::RecordFilter;
-use crate::producer::Producer;
-use crate::reader::{Limits, Reader, Start};
-use crate::record::{Message, Record};
-use crate::retry_topic;
+use crate::reader::{Limits, Reader, Reading, Start};
+use crate::record::Message;
 
+use select::{Choice, Committed};
+
+mod plan;
 mod progress;
+mod publish;
+mod select;
+mod settle;
 
 pub use progress::PartitionProgress;
-pub(crate) use progress::{METADATA_BUDGET, Progress};
+pub(crate) use progress::Progress;
 
 /// Header a replayed record carries: `<dead-letter topic>/<partition>/<offset>` of its copy.
 pub const REDRIVE_OF: &str = "redrive-of";
-/// The prefix of Spring Kafka's dead-letter headers (`KafkaHeaders.DLT_*`).
-const SPRING_DLT_PREFIX: &str = "kafka_dlt-";
 /// How long reading waits for the next record before deciding the topic is drained.
 const IDLE: Duration = Duration::from_secs(5);
 /// Most records a replay of chosen or matching records reads to find them.
@@ -183,7 +189,8 @@ impl Redrive {
     /// past the end of its partition, or of a partition the topic does not have).
     ///
     /// Refused with [`Error::ReplayRefused`], before anything is published, when remembering
-    /// them would exceed [`METADATA_BUDGET`]: replay the earlier records first.
+    /// them would exceed the commit-metadata budget (3,072 bytes): replay the earlier records
+    /// first.
     pub async fn replay_offsets(
         &self,
         dead_letter_topic: &str,
@@ -197,7 +204,7 @@ impl Redrive {
         if offsets.is_empty() {
             return Err(invalid("choose at least one record".to_owned()));
         }
-        let mut chosen: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
+        let mut chosen = select::Offsets::new();
         for (partition, offset) in offsets {
             if *partition < 0 || *offset < 0 {
                 return Err(invalid(format!(
@@ -293,6 +300,8 @@ impl Redrive {
         .map_err(Error::Task)?
     }
 
+    /// One replay, as its phases: select what to replay, plan where each record goes, publish
+    /// the copies, settle what to report and commit.
     async fn replay_locked(
         &self,
         dead_letter_topic: &str,
@@ -306,252 +315,60 @@ impl Redrive {
             .with_group(Redrive::group_of(dead_letter_topic))
             .open(dead_letter_topic, None, Start::Committed)
             .await?;
-        let mut progress: HashMap<i32, Progress> = HashMap::new();
-        for partition in reading.partitions() {
-            if let Some(position) = reading.position(partition) {
-                let at = progress_of(
-                    dead_letter_topic,
-                    partition,
-                    position.from,
-                    &position.metadata,
-                )?;
-                progress.insert(partition, at);
-            }
-        }
-        let committed = progress.clone();
-        let mut report = ReplayReport::default();
-        // The records to replay, in order, and (sequential replay) how far it read.
-        let mut messages = Vec::new();
-        let mut read_to: HashMap<i32, i64> = HashMap::new();
-        let not_replayed = |message: &Message| {
-            !progress
-                .get(&message.partition)
-                .is_some_and(|p| p.replayed(message.offset))
+        let committed = committed_progress(dead_letter_topic, &reading)?;
+        let selection = select::select(
+            &self.config,
+            &mut reading,
+            dead_letter_topic,
+            &choice,
+            &committed,
+        )
+        .await?;
+        let mut report = ReplayReport {
+            scanned: selection.scanned,
+            skipped: selection.skipped,
+            ..ReplayReport::default()
         };
-        let to_end = Limits::to_end(usize::MAX).idle(IDLE);
-        match &choice {
-            Choice::Next { limit } => {
-                while messages.len() < *limit {
-                    let Some(message) = reading.next(&to_end).await? else {
-                        break;
-                    };
-                    report.scanned += 1;
-                    read_to.insert(message.partition, message.offset + 1);
-                    if not_replayed(&message) {
-                        messages.push(message);
-                    }
-                }
-            }
-            Choice::Matching { filter, limit } => {
-                while messages.len() < *limit && report.scanned < MAX_SCAN {
-                    let Some(message) = reading.next(&to_end).await? else {
-                        break;
-                    };
-                    report.scanned += 1;
-                    if not_replayed(&message) && filter.keeps(&message) {
-                        messages.push(message);
-                    }
-                }
-            }
-            Choice::Offsets(chosen) => {
-                // A choice past the end of its partition, or of a partition the topic does not
-                // have, names no record: reported, as a compacted-away offset is.
-                let mut stored: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
-                for (partition, offsets) in chosen {
-                    let high = reading.position(*partition).map(|position| position.high);
-                    for offset in offsets {
-                        match high {
-                            Some(high) if *offset < high => {
-                                stored.entry(*partition).or_default().insert(*offset);
-                            }
-                            Some(high) => report.skipped.push(format!(
-                                "{partition}/{offset}: past the end of partition {partition} \
-                                 (its next offset is {high})"
-                            )),
-                            None => report.skipped.push(format!(
-                                "{partition}/{offset}: {dead_letter_topic} has no partition \
-                                 {partition}"
-                            )),
-                        }
-                    }
-                }
-                for (partition, offsets) in &stored {
-                    if let (Some(first), Some(last)) = (offsets.first(), offsets.last())
-                        && last - first >= MAX_SCAN as i64
-                    {
-                        return Err(Error::InvalidSelection {
-                            field: "offsets".to_owned(),
-                            reason: format!(
-                                "offsets {first} and {last} of partition {partition} are more \
-                                 than {MAX_SCAN} apart; replay them in separate requests"
-                            ),
-                        });
-                    }
-                }
-                for (partition, offsets) in &stored {
-                    let Some(at) = progress.get(partition) else {
-                        continue;
-                    };
-                    let mut wanted: BTreeSet<i64> = BTreeSet::new();
-                    for offset in offsets {
-                        if at.replayed(*offset) {
-                            report
-                                .skipped
-                                .push(format!("{partition}/{offset}: already replayed"));
-                        } else {
-                            wanted.insert(*offset);
-                        }
-                    }
-                    let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
-                        continue;
-                    };
-                    let last = *last;
-                    let mut span = Reader::new(&self.config)?
-                        .open(
-                            dead_letter_topic,
-                            Some(&[*partition]),
-                            Start::Offset(*first),
-                        )
-                        .await?;
-                    while let Some(message) = span.next(&to_end).await? {
-                        report.scanned += 1;
-                        let offset = message.offset;
-                        if wanted.remove(&offset) {
-                            messages.push(message);
-                        }
-                        if offset >= last {
-                            break;
-                        }
-                    }
-                    for offset in wanted {
-                        report
-                            .skipped
-                            .push(format!("{partition}/{offset}: no record at this offset"));
-                    }
-                }
-            }
-        }
-        let mut records = Vec::new();
-        let mut passed_over = Vec::new();
-        for message in &messages {
-            let at = format!("{}/{}", message.partition, message.offset);
-            match destination(message, source) {
-                Ok(topic) => records.push((message, replay_record(message, topic))),
-                Err(reason) => {
-                    report.skipped.push(format!("{at}: {reason}"));
-                    passed_over.push(message);
-                }
-            }
-        }
-        let mut denied: Vec<String> = records
-            .iter()
-            .map(|(_, r)| r.topic.clone())
-            .filter(|topic| !allowed(topic))
-            .collect();
-        if !denied.is_empty() {
-            denied.sort();
-            denied.dedup();
-            report.denied = denied;
+        let order = choice.order();
+        let plan = plan::plan(
+            dead_letter_topic,
+            &selection.messages,
+            source,
+            &allowed,
+            &committed,
+            order,
+        )?;
+        if !plan.denied.is_empty() {
+            report.skipped.extend(settle::lines(&plan.passed_over));
+            report.denied = plan.denied;
             return Ok(report);
         }
-        let out_of_order = !matches!(choice, Choice::Next { .. });
-        if out_of_order {
-            // Everything chosen remembered as replayed must fit the budget: checked before
-            // anything is published, since Kafka would refuse the commit after it.
-            let mut planned = progress.clone();
-            for message in records
-                .iter()
-                .map(|(m, _)| *m)
-                .chain(passed_over.iter().copied())
-            {
-                if let Some(p) = planned.get_mut(&message.partition) {
-                    p.insert(message.offset);
-                }
-            }
-            if let Some((partition, needed)) = planned
-                .iter()
-                .map(|(partition, p)| (*partition, p.metadata().len()))
-                .find(|(_, needed)| *needed > METADATA_BUDGET)
-            {
-                return Err(Error::ReplayRefused {
-                    topic: dead_letter_topic.to_owned(),
-                    reason: format!(
-                        "remembering which records of partition {partition} were replayed out \
-                         of order would take {needed} bytes of offset-commit metadata, over the \
-                         budget of {METADATA_BUDGET} bytes (Kafka keeps at most \
-                         offset.metadata.max.bytes, 4096 by default); replay the earlier records \
-                         of partition {partition} first (replay next or replay all), which moves \
-                         the position past them and frees the budget"
-                    ),
-                });
-            }
-        }
-        let producer = Producer::builder(&self.config)
-            .standard_headers(false)
-            .build()?;
-        let (origins, records): (Vec<&Message>, Vec<Record>) = records.into_iter().unzip();
-        let destinations: Vec<String> = records.iter().map(|r| r.topic.clone()).collect();
-        let results = producer.send_batch(records).await;
-        producer.shutdown().await?;
-        // Records re-published, or passed over for good, per partition; and the first record
-        // of each partition that could not be re-published for now.
-        let mut done: Vec<&Message> = passed_over;
-        let mut stopped: HashMap<i32, i64> = HashMap::new();
-        for ((result, topic), message) in results.into_iter().zip(destinations).zip(origins) {
-            let at = format!("{}/{}", message.partition, message.offset);
-            match result {
-                Ok(_) => {
-                    *report.replayed.entry(topic).or_default() += 1;
-                    done.push(message);
-                }
-                Err(error) if error.is_retriable() || error.is_fatal() => {
-                    report.failed.push(format!("{at}: {error}"));
-                    let first = stopped.entry(message.partition).or_insert(message.offset);
-                    *first = (*first).min(message.offset);
-                }
-                // This record can never be re-published as it is (unknown topic, too large):
-                // reported, and passed over so it does not block the rest forever.
-                Err(error) => {
-                    report.skipped.push(format!("{at}: {error}"));
-                    done.push(message);
-                }
-            }
-        }
-        if out_of_order {
-            for message in done {
-                if let Some(p) = progress.get_mut(&message.partition) {
-                    p.insert(message.offset);
-                }
-            }
-        } else {
-            // The sequential replay moves each partition's position past what it read, or
-            // to the first record that could not be re-published for now.
-            read_to.extend(stopped);
-            for (partition, next) in read_to {
-                if let Some(p) = progress.get_mut(&partition) {
-                    p.move_to(next);
-                }
-            }
-        }
-        let changed: HashMap<i32, (i64, String)> = progress
-            .iter()
-            .filter(|(partition, p)| committed.get(partition) != Some(p))
-            .map(|(partition, p)| (*partition, (p.next(), p.metadata())))
-            .collect();
-        reading.commit_with_metadata(&changed).await?;
+        let published = publish::publish(&self.config, plan.copies).await?;
+        let settlement = settle::settle(
+            &committed,
+            order,
+            &selection.read_to,
+            plan.passed_over,
+            published,
+        );
+        reading.commit_with_metadata(&settlement.commits).await?;
+        report.replayed = settlement.replayed;
+        report.skipped.extend(settlement.skipped);
+        report.failed = settlement.failed;
         Ok(report)
     }
 }
 
-/// What a replay takes.
-#[derive(Debug)]
-enum Choice {
-    /// The next records from the position.
-    Next { limit: usize },
-    /// These offsets, per partition.
-    Offsets(BTreeMap<i32, BTreeSet<i64>>),
-    /// Records the filter keeps, from the position on.
-    Matching { filter: RecordFilter, limit: usize },
+/// The progress each partition of the dead-letter topic `reading` reads had, as committed.
+fn committed_progress(topic: &str, reading: &Reading) -> Result<Committed> {
+    let mut committed = Committed::new();
+    for partition in reading.partitions() {
+        if let Some(position) = reading.position(partition) {
+            let progress = progress_of(topic, partition, position.from, &position.metadata)?;
+            committed.insert(partition, progress);
+        }
+    }
+    Ok(committed)
 }
 
 /// The progress committed for `partition` (at `next`, with `metadata`).
@@ -566,40 +383,6 @@ fn progress_of(topic: &str, partition: i32, next: i64, metadata: &str) -> Result
     })
 }
 
-/// Where `message` goes back to, or why it cannot.
-fn destination(message: &Message, source: Option<&str>) -> std::result::Result<String, String> {
-    let topic = dead_letter::original_topic(message)
-        .ok_or_else(|| "no original-topic header".to_owned())?;
-    // Re-publishing the copy would write an empty value (a tombstone on a compacted topic).
-    if let Some(size) = message.header_value(dead_letter::VALUE_OMITTED) {
-        return Err(format!(
-            "the copy was stored without its {}-byte value (too large for the dead-letter \
-             topic); the value is in {topic} at the original partition and offset",
-            String::from_utf8_lossy(size)
-        ));
-    }
-    crate::record::validate_topic(&topic)
-        .map_err(|e| format!("original-topic {topic:?} is not a topic name: {e}"))?;
-    // A copy that failed last on a retry topic goes to the topic the tiers serve: that of this
-    // dead-letter topic, or (with any destination) the one the retry topic's name says, when
-    // the copy carries retry headers to show it took that round trip.
-    let topic = match retry_topic::source_of(&topic) {
-        Some((tiers_of, _))
-            if source == Some(tiers_of.as_str())
-                || (source.is_none() && retry_topic::is_retry_copy(message)) =>
-        {
-            tiers_of
-        }
-        _ => topic,
-    };
-    match source {
-        Some(source) if topic != source => Err(format!(
-            "original-topic {topic:?} is not {source:?}, the topic this dead-letter topic serves"
-        )),
-        _ => Ok(topic),
-    }
-}
-
 /// The lock that makes replays of one dead-letter topic run one at a time in this process.
 fn replay_lock(dead_letter_topic: &str) -> Arc<tokio::sync::Mutex<()>> {
     static LOCKS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
@@ -610,81 +393,4 @@ fn replay_lock(dead_letter_topic: &str) -> Arc<tokio::sync::Mutex<()>> {
         .entry(dead_letter_topic.to_owned())
         .or_default()
         .clone()
-}
-
-/// The copy to re-publish: original key, value and headers, failure and retry headers dropped.
-fn replay_record(message: &Message, topic: String) -> Record {
-    let mut record = Record::to(topic);
-    record.key = message.key.clone();
-    record.payload = message.value.clone();
-    record.headers = message
-        .headers
-        .iter()
-        .filter(|(name, _)| {
-            !FAILURE_HEADERS.contains(&name.as_str())
-                && !retry_topic::is_retry_header(name)
-                && !name.starts_with(SPRING_DLT_PREFIX)
-                && name != dead_letter::KARAFKA_ORIGINAL_TOPIC
-                && name != REDRIVE_OF
-        })
-        .cloned()
-        .collect();
-    record.headers.push((
-        REDRIVE_OF.to_owned(),
-        format!("{}/{}/{}", message.topic, message.partition, message.offset).into_bytes(),
-    ));
-    record
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn copy(headers: &[(&str, &str)]) -> Message {
-        Message {
-            topic: "orders.dlq".into(),
-            partition: 0,
-            offset: 7,
-            timestamp: None,
-            key: None,
-            headers: headers
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
-                .collect(),
-            value: None,
-            attempt: 0,
-        }
-    }
-
-    #[test]
-    fn a_copy_stored_without_its_value_is_passed_over_naming_why() {
-        let whole = copy(&[(dead_letter::ORIGINAL_TOPIC, "orders")]);
-        assert_eq!(destination(&whole, None), Ok("orders".to_owned()));
-        let omitted = copy(&[
-            (dead_letter::ORIGINAL_TOPIC, "orders"),
-            (dead_letter::VALUE_OMITTED, "2000000"),
-        ]);
-        let reason = destination(&omitted, None).unwrap_err();
-        assert!(
-            reason.contains("without its 2000000-byte value"),
-            "{reason}"
-        );
-    }
-
-    #[test]
-    fn a_copy_naming_a_retry_topic_goes_back_to_the_topic_the_tiers_serve() {
-        let spring = copy(&[
-            ("kafka_dlt-original-topic", "orders-retry-1"),
-            ("retry_topic-attempts", "3"),
-        ]);
-        assert_eq!(destination(&spring, Some("orders")).unwrap(), "orders");
-        assert_eq!(destination(&spring, None).unwrap(), "orders");
-        let kafkit = copy(&[(dead_letter::ORIGINAL_TOPIC, "orders.retry.2")]);
-        assert_eq!(destination(&kafkit, Some("orders")).unwrap(), "orders");
-        // With any destination, a name alone is no proof of a round trip.
-        assert_eq!(destination(&kafkit, None).unwrap(), "orders.retry.2");
-        // A retry topic of another topic is not this dead-letter topic's to replay to.
-        let other = copy(&[(dead_letter::ORIGINAL_TOPIC, "payments.retry.1")]);
-        assert!(destination(&other, Some("orders")).is_err());
-    }
 }

@@ -1,0 +1,266 @@
+//! The first phase of a replay: which records of the dead-letter topic to replay, read from
+//! the position the redrive group committed ([`Choice::Next`], [`Choice::Matching`]) or from
+//! the offsets chosen ([`Choice::Offsets`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::filter::RecordFilter;
+use crate::reader::{Limits, Reader, Reading, Start};
+use crate::record::Message;
+
+use super::progress::Progress;
+use super::{IDLE, MAX_SCAN};
+
+/// The progress each partition of the dead-letter topic had when the replay began.
+pub(super) type Committed = HashMap<i32, Progress>;
+
+/// Offsets of the dead-letter topic, per partition.
+pub(super) type Offsets = BTreeMap<i32, BTreeSet<i64>>;
+
+/// What a replay takes.
+#[derive(Debug)]
+pub(super) enum Choice {
+    /// The next records from the position.
+    Next { limit: usize },
+    /// These offsets, per partition.
+    Offsets(Offsets),
+    /// Records the filter keeps, from the position on.
+    Matching { filter: RecordFilter, limit: usize },
+}
+
+impl Choice {
+    /// How the replay moves the position.
+    pub(super) fn order(&self) -> Order {
+        match self {
+            Choice::Next { .. } => Order::Sequential,
+            Choice::Offsets(_) | Choice::Matching { .. } => Order::OutOfOrder,
+        }
+    }
+}
+
+/// How a replay moves through a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Order {
+    /// Every record from the position on: the position moves past what was read.
+    Sequential,
+    /// Records chosen here and there: each is remembered as replayed ahead of the position.
+    OutOfOrder,
+}
+
+/// The records a replay takes.
+#[derive(Debug, Default)]
+pub(super) struct Selection {
+    /// The records not replayed before, in the order read (offset order per partition).
+    pub messages: Vec<Message>,
+    /// Sequential replay: per partition, the offset after the last record read.
+    pub read_to: HashMap<i32, i64>,
+    /// Records of the dead-letter topic read.
+    pub scanned: usize,
+    /// Chosen offsets passed over, with why (`partition/offset: reason`).
+    pub skipped: Vec<String>,
+}
+
+/// Reads the records `choice` takes, passing over those `committed` says were replayed.
+pub(super) async fn select(
+    config: &KafkaConfig,
+    reading: &mut Reading,
+    topic: &str,
+    choice: &Choice,
+    committed: &Committed,
+) -> Result<Selection> {
+    match choice {
+        Choice::Next { limit } => select_next(reading, *limit, committed).await,
+        Choice::Matching { filter, limit } => {
+            select_matching(reading, filter, *limit, committed).await
+        }
+        Choice::Offsets(chosen) => select_offsets(config, reading, topic, chosen, committed).await,
+    }
+}
+
+/// Whether `committed` says `message` was replayed already.
+fn replayed(committed: &Committed, message: &Message) -> bool {
+    committed
+        .get(&message.partition)
+        .is_some_and(|p| p.replayed(message.offset))
+}
+
+fn to_end() -> Limits {
+    Limits::to_end(usize::MAX).idle(IDLE)
+}
+
+async fn select_next(
+    reading: &mut Reading,
+    limit: usize,
+    committed: &Committed,
+) -> Result<Selection> {
+    let mut selection = Selection::default();
+    while selection.messages.len() < limit {
+        let Some(message) = reading.next(&to_end()).await? else {
+            break;
+        };
+        selection.scanned += 1;
+        selection
+            .read_to
+            .insert(message.partition, message.offset + 1);
+        if !replayed(committed, &message) {
+            selection.messages.push(message);
+        }
+    }
+    Ok(selection)
+}
+
+async fn select_matching(
+    reading: &mut Reading,
+    filter: &RecordFilter,
+    limit: usize,
+    committed: &Committed,
+) -> Result<Selection> {
+    let mut selection = Selection::default();
+    while selection.messages.len() < limit && selection.scanned < MAX_SCAN {
+        let Some(message) = reading.next(&to_end()).await? else {
+            break;
+        };
+        selection.scanned += 1;
+        if !replayed(committed, &message) && filter.keeps(&message) {
+            selection.messages.push(message);
+        }
+    }
+    Ok(selection)
+}
+
+async fn select_offsets(
+    config: &KafkaConfig,
+    reading: &Reading,
+    topic: &str,
+    chosen: &Offsets,
+    committed: &Committed,
+) -> Result<Selection> {
+    let highs: HashMap<i32, i64> = reading
+        .partitions()
+        .into_iter()
+        .filter_map(|p| reading.position(p).map(|position| (p, position.high)))
+        .collect();
+    let (located, skipped) = locate(topic, chosen, &highs)?;
+    let mut selection = Selection {
+        skipped,
+        ..Selection::default()
+    };
+    for (partition, offsets) in located {
+        let Some(progress) = committed.get(&partition) else {
+            continue;
+        };
+        let (done, wanted): (BTreeSet<i64>, BTreeSet<i64>) =
+            offsets.into_iter().partition(|o| progress.replayed(*o));
+        selection.skipped.extend(
+            done.iter()
+                .map(|offset| format!("{partition}/{offset}: already replayed")),
+        );
+        read_offsets(config, topic, partition, wanted, &mut selection).await?;
+    }
+    Ok(selection)
+}
+
+/// Reads the records at `wanted` of `partition` into `selection`; an offset without a record
+/// (compacted away, a transaction marker) is passed over.
+async fn read_offsets(
+    config: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    mut wanted: BTreeSet<i64>,
+    selection: &mut Selection,
+) -> Result<()> {
+    let (Some(first), Some(last)) = (wanted.first().copied(), wanted.last().copied()) else {
+        return Ok(());
+    };
+    let mut span = Reader::new(config)?
+        .open(topic, Some(&[partition]), Start::Offset(first))
+        .await?;
+    while let Some(message) = span.next(&to_end()).await? {
+        selection.scanned += 1;
+        let offset = message.offset;
+        if wanted.remove(&offset) {
+            selection.messages.push(message);
+        }
+        if offset >= last {
+            break;
+        }
+    }
+    for offset in wanted {
+        selection
+            .skipped
+            .push(format!("{partition}/{offset}: no record at this offset"));
+    }
+    Ok(())
+}
+
+/// The chosen offsets that name a record, per partition, and those that cannot, with why:
+/// past the end of the partition (`highs`: each partition's high watermark), or of a partition
+/// the topic does not have. An error when the offsets of one partition are too far apart to
+/// read in one go.
+fn locate(
+    topic: &str,
+    chosen: &Offsets,
+    highs: &HashMap<i32, i64>,
+) -> Result<(Offsets, Vec<String>)> {
+    let mut located = Offsets::new();
+    let mut skipped = Vec::new();
+    for (partition, offsets) in chosen {
+        for offset in offsets {
+            match highs.get(partition) {
+                Some(high) if offset < high => {
+                    located.entry(*partition).or_default().insert(*offset);
+                }
+                Some(high) => skipped.push(format!(
+                    "{partition}/{offset}: past the end of partition {partition} \
+                     (its next offset is {high})"
+                )),
+                None => skipped.push(format!(
+                    "{partition}/{offset}: {topic} has no partition {partition}"
+                )),
+            }
+        }
+    }
+    for (partition, offsets) in &located {
+        if let (Some(first), Some(last)) = (offsets.first(), offsets.last())
+            && last - first >= MAX_SCAN as i64
+        {
+            return Err(Error::InvalidSelection {
+                field: "offsets".to_owned(),
+                reason: format!(
+                    "offsets {first} and {last} of partition {partition} are more than \
+                     {MAX_SCAN} apart; replay them in separate requests"
+                ),
+            });
+        }
+    }
+    Ok((located, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chosen_offsets_past_the_end_name_no_record_and_far_apart_ones_are_refused() {
+        let chosen = BTreeMap::from([(0, BTreeSet::from([1, 3, 5, 9])), (7, BTreeSet::from([2]))]);
+        let highs = HashMap::from([(0, 9)]);
+        let (located, skipped) = locate("t.dlq", &chosen, &highs).unwrap();
+        assert_eq!(located, BTreeMap::from([(0, BTreeSet::from([1, 3, 5]))]));
+        assert_eq!(
+            skipped,
+            [
+                "0/9: past the end of partition 0 (its next offset is 9)",
+                "7/2: t.dlq has no partition 7",
+            ]
+        );
+        let far = BTreeMap::from([(0, BTreeSet::from([0, MAX_SCAN as i64]))]);
+        let highs = HashMap::from([(0, i64::MAX)]);
+        let error = locate("t.dlq", &far, &highs).unwrap_err();
+        assert!(
+            error.to_string().contains("more than 100000 apart"),
+            "{error}"
+        );
+    }
+}
