@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::endpoint::Endpoint;
 use common::kafkit;
 use fantoccini::{Client, ClientBuilder, Locator};
 use kafkit::{Consumer, Message, Record, Router};
@@ -824,22 +825,6 @@ async fn script_in_a_key_header_and_value_never_runs() {
     browser.close().await;
 }
 
-/// `interop/push-endpoint.js` with `behaviour`: the process and its port.
-fn push_endpoint(behaviour: Value) -> (Child, u16) {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop");
-    let mut child = Command::new("node")
-        .arg(dir.join("push-endpoint.js"))
-        .arg(behaviour.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node is installed");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    (child, first["listening"].as_u64().unwrap() as u16)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_subscription_page_shows_its_endpoint_failures_and_dead_letter_topic() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -861,7 +846,8 @@ async fn a_push_subscription_page_shows_its_endpoint_failures_and_dead_letter_to
             .unwrap(),
     );
     testkit::send(records).await;
-    let (mut endpoint, port) = push_endpoint(json!({"status_by_key": {"bad": 422}}));
+    let endpoint = Endpoint::start(json!({"status_by_key": {"bad": 422}}));
+    let port = endpoint.port();
     let file = std::env::temp_dir().join(format!("{}.toml", testkit::unique("ui-push")));
     std::fs::write(
         &file,
@@ -932,6 +918,4 @@ async fn a_push_subscription_page_shows_its_endpoint_failures_and_dead_letter_to
     assert!(row.starts_with("billing ok"), "{row}");
     assert!(row.ends_with("0 10 1"), "{row}");
     browser.close().await;
-    let _ = endpoint.kill();
-    let _ = endpoint.wait();
 }

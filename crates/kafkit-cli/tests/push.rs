@@ -7,83 +7,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::endpoint::Endpoint;
 use common::kafkit;
 use kafkit::{Message, Record};
 use serde_json::{Value, json};
-
-/// The Node endpoint: its port and every request it answered, in answer order.
-struct Endpoint {
-    child: Child,
-    port: u16,
-    requests: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Endpoint {
-    fn start(behaviour: Value) -> Endpoint {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop");
-        assert!(
-            dir.join("node_modules/standardwebhooks").is_dir(),
-            "standardwebhooks is not installed in {}: run `npm ci` there",
-            dir.display()
-        );
-        let mut child = Command::new("node")
-            .arg(dir.join("push-endpoint.js"))
-            .arg(behaviour.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node is installed");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        let port = first["listening"].as_u64().unwrap() as u16;
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        std::thread::spawn({
-            let requests = requests.clone();
-            move || {
-                for line in lines.map_while(Result::ok) {
-                    requests
-                        .lock()
-                        .unwrap()
-                        .push(serde_json::from_str(&line).unwrap());
-                }
-            }
-        });
-        Endpoint {
-            child,
-            port,
-            requests,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    /// Delivery ids answered with a 2xx.
-    fn delivered(&self) -> BTreeSet<String> {
-        self.requests()
-            .iter()
-            .filter(|r| r["status"].as_u64().unwrap() / 100 == 2)
-            .map(|r| r["id"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `kafkit serve --subscriptions FILE` against the test broker; killed on drop.
 struct Serve {

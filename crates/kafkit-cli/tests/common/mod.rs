@@ -2,6 +2,8 @@
 //! running it to success, and reading its JSON lines. Each test file uses part of it.
 #![allow(dead_code)]
 
+pub mod endpoint;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
