@@ -19,6 +19,11 @@
 //   bearer          a token the Authorization header must carry, else 401
 //   overload        K: a request that arrives while K others are being answered gets a 503 at
 //                   once (no Retry-After), as a server with K workers that sheds the rest
+//   batch_outcomes  {"KEY": "dead_letter" | {"retry_first": N, "retry_after": S}}: for a batch
+//                   request (kafkit-batch-size header, a JSON array of records), the records of
+//                   KEY are answered dead_letter (reason "poison KEY"), or retry (after S
+//                   seconds, if given) on their first N requests; all others done. The answer
+//                   is a 200 with {"results": [...]} listing every record
 //   cloudevents     true: each request is read as a CloudEvent (binary content mode) with the
 //                   `cloudevents` package's HTTP.toEvent (an independent implementation); the
 //                   line gets "event" (its attributes and data) or "event_error"
@@ -26,6 +31,8 @@
 // Each line: {"at": ms, "done": ms, "id": delivery id, "attempt", "key", "partition", "offset",
 // "status", "verified", "overlap": another request of the same key was in flight, "headers",
 // "body", "in_flight": requests being answered when it arrived, and with cloudevents "event" or "event_error"}.
+// A batch request's line has "batch": its records, each as sent plus its "outcome", and
+// "overlap": a record's key was in flight in another request, or twice in this one.
 'use strict';
 
 const http = require('node:http');
@@ -98,12 +105,66 @@ function decide(key, id, body, verified, headers) {
   return [200, {}, '{"ok":true}'];
 }
 
+// A record's outcome in a batch request, by its key.
+function batchOutcome(item) {
+  const spec = (config.batch_outcomes || {})[item.key];
+  if (spec === 'dead_letter') return { outcome: 'dead_letter', reason: `poison ${item.key}` };
+  if (spec && spec.retry_first) {
+    const failed = failures.get(item.id) || 0;
+    if (failed < spec.retry_first) {
+      failures.set(item.id, failed + 1);
+      const answer = { outcome: 'retry' };
+      if (spec.retry_after !== undefined) answer.retry_after = spec.retry_after;
+      return answer;
+    }
+  }
+  return { outcome: 'done' };
+}
+
+async function answerBatch(req, res, body, at) {
+  const items = JSON.parse(body);
+  const keys = items.map((i) => i.key).filter((k) => k !== null);
+  const overlap = keys.some((k) => (inFlightByKey.get(k) || 0) > 0) || new Set(keys).size < keys.length;
+  for (const k of keys) inFlightByKey.set(k, (inFlightByKey.get(k) || 0) + 1);
+  const verified = verify(req.headers, body);
+  let status = 200;
+  let answer;
+  const results = [];
+  if (verified === false) {
+    status = 401;
+    answer = '{"error":"bad signature"}';
+  } else {
+    for (const item of items) {
+      const result = batchOutcome(item);
+      item.outcome = result.outcome;
+      results.push({ id: item.id, ...result });
+    }
+    answer = JSON.stringify({ results });
+  }
+  if (maxDelay > 0) await sleep(minDelay + Math.random() * (maxDelay - minDelay));
+  for (const k of keys) inFlightByKey.set(k, inFlightByKey.get(k) - 1);
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(answer);
+  process.stdout.write(JSON.stringify({
+    at,
+    done: Date.now(),
+    id: null,
+    status,
+    verified,
+    overlap,
+    method: req.method,
+    headers: req.headers,
+    batch: items,
+  }) + '\n');
+}
+
 const server = http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', async () => {
     const at = Date.now();
     const body = Buffer.concat(chunks).toString('utf8');
+    if (req.headers['kafkit-batch-size'] !== undefined) return answerBatch(req, res, body, at);
     const key = req.headers['kafka-key'] ?? null;
     const overlap = key !== null && (inFlightByKey.get(key) || 0) > 0;
     if (key !== null) inFlightByKey.set(key, (inFlightByKey.get(key) || 0) + 1);

@@ -1061,3 +1061,208 @@ async fn adaptive_concurrency_converges_to_what_the_endpoint_takes() {
             .all(|(_, offset, high)| *offset == Some(*high))
     );
 }
+
+/// Each record of each batch request the endpoint answered, with the request's times:
+/// `(at, done, record)`.
+fn batch_items(requests: &[Value]) -> Vec<(u64, u64, Value)> {
+    requests
+        .iter()
+        .flat_map(|r| {
+            let (at, done) = (r["at"].as_u64().unwrap(), r["done"].as_u64().unwrap());
+            r["batch"]
+                .as_array()
+                .unwrap_or_else(|| panic!("not a batch request: {r}"))
+                .iter()
+                .map(move |item| (at, done, item.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_carry_many_records_and_each_records_result_is_applied() {
+    // Given 200 JSON records over 20 keys in 2 partitions: the endpoint answers the records of
+    // key `again` "retry after 1 s" on their first request, those of key `doomed`
+    // "dead_letter"; and a text record.
+    let topic = testkit::topic("push-batch", 2).await;
+    produce(&topic, 200, key_of).await;
+    testkit::send(vec![Record::to(&topic).key("text").text("hello")]).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let endpoint = Endpoint::start(json!({
+        "delay_ms": [5, 15],
+        "secret": secret,
+        "batch_outcomes": {
+            "again": {"retry_first": 1, "retry_after": 1},
+            "doomed": "dead_letter",
+        },
+    }));
+    let serve = Serve::start(&format!(
+        r#"
+        [[subscription]]
+        name = "batch"
+        topics = ["{topic}"]
+        endpoint = "{url}"
+        max_in_flight = 32
+        batch = {{ max_records = 16, max_wait = "50ms" }}
+        retry = {{ max_attempts = 5, initial_delay = "100ms" }}
+        circuit_breaker = {{ failure_threshold = 0 }}
+        auth = {{ webhook_secrets = ["{secret}"] }}
+        "#,
+        url = endpoint.url("/batch"),
+    ));
+
+    // Every record but the doomed ones is delivered; those are dead-lettered, each with the
+    // endpoint's reason, after one request.
+    let all = testkit::eventually(Duration::from_secs(60), || {
+        endpoint.delivered().len() == 191
+    })
+    .await;
+    assert!(
+        all,
+        "{} of 191 delivered; log: {}",
+        endpoint.delivered().len(),
+        serve.log()
+    );
+    let dead = testkit::read(&format!("{topic}.dlq"), 10, Duration::from_secs(30)).await;
+    assert_eq!(dead.len(), 10);
+    for m in &dead {
+        assert_eq!(m.key.as_deref(), Some(&b"doomed"[..]));
+        assert_eq!(header(m, "error-kind"), "permanent");
+        assert_eq!(
+            header(m, "error-message"),
+            "HTTP 200 OK: dead-letter: poison doomed"
+        );
+        assert_eq!(header(m, "attempts"), "1");
+    }
+
+    // Each request: a signed JSON array of at most 16 records; some carried many.
+    let requests = endpoint.requests();
+    let mut largest = 0;
+    for r in &requests {
+        assert_eq!(r["status"], 200);
+        assert_eq!(r["verified"], true, "standardwebhooks refused a batch");
+        assert_eq!(r["headers"]["content-type"], "application/json");
+        let size = r["batch"].as_array().unwrap().len();
+        assert_eq!(r["headers"]["kafkit-batch-size"], size.to_string().as_str());
+        assert!((1..=16).contains(&size), "{size} records in one request");
+        largest = largest.max(size);
+    }
+    assert!(largest > 1, "no request carried more than one record");
+
+    // Each record as sent, and the requests it took: one for a record answered done or
+    // dead_letter, two for one answered retry (the second no sooner than 1 s after).
+    let items = batch_items(&requests);
+    let mut by_id: BTreeMap<String, Vec<(u64, u64, Value)>> = BTreeMap::new();
+    for (at, done, item) in &items {
+        by_id
+            .entry(item["id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((*at, *done, item.clone()));
+    }
+    assert_eq!(by_id.len(), 201, "every record was sent");
+    for (id, mut tries) in by_id {
+        tries.sort_by_key(|(at, _, _)| *at);
+        let first = &tries[0].2;
+        assert_eq!(
+            id,
+            format!("{topic}/{}/{}", first["partition"], first["offset"])
+        );
+        assert_eq!(first["topic"], topic.as_str());
+        let outcomes: Vec<&str> = tries
+            .iter()
+            .map(|(_, _, i)| i["outcome"].as_str().unwrap())
+            .collect();
+        let attempts: Vec<u64> = tries
+            .iter()
+            .map(|(_, _, i)| i["attempt"].as_u64().unwrap())
+            .collect();
+        match first["key"].as_str().unwrap() {
+            "text" => {
+                assert_eq!(first["content_type"], "text/plain; charset=utf-8");
+                assert_eq!(first["value_base64"], "aGVsbG8=");
+                assert_eq!(outcomes, ["done"]);
+            }
+            key => {
+                let value = &first["value"];
+                assert_eq!(key, key_of(value["id"].as_u64().unwrap() as usize));
+                assert_eq!(first["headers"]["tenant-id"], "acme");
+                assert_eq!(first["content_type"], "application/json");
+                match key {
+                    "again" => {
+                        assert_eq!(outcomes, ["retry", "done"], "{id}");
+                        assert_eq!(attempts, [1, 2], "{id}");
+                        let waited = tries[1].0 - tries[0].1;
+                        assert!(waited >= 999, "{id} retried after {waited} ms");
+                    }
+                    "doomed" => assert_eq!(outcomes, ["dead_letter"], "{id}"),
+                    _ => {
+                        assert_eq!(outcomes, ["done"], "{id}");
+                        assert_eq!(attempts, [1], "{id}");
+                    }
+                }
+            }
+        }
+    }
+
+    // Key order across batches: never a key in two requests at once, nor twice in one; each
+    // key's offsets in order from request to request.
+    for r in &requests {
+        assert_eq!(r["overlap"], false, "a key in two requests at once: {r}");
+    }
+    let mut by_key: HashMap<String, Vec<(u64, i64)>> = HashMap::new();
+    for (at, _, item) in &items {
+        by_key
+            .entry(item["key"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((*at, item["offset"].as_i64().unwrap()));
+    }
+    for (key, mut seen) in by_key {
+        seen.sort();
+        let offsets: Vec<i64> = seen.iter().map(|(_, o)| *o).collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] <= w[1]),
+            "key {key} out of order: {offsets:?}"
+        );
+    }
+
+    // The API and the metrics count records: 191 delivered; 10 retried and 10 dead-lettered
+    // by their results inside 200 answers.
+    let (_, body) = serve.get("/subscriptions").await;
+    let view: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        view[0]["batch"],
+        json!({"max_records": 16, "max_bytes": 1048576, "max_wait": "50ms"})
+    );
+    assert_eq!(view[0]["deliveries"]["delivered"], 191);
+    let (_, metrics) = serve.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"kafkit_push_delivered_total{subscription="batch"} 191"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"kafkit_push_failed_total{class="result",subscription="batch"} 20"#)
+    );
+    assert!(metrics.contains(&format!(
+        r#"kafkit_push_request_duration_seconds_count{{subscription="batch"}} {}"#,
+        requests.len()
+    )));
+
+    // Offsets moved for every record, done or dead-lettered.
+    assert!(serve.terminate().success());
+    let committed = testkit::committed("kafkit-push-batch", &topic).await;
+    for (partition, offset, high) in committed {
+        assert_eq!(
+            offset,
+            Some(high),
+            "partition {partition} not fully committed"
+        );
+    }
+}
+
+/// The key of record `{"id": i}` in the batch test.
+fn key_of(i: usize) -> String {
+    match i % 20 {
+        3 => "again".to_owned(),
+        7 => "doomed".to_owned(),
+        n => format!("key-{n}"),
+    }
+}

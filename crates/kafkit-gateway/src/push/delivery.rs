@@ -27,6 +27,7 @@ use kafkit::{HandlerError, Message};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Url};
 
+use super::batch::{self, Answer, BATCH_SIZE_HEADER, Batcher, Item};
 use super::cloud_event::CloudEvent;
 use super::concurrency::{ConcurrencyLimit, Signal};
 pub use super::delivery_id::delivery_id;
@@ -74,6 +75,8 @@ pub struct Delivery {
     status: Arc<SubscriptionStatus>,
     /// The subscription's retry topics, all source topics' tiers.
     retry_topics: Arc<HashSet<String>>,
+    /// With `batch`: gathers records into batch requests.
+    batcher: Option<Arc<Batcher>>,
 }
 
 impl Delivery {
@@ -112,6 +115,7 @@ impl Delivery {
                     .flat_map(|tiers| s.topics.iter().flat_map(|t| tiers.topics_for(t)))
                     .collect(),
             ),
+            batcher: s.batch.clone().map(|config| Arc::new(Batcher::new(config))),
         }
     }
 
@@ -137,6 +141,18 @@ impl Delivery {
         let copy = self.as_source(message);
         let retry_topic = copy.as_ref().map(|_| message.topic.as_str());
         let message = copy.as_ref().unwrap_or(message);
+        if message.attempt > 1 {
+            self.metrics.retries.inc();
+        }
+        let (verdict, class) = match &self.batcher {
+            Some(batcher) => self.deliver_in_batch(batcher, message, retry_topic).await,
+            None => self.deliver_alone(message, retry_topic).await,
+        };
+        self.settle(message, verdict, class)
+    }
+
+    /// One request for `message`.
+    async fn deliver_alone(&self, message: &Message, retry_topic: Option<&str>) -> Answer {
         let body = message.value.clone().unwrap_or_default();
         let mut headers = request_headers(message, &self.header_prefix);
         if let Some(topic) = retry_topic {
@@ -145,23 +161,125 @@ impl Delivery {
         if let Some(cloud_event) = &self.cloud_event {
             cloud_event.add_headers(message, &mut headers);
         }
+        self.authenticate(&mut headers, &delivery_id(message), &body);
+        match self.request(headers, body).await {
+            Ok((status, headers, excerpt)) => (
+                verdict(
+                    status,
+                    &headers,
+                    &excerpt,
+                    SystemTime::now(),
+                    self.max_retry_after,
+                ),
+                status_class(status),
+            ),
+            Err(error) => (error.verdict(), error.class()),
+        }
+    }
+
+    /// `message` in the batch being gathered; its answer once the batch's request is answered.
+    async fn deliver_in_batch(
+        &self,
+        batcher: &Arc<Batcher>,
+        message: &Message,
+        retry_topic: Option<&str>,
+    ) -> Answer {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pushed = batcher.push(Item {
+            id: delivery_id(message),
+            json: batch::item_bytes(message, retry_topic),
+            reply,
+        });
+        // Sent by tasks of their own: a batch is answered even if the handler call that
+        // completed it is dropped (a drain timeout).
+        for items in pushed.send {
+            let this = self.clone();
+            tokio::spawn(async move { this.send_batch(items).await });
+        }
+        if let Some(generation) = pushed.timer {
+            let this = self.clone();
+            let batcher = batcher.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(batcher.max_wait()).await;
+                if let Some(items) = batcher.take(generation) {
+                    this.send_batch(items).await;
+                }
+            });
+        }
+        answer.await.unwrap_or_else(|_| {
+            (
+                Verdict::Retry {
+                    reason: "batch request abandoned".into(),
+                    after: None,
+                },
+                "error",
+            )
+        })
+    }
+
+    /// Sends a batch and answers each of its records.
+    async fn send_batch(&self, items: Vec<Item>) {
+        let body = batch::body(&items);
+        let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+        headers.insert(BATCH_SIZE_HEADER, HeaderValue::from(items.len()));
+        // The webhook id names the batch by its first record and size; each record's own id
+        // is in the body.
+        let id = format!("batch:{}:{}", ids[0], ids.len());
+        self.authenticate(&mut headers, &id, &body);
+        let answers: Vec<Answer> = match self.request(headers, body).await {
+            Ok((status, headers, excerpt)) => {
+                let class = status_class(status);
+                batch::results(
+                    status,
+                    &headers,
+                    &excerpt,
+                    &ids,
+                    SystemTime::now(),
+                    self.max_retry_after,
+                )
+                .into_iter()
+                .map(|v| {
+                    // A record the endpoint failed inside a 2xx counts as `result`.
+                    let class = match (&v, status.is_success()) {
+                        (Verdict::Delivered, _) | (_, false) => class,
+                        (_, true) => "result",
+                    };
+                    (v, class)
+                })
+                .collect()
+            }
+            Err(error) => vec![(error.verdict(), error.class()); ids.len()],
+        };
+        for (item, answer) in items.into_iter().zip(answers) {
+            let _ = item.reply.send(answer);
+        }
+    }
+
+    /// Adds the bearer token and the Standard Webhooks signature of `body` as `id`.
+    fn authenticate(&self, headers: &mut HeaderMap, id: &str, body: &[u8]) {
         if let Some(bearer) = &self.bearer {
             headers.insert(AUTHORIZATION, bearer.clone());
         }
         if let Some(signer) = &self.signer {
-            let id = delivery_id(message);
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs();
-            let signature = signer.sign(&id, now, &body);
-            headers.insert(WEBHOOK_ID, header_value(&id));
+            let signature = signer.sign(id, now, body);
+            headers.insert(WEBHOOK_ID, header_value(id));
             headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(now));
             headers.insert(WEBHOOK_SIGNATURE, header_value(&signature));
         }
-        if message.attempt > 1 {
-            self.metrics.retries.inc();
-        }
+    }
+
+    /// One request within the concurrency limit, timed and counted.
+    async fn request(
+        &self,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<(reqwest::StatusCode, HeaderMap, Vec<u8>), SendError> {
         // Held back here only: the runtime already chose this record, in its order.
         let permit = self.limit.acquire().await;
         let _in_flight = self.metrics.in_flight_guard();
@@ -176,25 +294,11 @@ impl Delivery {
         self.metrics
             .latency
             .observe(started.elapsed().as_secs_f64());
-        let (class, verdict) = match outcome {
-            Ok((status, headers, excerpt)) => (
-                status_class(status),
-                verdict(
-                    status,
-                    &headers,
-                    &excerpt,
-                    SystemTime::now(),
-                    self.max_retry_after,
-                ),
-            ),
-            Err(error) => (
-                error.class(),
-                Verdict::Retry {
-                    reason: error.to_string(),
-                    after: None,
-                },
-            ),
-        };
+        outcome
+    }
+
+    /// Counts the record's verdict and turns it into the handler's result.
+    fn settle(&self, message: &Message, verdict: Verdict, class: &str) -> HandlerResult {
         match verdict {
             Verdict::Delivered => {
                 self.metrics.delivered.inc();
@@ -277,6 +381,14 @@ enum SendError {
 }
 
 impl SendError {
+    /// No response: retried with backoff.
+    fn verdict(&self) -> Verdict {
+        Verdict::Retry {
+            reason: self.to_string(),
+            after: None,
+        }
+    }
+
     fn class(&self) -> &'static str {
         match self {
             SendError::Timeout(_) => "timeout",

@@ -6,12 +6,14 @@
 //! - [`delivery`]: the consumer [`Handler`](kafkit::Handler) that makes the request
 //!   ([`Delivery`]).
 //! - [`verdict`](mod@verdict): the response contract, a pure function ([`verdict()`]).
+//! - [`batch`]: several records per request with per-record results ([`Batcher`]).
 //! - [`cloud_event`]: the CloudEvents binary content mode ([`CloudEvent`]).
 //! - [`concurrency`]: the requests in flight toward the endpoint ([`ConcurrencyLimit`]).
 //! - [`signature`]: Standard Webhooks signing ([`Signer`]).
 //! - [`runner`]: one consumer per subscription, run and stopped together ([`Runner`]).
 //! - [`metrics`] and [`status`]: what operators see.
 
+pub mod batch;
 pub mod cloud_event;
 pub mod concurrency;
 pub mod delivery;
@@ -23,10 +25,11 @@ pub mod status;
 pub mod subscription;
 pub mod verdict;
 
+pub use batch::Batcher;
 pub use cloud_event::CloudEvent;
 pub use concurrency::ConcurrencyLimit;
 pub use delivery::Delivery;
 pub use runner::{Runner, RunnerError, SubscriptionView};
 pub use signature::Signer;
-pub use subscription::{ConfigError, Subscription, Validated, parse};
+pub use subscription::{BatchConfig, ConfigError, Subscription, Validated, parse};
 pub use verdict::{Verdict, verdict};

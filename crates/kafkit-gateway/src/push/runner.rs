@@ -22,7 +22,7 @@ use super::concurrency::ConcurrencyLimit;
 use super::delivery::Delivery;
 use super::metrics::PushMetrics;
 use super::status::{StatusSnapshot, SubscriptionStatus};
-use super::subscription::{Concurrency, Format, Order, Validated};
+use super::subscription::{BatchConfig, Concurrency, Format, Order, Validated};
 
 /// Longest wait for a TCP (and TLS) connection to an endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,6 +62,8 @@ pub struct SubscriptionView {
     pub concurrency: ConcurrencyView,
     /// Request timeout in milliseconds.
     pub timeout_ms: u64,
+    /// With batching: records and bytes per request at most, and the wait for a batch to fill.
+    pub batch: Option<BatchConfig>,
     /// Requests per record in place, before its retry topics or the dead-letter topic.
     pub max_attempts: u32,
     /// The retry topics of each source topic, tier 1 first: one request each, when its delay
@@ -303,6 +305,7 @@ impl Running {
                 in_flight: self.limit.in_flight(),
             },
             timeout_ms: s.timeout.as_millis() as u64,
+            batch: s.batch.clone(),
             max_attempts: s.retry.max_attempts,
             retry_topics: self
                 .validated

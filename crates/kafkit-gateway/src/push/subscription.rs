@@ -40,6 +40,14 @@ pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_JITTER: f64 = 0.2;
 /// Default cap on a `Retry-After` an endpoint asks for.
 pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Default records per batch request at most (with `batch`).
+pub const DEFAULT_BATCH_MAX_RECORDS: usize = 100;
+/// Default bytes of a batch request's body at most (with `batch`).
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
+/// Default wait of a batch's first record for others (with `batch`).
+pub const DEFAULT_BATCH_MAX_WAIT: Duration = Duration::from_millis(20);
+/// Most records a batch request may hold.
+pub const MAX_BATCH_RECORDS: usize = 10_000;
 /// Default consecutive failures that open a subscription's circuit.
 pub const DEFAULT_BREAKER_FAILURES: u32 = 10;
 /// Default time an open circuit waits before a probe request.
@@ -176,6 +184,34 @@ pub struct Subscription {
     /// TLS toward an https endpoint.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Several records per request, each with its own result (off without it).
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
+}
+
+/// Batching: the records whose requests are due are sent together, as a JSON array, and the
+/// endpoint answers each record's outcome (see [`super::batch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Records per request at most, 1 to 10,000.
+    pub max_records: usize,
+    /// Bytes of a request's body at most (one larger record is sent alone).
+    pub max_bytes: usize,
+    /// How long a batch's first record waits for others before the batch is sent.
+    #[serde(with = "humantime_serde")]
+    #[schema(value_type = String)]
+    pub max_wait: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_records: DEFAULT_BATCH_MAX_RECORDS,
+            max_bytes: DEFAULT_BATCH_MAX_BYTES,
+            max_wait: DEFAULT_BATCH_MAX_WAIT,
+        }
+    }
 }
 
 /// Retries of a subscription: backoff in place, then retry topics (when `topics` names their
@@ -478,6 +514,33 @@ fn validate_one(
         ));
     }
     let retry_topics = retry_topics(&s, fail)?;
+    if let Some(batch) = &s.batch {
+        if !(1..=MAX_BATCH_RECORDS).contains(&batch.max_records) {
+            return Err(fail(
+                "batch.max_records",
+                format!("must be between 1 and {MAX_BATCH_RECORDS}"),
+            ));
+        }
+        if batch.max_bytes == 0 {
+            return Err(fail("batch.max_bytes", "must be at least 1".into()));
+        }
+        if batch.max_wait >= s.timeout {
+            return Err(fail(
+                "batch.max_wait",
+                "must be shorter than timeout: a record would wait longer for its batch \
+                 than for its answer"
+                    .into(),
+            ));
+        }
+        if s.format == Format::Cloudevents {
+            return Err(fail(
+                "batch",
+                "not with format = \"cloudevents\" (the batched content mode is not \
+                 supported)"
+                    .into(),
+            ));
+        }
+    }
     if s.circuit_breaker.failure_threshold > 0 && s.circuit_breaker.open_duration.is_zero() {
         return Err(fail(
             "circuit_breaker.open_duration",
@@ -641,6 +704,27 @@ mod tests {
         let fixed = parse(&format!("{MINIMAL}concurrency = \"fixed\""), no_env).unwrap();
         assert_eq!(fixed[0].subscription.concurrency, Concurrency::Fixed);
         assert!(v.cloud_event.is_none());
+        assert!(v.subscription.batch.is_none());
+    }
+
+    #[test]
+    fn batch_takes_its_bounds_with_defaults() {
+        let v = parse(&format!("{MINIMAL}batch = {{}}"), no_env)
+            .unwrap()
+            .remove(0);
+        assert_eq!(v.subscription.batch, Some(BatchConfig::default()));
+        let text = format!(
+            "{MINIMAL}batch = {{ max_records = 25, max_bytes = 65536, max_wait = \"50ms\" }}"
+        );
+        let batch = parse(&text, no_env).unwrap().remove(0).subscription.batch;
+        assert_eq!(
+            batch,
+            Some(BatchConfig {
+                max_records: 25,
+                max_bytes: 65536,
+                max_wait: Duration::from_millis(50),
+            })
+        );
     }
 
     #[test]
@@ -766,6 +850,26 @@ mod tests {
             (
                 with("order = \"partition\"\nretry = { topics = [\"1s\"] }"),
                 "retry.topics: not with order = \"partition\"",
+            ),
+            (
+                with("batch = { max_records = 0 }"),
+                "subscription \"billing\": batch.max_records: must be between 1 and 10000",
+            ),
+            (
+                with("batch = { max_bytes = 0 }"),
+                "batch.max_bytes: must be at least 1",
+            ),
+            (
+                with("timeout = \"1s\"\nbatch = { max_wait = \"2s\" }"),
+                "batch.max_wait: must be shorter than timeout",
+            ),
+            (
+                with("format = \"cloudevents\"\nbatch = {}"),
+                "batch: not with format = \"cloudevents\"",
+            ),
+            (
+                with("batch = { max_record = 5 }"),
+                "unknown field `max_record`",
             ),
             (
                 with("dead_letter = \"{topic}.retry.1\"\nretry = { topics = [\"1s\"] }"),

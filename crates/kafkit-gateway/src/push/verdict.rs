@@ -100,7 +100,7 @@ pub fn status_class(status: StatusCode) -> &'static str {
 }
 
 /// `HTTP 422 Unprocessable Entity: <excerpt>`.
-fn describe(status: StatusCode, body: &[u8]) -> String {
+pub(crate) fn describe(status: StatusCode, body: &[u8]) -> String {
     let excerpt = excerpt(body);
     let status = match status.canonical_reason() {
         Some(name) => format!("HTTP {} {name}", status.as_u16()),
