@@ -35,10 +35,14 @@ mod testing;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::produce::idempotency::{self, IdempotencyCache};
+use api::produce::{RecordReply, Reply};
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::{Extension, Router};
+use http::metrics::HttpMetrics;
 use kafkit::{Admin, Kafka, KafkaConfig, Producer, metrics::Metrics};
+use reads::known_topics::KnownTopics;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -70,9 +74,10 @@ pub const CONSOLE_PATH: &str = console::BASE;
 /// Request and response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Time limits of the gateway.
+/// Time limits of the gateway's requests (not to be confused with [`kafkit::reader::Timeouts`],
+/// the bounds of one read, nor with [`ServerLimits`], those of the listening socket).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub struct Timeouts {
     /// Longest wait for the broker within a request (a send's acknowledgement, a browse): the
     /// shorter of `KAFKA_REQUEST_TIMEOUT` and `KAFKA_DELIVERY_TIMEOUT`.
     pub broker_timeout: Duration,
@@ -80,10 +85,10 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
-impl Limits {
-    /// Limits derived from the client configuration.
+impl Timeouts {
+    /// Timeouts derived from the client configuration.
     pub fn from_config(config: &KafkaConfig) -> Self {
-        Limits {
+        Timeouts {
             broker_timeout: config.request_timeout.min(config.delivery_timeout),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
@@ -95,44 +100,44 @@ impl Limits {
 pub struct AppState {
     /// The shared producer of batches (`/kafka/send-batch`), lingering `KAFKA_LINGER_MS` to
     /// fill them.
-    pub producer: Producer,
+    producer: Producer,
     /// The producer of single records (`/kafka/send`, the console's produce form), with
     /// `linger.ms=0`: a client waiting on its one record never fills a batch, so lingering
     /// only adds its full length to every answer. Under load librdkafka still batches what
     /// queues while earlier requests are in flight. Flush it too at shutdown
     /// ([`AppState::shutdown`] flushes every producer).
-    pub single_producer: Producer,
+    single_producer: Producer,
     /// The transactional producer of `transactional` batches, created on first use.
-    pub transactions: Transactions,
+    transactions: Transactions,
     /// Admin client, for readiness and read endpoints.
-    pub admin: Arc<Admin>,
+    admin: Arc<Admin>,
     /// Client configuration, for the readers of the browse endpoint.
-    pub config: Arc<KafkaConfig>,
+    config: Arc<KafkaConfig>,
     /// The process's metrics registry.
-    pub metrics: Metrics,
+    metrics: Metrics,
     /// HTTP request metrics, registered in `metrics`.
-    pub http: http::metrics::HttpMetrics,
+    http_metrics: HttpMetrics,
     /// API keys; `None` leaves the gateway open.
-    pub keys: Option<Arc<ApiKeys>>,
+    api_keys: Option<Arc<ApiKeys>>,
     /// Answers by request `Idempotency-Key`.
-    pub request_replies: api::produce::idempotency::IdempotencyCache<api::produce::Reply>,
+    request_replies: IdempotencyCache<Reply>,
     /// Deliveries by record `idempotency_key`.
-    pub record_replies: api::produce::idempotency::IdempotencyCache<api::produce::RecordReply>,
+    record_replies: IdempotencyCache<RecordReply>,
     /// Topic existence checks when auto-creation is off.
-    pub known_topics: Arc<reads::known_topics::KnownTopics>,
+    known_topics: Arc<KnownTopics>,
     /// Time limits.
-    pub limits: Limits,
+    timeouts: Timeouts,
     /// Readiness: the last broker check, reused for a second, and whether shutdown began.
-    pub readiness: Arc<api::health::Readiness>,
+    readiness: Arc<Readiness>,
     /// The embedded development broker when the gateway runs on it (kept alive by the state):
     /// what it cannot do is answered 501 at once.
-    pub embedded: Option<Arc<kafkit::cluster::EmbeddedBroker>>,
-    /// Limits of the listening socket ([`serve`], [`serve_tls`]).
-    pub server: ServerLimits,
+    embedded: Option<Arc<kafkit::cluster::EmbeddedBroker>>,
+    /// Timeouts of the listening socket ([`serve`], [`serve_tls`]).
+    server_limits: ServerLimits,
     /// Places of the read endpoints (topics, groups, dead letters).
-    pub reads: ReadLimit,
+    read_limit: ReadLimit,
     /// The push subscriptions this process runs (`GET /subscriptions`, readiness).
-    pub push: Option<Arc<push::Runner>>,
+    push: Option<Arc<push::Runner>>,
 }
 
 impl AppState {
@@ -159,9 +164,9 @@ impl AppState {
             .metrics(metrics.clone())
             .build()?;
         let admin = kafka.admin()?;
-        let http = http::metrics::HttpMetrics::new(metrics.registry());
+        let http = HttpMetrics::new(metrics.registry());
         // A client may retry for as long as a record may still be delivered.
-        let replay_ttl = api::produce::idempotency::DEFAULT_TTL.max(config.delivery_timeout);
+        let replay_ttl = idempotency::DEFAULT_TTL.max(config.delivery_timeout);
         Ok(AppState {
             producer,
             single_producer,
@@ -169,18 +174,16 @@ impl AppState {
             admin: Arc::new(admin),
             config: Arc::new(config.clone()),
             metrics,
-            http,
-            keys: None,
-            request_replies: api::produce::idempotency::IdempotencyCache::replaying_for(replay_ttl),
-            record_replies: api::produce::idempotency::IdempotencyCache::replaying_for(replay_ttl),
-            known_topics: Arc::new(reads::known_topics::KnownTopics::new(
-                config.allow_auto_topic_creation,
-            )),
-            limits: Limits::from_config(config),
+            http_metrics: http,
+            api_keys: None,
+            request_replies: IdempotencyCache::replaying_for(replay_ttl),
+            record_replies: IdempotencyCache::replaying_for(replay_ttl),
+            known_topics: Arc::new(KnownTopics::new(config.allow_auto_topic_creation)),
+            timeouts: Timeouts::from_config(config),
             readiness: Arc::default(),
             embedded: kafka.cluster().embedded().cloned(),
-            server: ServerLimits::default(),
-            reads: ReadLimit::default(),
+            server_limits: ServerLimits::default(),
+            read_limit: ReadLimit::default(),
             push: None,
         })
     }
@@ -188,14 +191,14 @@ impl AppState {
     /// Requires one of `keys` on every topic and group endpoint.
     #[must_use]
     pub fn with_api_keys(mut self, keys: ApiKeys) -> Self {
-        self.keys = Some(Arc::new(keys));
+        self.api_keys = Some(Arc::new(keys));
         self
     }
 
     /// Overrides the time limits.
     #[must_use]
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
         self
     }
 
@@ -245,7 +248,7 @@ impl AppState {
 
     /// [`AppState::with_shared_answers`] on a shared state.
     pub async fn share_answers(&self, kafka: &Kafka, topic: &str) -> kafkit::Result<()> {
-        api::produce::idempotency::share_through(
+        idempotency::share_through(
             kafka,
             topic,
             self.single_producer.clone(),
@@ -267,8 +270,91 @@ impl AppState {
     /// Overrides the limits of the listening socket.
     #[must_use]
     pub fn with_server_limits(mut self, limits: ServerLimits) -> Self {
-        self.server = limits;
+        self.server_limits = limits;
         self
+    }
+}
+
+/// What handlers read of the state.
+impl AppState {
+    /// The shared producer of batches (`/kafka/send-batch`).
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// The producer of single records (`/kafka/send`, the console's produce form).
+    pub fn single_producer(&self) -> &Producer {
+        &self.single_producer
+    }
+
+    /// The transactional producer of `transactional` batches.
+    pub fn transactions(&self) -> &Transactions {
+        &self.transactions
+    }
+
+    /// The admin client of the read endpoints and readiness.
+    pub fn admin(&self) -> &Arc<Admin> {
+        &self.admin
+    }
+
+    /// The client configuration.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// The process's metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The API keys; `None` when the gateway is open.
+    pub fn api_keys(&self) -> Option<&ApiKeys> {
+        self.api_keys.as_deref()
+    }
+
+    /// The time limits.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Readiness: the last broker check and whether shutdown began.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+
+    /// The limits of the listening socket.
+    pub fn server_limits(&self) -> ServerLimits {
+        self.server_limits
+    }
+
+    /// The push subscriptions this process runs, if any.
+    pub fn push(&self) -> Option<&Arc<push::Runner>> {
+        self.push.as_ref()
+    }
+
+    /// Whether the gateway runs on the embedded development broker.
+    pub fn on_embedded_broker(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    pub(crate) fn http_metrics(&self) -> &HttpMetrics {
+        &self.http_metrics
+    }
+
+    pub(crate) fn request_replies(&self) -> &IdempotencyCache<Reply> {
+        &self.request_replies
+    }
+
+    pub(crate) fn record_replies(&self) -> &IdempotencyCache<RecordReply> {
+        &self.record_replies
+    }
+
+    pub(crate) fn known_topics(&self) -> &KnownTopics {
+        &self.known_topics
+    }
+
+    pub(crate) fn read_limit(&self) -> &ReadLimit {
+        &self.read_limit
     }
 }
 
@@ -282,7 +368,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(api::groups::routes())
                 .merge(api::dead_letters::routes())
                 .layer(axum::middleware::from_fn_with_state(
-                    state.reads.clone(),
+                    state.read_limit().clone(),
                     http::limits::limit,
                 )),
         )
@@ -290,14 +376,14 @@ pub fn router(state: AppState) -> Router {
         .merge(api::subscriptions::routes())
         .merge(api::openapi::routes())
         .split_for_parts();
-    let document = api::openapi::Document::new(&document, state.keys.is_some());
+    let document = api::openapi::Document::new(&document, state.api_keys().is_some());
     routes
         // The web console: HTML pages, not API routes (not in the document).
         .merge(console::routes(&state))
         .layer(Extension(document))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            state.limits.request_timeout,
+            state.timeouts().request_timeout,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -332,6 +418,8 @@ fn request_span(request: &Request) -> tracing::Span {
 mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
+    use kafkit::KafkaConfig;
+    use std::time::Duration;
 
     use super::*;
     use crate::testing::{call, get, state, state_with};
@@ -380,26 +468,26 @@ mod tests {
         let mut config = KafkaConfig::new(["127.0.0.1:1"]);
         config.request_timeout = Duration::from_secs(2);
         config.delivery_timeout = Duration::from_secs(2);
-        let limits = Limits {
+        let limits = Timeouts {
             broker_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_millis(50),
         };
-        let app = router(state_with(&config).with_limits(limits));
+        let app = router(state_with(&config).with_timeouts(limits));
         let answer = crate::api::produce::tests::send_unanswered(&app).await;
         assert_eq!(answer.body["error"]["code"], "request_timeout");
     }
 
     #[test]
-    fn limits_follow_the_client_configuration() {
+    fn timeouts_follow_the_client_configuration() {
         let mut config = KafkaConfig::new(["b:9092"]);
         config.request_timeout = Duration::from_secs(7);
         assert_eq!(
-            Limits::from_config(&config).broker_timeout,
+            Timeouts::from_config(&config).broker_timeout,
             Duration::from_secs(7)
         );
         config.delivery_timeout = Duration::from_secs(3);
         assert_eq!(
-            Limits::from_config(&config).broker_timeout,
+            Timeouts::from_config(&config).broker_timeout,
             Duration::from_secs(3)
         );
     }

@@ -68,7 +68,7 @@ async fn the_gateway_router_serves_inside_a_users_app() {
     // And the record is in Kafka once the user's server stops and the producer is flushed.
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
-    state.producer.shutdown().await.unwrap();
+    state.producer().shutdown().await.unwrap();
     let records = testkit::read(&topic, 1, Duration::from_secs(30)).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].key_str(), Some("k1"));

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kafkit::{Admin, Kafka, KafkaConfig, TopicSpec};
-use kafkit_gateway::{AppState, Limits, router};
+use kafkit_gateway::{AppState, Timeouts, router};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,11 +26,11 @@ async fn a_timed_out_send_keeps_its_idempotency_key_until_the_broker_answers() {
         ..broker.config()
     };
     let kafka = Kafka::connect(&config).unwrap();
-    let limits = Limits {
+    let limits = Timeouts {
         broker_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(3),
     };
-    let state = AppState::new(&kafka).unwrap().with_limits(limits);
+    let state = AppState::new(&kafka).unwrap().with_timeouts(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(axum::serve(listener, router(state.clone())).into_future());
@@ -45,7 +45,7 @@ async fn a_timed_out_send_keeps_its_idempotency_key_until_the_broker_answers() {
     // The producer knows the broker and the topic (and has its producer id) before the broker
     // freezes: sent directly, since a first send can take longer than the 1 s limit.
     state
-        .producer
+        .producer()
         .send(kafkit::Record::to(&topic).text("warm-up"))
         .await
         .unwrap();
@@ -92,7 +92,7 @@ async fn a_timed_out_send_keeps_its_idempotency_key_until_the_broker_answers() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(count().await, 2, "the retried record was produced twice");
     server.abort();
-    state.producer.shutdown().await.unwrap();
+    state.producer().shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -113,16 +113,16 @@ async fn a_request_timeout_shorter_than_the_broker_timeout_never_duplicates_a_ke
         ..broker.config()
     };
     let kafka = Kafka::connect(&config).unwrap();
-    let limits = Limits {
+    let limits = Timeouts {
         broker_timeout: Duration::from_secs(4),
         request_timeout: Duration::from_secs(1),
     };
-    let state = AppState::new(&kafka).unwrap().with_limits(limits);
+    let state = AppState::new(&kafka).unwrap().with_timeouts(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(axum::serve(listener, router(state.clone())).into_future());
     state
-        .producer
+        .producer()
         .send(kafkit::Record::to(&topic).text("warm-up"))
         .await
         .unwrap();
@@ -177,7 +177,7 @@ async fn a_request_timeout_shorter_than_the_broker_timeout_never_duplicates_a_ke
         .record_count();
     assert_eq!(stored, 1 + 12, "records written more than once");
     server.abort();
-    state.producer.shutdown().await.unwrap();
+    state.producer().shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +229,7 @@ async fn readiness_is_cached_for_a_second_and_turns_503_once_draining() {
     // And once shutdown begins, readiness is 503 "draining" whatever the brokers say.
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
-    assert!(state.readiness.is_draining());
+    assert!(state.readiness().is_draining());
     let app = router(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ready_url = format!("http://{}/health/ready", listener.local_addr().unwrap());
@@ -239,5 +239,5 @@ async fn readiness_is_cached_for_a_second_and_turns_503_once_draining() {
     let body: Value = draining.json().await.unwrap();
     assert_eq!(body["status"], "draining");
     again.abort();
-    state.producer.shutdown().await.unwrap();
+    state.producer().shutdown().await.unwrap();
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use kafkit::Kafka;
 use kafkit_gateway::push::Runner;
-use kafkit_gateway::{ApiKeys, AppState, Limits, ServerLimits};
+use kafkit_gateway::{ApiKeys, AppState, ServerLimits, Timeouts};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
@@ -70,9 +70,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let kafka = Kafka::connect(&config)?;
     let config = kafka.config();
-    let limits = Limits {
+    let limits = Timeouts {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
-        ..Limits::from_config(config)
+        ..Timeouts::from_config(config)
     };
     let server = ServerLimits {
         header_read_timeout: Duration::from_millis(args.header_timeout_ms),
@@ -81,7 +81,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..ServerLimits::default()
     };
     let mut state = AppState::new(&kafka)?
-        .with_limits(limits)
+        .with_timeouts(limits)
         .with_server_limits(server);
     let authenticated = keys.is_some();
     if let Some(keys) = keys {
@@ -106,7 +106,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if !args.topics.is_empty() {
         state
-            .admin
+            .admin()
             .ensure_topics(&args.topics)
             .await
             .context("creating --topics")?;
@@ -117,7 +117,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|s| s.subscription.name.clone())
                 .collect();
-            let runner = Runner::new(&kafka, subscriptions, &state.metrics)?;
+            let runner = Runner::new(&kafka, subscriptions, state.metrics())?;
             tracing::info!(subscriptions = ?names, "push subscriptions starting");
             let runner = Arc::new(runner);
             state = state.with_push(runner.clone());

@@ -139,7 +139,7 @@ pub async fn list(
     kafkit::record::validate_topic(topic)?;
     caller.require_read(topic)?;
     // The reader looks the topic up itself: an unknown one is its error, answered 404.
-    Redrive::new(&state.config)?
+    Redrive::new(state.config())?
         .list_within(topic, Limits::to_end(limit).bytes(MAX_LIST_BYTES))
         .await
         .map_err(|e| lookup_error(topic, e))
@@ -249,7 +249,7 @@ pub async fn replay(
         filter.check()?;
     }
     ensure_exists(state, topic).await?;
-    let redrive = Redrive::new(&state.config)?;
+    let redrive = Redrive::new(state.config())?;
     let allowed = {
         let caller = caller.clone();
         move |destination: &str| caller.may_write(destination)
@@ -296,7 +296,7 @@ fn bounded(limit: Option<usize>, default: usize, max: usize) -> Result<usize, Ap
 /// 404 for an unknown topic; a broker that cannot answer is 503/502, not 404.
 async fn ensure_exists(state: &AppState, topic: &str) -> Result<(), ApiError> {
     state
-        .admin
+        .admin()
         .describe_topic(topic)
         .await
         .map(drop)

@@ -31,14 +31,14 @@ const EMBEDDED_BROKER: &str = "the embedded development broker (it has no consum
 
 /// 501 when the gateway runs on the embedded development broker, which cannot `operation`.
 fn require_group_api(state: &AppState, operation: &str) -> Result<(), ApiError> {
-    match state.embedded {
-        Some(_) => Err(kafkit::Error::Unsupported {
+    if state.on_embedded_broker() {
+        return Err(kafkit::Error::Unsupported {
             operation: operation.to_owned(),
             broker: EMBEDDED_BROKER,
         }
-        .into()),
-        None => Ok(()),
+        .into());
     }
+    Ok(())
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -150,7 +150,7 @@ pub async fn groups_describe(
 /// Every consumer group, by name; 501 on the embedded development broker.
 pub async fn list(state: &AppState) -> Result<Vec<kafkit::admin::GroupInfo>, ApiError> {
     require_group_api(state, "listing consumer groups")?;
-    Ok(state.admin.list_groups().await?)
+    Ok(state.admin().list_groups().await?)
 }
 
 /// A group's committed offsets and lag in the partitions of the topics `caller` may read:
@@ -177,11 +177,11 @@ pub async fn detail(
         ));
     }
     require_group_api(state, &format!("describing consumer group {group:?}"))?;
-    let lags = state.admin.group_lag(&group, &[]).await?;
+    let lags = state.admin().group_lag(&group, &[]).await?;
     // No committed offset anywhere: tell an unknown group from an idle one.
     if lags.is_empty()
         && !state
-            .admin
+            .admin()
             .list_groups()
             .await?
             .iter()

@@ -46,7 +46,7 @@ impl Readiness {
         {
             return brokers.clone();
         }
-        let cluster = tokio::time::timeout(READY_TIMEOUT, state.admin.describe_cluster()).await;
+        let cluster = tokio::time::timeout(READY_TIMEOUT, state.admin().describe_cluster()).await;
         let brokers = match &cluster {
             Ok(Ok(info)) if !info.brokers.is_empty() => {
                 json!({"status": "up", "brokers": info.brokers.len(), "cluster_id": info.cluster_id})
@@ -90,20 +90,20 @@ pub async fn health_live() -> Json<serde_json::Value> {
     )
 )]
 pub async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    if state.readiness.is_draining() {
+    if state.readiness().is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "draining", "checks": {}})),
         );
     }
-    let brokers = state.readiness.brokers(&state).await;
-    let producer_open = !state.producer.is_closed() && !state.single_producer.is_closed();
-    let answers_pending = state.request_replies.sharing_pending();
+    let brokers = state.readiness().brokers(&state).await;
+    let producer_open = !state.producer().is_closed() && !state.single_producer().is_closed();
+    let answers_pending = state.request_replies().sharing_pending();
     // Push subscriptions: each one's status; a consumer that is not consuming makes the
     // process unready, an endpoint that fails is shown but does not (restarting kafkit would
     // not bring the endpoint back).
     let subscriptions: serde_json::Map<String, serde_json::Value> = state
-        .push
+        .push()
         .as_ref()
         .map(|push| push.views())
         .unwrap_or_default()
@@ -148,7 +148,7 @@ pub async fn metrics_render(
 ) -> ([(&'static str, &'static str); 1], String) {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics().render(),
     )
 }
 

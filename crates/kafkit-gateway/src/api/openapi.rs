@@ -170,7 +170,7 @@ mod tests {
     use axum::http::StatusCode;
     use serde_json::{Value, json};
 
-    use crate::api::{dead_letters, groups, topics};
+    use crate::api::{dead_letters, groups};
     use crate::testing::{call, get, state, state_with_keys};
     use crate::{MAX_BATCH_RECORDS, router};
 
@@ -361,7 +361,7 @@ mod tests {
         let most = |n: usize| Some(n as u64);
         assert_eq!(
             bounds(browse, "limit"),
-            (Some(1), most(topics::MAX_BROWSE_LIMIT))
+            (Some(1), most(crate::reads::browse::MAX_BROWSE_LIMIT))
         );
         assert_eq!(bounds(browse, "offset"), (Some(0), None));
         assert_eq!(bounds(browse, "partition"), (Some(0), None));

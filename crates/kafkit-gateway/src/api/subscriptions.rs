@@ -31,7 +31,7 @@ pub async fn subscriptions_list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Json<Vec<SubscriptionView>> {
-    let views = state.push.as_ref().map(|p| p.views()).unwrap_or_default();
+    let views = state.push().as_ref().map(|p| p.views()).unwrap_or_default();
     Json(
         views
             .into_iter()

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use kafkit::admin::PartitionInfo;
+use kafkit::reader::Start;
 use kafkit::view::MessageView;
-use kafkit::{Reader, reader::Limits, reader::Start};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -18,15 +18,9 @@ use crate::AppState;
 use crate::api::topic_name::TopicName;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiQuery, ErrorBody, ReadFailures};
+use crate::reads::browse::{Browse, DEFAULT_BROWSE_LIMIT, MAX_BROWSE_LIMIT, browse};
 use crate::reads::known_topics::lookup_error;
-
-/// Records one browse request returns by default.
-pub const DEFAULT_BROWSE_LIMIT: usize = 100;
-/// Most records one browse request may return.
-pub const MAX_BROWSE_LIMIT: usize = 500;
-/// About the most bytes of keys, values and headers one browse request reads (the record
-/// crossing it is the last one returned).
-pub const MAX_BROWSE_BYTES: usize = 8 << 20;
+use crate::reads::topic_configs::{TopicConfigs, topic_configs};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -137,7 +131,7 @@ pub async fn topics_list(
     // Only the caller's topics cost watermark requests.
     let readable = caller.clone();
     let topics = state
-        .admin
+        .admin()
         .list_topics_where(move |name| readable.may_read(name))
         .await?;
     Ok(Json(
@@ -174,11 +168,14 @@ pub async fn topics_describe(
 ) -> Result<Json<TopicDetail>, ApiError> {
     caller.require_read(&topic)?;
     let info = state
-        .admin
+        .admin()
         .describe_topic(&topic)
         .await
         .map_err(|e| lookup_error(&topic, e))?;
-    let (configs, configs_error) = configs_of(&state, &topic).await;
+    let (configs, configs_error) = match topic_configs(&state, &topic).await {
+        TopicConfigs::Known(configs) => (Some(configs), None),
+        TopicConfigs::Unknown(reason) => (None, Some(reason)),
+    };
     Ok(Json(TopicDetail {
         records: info.record_count(),
         partitions: info.partitions.iter().map(PartitionView::from).collect(),
@@ -225,12 +222,10 @@ pub async fn messages_browse(
             format!("offset must be >= 0, got {offset}"),
         ));
     }
-    let slice = read_slice(
+    let start = Start::Offset(query.offset.unwrap_or(0));
+    let slice = browse(
         &state,
-        &topic,
-        partition_of(&query),
-        Start::Offset(query.offset.unwrap_or(0)),
-        limit,
+        Browse::new(&topic, partition_of(&query), start, limit),
     )
     .await?;
     let (low, high, partition) = (slice.low_watermark, slice.high_watermark, slice.partition);
@@ -248,123 +243,8 @@ pub async fn messages_browse(
     }))
 }
 
-/// The topic's configs, or why there are none. Configs are a nicety: brokers without
-/// DescribeConfigs (the embedded one) still get an answer, with the reason configs are missing.
-pub async fn configs_of(
-    state: &AppState,
-    topic: &str,
-) -> (Option<BTreeMap<String, String>>, Option<String>) {
-    let configs = tokio::time::timeout(
-        state.limits.broker_timeout,
-        state.admin.topic_configs(topic),
-    )
-    .await;
-    match configs {
-        Ok(Ok(configs)) => (Some(configs), None),
-        Ok(Err(error)) => (None, Some(error.to_string())),
-        Err(_) => (None, Some("the broker did not answer in time".to_owned())),
-    }
-}
-
 fn partition_of(query: &BrowseQuery) -> i32 {
     query.partition.unwrap_or(0)
-}
-
-/// Records of one partition from `start` on, with its watermarks: what the browse endpoint
-/// and the console's message browser show.
-#[derive(Debug)]
-pub struct Slice {
-    /// Partition read.
-    pub partition: i32,
-    /// Oldest offset kept.
-    pub low_watermark: i64,
-    /// Offset the next record will get.
-    pub high_watermark: i64,
-    /// The records, in offset order.
-    pub messages: Vec<kafkit::Message>,
-}
-
-/// Most records a filtered browse reads to find its matches.
-pub const MAX_FILTER_SCAN: usize = 10_000;
-
-/// Reads up to `limit` records (and about [`MAX_BROWSE_BYTES`]) of one partition from `start`,
-/// stopping at its end as of opening or at the broker time limit. The caller checked the
-/// grants; an unknown topic or partition is 404.
-pub async fn read_slice(
-    state: &AppState,
-    topic: &str,
-    partition: i32,
-    start: Start,
-    limit: usize,
-) -> Result<Slice, ApiError> {
-    read_matching(
-        state,
-        topic,
-        partition,
-        start,
-        limit,
-        limit,
-        &|_| true,
-        false,
-    )
-    .await
-    .map(|(slice, _, _)| slice)
-}
-
-/// Like [`read_slice`], but reads up to `scan` records and keeps those `keeps` accepts: the
-/// first `limit` of them, or with `last` the last `limit`. Also says how many it read, and the
-/// offset after the last one read (where reading on would start), if it read any.
-#[allow(clippy::too_many_arguments)]
-pub async fn read_matching(
-    state: &AppState,
-    topic: &str,
-    partition: i32,
-    start: Start,
-    limit: usize,
-    scan: usize,
-    keeps: &(dyn Fn(&kafkit::Message) -> bool + Sync),
-    last: bool,
-) -> Result<(Slice, usize, Option<i64>), ApiError> {
-    // The reader looks the topic and partition up and reads their watermarks once: an unknown
-    // topic or partition is its error, answered 404.
-    let mut reading = Reader::new(&state.config)?
-        .open(topic, Some(&[partition]), start)
-        .await
-        .map_err(|e| lookup_error(topic, e))?;
-    let (low, high) = reading
-        .watermarks(partition)
-        .expect("the reader was opened on this partition");
-    let limits = Limits::to_end(scan).timeout(state.limits.broker_timeout);
-    let mut messages = std::collections::VecDeque::new();
-    let (mut scanned, mut bytes, mut read_to) = (0, 0, None);
-    while scanned < scan && (last || messages.len() < limit) {
-        let Some(message) = reading.next(&limits).await? else {
-            break;
-        };
-        scanned += 1;
-        read_to = Some(message.offset + 1);
-        if !keeps(&message) {
-            continue;
-        }
-        bytes += kafkit::reader::message_size(&message);
-        messages.push_back(message);
-        // Past a bound, the oldest match goes (newest first) or reading stops.
-        while last && (messages.len() > limit || bytes > MAX_BROWSE_BYTES) && messages.len() > 1 {
-            if let Some(dropped) = messages.pop_front() {
-                bytes -= kafkit::reader::message_size(&dropped);
-            }
-        }
-        if !last && bytes >= MAX_BROWSE_BYTES {
-            break;
-        }
-    }
-    let slice = Slice {
-        partition,
-        low_watermark: low,
-        high_watermark: high,
-        messages: messages.into(),
-    };
-    Ok((slice, scanned, read_to))
 }
 
 #[cfg(test)]
@@ -533,7 +413,7 @@ mod tests {
     async fn the_embedded_broker_describes_a_topic_at_once_without_configs() {
         let (_cluster, state) = crate::testing::embedded_state();
         state
-            .admin
+            .admin()
             .ensure_topics(&[kafkit::TopicSpec::new("embedded-detail", 2)])
             .await
             .unwrap();

@@ -29,7 +29,7 @@ const SHOWN: usize = 100;
 /// Per partition, the replay's position and what it replayed ahead of it; none when the
 /// broker cannot say (the page then shows nothing as replayed rather than failing).
 async fn replay_progress(state: &AppState, topic: &str) -> Vec<PartitionProgress> {
-    let progress = match Redrive::new(&state.config) {
+    let progress = match Redrive::new(state.config()) {
         Ok(redrive) => redrive.progress(topic).await,
         Err(error) => Err(error),
     };
@@ -43,7 +43,7 @@ async fn replay_progress(state: &AppState, topic: &str) -> Vec<PartitionProgress
 pub async fn dead_letters_list(State(state): State<AppState>, viewer: Viewer) -> PageResult {
     let readable = viewer.caller.clone();
     let topics = state
-        .admin
+        .admin()
         .list_topics_where(move |name| {
             Redrive::source_of(name).is_some() && readable.may_read(name)
         })

@@ -37,7 +37,7 @@ pub async fn groups_list(
     viewer: Viewer,
     Query(query): Query<ListQuery>,
 ) -> PageResult {
-    if state.embedded.is_some() {
+    if state.on_embedded_broker() {
         let body = html! { h1 { "Consumer groups" } (unsupported_banner(NO_GROUP_API)) };
         return Ok(page(&viewer, Nav::Groups, "Consumer groups", body));
     }
@@ -145,12 +145,12 @@ async fn sample(
     viewer: &Viewer,
     group: &str,
 ) -> Result<GroupDetail, Failure> {
-    if state.embedded.is_some() {
+    if state.on_embedded_broker() {
         return Err(Failure::new(StatusCode::NOT_IMPLEMENTED, NO_GROUP_API));
     }
     let detail = detail(state, &viewer.caller, group.to_owned()).await?;
     // The history keeps every partition; pages filter by grants when they read it.
-    if let Ok(all) = state.admin.group_lag(group, &[]).await {
+    if let Ok(all) = state.admin().group_lag(group, &[]).await {
         console.lag.record(group, &all);
     }
     Ok(detail)
@@ -164,7 +164,7 @@ pub async fn groups_show(
     Path(group): Path<String>,
 ) -> PageResult {
     let detail = sample(&state, &console, &viewer, &group).await?;
-    let description = state.admin.describe_group(&group).await?;
+    let description = state.admin().describe_group(&group).await?;
     let empty = description.as_ref().is_none_or(|d| d.members.is_empty());
     let mut topics: Vec<&str> = detail.partitions.iter().map(|p| p.topic.as_str()).collect();
     topics.dedup();
@@ -215,7 +215,7 @@ pub async fn groups_live(
     Path(group): Path<String>,
 ) -> PageResult {
     let detail = sample(&state, &console, &viewer, &group).await?;
-    let description = state.admin.describe_group(&group).await?;
+    let description = state.admin().describe_group(&group).await?;
     Ok(Html(live(&console, &viewer, &detail, description.as_ref()).into_string()).into_response())
 }
 
@@ -262,7 +262,7 @@ pub async fn groups_reset(
     Form(form): Form<ResetForm>,
 ) -> PageResult {
     viewer.check_csrf(&form.csrf)?;
-    if state.embedded.is_some() {
+    if state.on_embedded_broker() {
         return Err(Failure::new(StatusCode::NOT_IMPLEMENTED, NO_GROUP_API));
     }
     kafkit::record::validate_topic(&form.topic)?;
@@ -270,7 +270,7 @@ pub async fn groups_reset(
     viewer.require_write(&form.topic)?;
     let target = form.target()?;
     let members = state
-        .admin
+        .admin()
         .describe_group(&group)
         .await?
         .map_or(0, |d| d.members.len());
@@ -282,12 +282,12 @@ pub async fn groups_reset(
             ),
         ));
     }
-    let current = state.admin.group_lag(&group, &[&form.topic]).await?;
-    let plan = state.admin.offsets_for(&form.topic, target).await?;
+    let current = state.admin().group_lag(&group, &[&form.topic]).await?;
+    let plan = state.admin().offsets_for(&form.topic, target).await?;
     let confirmed = form.confirm.as_deref() == Some("yes");
     if confirmed {
         state
-            .admin
+            .admin()
             .commit_offsets(&group, &form.topic, &plan)
             .await?;
         tracing::info!(caller = viewer.caller.name(), %group, topic = %form.topic, "offsets reset from the console");

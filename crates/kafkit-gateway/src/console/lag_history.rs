@@ -112,7 +112,7 @@ impl LagHistory {
     /// development broker, which has no group API).
     pub fn visited(self: &Arc<Self>, state: &AppState) {
         *self.last_visit.lock().expect("not poisoned") = Some(Instant::now());
-        if state.embedded.is_some() || self.started.swap(true, Ordering::SeqCst) {
+        if state.on_embedded_broker() || self.started.swap(true, Ordering::SeqCst) {
             return;
         }
         let history = Arc::downgrade(self);
@@ -198,7 +198,7 @@ impl LagHistory {
     }
 
     async fn sample(&self, state: &AppState) -> kafkit::Result<()> {
-        let groups = state.admin.list_groups().await?;
+        let groups = state.admin().list_groups().await?;
         let listed: Vec<String> = groups
             .into_iter()
             .map(|g| g.name)
@@ -208,7 +208,7 @@ impl LagHistory {
         for chunk in listed.chunks(CONCURRENT_SAMPLES) {
             let mut tasks = tokio::task::JoinSet::new();
             for group in chunk {
-                let (admin, group) = (Arc::clone(&state.admin), group.clone());
+                let (admin, group) = (Arc::clone(state.admin()), group.clone());
                 tasks.spawn(async move {
                     let lags = admin.group_lag(&group, &[]).await;
                     (group, lags)

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::BASE;
 use super::page::utc;
-use crate::api::topics::MAX_BROWSE_LIMIT;
+use crate::reads::browse::MAX_BROWSE_LIMIT;
 
 /// Records a browse shows unless told otherwise.
 pub const DEFAULT_LIMIT: usize = 100;

@@ -103,7 +103,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             post(dead_letters::dead_letters_replay),
         )
         .layer(axum::middleware::from_fn_with_state(
-            state.reads.clone(),
+            state.read_limit().clone(),
             limits::limit,
         ));
     Router::new()

@@ -19,10 +19,10 @@ pub async fn overview_show(
     Extension(console): Extension<Arc<Console>>,
     viewer: Viewer,
 ) -> PageResult {
-    let cluster = state.admin.describe_cluster().await?;
+    let cluster = state.admin().describe_cluster().await?;
     let readable = viewer.caller.clone();
     let topics = state
-        .admin
+        .admin()
         .list_topics_where(move |name| readable.may_read(name))
         .await?;
     let dead_letters: Vec<_> = topics
@@ -30,25 +30,25 @@ pub async fn overview_show(
         .filter(|t| Redrive::source_of(&t.name).is_some())
         .collect();
     let backlog: i64 = dead_letters.iter().map(|t| t.record_count()).sum();
-    let groups = if state.embedded.is_some() {
+    let groups = if state.on_embedded_broker() {
         None
     } else {
         console
             .lag
             .refresh_within(&state, SAMPLE_EVERY, PAGE_WAIT)
             .await;
-        let groups = state.admin.list_groups().await?;
+        let groups = state.admin().list_groups().await?;
         let total: i64 = groups
             .iter()
             .filter_map(|g| console.lag.latest(&g.name, |t| viewer.caller.may_read(t)))
             .sum();
         Some((groups.len(), total))
     };
-    let brokers_check = state.readiness.brokers(&state).await;
-    let producer_open = !state.producer.is_closed() && !state.single_producer.is_closed();
+    let brokers_check = state.readiness().brokers(&state).await;
+    let producer_open = !state.producer().is_closed() && !state.single_producer().is_closed();
     let body = html! {
         h1 { "Overview" }
-        @if state.embedded.is_some() {
+        @if state.on_embedded_broker() {
             (unsupported_banner("The gateway runs on the embedded development broker (in memory, \
                 not durable): consumer groups, topic configs and offset resets need a real \
                 Kafka broker. Set KAFKA_BROKERS to use one."))
@@ -88,7 +88,7 @@ pub async fn overview_show(
                     dt { "Brokers" } dd { (brokers_check["status"].as_str().unwrap_or("unknown")) }
                     dt { "Producer" } dd { (if producer_open { "open" } else { "closed" }) }
                     dt { "Queue depth" } dd { (state.queued()) }
-                    dt { "Draining" } dd { (if state.readiness.is_draining() { "yes" } else { "no" }) }
+                    dt { "Draining" } dd { (if state.readiness().is_draining() { "yes" } else { "no" }) }
                 }
             }
         }

@@ -236,7 +236,7 @@ impl FromRequestParts<AppState> for Viewer {
         let console = console(parts);
         // Someone is looking: keep the lag sampler running.
         console.lag.visited(state);
-        if state.keys.is_none() {
+        if state.api_keys().is_none() {
             return Ok(Viewer {
                 caller: Caller::Open,
                 csrf: console.sessions.open_csrf.clone(),
@@ -267,7 +267,7 @@ impl FromRequestParts<AppState> for Viewer {
 
 /// The login form.
 pub async fn login_show(State(state): State<AppState>) -> Response {
-    if state.keys.is_none() {
+    if state.api_keys().is_none() {
         return Redirect::to(BASE).into_response();
     }
     login_page(StatusCode::OK, None)
@@ -310,7 +310,7 @@ pub async fn login_submit(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let Some(keys) = &state.keys else {
+    let Some(keys) = &state.api_keys() else {
         return Redirect::to(BASE).into_response();
     };
     let client = peer.map_or(

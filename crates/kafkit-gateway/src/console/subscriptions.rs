@@ -18,7 +18,7 @@ use crate::push::SubscriptionView;
 /// The subscriptions `viewer` may see.
 fn visible(state: &AppState, viewer: &Viewer) -> Vec<SubscriptionView> {
     state
-        .push
+        .push()
         .as_ref()
         .map(|p| p.views())
         .unwrap_or_default()

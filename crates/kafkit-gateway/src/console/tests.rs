@@ -211,7 +211,7 @@ async fn record_contents_are_escaped() {
 async fn the_embedded_broker_shows_banners_at_once() {
     let (_cluster, state) = embedded_state();
     state
-        .admin
+        .admin()
         .ensure_topics(&[
             kafkit::TopicSpec::new("orders", 1),
             kafkit::TopicSpec::new("orders.dlq", 1),

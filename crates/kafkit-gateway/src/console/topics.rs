@@ -7,8 +7,10 @@ use axum::Form;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use kafkit::admin::{PartitionInfo, TopicInfo};
+use kafkit::filter::RecordFilter;
 use kafkit::{Message, Record, Redrive, TopicSpec, reader::Start};
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::frame::{Failure, PageResult};
@@ -21,7 +23,8 @@ use super::page::{Nav, csrf_field, page, parse_utc, segment, unsupported_banner}
 use super::session::Viewer;
 use super::{BASE, Console};
 use crate::AppState;
-use crate::api::topics::{MAX_BROWSE_LIMIT, MAX_FILTER_SCAN, configs_of, read_matching};
+use crate::reads::browse::{Browse, BrowsePage, MAX_BROWSE_LIMIT, MAX_FILTER_SCAN, browse};
+use crate::reads::topic_configs::{TopicConfigs, topic_configs};
 
 /// The list's query: search and sort.
 #[derive(Debug, Default, Deserialize)]
@@ -39,7 +42,7 @@ pub async fn topics_list(
 ) -> PageResult {
     let readable = viewer.caller.clone();
     let mut topics = state
-        .admin
+        .admin()
         .list_topics_where(move |name| readable.may_read(name))
         .await?;
     let names: std::collections::HashSet<String> = topics.iter().map(|t| t.name.clone()).collect();
@@ -143,37 +146,29 @@ pub async fn topics_create(
         return Err(Failure::bad_request("A topic has 1 to 1000 partitions."));
     }
     state
-        .admin
+        .admin()
         .ensure_topics(&[TopicSpec::new(&name, form.partitions)])
         .await?;
     Ok(Redirect::to(&format!("{BASE}/topics/{name}")).into_response())
 }
 
-/// `GET /console/topics/{topic}`: the topic and a page of its records.
-pub async fn topics_show(
-    State(state): State<AppState>,
-    Extension(console): Extension<Arc<Console>>,
-    viewer: Viewer,
-    Path(topic): Path<String>,
-    Query(query): Query<BrowseQuery>,
-) -> PageResult {
-    kafkit::record::validate_topic(&topic)?;
-    viewer.caller.require_read(&topic)?;
-    let info = state
-        .admin
-        .describe_topic(&topic)
-        .await
-        .map_err(|e| crate::reads::known_topics::lookup_error(&topic, e))?;
+/// What the topic page was asked to show, parsed from its query.
+struct Show {
+    partition: i32,
+    limit: usize,
+    from: From,
+    filters: RecordFilter,
+    format: Format,
+    /// `partition:offset` of a record just produced from the form.
+    produced: Option<(i32, i64)>,
+}
+
+/// The query of the topic page, checked: a malformed value is a 400 naming it.
+fn parse_show(query: &BrowseQuery) -> Result<Show, Failure> {
     let partition: i32 = match query.partition.as_deref().map(str::parse) {
         None => 0,
         Some(Ok(p)) => p,
         Some(Err(_)) => return Err(Failure::bad_request("The partition is a number.")),
-    };
-    let Some(watermarks) = info.partitions.iter().find(|p| p.id == partition) else {
-        return Err(Failure::new(
-            StatusCode::NOT_FOUND,
-            format!("Topic {topic} has no partition {partition}."),
-        ));
     };
     let limit = match query.limit.as_deref().map(str::parse::<usize>) {
         None => DEFAULT_LIMIT,
@@ -200,15 +195,59 @@ pub async fn topics_show(
         },
         _ => From::Newest,
     };
+    let produced = query
+        .produced
+        .as_deref()
+        .and_then(|p| p.split_once(':'))
+        .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)));
+    Ok(Show {
+        partition,
+        limit,
+        from,
+        filters: query.filter()?,
+        format: Format::parse(query.format.as_deref()),
+        produced,
+    })
+}
+
+/// What the topic page shows, read from the broker.
+struct TopicPage {
+    info: TopicInfo,
+    /// The records shown, in the order shown (newest first when browsing from the newest).
+    messages: Vec<Message>,
+    /// The browse they come from (its records moved to `messages`).
+    browsed: BrowsePage,
+    /// Groups reading the topic and their lag; `None` on the embedded broker.
+    readers: Option<Vec<(String, i64)>>,
+    configs: TopicConfigs,
+}
+
+/// Reads the topic, the page of records `show` asks for, its readers and configs.
+async fn read_topic(
+    state: &AppState,
+    console: &Console,
+    topic: &str,
+    show: &Show,
+) -> Result<TopicPage, Failure> {
+    let info = state
+        .admin()
+        .describe_topic(topic)
+        .await
+        .map_err(|e| crate::reads::known_topics::lookup_error(topic, e))?;
+    let Some(watermarks) = info.partitions.iter().find(|p| p.id == show.partition) else {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("Topic {topic} has no partition {}.", show.partition),
+        ));
+    };
     // Filters apply on the server while reading: up to MAX_FILTER_SCAN records are read to
     // find `limit` matches (newest first: the last matches of the newest records read).
-    let filters = query.filter()?;
-    let scan = if filters.is_empty() {
-        limit
+    let scan = if show.filters.is_empty() {
+        show.limit
     } else {
         MAX_FILTER_SCAN
     };
-    let start = match from {
+    let start = match show.from {
         From::Oldest => Start::Beginning,
         From::Offset(offset) => Start::Offset(offset),
         From::Timestamp(at) => Start::Timestamp(at),
@@ -216,71 +255,120 @@ pub async fn topics_show(
             Start::Offset((watermarks.high_watermark - scan as i64).max(watermarks.low_watermark))
         }
     };
-    let keeps = |m: &Message| filters.keeps(m);
-    let newest = from == From::Newest;
-    let (slice, scanned, read_to) = read_matching(
-        &state, &topic, partition, start, limit, scan, &keeps, newest,
-    )
-    .await?;
-    let mut messages = slice.messages;
-    if from == From::Newest {
+    let keeps = |m: &Message| show.filters.keeps(m);
+    let mut request = Browse::new(topic, show.partition, start, show.limit).matching(scan, &keeps);
+    if show.from == From::Newest {
+        request = request.newest();
+    }
+    let mut browsed = browse(state, request).await?;
+    let mut messages = std::mem::take(&mut browsed.messages);
+    if show.from == From::Newest {
         messages.reverse();
     }
-    match query.export.as_deref() {
-        Some("json") => return Ok(export_json(&topic, &messages)),
-        Some("csv") => return Ok(export_csv(&topic, &messages)),
-        _ => {}
-    }
-    let format = Format::parse(query.format.as_deref());
     // Groups reading the topic come from the lag sampler: refresh it when it is old.
-    let readers = if state.embedded.is_some() {
+    let readers = if state.on_embedded_broker() {
         None
     } else {
         console
             .lag
-            .refresh_within(&state, SAMPLE_EVERY * 3, PAGE_WAIT)
+            .refresh_within(state, SAMPLE_EVERY * 3, PAGE_WAIT)
             .await;
-        Some(console.lag.readers_of(&topic))
+        Some(console.lag.readers_of(topic))
     };
-    let (configs, configs_error) = configs_of(&state, &topic).await;
-    let produced = query
-        .produced
-        .as_deref()
-        .and_then(|p| p.split_once(':'))
-        .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)));
-    // The next page starts after the last record read, not the last one shown: records a
-    // filter passed over are not read again.
-    let next_offset = read_to.unwrap_or(slice.low_watermark);
-    let next_page = {
-        let mut href = format!(
-            "{BASE}/topics/{}?partition={partition}&from=offset&offset={next_offset}&limit={limit}&format={}",
-            segment(&topic),
-            format_name(format)
-        );
-        // The filters go on: a next page of a filtered browse is filtered too.
-        for (name, value) in [
-            ("key", &query.key),
-            ("header", &query.header),
-            ("value", &query.value),
-            ("json", &query.json),
-        ] {
-            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-                href.push_str(&format!("&{name}={}", segment(value)));
-            }
+    Ok(TopicPage {
+        info,
+        messages,
+        browsed,
+        readers,
+        configs: topic_configs(state, topic).await,
+    })
+}
+
+/// `GET /console/topics/{topic}`: the topic and a page of its records.
+pub async fn topics_show(
+    State(state): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    viewer: Viewer,
+    Path(topic): Path<String>,
+    Query(query): Query<BrowseQuery>,
+) -> PageResult {
+    kafkit::record::validate_topic(&topic)?;
+    viewer.caller.require_read(&topic)?;
+    let show = parse_show(&query)?;
+    let shown = read_topic(&state, &console, &topic, &show).await?;
+    match query.export.as_deref() {
+        Some("json") => return Ok(export_json(&topic, &shown.messages)),
+        Some("csv") => return Ok(export_csv(&topic, &shown.messages)),
+        _ => {}
+    }
+    Ok(render_topic(&viewer, &topic, &show, &shown, &query))
+}
+
+/// The link to the page after `shown`: it starts after the last record read, not the last one
+/// shown (records a filter passed over are not read again), and keeps the filters.
+fn next_page(topic: &str, show: &Show, query: &BrowseQuery, next_offset: i64) -> String {
+    let mut href = format!(
+        "{BASE}/topics/{}?partition={}&from=offset&offset={next_offset}&limit={}&format={}",
+        segment(topic),
+        show.partition,
+        show.limit,
+        format_name(show.format)
+    );
+    for (name, value) in [
+        ("key", &query.key),
+        ("header", &query.header),
+        ("value", &query.value),
+        ("json", &query.json),
+    ] {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            href.push_str(&format!("&{name}={}", segment(value)));
         }
-        href
-    };
+    }
+    href
+}
+
+/// The topic page: partitions, readers, the message browser, the produce form, configs.
+fn render_topic(
+    viewer: &Viewer,
+    topic: &str,
+    show: &Show,
+    shown: &TopicPage,
+    query: &BrowseQuery,
+) -> Response {
     let body = html! {
         h1 { "Topic " span.name { (topic) } }
-        @if let Some((p, o)) = produced {
+        @if let Some((p, o)) = show.produced {
             p.banner.ok role="status" #produced { "Record produced to partition " (p) " at offset " (o) "." }
         }
+        (partitions_section(topic, &shown.info.partitions))
+        (readers_section(shown.readers.as_deref()))
+        (messages_section(topic, show, shown, query))
+        @if viewer.caller.may_write(topic) {
+            section #produce {
+                h2 { "Produce a record" }
+                form.stack method="post" action={(BASE) "/topics/" (topic) "/produce"} {
+                    (csrf_field(viewer))
+                    label { "Key " input type="text" name="key" maxlength="10000"; }
+                    label { "Value " textarea name="value" rows="4" {} }
+                    label { "Headers, one " code { "name: value" } " a line " textarea name="headers" rows="2" {} }
+                    label { "Partition (empty: by key) " input type="number" name="partition" min="0"; }
+                    button type="submit" { "Produce" }
+                }
+            }
+        }
+        (configs_section(&shown.configs))
+    };
+    page(viewer, Nav::Topics, topic, body)
+}
+
+fn partitions_section(topic: &str, partitions: &[PartitionInfo]) -> Markup {
+    html! {
         section {
             h2 { "Partitions" }
             table #partitions {
                 thead { tr { th.num { "Partition" } th.num { "Leader" } th { "Replicas" } th { "In sync" } th.num { "Low watermark" } th.num { "High watermark" } th.num { "Records" } } }
                 tbody {
-                    @for p in &info.partitions {
+                    @for p in partitions {
                         tr {
                             td.num { a href={(BASE) "/topics/" (topic) "?partition=" (p.id)} { (p.id) } }
                             td.num { (p.leader) }
@@ -294,9 +382,14 @@ pub async fn topics_show(
                 }
             }
         }
+    }
+}
+
+fn readers_section(readers: Option<&[(String, i64)]>) -> Markup {
+    html! {
         section {
             h2 { "Consumer groups reading it" }
-            @match &readers {
+            @match readers {
                 None => { (unsupported_banner("The embedded development broker has no consumer-group API.")) }
                 Some(readers) if readers.is_empty() => { p.note { "No group has committed offsets in this topic." } }
                 Some(readers) => {
@@ -311,44 +404,45 @@ pub async fn topics_show(
                 }
             }
         }
+    }
+}
+
+fn messages_section(topic: &str, show: &Show, shown: &TopicPage, query: &BrowseQuery) -> Markup {
+    let browsed = &shown.browsed;
+    let next_offset = browsed.read_to.unwrap_or(browsed.low_watermark);
+    html! {
         section {
             h2 { "Messages" }
-            (browse_form(&topic, &info.partitions, partition, from, limit, format, &query))
+            (browse_form(topic, &shown.info.partitions, show.partition, show.from, show.limit, show.format, query))
             p.note #browse-summary {
-                "Partition " (partition) ", " (messages.len()) " records shown"
-                @if !filters.is_empty() { span #scanned { " matching the filters, of " (scanned) " records read" } " (at most " (MAX_FILTER_SCAN) ")" }
-                ", offsets " (slice.low_watermark) "–" (slice.high_watermark) " kept."
-                @if from != From::Newest && next_offset < slice.high_watermark {
-                    " " a #next-page href=(next_page) { "Next page" }
+                "Partition " (show.partition) ", " (shown.messages.len()) " records shown"
+                @if !show.filters.is_empty() { span #scanned { " matching the filters, of " (browsed.scanned) " records read" } " (at most " (MAX_FILTER_SCAN) ")" }
+                ", offsets " (browsed.low_watermark) "–" (browsed.high_watermark) " kept."
+                @if show.from != From::Newest && next_offset < browsed.high_watermark {
+                    " " a #next-page href=(next_page(topic, show, query, next_offset)) { "Next page" }
                 }
             }
-            (records_table(&messages, format))
+            (records_table(&shown.messages, show.format))
         }
-        @if viewer.caller.may_write(&topic) {
-            section #produce {
-                h2 { "Produce a record" }
-                form.stack method="post" action={(BASE) "/topics/" (topic) "/produce"} {
-                    (csrf_field(&viewer))
-                    label { "Key " input type="text" name="key" maxlength="10000"; }
-                    label { "Value " textarea name="value" rows="4" {} }
-                    label { "Headers, one " code { "name: value" } " a line " textarea name="headers" rows="2" {} }
-                    label { "Partition (empty: by key) " input type="number" name="partition" min="0"; }
-                    button type="submit" { "Produce" }
-                }
-            }
-        }
+    }
+}
+
+fn configs_section(configs: &TopicConfigs) -> Markup {
+    html! {
         section {
             h2 { "Configs" }
-            @if let Some(configs) = &configs {
-                table #configs {
-                    tbody { @for (name, value) in configs { tr { td { code { (name) } } td { (value) } } } }
+            @match configs {
+                TopicConfigs::Known(configs) => {
+                    table #configs {
+                        tbody { @for (name, value) in configs { tr { td { code { (name) } } td { (value) } } } }
+                    }
                 }
-            } @else {
-                (unsupported_banner(&format!("Configs unavailable: {}", configs_error.unwrap_or_default())))
+                TopicConfigs::Unknown(reason) => {
+                    (unsupported_banner(&format!("Configs unavailable: {reason}")))
+                }
             }
         }
-    };
-    Ok(page(&viewer, Nav::Topics, &topic, body))
+    }
 }
 
 fn join(ids: &[i32]) -> String {
@@ -404,8 +498,8 @@ pub async fn topics_produce(
         record = record.partition(partition);
     }
     let delivery = tokio::time::timeout(
-        state.limits.broker_timeout,
-        state.single_producer.send(record),
+        state.timeouts().broker_timeout,
+        state.single_producer().send(record),
     )
     .await
     .map_err(|_| {

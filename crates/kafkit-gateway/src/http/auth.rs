@@ -228,7 +228,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(keys) = &state.keys else {
+        let Some(keys) = &state.api_keys() else {
             return Ok(Caller::Open);
         };
         let presented = parts

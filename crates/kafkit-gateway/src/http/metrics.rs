@@ -53,12 +53,12 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let started = Instant::now();
     let response = next.run(request).await;
     state
-        .http
+        .http_metrics()
         .requests
         .with_label_values(&[&route, method, response.status().as_str()])
         .inc();
     state
-        .http
+        .http_metrics()
         .duration
         .with_label_values(&[&route, method])
         .observe(started.elapsed().as_secs_f64());
@@ -103,7 +103,7 @@ mod tests {
             call(&app, request).await;
             call(&app, get(&format!("/another/{i}"))).await;
         }
-        let text = state.metrics.render();
+        let text = state.metrics().render();
         let series: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("kafkit_http_requests_total{"))

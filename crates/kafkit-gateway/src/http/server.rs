@@ -76,7 +76,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 
 /// Serves `state`'s gateway on `listener` (plain HTTP) until `shutdown` completes, then stops
 /// accepting and finishes the requests in flight (within the drain time). The producer is not
-/// flushed here: call `state.producer.shutdown()` after it returns, so every request answered
+/// flushed here: call `state.producer().shutdown()` after it returns, so every request answered
 /// `2xx` is in Kafka.
 pub async fn serve(
     listener: TcpListener,
@@ -93,7 +93,8 @@ pub async fn serve_tls(
     tls: RustlsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let acceptor = RustlsAcceptor::new(tls).handshake_timeout(state.server.header_read_timeout);
+    let acceptor =
+        RustlsAcceptor::new(tls).handshake_timeout(state.server_limits().header_read_timeout);
     serve_with(listener, state, acceptor, true, shutdown).await
 }
 
@@ -109,8 +110,8 @@ where
     A::Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     A::Future: Send,
 {
-    let limits = state.server;
-    let readiness = state.readiness.clone();
+    let limits = state.server_limits();
+    let readiness = state.readiness().clone();
     let mut app = router(state);
     if https {
         // The console's session cookie is then `Secure`.

@@ -159,7 +159,7 @@ pub(super) async fn idempotent(
     };
     let owner = match &key {
         None => None,
-        Some(key) => match state.request_replies.claim(caller.name(), key).await {
+        Some(key) => match state.request_replies().claim(caller.name(), key).await {
             Claim::Done(reply) if reply.fingerprint != fingerprint => {
                 return ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -221,7 +221,7 @@ pub(super) async fn bounded(
         }
         outcome
     });
-    match tokio::time::timeout(state.limits.broker_timeout, &mut task).await {
+    match tokio::time::timeout(state.timeouts().broker_timeout, &mut task).await {
         Ok(joined) => joined.map_err(|error| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -235,7 +235,7 @@ pub(super) async fn bounded(
             format!(
                 "the broker did not acknowledge within {} ms; the record may still be \
                  delivered, retry with an idempotency key to avoid duplicates",
-                state.limits.broker_timeout.as_millis()
+                state.timeouts().broker_timeout.as_millis()
             ),
         )),
     }
@@ -284,7 +284,7 @@ impl OutboundMessage {
         caller: &Caller,
     ) -> Result<Claimed, ApiError> {
         let claim = match self.idempotency_key() {
-            Some(key) => Some(state.record_replies.claim(caller.name(), &key).await),
+            Some(key) => Some(state.record_replies().claim(caller.name(), &key).await),
             None => None,
         };
         self.claimed(claim)
@@ -295,7 +295,7 @@ impl OutboundMessage {
     pub(super) fn try_claim(&self, state: &AppState, caller: &Caller) -> Result<Claimed, ApiError> {
         let claim = self
             .idempotency_key()
-            .map(|key| state.record_replies.try_claim(caller.name(), &key));
+            .map(|key| state.record_replies().try_claim(caller.name(), &key));
         self.claimed(claim)
     }
 

@@ -82,7 +82,7 @@ pub(super) async fn send_batch(
         return send_transaction(state, outcomes, pending, records, request).await;
     }
     let fingerprint = request.fingerprint;
-    let producer = state.producer.clone();
+    let producer = state.producer().clone();
     bounded(state, request, async move {
         let deliveries = producer.send_batch(records).await;
         Ok(batch_reply(outcomes, pending, deliveries, fingerprint))
@@ -129,7 +129,7 @@ async fn send_transaction(
         // Every record was a replay.
         return Ok(batch_reply(outcomes, pending, Vec::new(), fingerprint));
     }
-    let transactions = state.transactions.clone();
+    let transactions = state.transactions().clone();
     bounded(state, request, async move {
         let sent = match transactions.producer().await {
             Ok(producer) => {

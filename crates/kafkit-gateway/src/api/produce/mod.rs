@@ -105,7 +105,7 @@ pub async fn messages_send(
                 }
                 Claimed::Produce(claim) => claim,
             };
-            let producer = state.single_producer.clone();
+            let producer = state.single_producer().clone();
             // The delivery report settles the claims, in the request or after it.
             bounded(&state, request, async move {
                 let result = claim.settle(producer.send(record).await?);

@@ -72,8 +72,8 @@ impl OutboundMessage {
     pub(super) async fn checked_record(&self, state: &AppState) -> Result<Record, ApiError> {
         let record = self.to_record()?;
         state
-            .known_topics
-            .check(&state.admin, &self.topic, self.partition)
+            .known_topics()
+            .check(state.admin(), &self.topic, self.partition)
             .await?;
         Ok(record)
     }
