@@ -4,6 +4,9 @@
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 
 use super::BASE;
 use super::frame::head;
@@ -130,65 +133,40 @@ pub fn segment(text: &str) -> String {
 
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` UTC.
 pub fn utc(millis: i64) -> String {
-    let secs = millis.div_euclid(1000);
-    let ms = millis.rem_euclid(1000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{ms:03}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    const FORMAT: &[BorrowedFormatItem<'static>] =
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]");
+    format_millis(millis, FORMAT)
 }
 
 /// `HH:MM:SS` UTC of milliseconds since the epoch.
 pub fn clock(millis: i64) -> String {
-    let rest = millis.div_euclid(1000).rem_euclid(86_400);
-    format!(
-        "{:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    const FORMAT: &[BorrowedFormatItem<'static>] = format_description!("[hour]:[minute]:[second]");
+    format_millis(millis, FORMAT)
+}
+
+/// `millis` since the epoch in `format`, UTC; out of `time`'s range (beyond year 9999) as the
+/// number itself.
+fn format_millis(millis: i64, format: &[BorrowedFormatItem<'_>]) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .ok()
+        .and_then(|at| at.format(format).ok())
+        .unwrap_or_else(|| millis.to_string())
 }
 
 /// Parses `YYYY-MM-DDTHH:MM[:SS]` (what a `datetime-local` input sends), read as UTC, into
-/// milliseconds since the epoch.
+/// milliseconds since the epoch; a day the calendar does not have is `None`.
 pub fn parse_utc(text: &str) -> Option<i64> {
-    let (date, time) = text.trim().split_once(['T', ' '])?;
+    let (date, clock) = text.trim().split_once(['T', ' '])?;
     let mut date = date.split('-').map(|p| p.parse::<i64>().ok());
     let (y, m, d) = (date.next()??, date.next()??, date.next()??);
-    let mut time = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, min) = (time.next()??, time.next()??);
-    let s = time.next().flatten().unwrap_or(0);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 59 {
-        return None;
-    }
-    Some((days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + s) * 1000)
-}
-
-// Howard Hinnant's civil calendar algorithms.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let mut clock = clock.split(':').map(|p| p.parse::<u8>().ok());
+    let (h, min) = (clock.next()??, clock.next()??);
+    let s = clock.next().flatten().unwrap_or(0);
+    let month = Month::try_from(u8::try_from(m).ok()?).ok()?;
+    let date =
+        Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?).ok()?;
+    let at = PrimitiveDateTime::new(date, Time::from_hms(h, min, s).ok()?).assume_utc();
+    Some(at.unix_timestamp() * 1000)
 }
 
 /// Milliseconds since the epoch, now.
@@ -209,6 +187,8 @@ mod tests {
         assert_eq!(parse_utc("2023-11-14T22:13:20"), Some(1_700_000_000_000));
         assert_eq!(parse_utc("2024-02-29T00:00"), Some(1_709_164_800_000));
         assert_eq!(parse_utc("2024-13-01T00:00"), None);
+        assert_eq!(parse_utc("2023-02-29T00:00"), None);
+        assert_eq!(utc(-1), "1969-12-31 23:59:59.999");
         assert_eq!(parse_utc("yesterday"), None);
         assert_eq!(clock(1_700_000_000_123), "22:13:20");
     }

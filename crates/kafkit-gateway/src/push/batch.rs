@@ -29,7 +29,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
-use super::delivery::delivery_id;
+use super::delivery_id::delivery_id;
 use super::subscription::BatchConfig;
 use super::verdict::{EXCERPT_CHARS, OUTCOME_HEADER, Verdict, describe, retry_after, verdict};
 
