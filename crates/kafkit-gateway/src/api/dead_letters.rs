@@ -26,12 +26,12 @@ pub const MAX_LIST: usize = 500;
 /// About the most bytes of keys, values and headers one listing reads.
 const MAX_LIST_BYTES: usize = 8 << 20;
 /// Most records one replay re-publishes.
-pub const MAX_REPLAY: usize = 10_000;
+pub const MAX_REDRIVE: usize = 10_000;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(dlt_list))
-        .routes(routes!(dlt_replay))
+        .routes(routes!(dead_letters_list))
+        .routes(routes!(dead_letters_redrive))
 }
 
 /// How many records; the operations document their own bounds.
@@ -44,7 +44,8 @@ pub struct LimitQuery {
 
 /// What a replay did.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ReplayView {
+#[schema(as = ReplayView)]
+pub struct RedriveView {
     /// Records re-published.
     pub replayed: usize,
     /// Re-published records by destination topic.
@@ -62,8 +63,8 @@ pub struct ReplayView {
 /// What to replay instead of the next records: exactly one of `offsets` and `filter`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(max_properties = 1)]
-pub struct ReplayRequest {
+#[schema(as = ReplayRequest, max_properties = 1)]
+pub struct RedriveRequest {
     /// These records, wherever they are; records replayed already are skipped. `limit` does
     /// not apply.
     #[schema(min_items = 1, max_items = 10000)]
@@ -102,6 +103,7 @@ pub enum Choice {
 #[utoipa::path(
     get,
     path = "/dlt/{topic}",
+    operation_id = "dlt_list",
     tag = "dead letters",
     params(
         ("topic" = TopicName, Path, description = "Dead-letter topic, e.g. orders.dlq"),
@@ -117,7 +119,7 @@ pub enum Choice {
     ),
     security(("api_key" = []))
 )]
-pub async fn dlt_list(
+pub async fn dead_letters_list(
     State(state): State<AppState>,
     caller: Caller,
     Path(topic): Path<String>,
@@ -150,17 +152,18 @@ pub async fn list(
 #[utoipa::path(
     post,
     path = "/dlt/{topic}/replay",
+    operation_id = "dlt_replay",
     tag = "dead letters",
     params(
         ("topic" = DeadLetterTopicName, Path, description = "Dead-letter topic, e.g. orders.dlq"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000,
             description = "At most this many records (default 1000); with `offsets`, which choose the records themselves, it is not used"),
     ),
-    request_body(content = Option<ReplayRequest>, content_type = "application/json",
+    request_body(content = Option<RedriveRequest>, content_type = "application/json",
         description = "Optional: replay chosen records (`offsets`) or those a `filter` keeps \
             instead of the next ones"),
     responses(
-        (status = 200, description = "What was replayed", body = ReplayView),
+        (status = 200, description = "What was replayed", body = RedriveView),
         (status = 400, description = "Invalid topic, limit, offsets or filter (the message names the field), or a dead-letter topic not named after the topic it serves", body = ErrorBody),
         (status = 403, description = "Dead-letter topic not readable, a destination not writable, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
@@ -171,40 +174,40 @@ pub async fn list(
     ),
     security(("api_key" = []))
 )]
-pub async fn dlt_replay(
+pub async fn dead_letters_redrive(
     State(state): State<AppState>,
     caller: Caller,
     Path(topic): Path<String>,
     ApiQuery(query): ApiQuery<LimitQuery>,
     body: Option<ApiJson<Option<serde_json::Value>>>,
-) -> Result<Json<ReplayView>, ApiError> {
+) -> Result<Json<RedriveView>, ApiError> {
     // No body, or `null` (the document allows it), is the sequential replay.
     let request = match body.and_then(|ApiJson(request)| request) {
-        None => ReplayRequest::default(),
-        Some(body) => replay_request(body)?,
+        None => RedriveRequest::default(),
+        Some(body) => redrive_request(body)?,
     };
     let choice = match (request.offsets, request.filter) {
         (Some(offsets), _) => {
-            if offsets.len() > MAX_REPLAY {
+            if offsets.len() > MAX_REDRIVE {
                 return Err(ApiError::bad_request(
                     "invalid_selection",
                     format!(
-                        "offsets: at most {MAX_REPLAY} records, got {}",
+                        "offsets: at most {MAX_REDRIVE} records, got {}",
                         offsets.len()
                     ),
                 ));
             }
             Choice::Offsets(offsets.iter().map(|r| (r.partition, r.offset)).collect())
         }
-        (None, Some(filter)) => Choice::Matching(filter, bounded(query.limit, 1_000, MAX_REPLAY)?),
-        (None, None) => Choice::Next(bounded(query.limit, 1_000, MAX_REPLAY)?),
+        (None, Some(filter)) => Choice::Matching(filter, bounded(query.limit, 1_000, MAX_REDRIVE)?),
+        (None, None) => Choice::Next(bounded(query.limit, 1_000, MAX_REDRIVE)?),
     };
-    replay(&state, &caller, &topic, choice).await.map(Json)
+    redrive(&state, &caller, &topic, choice).await.map(Json)
 }
 
 /// Reads a replay request from a JSON object. serde's derive would also read a struct from an
 /// array of its fields (`[null, null]`, `[0, 1]`), which the document does not allow.
-fn replay_request(body: serde_json::Value) -> Result<ReplayRequest, ApiError> {
+fn redrive_request(body: serde_json::Value) -> Result<RedriveRequest, ApiError> {
     let shape =
         |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message);
     let serde_json::Value::Object(fields) = &body else {
@@ -236,12 +239,12 @@ fn replay_request(body: serde_json::Value) -> Result<ReplayRequest, ApiError> {
 /// Re-publishes the chosen records of `topic` to the topic it serves, through [`Redrive`]'s
 /// safe replay: 403 and nothing replayed unless `caller` may read the dead-letter topic and
 /// write every destination.
-pub async fn replay(
+pub async fn redrive(
     state: &AppState,
     caller: &Caller,
     topic: &str,
     choice: Choice,
-) -> Result<ReplayView, ApiError> {
+) -> Result<RedriveView, ApiError> {
     kafkit::record::validate_topic(topic)?;
     caller.require_read(topic)?;
     if let Choice::Matching(filter, _) = &choice {
@@ -274,7 +277,7 @@ pub async fn replay(
             ),
         ));
     }
-    Ok(ReplayView {
+    Ok(RedriveView {
         replayed: report.total(),
         by_topic: report.replayed,
         skipped: report.skipped,

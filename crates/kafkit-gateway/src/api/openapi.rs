@@ -371,7 +371,7 @@ mod tests {
         );
         assert_eq!(
             bounds("POST /dlt/{topic}/replay", "limit"),
-            (Some(1), most(dead_letters::MAX_REPLAY))
+            (Some(1), most(dead_letters::MAX_REDRIVE))
         );
         // Names: topics everywhere, dead-letter topics named after their source for a replay,
         // group ids by length.

@@ -21,14 +21,14 @@ use super::messages::Format;
 use super::page::{Nav, csrf_field, page, utc};
 use super::session::Viewer;
 use crate::AppState;
-use crate::api::dead_letters::{Choice, MAX_LIST, MAX_REPLAY, list, replay};
+use crate::api::dead_letters::{Choice, MAX_LIST, MAX_REDRIVE, list, redrive};
 
 /// Records a dead-letter page shows.
 const SHOWN: usize = 100;
 
 /// Per partition, the replay's position and what it replayed ahead of it; none when the
 /// broker cannot say (the page then shows nothing as replayed rather than failing).
-async fn replay_progress(state: &AppState, topic: &str) -> Vec<PartitionProgress> {
+async fn redrive_progress(state: &AppState, topic: &str) -> Vec<PartitionProgress> {
     let progress = match Redrive::new(state.config()) {
         Ok(redrive) => redrive.progress(topic).await,
         Err(error) => Err(error),
@@ -50,7 +50,7 @@ pub async fn dead_letters_list(State(state): State<AppState>, viewer: Viewer) ->
         .await?;
     let mut rows = Vec::new();
     for topic in &topics {
-        let pending: i64 = replay_progress(&state, &topic.name)
+        let pending: i64 = redrive_progress(&state, &topic.name)
             .await
             .iter()
             .map(PartitionProgress::pending)
@@ -151,7 +151,7 @@ pub async fn dead_letters_show(
         .filter(|m| filter.keeps(m))
         .take(SHOWN)
         .collect();
-    let progress = replay_progress(&state, &topic).await;
+    let progress = redrive_progress(&state, &topic).await;
     let replayed = |partition: i32, offset: i64| {
         progress
             .iter()
@@ -178,7 +178,7 @@ pub async fn dead_letters_show(
                 }
                 form.inline method="post" action=(action) {
                     (csrf_field(&viewer))
-                    input type="hidden" name="limit" value=(MAX_REPLAY);
+                    input type="hidden" name="limit" value=(MAX_REDRIVE);
                     button #replay-all type="submit" { "Replay all " (pending) }
                 }
                 // The ticked rows and the row buttons submit these two forms (HTML's form
@@ -291,9 +291,9 @@ fn choice_of(pairs: &[(String, String)]) -> Result<Choice, Failure> {
                     "Select at least one record to replay.",
                 ));
             }
-            if offsets.len() > MAX_REPLAY {
+            if offsets.len() > MAX_REDRIVE {
                 return Err(Failure::bad_request(format!(
-                    "Select at most {MAX_REPLAY} records."
+                    "Select at most {MAX_REDRIVE} records."
                 )));
             }
             Choice::Offsets(offsets)
@@ -307,13 +307,13 @@ fn choice_of(pairs: &[(String, String)]) -> Result<Choice, Failure> {
                 error_kind: field("error_kind"),
                 original_topic: field("original_topic"),
             };
-            Choice::Matching(query.filter()?, MAX_REPLAY)
+            Choice::Matching(query.filter()?, MAX_REDRIVE)
         }
         _ => match field("limit").map(|l| l.trim().parse::<usize>()) {
-            Some(Ok(limit)) if (1..=MAX_REPLAY).contains(&limit) => Choice::Next(limit),
+            Some(Ok(limit)) if (1..=MAX_REDRIVE).contains(&limit) => Choice::Next(limit),
             _ => {
                 return Err(Failure::bad_request(format!(
-                    "Replay 1 to {MAX_REPLAY} records."
+                    "Replay 1 to {MAX_REDRIVE} records."
                 )));
             }
         },
@@ -322,7 +322,7 @@ fn choice_of(pairs: &[(String, String)]) -> Result<Choice, Failure> {
 }
 
 /// `POST /console/dead-letters/{topic}/replay`.
-pub async fn dead_letters_replay(
+pub async fn dead_letters_redrive(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(topic): Path<String>,
@@ -340,7 +340,7 @@ pub async fn dead_letters_replay(
         viewer.require_write(Redrive::source_of(&topic).as_deref().unwrap_or(&topic))?;
     }
     let choice = choice_of(&pairs)?;
-    let report = replay(&state, &viewer.caller, &topic, choice).await?;
+    let report = redrive(&state, &viewer.caller, &topic, choice).await?;
     tracing::info!(caller = viewer.caller.name(), %topic, replayed = report.replayed, "dead letters replayed from the console");
     let body = html! {
         h1 { "Replay of " span.name { (topic) } }

@@ -100,7 +100,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/console/dead-letters/{topic}/replay",
-            post(dead_letters::dead_letters_replay),
+            post(dead_letters::dead_letters_redrive),
         )
         .layer(axum::middleware::from_fn_with_state(
             state.read_limit().clone(),
