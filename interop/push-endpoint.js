@@ -24,6 +24,10 @@
 //                   KEY are answered dead_letter (reason "poison KEY"), or retry (after S
 //                   seconds, if given) on their first N requests; all others done. The answer
 //                   is a 200 with {"results": [...]} listing every record
+//   tls             {"cert": PEM file, "key": PEM file, "ca": PEM file}: HTTPS with that server
+//                   certificate, requiring a client certificate signed by that CA (a client
+//                   without one fails the handshake and never reaches the handler); each line
+//                   gets "client_cn", the client certificate's common name
 //   cloudevents     true: each request is read as a CloudEvent (binary content mode) with the
 //                   `cloudevents` package's HTTP.toEvent (an independent implementation); the
 //                   line gets "event" (its attributes and data) or "event_error"
@@ -36,6 +40,8 @@
 'use strict';
 
 const http = require('node:http');
+const https = require('node:https');
+const fs = require('node:fs');
 const { Webhook } = require('standardwebhooks');
 const cloudevents = require('cloudevents');
 
@@ -158,7 +164,13 @@ async function answerBatch(req, res, body, at) {
   }) + '\n');
 }
 
-const server = http.createServer((req, res) => {
+function clientCommonName(req) {
+  if (typeof req.socket.getPeerCertificate !== 'function') return undefined;
+  const cert = req.socket.getPeerCertificate();
+  return cert && cert.subject ? cert.subject.CN : undefined;
+}
+
+const handler = (req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', async () => {
@@ -207,12 +219,24 @@ const server = http.createServer((req, res) => {
       body,
       event,
       event_error: eventError,
+      client_cn: clientCommonName(req),
     }) + '\n');
   });
-});
+};
+
+const server = config.tls
+  ? https.createServer({
+    cert: fs.readFileSync(config.tls.cert),
+    key: fs.readFileSync(config.tls.key),
+    ca: fs.readFileSync(config.tls.ca),
+    requestCert: true,
+    rejectUnauthorized: true,
+  }, handler)
+  : http.createServer(handler);
 
 server.keepAliveTimeout = 60_000;
 server.listen(0, '127.0.0.1', () => {
-  process.stdout.write(JSON.stringify({ listening: server.address().port }) + '\n');
+  const scheme = config.tls ? 'https' : 'http';
+  process.stdout.write(JSON.stringify({ listening: server.address().port, scheme }) + '\n');
 });
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -1266,3 +1266,140 @@ fn key_of(i: usize) -> String {
         n => format!("key-{n}"),
     }
 }
+
+/// A private CA and, signed by it, a server certificate for `localhost` and a client
+/// certificate (common name `kafkit-push`), as PEM files in a new directory: `ca.pem`,
+/// `server.pem`, `server-key.pem`, `client.pem`, `client-key.pem`.
+fn private_pki() -> std::path::PathBuf {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let dir = std::env::temp_dir().join(testkit::unique("push-pki"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kafkit test CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, names, cn, usage) in [
+        (
+            "server",
+            vec!["localhost".to_owned()],
+            "localhost",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        (
+            "client",
+            vec![],
+            "kafkit-push",
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_endpoint_of_a_private_ca_that_requires_a_client_certificate() {
+    // Given an HTTPS endpoint (Node's https) whose certificate a private CA signed, and that
+    // requires a client certificate signed by that CA; 20 records for a subscription with the
+    // CA and a client certificate, 5 for one with the CA only.
+    let pki = private_pki();
+    let path = |name: &str| pki.join(name).to_str().unwrap().to_owned();
+    let endpoint = Endpoint::start(json!({
+        "tls": {"cert": path("server.pem"), "key": path("server-key.pem"), "ca": path("ca.pem")},
+    }));
+    let (mtls, anonymous) = (
+        testkit::topic("push-mtls", 1).await,
+        testkit::topic("push-anon", 1).await,
+    );
+    produce(&mtls, 20, |i| format!("key-{}", i % 4)).await;
+    produce(&anonymous, 5, |i| format!("key-{i}")).await;
+    let url = endpoint.url("/secure");
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let serve = Serve::start(&format!(
+        r#"
+        [[subscription]]
+        name = "mtls"
+        topics = ["{mtls}"]
+        endpoint = "{url}"
+        tls = {{ ca = "{ca}", cert = "{cert}", key = "{key}" }}
+
+        [[subscription]]
+        name = "anonymous"
+        topics = ["{anonymous}"]
+        endpoint = "{url}"
+        tls = {{ ca = "{ca}" }}
+        retry = {{ max_attempts = 1000, initial_delay = "100ms", max_delay = "200ms" }}
+        circuit_breaker = {{ failure_threshold = 0 }}
+        "#,
+        ca = path("ca.pem"),
+        cert = path("client.pem"),
+        key = path("client-key.pem"),
+    ));
+
+    // The subscription with the client certificate delivers everything over TLS, the endpoint
+    // seeing its certificate.
+    let all =
+        testkit::eventually(Duration::from_secs(60), || endpoint.delivered().len() == 20).await;
+    let view = || async {
+        let (_, body) = serve.get("/subscriptions").await;
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    assert!(
+        all,
+        "{} of 20 delivered; subscriptions: {}; log: {}",
+        endpoint.delivered().len(),
+        view().await,
+        serve.log()
+    );
+    let requests = endpoint.requests();
+    for r in &requests {
+        assert_eq!(r["client_cn"], "kafkit-push", "{r}");
+        assert_eq!(r["headers"]["kafka-topic"], mtls.as_str());
+    }
+
+    // The one without a client certificate never reaches the handler: each attempt fails
+    // the handshake, and is retried.
+    let mut failed = 0;
+    for _ in 0..60 {
+        failed = view().await[1]["deliveries"]["failed"].as_u64().unwrap();
+        if failed >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let anonymous_view = &view().await[1];
+    assert!(failed >= 3, "{anonymous_view}");
+    let refused = anonymous_view["deliveries"]["recent_failures"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        refused.contains("CertificateRequired"),
+        "without a client certificate: {refused}"
+    );
+    assert_eq!(anonymous_view["deliveries"]["delivered"], 0);
+    assert!(
+        endpoint
+            .requests()
+            .iter()
+            .all(|r| r["headers"]["kafka-topic"] == mtls.as_str()),
+        "a request without a client certificate reached the handler"
+    );
+    assert!(serve.terminate().success());
+    assert_eq!(
+        testkit::committed("kafkit-push-mtls", &mtls).await,
+        [(0, Some(20), 20)]
+    );
+}
