@@ -325,14 +325,14 @@ fn unreadable(status: StatusCode, ids: &[String], why: &str) -> Vec<Verdict> {
     ]
 }
 
-/// A record's `item` object, serialized.
-pub(crate) fn item_bytes(message: &Message, retry_topic: Option<&str>) -> Vec<u8> {
-    serde_json::to_vec(&item(
-        message,
-        retry_topic,
-        super::delivery::DEFAULT_CONTENT_TYPE,
-    ))
-    .unwrap_or_else(|_| json!({"id": delivery_id(message)}).to_string().into_bytes())
+/// A record's [`item`] object, serialized.
+pub(crate) fn item_bytes(
+    message: &Message,
+    retry_topic: Option<&str>,
+    default_content_type: &str,
+) -> Vec<u8> {
+    serde_json::to_vec(&item(message, retry_topic, default_content_type))
+        .unwrap_or_else(|_| json!({"id": delivery_id(message)}).to_string().into_bytes())
 }
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ impl Delivery {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let pushed = batcher.push(Item {
             id: delivery_id(message),
-            json: batch::item_bytes(message, retry_topic),
+            json: batch::item_bytes(message, retry_topic, DEFAULT_CONTENT_TYPE),
             reply,
         });
         // Sent by tasks of their own: a batch is answered even if the handler call that
