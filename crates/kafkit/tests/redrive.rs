@@ -571,3 +571,138 @@ async fn spring_retry_topic_copies_replay_to_their_source_without_retry_headers(
         assert!(message.header_value(kafkit::redrive::REDRIVE_OF).is_some());
     }
 }
+
+/// A replay on the cluster at `bootstrap` that sends each record wherever its header says,
+/// giving up on a delivery after 3 s.
+fn impatient(bootstrap: &str) -> Redrive {
+    let config = KafkaConfig {
+        delivery_timeout: Duration::from_secs(3),
+        ..KafkaConfig::new([bootstrap])
+    };
+    Redrive::new(&config).unwrap().any_destination()
+}
+
+/// The ids of the records that arrived on `topic` of the cluster at `bootstrap`, each
+/// arrival counted, in order.
+async fn ids_on(bootstrap: &str, topic: &str, expected: usize) -> Vec<u64> {
+    let mut ids: Vec<u64> = arrivals_on(bootstrap, topic, expected)
+        .await
+        .into_iter()
+        .flat_map(|(id, n)| std::iter::repeat_n(id, n))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Sends `records` to the cluster at `bootstrap`.
+async fn send_on(bootstrap: &str, records: Vec<Record>) {
+    let producer = kafkit::Producer::new(&KafkaConfig::new([bootstrap])).unwrap();
+    for result in producer.send_batch(records).await {
+        result.unwrap();
+    }
+    producer.shutdown().await.unwrap();
+}
+
+// A single Apache Kafka node cannot fail some records of a replay and not others (a topic
+// asking for more in-sync replicas than it has is served anyway: Kafka 4 caps
+// min.insync.replicas at the replication factor), so these tests fail a destination topic in
+// librdkafka's mock cluster, which keeps commit metadata as Kafka does.
+
+#[tokio::test]
+async fn scattered_failures_never_grow_the_commit_past_what_kafka_keeps() {
+    // 2,000 dead letters; the odd ones go back to a topic whose leader is unavailable, so
+    // each of them fails (retriably, after the delivery timeout) and splits the set of
+    // replayed records.
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    for topic in ["orders", "orders.dlq", "stuck"] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    cluster
+        .topic_error(
+            "stuck",
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        )
+        .unwrap();
+    send_on(
+        &bootstrap,
+        (0..2_000)
+            .map(|id| {
+                let home = if id % 2 == 0 { "orders" } else { "stuck" };
+                dead_letter("orders.dlq", Some(home), id)
+            })
+            .collect(),
+    )
+    .await;
+    let all: Vec<(i32, i64)> = (0..2_000).map(|offset| (0, offset)).collect();
+
+    // A replay of all of them (one range: within the budget) commits what it published,
+    // within Kafka's offset.metadata.max.bytes (4096). It publishes in rounds that leave
+    // room for each record of the round to fail: the first round is 407 records (the tag,
+    // 17 bytes, and 10 bytes per failure: 17 + 407 x 10 <= 4096), and after a round with
+    // failures it stops.
+    let first = impatient(&bootstrap)
+        .replay_offsets("orders.dlq", &all, |_| true)
+        .await
+        .unwrap();
+    let published = ids_on(&bootstrap, "orders", 1_000).await;
+    assert_eq!(published, (0..407).step_by(2).collect::<Vec<u64>>());
+    assert_eq!(
+        (first.total(), first.failed.len(), first.held_back),
+        (204, 203, 1_593),
+        "{first:?}"
+    );
+    let progress = committed_progress(&bootstrap).await.progress;
+    assert!(
+        progress.metadata().len() <= 4_096,
+        "{} bytes",
+        progress.metadata().len()
+    );
+    // Every record it published is remembered as replayed; no record that failed is.
+    for id in &published {
+        assert!(progress.replayed(*id as i64), "{id}");
+    }
+    for failed in &first.failed {
+        let offset: i64 = failed[2..failed.find(':').unwrap()].parse().unwrap();
+        assert!(!progress.replayed(offset), "{failed}");
+    }
+
+    // The next replay of the same choice publishes none of them again: it passes over the
+    // 204, tries the 203 again and 204 more, and holds back the rest.
+    let second = impatient(&bootstrap)
+        .replay_offsets("orders.dlq", &all, |_| true)
+        .await
+        .unwrap();
+    let passed_over = second
+        .skipped
+        .iter()
+        .filter(|s| s.ends_with("already replayed"))
+        .count();
+    assert_eq!(
+        (
+            passed_over,
+            second.total(),
+            second.failed.len(),
+            second.held_back
+        ),
+        (204, 102, 305, 1_389),
+        "{second:?}"
+    );
+    let both = ids_on(&bootstrap, "orders", 1_000).await;
+    assert_eq!(both, (0..611).step_by(2).collect::<Vec<u64>>(), "each once");
+    let progress = committed_progress(&bootstrap).await.progress;
+    assert!(
+        progress.metadata().len() <= 4_096,
+        "{} bytes",
+        progress.metadata().len()
+    );
+}
+
+/// The progress of partition 0 of orders.dlq on the cluster at `bootstrap`.
+async fn committed_progress(bootstrap: &str) -> kafkit::redrive::PartitionProgress {
+    impatient(bootstrap)
+        .progress("orders.dlq")
+        .await
+        .unwrap()
+        .remove(0)
+}

@@ -30,6 +30,7 @@ pub async fn run(connection: &Connection, command: DltCommand) -> anyhow::Result
                     "by_topic": report.replayed,
                     "skipped": report.skipped,
                     "failed": report.failed,
+                    "held_back": report.held_back,
                 })
             );
         }

@@ -56,6 +56,10 @@ pub struct RedriveView {
     /// Records not re-published for now (broker busy or down) and why; the next replay
     /// starts at the first of them.
     pub failed: Vec<String>,
+    /// Records chosen but not published this time, left for the next replay (chosen
+    /// offsets: choose them again): a replay stops after records fail for now, and before its
+    /// commit could grow past what Kafka keeps of the metadata remembering what was replayed.
+    pub held_back: usize,
     /// Records of the dead-letter topic read to find what to replay.
     pub scanned: usize,
 }
@@ -282,6 +286,7 @@ pub async fn redrive(
         by_topic: report.replayed,
         skipped: report.skipped,
         failed: report.failed,
+        held_back: report.held_back,
         scanned: report.scanned,
     })
 }

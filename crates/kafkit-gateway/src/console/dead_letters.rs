@@ -348,6 +348,7 @@ pub async fn dead_letters_redrive(
             "Replayed " strong #replayed { (report.replayed) } " records"
             ", skipped " strong #skipped-count { (report.skipped.len()) }
             ", failed " strong #failed-count { (report.failed.len()) }
+            ", held back for the next replay " strong #held-back { (report.held_back) }
             " (" (report.scanned) " records read). Nothing was denied: a destination you may not write refuses the whole replay."
         }
         @if !report.by_topic.is_empty() {

@@ -45,6 +45,7 @@ use crate::reader::{Limits, Reader, Reading, Start};
 use crate::record::Message;
 
 use select::{Choice, Committed};
+use settle::Ledger;
 
 mod plan;
 mod progress;
@@ -73,6 +74,11 @@ pub struct ReplayReport {
     /// Records whose re-publication failed for now (broker busy or down), with why. The
     /// replay stopped at the first of them in each partition; the next replay starts there.
     pub failed: Vec<String>,
+    /// Records chosen but not published this time, left for the next replay (a chosen offset:
+    /// choose it again): a replay publishes in rounds and stops after a round in which a
+    /// record failed for now, and before a round whose failures could make the commit
+    /// remembering what was replayed longer than Kafka keeps (`offset.metadata.max.bytes`).
+    pub held_back: usize,
     /// Destination topics the caller may not write; when any, nothing was replayed.
     pub denied: Vec<String>,
     /// Records of the dead-letter topic read to find what to replay.
@@ -343,18 +349,14 @@ impl Redrive {
             report.denied = plan.denied;
             return Ok(report);
         }
-        let published = publish::publish(&self.config, plan.copies).await?;
-        let settlement = settle::settle(
-            &committed,
-            order,
-            &selection.read_to,
-            plan.passed_over,
-            published,
-        );
+        let mut ledger = Ledger::new(&committed, order, selection.read_to, &plan.passed_over);
+        let held_back = publish::publish(&self.config, plan.copies, &mut ledger).await?;
+        let settlement = ledger.settle(&held_back);
         reading.commit_with_metadata(&settlement.commits).await?;
         report.replayed = settlement.replayed;
         report.skipped.extend(settlement.skipped);
         report.failed = settlement.failed;
+        report.held_back = settlement.held_back;
         Ok(report)
     }
 }

@@ -9,11 +9,13 @@
 //! (at-least-once), it never skips.
 //!
 //! The set is written as ranges after a version tag, `kafkit-redrive/1 12-15,40`. Kafka keeps
-//! at most `offset.metadata.max.bytes` of it (4096 by default) and refuses a longer commit,
-//! which would come after the records were published: so a replay checks [`METADATA_BUDGET`]
-//! (below 4096, leaving room for the few ranges a failed record can split) before it
-//! publishes anything. The sequential replay frees the budget: as its position passes
-//! offsets of the set, they leave it.
+//! at most `offset.metadata.max.bytes` of it ([`METADATA_LIMIT`], 4096 by default) and refuses
+//! a longer commit, which would come after the records were published. So an out-of-order
+//! replay checks [`METADATA_BUDGET`] (3/4 of the limit) before it publishes anything, and
+//! every replay publishes in rounds that would fit the limit even if every record of the round
+//! failed: a record that fails for now splits a range of the set (one more range, at most
+//! [`Progress::growth`]), so the rest of the limit is room for failures. The sequential
+//! replay frees the budget: as its position passes offsets of the set, they leave it.
 //!
 //! Metadata without the tag was written by another tool (an offset reset, for instance): its
 //! position stands alone, and no record is taken as replayed ahead of it.
@@ -26,6 +28,9 @@ pub const METADATA_TAG: &str = "kafkit-redrive/1";
 /// `offset.metadata.max.bytes` (4096), the rest for ranges split by records whose
 /// re-publication failed.
 pub(crate) const METADATA_BUDGET: usize = 3072;
+/// Most bytes of metadata Kafka keeps with an offset commit: the default of the broker's
+/// `offset.metadata.max.bytes`. A longer commit is refused (OFFSET_METADATA_TOO_LARGE).
+pub(crate) const METADATA_LIMIT: usize = 4096;
 
 /// The replay of one partition: the next offset of the sequential replay, and the offsets
 /// at or after it that were already replayed.
@@ -80,9 +85,31 @@ impl Progress {
         format!("{METADATA_TAG} {}", ranges.join(","))
     }
 
+    /// Most bytes `ranges` more ranges can add to `metadata` (of [`Progress::metadata`]) when
+    /// no offset is above `highest`: the tag, if `metadata` is empty, and `,start-end` each.
+    pub fn growth(metadata: &str, ranges: usize, highest: i64) -> usize {
+        if ranges == 0 {
+            return 0;
+        }
+        let tag = if metadata.is_empty() {
+            METADATA_TAG.len() + 1
+        } else {
+            0
+        };
+        let digits = highest.max(1).to_string().len();
+        tag + ranges * (2 * digits + 2)
+    }
+
     /// The next offset the sequential replay takes.
     pub fn next(&self) -> i64 {
         self.next
+    }
+
+    /// The highest offset this progress names: the position, or the end of the last range.
+    pub fn last(&self) -> i64 {
+        self.ahead
+            .last_key_value()
+            .map_or(self.next, |(_, end)| *end)
     }
 
     /// Whether `offset` was replayed: before the position, or ahead of it in the set.
