@@ -6,7 +6,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kafkit::DeadLetter;
-use maud::html;
+use maud::{Markup, html};
 
 use super::BASE;
 use super::frame::{Failure, PageResult};
@@ -82,9 +82,20 @@ pub async fn subscriptions_show(
             format!("no push subscription {name:?} that you may see"),
         ));
     };
+    let title = format!("Push subscription {}", s.name);
+    Ok(page(
+        &viewer,
+        Nav::Subscriptions,
+        &title,
+        render_subscription(&s),
+    ))
+}
+
+/// One subscription's page: endpoint and state, what is in flight, lag, the last failures.
+fn render_subscription(s: &SubscriptionView) -> Markup {
     let template = DeadLetter::template(&s.dead_letter);
     let d = &s.deliveries;
-    let body = html! {
+    html! {
         h1 { "Push subscription " (s.name) }
         section.cards {
             div.card {
@@ -172,11 +183,5 @@ pub async fn subscriptions_show(
                 }
             }
         }
-    };
-    Ok(page(
-        &viewer,
-        Nav::Subscriptions,
-        &format!("Push subscription {}", s.name),
-        body,
-    ))
+    }
 }
