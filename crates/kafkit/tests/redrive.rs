@@ -706,3 +706,52 @@ async fn committed_progress(bootstrap: &str) -> kafkit::redrive::PartitionProgre
         .unwrap()
         .remove(0)
 }
+
+#[tokio::test]
+async fn a_sequential_replay_remembers_what_it_published_after_a_failure() {
+    // Ten dead letters; record 3 goes back to a topic whose leader is unavailable.
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    for topic in ["orders", "orders.dlq", "stuck"] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    cluster
+        .topic_error(
+            "stuck",
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        )
+        .unwrap();
+    send_on(
+        &bootstrap,
+        (0..10)
+            .map(|id| {
+                let home = if id == 3 { "stuck" } else { "orders" };
+                dead_letter("orders.dlq", Some(home), id)
+            })
+            .collect(),
+    )
+    .await;
+
+    // The replay publishes nine; record 3 fails for now. The position goes back to 3, and
+    // the six published after it are remembered ahead of it.
+    let first = impatient(&bootstrap)
+        .replay("orders.dlq", 100)
+        .await
+        .unwrap();
+    assert_eq!((first.total(), first.failed.len()), (9, 1), "{first:?}");
+    assert!(first.failed[0].starts_with("0/3: "), "{first:?}");
+    let progress = committed_progress(&bootstrap).await.progress;
+    assert_eq!(
+        (progress.next(), progress.metadata().as_str()),
+        (3, "kafkit-redrive/1 4-9")
+    );
+
+    // The next replay tries record 3 again, and publishes none of the others a second time.
+    let second = impatient(&bootstrap)
+        .replay("orders.dlq", 100)
+        .await
+        .unwrap();
+    assert_eq!((second.total(), second.failed.len()), (0, 1), "{second:?}");
+    let ids = ids_on(&bootstrap, "orders", 9).await;
+    assert_eq!(ids, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
+}

@@ -54,7 +54,7 @@ pub struct RedriveView {
     /// or because they were replayed already, or a chosen offset holds no record.
     pub skipped: Vec<String>,
     /// Records not re-published for now (broker busy or down) and why; the next replay
-    /// starts at the first of them.
+    /// tries them again (and none of the records published after them).
     pub failed: Vec<String>,
     /// Records chosen but not published this time, left for the next replay (chosen
     /// offsets: choose them again): a replay stops after records fail for now, and before its

@@ -71,8 +71,10 @@ pub struct ReplayReport {
     /// Records passed over for good, with why (`partition/offset: reason`). They stay in the
     /// dead-letter topic; later replays do not retry them.
     pub skipped: Vec<String>,
-    /// Records whose re-publication failed for now (broker busy or down), with why. The
-    /// replay stopped at the first of them in each partition; the next replay starts there.
+    /// Records whose re-publication failed for now (broker busy or down), with why. A
+    /// sequential replay's position goes back to the first of them in each partition, and the
+    /// records published after it are remembered ahead of it: the next replay tries the
+    /// failed ones again and publishes no other twice.
     pub failed: Vec<String>,
     /// Records chosen but not published this time, left for the next replay (a chosen offset:
     /// choose it again): a replay publishes in rounds and stops after a round in which a

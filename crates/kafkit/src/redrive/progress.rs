@@ -132,7 +132,8 @@ impl Progress {
         self.insert_range(offset, offset);
     }
 
-    fn insert_range(&mut self, start: i64, end: i64) {
+    /// Records `start..=end` as replayed (nothing when `start > end`).
+    pub(super) fn insert_range(&mut self, start: i64, end: i64) {
         let (mut start, mut end) = (start.max(self.next), end);
         if start > end {
             return;

@@ -172,18 +172,32 @@ impl Ledger {
     }
 
     /// Where `partition` of a sequential replay stands when the records from `held` on are
-    /// not published: its position moves past what was read, or back to the first record not
-    /// done.
+    /// not published: everything read before that is done but the records that failed. The
+    /// position moves to the first of them (or past what was read), and the records done
+    /// after it are remembered ahead of it, so the next replay tries the failed ones again
+    /// and publishes no other a second time.
     fn sequential(&self, partition: i32, held: Option<i64>) -> Option<Progress> {
         let mut progress = self.committed.get(&partition)?.clone();
-        let failed = self
+        let read_to = self.read_to.get(&partition).copied();
+        let Some(stop) = held.into_iter().chain(read_to).min() else {
+            return Some(progress);
+        };
+        let mut failed: Vec<i64> = self
             .failed
             .iter()
-            .filter(|at| at.partition == partition)
-            .map(|at| at.offset);
-        let read_to = self.read_to.get(&partition).copied();
-        if let Some(stop) = failed.chain(held).chain(read_to).min() {
+            .filter(|at| at.partition == partition && at.offset < stop)
+            .map(|at| at.offset)
+            .collect();
+        failed.sort_unstable();
+        let Some(first) = failed.first() else {
             progress.move_to(stop);
+            return Some(progress);
+        };
+        progress.move_to(*first);
+        // The spans between failures, and after the last one up to `stop`.
+        let ends = failed.iter().skip(1).copied().chain([stop]);
+        for (failure, end) in failed.iter().zip(ends) {
+            progress.insert_range(failure + 1, end - 1);
         }
         Some(progress)
     }
@@ -228,6 +242,10 @@ mod tests {
 
     fn committed(next: i64, metadata: &str) -> Committed {
         Committed::from([(0, Progress::from_commit(next, metadata).unwrap())])
+    }
+
+    fn before_empty() -> Committed {
+        committed(0, "")
     }
 
     fn failure(code: RDKafkaErrorCode) -> Error {
@@ -275,7 +293,7 @@ mod tests {
         );
         assert_eq!(settled.replayed, BTreeMap::from([("orders".to_owned(), 5)]));
 
-        // 13 timed out: the position goes back to it; 14 was too large, passed over.
+        // 13 timed out; 14 was too large, passed over; 16 has no original topic.
         let some = vec![
             published(10, Ok(())),
             published(11, Ok(())),
@@ -291,7 +309,11 @@ mod tests {
             passed,
             some,
         );
-        assert_eq!(settled.commits[&0].0, 13);
+        // The position goes back to 13; 14 to 16, done after it, are remembered.
+        assert_eq!(
+            settled.commits,
+            HashMap::from([(0, (13, "kafkit-redrive/1 14-16,20".to_owned()))])
+        );
         assert_eq!(settled.failed.len(), 1);
         assert!(
             settled.failed[0].starts_with("0/13: "),
@@ -358,6 +380,39 @@ mod tests {
         let settled = ledger.settle(&next[room..]);
         assert!(settled.commits[&0].1.len() <= 4_096);
         assert_eq!(settled.held_back, 2_000 - room);
+
+        // A sequential replay of 2,000 records from an empty set, every other one failing:
+        // the failures after the first are holes in what it remembers, and still fit.
+        let next: Vec<At> = (0..2_000).map(at).collect();
+        let mut ledger = Ledger::new(
+            &before_empty(),
+            Order::Sequential,
+            HashMap::from([(0, 2_000)]),
+            &[],
+        );
+        let room = ledger.room(&next);
+        assert_eq!(room, 408, "17 + 407 x 10 bytes, the first failure free");
+        ledger.record(
+            next[..room]
+                .iter()
+                .map(|at| {
+                    let result = match at.offset % 2 {
+                        0 => Ok(()),
+                        _ => Err(failure(RDKafkaErrorCode::MessageTimedOut)),
+                    };
+                    published(at.offset, result)
+                })
+                .collect(),
+        );
+        let settled = ledger.settle(&next[room..]);
+        let (position, metadata) = &settled.commits[&0];
+        assert_eq!(*position, 1);
+        assert!(
+            metadata.starts_with("kafkit-redrive/1 2,4,6,"),
+            "{metadata}"
+        );
+        assert!(metadata.ends_with(",404,406"), "{metadata}");
+        assert!(metadata.len() <= 4_096);
 
         // In a sequential replay a partition's first failure is free (it only sets the
         // position): with the set full to the limit, one record still goes out.
