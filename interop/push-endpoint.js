@@ -10,6 +10,8 @@
 //   reject_every    N: records whose JSON value has id % N == N - 1 answer 422
 //   retry_after     {"KEY": SECONDS}: the first request of each record of that key answers 429
 //                   with Retry-After: SECONDS
+//   retry_after_times {"KEY": [SECONDS, N]}: the first N requests of each record of that key
+//                   answer 429 with Retry-After: SECONDS
 //   fail_first      {"KEY": N}: the first N requests of each record of that key answer 500
 //   fail_for        {"every": N, "ms": MS}: records whose JSON value has id % N == 0 answer 500
 //                   until MS milliseconds after the first request of that id (whichever
@@ -81,6 +83,14 @@ function decide(key, id, body, verified, headers) {
   if (config.retry_after && key in config.retry_after && !seen.has(id)) {
     seen.add(id);
     return [429, { 'retry-after': String(config.retry_after[key]) }, ''];
+  }
+  if (config.retry_after_times && key in config.retry_after_times) {
+    const [seconds, times] = config.retry_after_times[key];
+    const answered = failures.get(id) || 0;
+    if (answered < times) {
+      failures.set(id, answered + 1);
+      return [429, { 'retry-after': String(seconds) }, ''];
+    }
   }
   if (config.fail_first && key in config.fail_first) {
     const failed = failures.get(id) || 0;

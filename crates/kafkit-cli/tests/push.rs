@@ -1403,3 +1403,189 @@ async fn an_https_endpoint_of_a_private_ca_that_requires_a_client_certificate() 
         [(0, Some(20), 20)]
     );
 }
+
+/// The requests of record `offset` of partition 0 of `topic`, in the order they arrived.
+fn tries_of(requests: &[Value], topic: &str, offset: i64) -> Vec<Value> {
+    let id = format!("{topic}/0/{offset}");
+    let mut tries: Vec<Value> = requests
+        .iter()
+        .filter(|r| r["id"] == id.as_str())
+        .cloned()
+        .collect();
+    tries.sort_by_key(|r| r["at"].as_u64());
+    tries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_longer_than_the_tier_delays_a_record_on_its_retry_topics() {
+    // Given one partition: records of key `busy`, answered 429 with Retry-After: 3 on their
+    // first two requests; one attempt in place, then retry topics of 1 s and 1 s.
+    let topic = testkit::topic("push-tier-ra", 1).await;
+    let key = |i: usize| match i % 5 {
+        0 => "busy".to_owned(),
+        n => format!("key-{n}"),
+    };
+    produce(&topic, 10, key).await;
+    let endpoint = Endpoint::start(json!({ "retry_after_times": {"busy": [3, 2]} }));
+    let serve = Serve::start(&format!(
+        r#"
+        [[subscription]]
+        name = "tier-ra"
+        topics = ["{topic}"]
+        endpoint = "{url}"
+        retry = {{ max_attempts = 1, topics = ["1s", "1s"] }}
+        circuit_breaker = {{ failure_threshold = 0 }}
+        "#,
+        url = endpoint.url("/"),
+    ));
+    let all =
+        testkit::eventually(Duration::from_secs(60), || endpoint.delivered().len() == 10).await;
+    assert!(
+        all,
+        "{} of 10 delivered; log: {}",
+        endpoint.delivered().len(),
+        serve.log()
+    );
+
+    // Each busy record: in place, then tier 1, then tier 2, each request no sooner than the
+    // 3 s the endpoint asked for (the tiers' own delay is 1 s).
+    let requests = endpoint.requests();
+    for offset in [0, 5] {
+        let tries = tries_of(&requests, &topic, offset);
+        let seen: Vec<(u64, u64, Value)> = tries
+            .iter()
+            .map(|r| {
+                (
+                    r["attempt"].as_u64().unwrap(),
+                    r["status"].as_u64().unwrap(),
+                    r["headers"]["kafkit-retry-topic"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (1, 429, Value::Null),
+                (2, 429, json!(format!("{topic}.retry.1"))),
+                (3, 200, json!(format!("{topic}.retry.2"))),
+            ],
+            "offset {offset}"
+        );
+        for pair in tries.windows(2) {
+            let waited = pair[1]["at"].as_u64().unwrap() - pair[0]["done"].as_u64().unwrap();
+            // Date.now() is whole milliseconds: one may be lost in rounding.
+            assert!(
+                waited >= 2999,
+                "offset {offset}: a retry topic's request {waited} ms after a Retry-After: 3"
+            );
+        }
+    }
+    assert!(serve.terminate().success());
+    assert_eq!(
+        testkit::committed("kafkit-push-tier-ra", &topic).await,
+        [(0, Some(10), 10)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_waiting_on_a_retry_topic_survives_a_sigkill() {
+    // Given one partition: records of key `later` answered 500 on their first request; one
+    // attempt in place, then a retry topic of 8 s.
+    let topic = testkit::topic("push-tier-kill", 1).await;
+    let key = |i: usize| match i % 5 {
+        0 => "later".to_owned(),
+        n => format!("key-{n}"),
+    };
+    produce(&topic, 10, key).await;
+    let endpoint = Endpoint::start(json!({ "fail_first": {"later": 1} }));
+    let subscriptions = format!(
+        r#"
+        [[subscription]]
+        name = "tier-kill"
+        topics = ["{topic}"]
+        endpoint = "{url}"
+        retry = {{ max_attempts = 1, topics = ["8s"] }}
+        circuit_breaker = {{ failure_threshold = 0 }}
+        "#,
+        url = endpoint.url("/"),
+    );
+    let session = [
+        ("KAFKA_SESSION_TIMEOUT", "12000"),
+        ("KAFKA_HEARTBEAT_INTERVAL", "2000"),
+        ("KAFKA_LIBRDKAFKA_MAX_POLL_INTERVAL_MS", "15000"),
+    ];
+    let group = "kafkit-push-tier-kill";
+    let tier = format!("{topic}.retry.1");
+    let serve = Serve::start_with(&subscriptions, &session);
+
+    // Both `later` records failed and wait on the retry topic; the others are delivered.
+    let copies = testkit::read(&tier, 2, Duration::from_secs(60)).await;
+    assert_eq!(copies.len(), 2, "log: {}", serve.log());
+    let delivered =
+        testkit::eventually(Duration::from_secs(60), || endpoint.delivered().len() == 8).await;
+    assert!(delivered, "{:?}", endpoint.delivered());
+    // The source's offsets moved past them (their copies are stored): only the retry topic
+    // holds them now.
+    let mut moved = false;
+    for _ in 0..40 {
+        if testkit::committed(group, &topic).await == [(0, Some(10), 10)] {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(moved, "{:?}", testkit::committed(group, &topic).await);
+    // SIGKILL while they wait (their tier request is due 8 s after their failure).
+    serve.kill();
+    let requests = endpoint.requests();
+    assert!(
+        requests.iter().all(|r| r["attempt"] == 1),
+        "a retry topic's request before the kill: the test did not kill during the wait"
+    );
+
+    // After the kill: every source record below the committed offset was delivered or has
+    // its copy on the retry topic.
+    let committed = testkit::committed(group, &topic).await;
+    let waiting: BTreeSet<String> = copies
+        .iter()
+        .map(|m| format!("{topic}/0/{}", header(m, "original-offset")))
+        .collect();
+    let delivered = endpoint.delivered();
+    for o in 0..committed[0].1.unwrap_or(0) {
+        let id = format!("{topic}/0/{o}");
+        assert!(
+            delivered.contains(&id) || waiting.contains(&id),
+            "{id} is below the committed offset but neither delivered nor on the retry topic"
+        );
+    }
+
+    // A new instance delivers both from the retry topic, no sooner than due; nothing is lost.
+    let serve = Serve::start_with(&subscriptions, &session);
+    let all =
+        testkit::eventually(Duration::from_secs(90), || endpoint.delivered().len() == 10).await;
+    assert!(
+        all,
+        "{} of 10 delivered after the restart; log: {}",
+        endpoint.delivered().len(),
+        serve.log()
+    );
+    let requests = endpoint.requests();
+    for offset in [0, 5] {
+        let tries = tries_of(&requests, &topic, offset);
+        assert_eq!(tries.len(), 2, "offset {offset}: {tries:?}");
+        assert_eq!(tries[0]["status"], 500);
+        assert_eq!(
+            (tries[1]["attempt"].as_u64(), tries[1]["status"].as_u64()),
+            (Some(2), Some(200))
+        );
+        assert_eq!(tries[1]["headers"]["kafkit-retry-topic"], tier.as_str());
+        let waited = tries[1]["at"].as_u64().unwrap() - tries[0]["done"].as_u64().unwrap();
+        assert!(
+            waited >= 7999,
+            "offset {offset}: delivered {waited} ms after failing"
+        );
+    }
+    assert!(serve.terminate().success());
+    assert_eq!(testkit::committed(group, &topic).await, [(0, Some(10), 10)]);
+    assert_eq!(testkit::committed(group, &tier).await, [(0, Some(2), 2)]);
+}
