@@ -125,7 +125,7 @@ impl ProducerContext for DeliveryContext {
 }
 
 /// Builds a [`Producer`] with non-default behaviour.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 #[must_use]
 pub struct ProducerBuilder {
     config: KafkaConfig,

@@ -16,18 +16,28 @@
 //!   true ([`ErrorCode::TransactionAborted`](crate::error::ErrorCode::TransactionAborted)). The
 //!   producer goes on; the whole transaction may be tried again.
 //! - **retriable** (coordinator moving, timeouts): the call is tried again, up to
-//!   [`TRANSACTION_ATTEMPTS`] times in all.
+//!   [`TRANSACTION_ATTEMPTS`] times in all; except a commit or an abort, which is resumed
+//!   until it resolves. librdkafka keeps a commit (or abort) that timed out in progress, and
+//!   answers every other call with `ERR__CONFLICT` until the same call is made again: the
+//!   outcome of a commit is unknown until then, and giving up would leave the producer unable
+//!   to begin another transaction. So [`Transaction::commit`] returns only once the commit
+//!   resolved (committed, aborted, or fenced), however long the broker takes to answer; it
+//!   says in the log that it is waiting. Dropping its future stops the waiting: the broker
+//!   settles the transaction (it aborts one it never saw committed after the transaction
+//!   timeout), and so does the next producer registered with the same transactional id.
 //!
 //! One producer runs one transaction at a time (a librdkafka producer has one): a second
 //! [`TransactionalProducer::begin`] waits until the first transaction is finished.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{Producer as _, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::KafkaConfig;
@@ -41,6 +51,11 @@ pub const TRANSACTION_ATTEMPTS: u32 = 3;
 /// Pause between two attempts of a retriable transaction call (librdkafka backs off within a
 /// call already).
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long a resumed commit or abort waits for its outcome before it is resumed again (and
+/// before a dropped [`Transaction::commit`] notices that nobody waits for it any more).
+const RESUME_WAIT: Duration = Duration::from_secs(1);
+/// How often a commit or abort that has not resolved yet says so in the log.
+const UNRESOLVED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 type Client = ThreadedProducer<DeliveryContext>;
 
@@ -71,6 +86,8 @@ pub struct TransactionalProducer {
 #[derive(Debug)]
 struct Shared {
     id: String,
+    /// What built the producer, for [`TransactionalProducer::recreate`].
+    builder: ProducerBuilder,
     /// One transaction at a time; held by the open [`Transaction`].
     turn: Arc<Mutex<()>>,
     /// How long one blocking transaction call may take.
@@ -108,10 +125,12 @@ impl ProducerBuilder {
         // Registering may wait for the previous holder's transaction to be aborted.
         let timeout = config.transaction_timeout.max(config.request_timeout);
         let settings = config.to_transactional_producer_config(&id);
+        let builder = self.clone();
         let producer = TransactionalProducer {
             producer: self.build_with(settings)?,
             shared: Arc::new(Shared {
                 id,
+                builder,
                 turn: Arc::new(Mutex::new(())),
                 timeout,
             }),
@@ -190,6 +209,19 @@ impl TransactionalProducer {
     /// True once the producer is fenced or failed fatally: it must be recreated.
     pub fn is_fenced(&self) -> bool {
         self.fatal().is_some()
+    }
+
+    /// A new producer with this one's settings and transactional id, registered with the
+    /// cluster: what a producer that failed with [`Error::Fenced`] is replaced with. Registering
+    /// settles what this producer left open and fences it for good, as well as any other
+    /// instance registered with the same transactional id since. This one (and its clones)
+    /// can do nothing more.
+    pub async fn recreate(&self) -> Result<TransactionalProducer> {
+        self.shared
+            .builder
+            .clone()
+            .build_transactional(self.shared.id.clone())
+            .await
     }
 
     /// Waits for the open transaction, if any, to finish, then refuses new records and flushes.
@@ -317,39 +349,163 @@ impl Transaction {
     /// producer is fenced ([`Error::Fenced`]); either way nothing of it is visible, except for
     /// an `Error::Transaction` with `aborted` false, whose outcome is unknown (commit and abort
     /// both failed: recreate the producer, which settles it).
+    ///
+    /// A commit the broker does not answer in time is resumed (librdkafka's
+    /// `commit_transaction` called again) until it resolves, however long that takes: until
+    /// then its outcome is unknown, and librdkafka refuses any other transaction call. Drop
+    /// this future to stop waiting (at shutdown, say): the producer then waits for nothing
+    /// more, and the transaction is settled by the broker or by the next producer with this
+    /// transactional id.
     pub async fn commit(mut self) -> Result<()> {
-        let _turn = self.turn.take();
-        let producer = &self.producer;
-        let error = match producer
-            .call(|client, timeout| client.commit_transaction(timeout))
-            .await?
-        {
-            Ok(()) => return Ok(()),
-            Err(error) => error,
+        let turn = self.turn.take();
+        let producer = self.producer.clone();
+        let id = producer.shared.id.clone();
+        tracing::debug!(transactional_id = %id, "committing the transaction");
+        let client = producer.producer.client().clone();
+        let timeout = producer.shared.timeout;
+        let waiting = Waiting::default();
+        let abandoned = waiting.0.clone();
+        let (commit, abort) = tokio::task::spawn_blocking(move || {
+            // The next transaction may begin only once this one is settled.
+            let _turn = turn;
+            let commit = resolving(&client, &id, "commit", timeout, &abandoned, |c, t| {
+                c.commit_transaction(t)
+            });
+            let abort = match &commit {
+                Resolution::Resolved(Err(_)) if client.client().fatal_error().is_none() => Some(
+                    resolving(&client, &id, "abort", timeout, &abandoned, |c, t| {
+                        c.abort_transaction(t)
+                    }),
+                ),
+                _ => None,
+            };
+            (commit, abort)
+        })
+        .await
+        .map_err(Error::Task)?;
+        drop(waiting);
+        let error = match commit {
+            Resolution::Resolved(Ok(())) => return Ok(()),
+            Resolution::Resolved(Err(error)) | Resolution::Abandoned(error) => error,
         };
         if let Some(fenced) = producer.fatal() {
             return Err(fenced);
         }
-        match producer
-            .call(|client, timeout| client.abort_transaction(timeout))
-            .await?
-        {
-            Ok(()) => Err(producer.failure("commit", true, error)),
-            Err(abort) => {
+        match abort {
+            Some(Resolution::Resolved(Ok(()))) => Err(producer.failure("commit", true, error)),
+            Some(Resolution::Resolved(Err(abort)) | Resolution::Abandoned(abort)) => {
                 tracing::warn!(transactional_id = %producer.shared.id, error = %abort,
                     "aborting after a failed commit failed too: the outcome is unknown");
                 Err(producer.failure("commit", false, error))
             }
+            None => Err(producer.failure("commit", false, error)),
         }
     }
 
     /// Aborts: nothing sent in the transaction will ever be visible to read-committed readers.
+    /// An abort the broker does not answer in time is resumed until it resolves, as a
+    /// commit is.
     pub async fn abort(mut self) -> Result<()> {
-        let _turn = self.turn.take();
-        self.producer
-            .call(|client, timeout| client.abort_transaction(timeout))
-            .await?
-            .map_err(|error| self.producer.failure("abort", true, error))
+        let turn = self.turn.take();
+        let producer = self.producer.clone();
+        let id = producer.shared.id.clone();
+        let client = producer.producer.client().clone();
+        let timeout = producer.shared.timeout;
+        let waiting = Waiting::default();
+        let abandoned = waiting.0.clone();
+        let abort = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            resolving(&client, &id, "abort", timeout, &abandoned, |c, t| {
+                c.abort_transaction(t)
+            })
+        })
+        .await
+        .map_err(Error::Task)?;
+        drop(waiting);
+        match abort {
+            Resolution::Resolved(Ok(())) => Ok(()),
+            Resolution::Resolved(Err(error)) | Resolution::Abandoned(error) => {
+                Err(producer.failure("abort", true, error))
+            }
+        }
+    }
+}
+
+/// Set when the future waiting for a commit or abort is dropped: the blocking task resuming
+/// the call then stops at its next resume.
+#[derive(Default)]
+struct Waiting(Arc<AtomicBool>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// How a resumable transaction call (commit, abort) ended.
+enum Resolution {
+    /// It returned something other than "not finished yet".
+    Resolved(KafkaResult<()>),
+    /// Nobody waits for it any more; the last "not finished yet" error.
+    Abandoned(KafkaError),
+}
+
+/// Runs `call` (librdkafka's `commit_transaction` or `abort_transaction`) and resumes it
+/// (calls it again) while it fails with a retriable error, which for these calls means "not
+/// finished yet": librdkafka goes on in the background and refuses any other call meanwhile.
+/// Stops resuming once `abandoned` is set. Blocking.
+fn resolving(
+    client: &Client,
+    id: &str,
+    operation: &'static str,
+    timeout: Duration,
+    abandoned: &AtomicBool,
+    call: impl Fn(&Client, Duration) -> KafkaResult<()>,
+) -> Resolution {
+    let started = Instant::now();
+    let mut wait = timeout;
+    let mut logged: Option<Instant> = None;
+    loop {
+        let error = match call(client, wait) {
+            Err(KafkaError::Transaction(error))
+                if error.is_retriable()
+                    && !error.is_fatal()
+                    && !error.txn_requires_abort()
+                    // Another call is in progress: resuming this one cannot settle it.
+                    && error.code() != RDKafkaErrorCode::Conflict =>
+            {
+                error
+            }
+            outcome => {
+                if logged.is_some() {
+                    match &outcome {
+                        Ok(()) => tracing::info!(transactional_id = %id, operation,
+                            waited_ms = started.elapsed().as_millis() as u64,
+                            "the {operation} resolved: it succeeded"),
+                        Err(error) => tracing::warn!(transactional_id = %id, operation, %error,
+                            waited_ms = started.elapsed().as_millis() as u64,
+                            "the {operation} resolved: it failed"),
+                    }
+                }
+                return Resolution::Resolved(outcome);
+            }
+        };
+        if abandoned.load(Ordering::SeqCst) {
+            tracing::warn!(transactional_id = %id, operation, %error,
+                "stopped waiting for the {operation} of the transaction, which has not resolved: \
+                 its outcome is unknown; the broker aborts a transaction it never saw committed \
+                 after the transaction timeout, and the next producer with this transactional \
+                 id settles it");
+            return Resolution::Abandoned(KafkaError::Transaction(error));
+        }
+        if logged.is_none_or(|at| at.elapsed() >= UNRESOLVED_LOG_INTERVAL) {
+            tracing::warn!(transactional_id = %id, operation, %error,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "the {operation} of the transaction has not resolved yet (the broker has not \
+                 answered): its outcome is unknown until it does; resuming it");
+            logged = Some(Instant::now());
+        }
+        wait = RESUME_WAIT;
     }
 }
 

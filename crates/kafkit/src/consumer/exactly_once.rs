@@ -10,11 +10,21 @@
 //!   (KIP-447).
 //! - A batch is transformed without polling, so no rebalance happens while it is open. A
 //!   rebalance that revoked partitions while the batch was being read discards the batch:
-//!   nothing of it is sent, and the partitions still assigned are rewound to its first
-//!   offsets.
+//!   nothing of it is sent; partitions revoked meanwhile start again at the group's
+//!   committed offset (never behind what another member committed meanwhile), the others are
+//!   rewound to the batch's first records.
 //! - A failed transaction is aborted (its records never become visible) and its batch is read
-//!   again from its first offsets. A fenced producer ([`Error::Fenced`]: another instance
-//!   started with the same transactional id) stops the run with that error, writing nothing.
+//!   again from its first records. A rewind that fails is tried again before anything more is
+//!   read: reading on could commit offsets past records that were never written.
+//! - A commit the broker does not answer is resumed
+//!   ([`Transaction::commit`](crate::transaction::Transaction::commit)). When it has not
+//!   resolved after the transaction timeout plus the request timeout, or it resolved fenced
+//!   because the broker aborted the transaction for outliving the transaction timeout, the
+//!   pipeline registers a new producer with the same transactional id
+//!   ([`TransactionalProducer::recreate`]), which settles the transaction with the broker, and
+//!   reads again from the committed offsets, which say whether it committed.
+//! - Otherwise a fenced producer ([`Error::Fenced`]: another instance started with the same
+//!   transactional id) stops the run with that error, writing nothing.
 //! - A process killed mid-transaction leaves it open; the next producer with the same
 //!   transactional id aborts it when it starts, and readers skip it.
 //!
@@ -22,7 +32,7 @@
 //! letters and invalid records follow the route's policy as in the at-least-once runtime, and
 //! a dead-letter copy is part of the transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
@@ -34,6 +44,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -142,7 +154,9 @@ impl Default for ExactlyOnceOptions {
 pub struct ExactlyOnce {
     config: KafkaConfig,
     group: String,
-    producer: TransactionalProducer,
+    /// Replaced by a new one when the broker aborted a transaction that outlived the
+    /// transaction timeout (see [`ExactlyOnce::run`]).
+    producer: std::sync::Mutex<TransactionalProducer>,
     routes: BTreeMap<String, TransformRoute>,
     options: ExactlyOnceOptions,
     transactions: AtomicU64,
@@ -168,7 +182,7 @@ impl ExactlyOnce {
         Ok(ExactlyOnce {
             config,
             group: group.to_owned(),
-            producer,
+            producer: std::sync::Mutex::new(producer),
             routes: BTreeMap::new(),
             options: ExactlyOnceOptions::default(),
             transactions: AtomicU64::new(0),
@@ -228,8 +242,9 @@ impl ExactlyOnce {
         self.committed.load(Ordering::Relaxed)
     }
 
-    /// Consumes until `shutdown` completes (the batch in hand is finished first) or the
-    /// producer is fenced ([`Error::Fenced`]); then leaves the group.
+    /// Consumes until `shutdown` completes (the batch in hand is finished first; a commit
+    /// the broker does not answer is waited for a few seconds more, then left to the broker)
+    /// or the producer is fenced ([`Error::Fenced`]); then leaves the group.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         if self.routes.is_empty() {
             return Err(Error::config("routes", "no transform registered"));
@@ -285,7 +300,7 @@ impl ExactlyOnce {
                 operation: format!("subscribe to {}", topics.join(", ")),
                 source,
             })?;
-        tracing::info!(group = %self.group, transactional_id = %self.producer.transactional_id(), ?topics, "exactly-once pipeline started");
+        tracing::info!(group = %self.group, transactional_id = %self.producer().transactional_id(), ?topics, "exactly-once pipeline started");
         let outcome = self.consume(&consumer, &mut shutdown).await;
         let closing = consumer.clone();
         tokio::task::spawn_blocking(move || {
@@ -306,6 +321,7 @@ impl ExactlyOnce {
         let mut stream = consumer.stream();
         loop {
             let revocations = consumer.context().count();
+            consumer.context().forget();
             let first = tokio::select! {
                 biased;
                 () = shutdown.as_mut() => return Ok(()),
@@ -333,25 +349,88 @@ impl ExactlyOnce {
                     records = batch.len(),
                     "partitions revoked while a batch was read: it is read again"
                 );
-                rewind(consumer, &batch).await;
+                if !self
+                    .rewind(consumer, &batch, RewindTo::BatchStart, shutdown)
+                    .await?
+                {
+                    return Ok(());
+                }
                 continue;
             }
             let Some(outputs) = self.transform(&batch, shutdown).await else {
                 return Ok(());
             };
-            match self.commit(consumer, outputs, &batch).await {
+            let began = Instant::now();
+            let commit = tokio::time::timeout(
+                self.unresolved_limit(),
+                self.commit(consumer, outputs, &batch),
+            );
+            let (outcome, stopping) = finish_unless_stopped(commit, shutdown).await;
+            let Some(outcome) = outcome else {
+                tracing::warn!(
+                    records = batch.len(),
+                    "stopping while the transaction's commit is unresolved: its outcome is \
+                     unknown; the broker settles it, and the offsets committed say where the \
+                     next member resumes"
+                );
+                return Ok(());
+            };
+            let Ok(outcome) = outcome else {
+                tracing::warn!(
+                    records = batch.len(),
+                    limit_ms = self.unresolved_limit().as_millis() as u64,
+                    "the transaction's commit has not resolved (librdkafka has not settled it \
+                     with the broker): the broker aborts a transaction it did not see committed \
+                     after the transaction timeout"
+                );
+                if stopping || !self.start_over(consumer, &batch, shutdown).await? {
+                    return Ok(());
+                }
+                continue;
+            };
+            match outcome {
                 Ok(()) => {
                     self.transactions.fetch_add(1, Ordering::Relaxed);
                     self.committed
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    if stopping {
+                        return Ok(());
+                    }
+                }
+                Err(error @ Error::Fenced { .. })
+                    if began.elapsed() >= self.config.transaction_timeout =>
+                {
+                    // librdkafka reports a transaction the broker aborted for its timeout as
+                    // fenced; it cannot be told from a newer instance with the same id, which
+                    // the new producer fences in turn (it then stops with this error).
+                    tracing::warn!(%error, open_ms = began.elapsed().as_millis() as u64,
+                        "fenced after the transaction stayed open longer than the transaction \
+                         timeout (the broker did not answer): the broker aborted it");
+                    if stopping || !self.start_over(consumer, &batch, shutdown).await? {
+                        return Ok(());
+                    }
                 }
                 Err(error @ Error::Fenced { .. }) => {
-                    tracing::error!(%error, "fenced: another instance owns this transactional id; stopping");
+                    tracing::error!(%error, "fenced: another instance registered this transactional id; stopping");
                     return Err(error);
+                }
+                Err(error @ Error::Transaction { aborted: false, .. }) => {
+                    tracing::warn!(%error, records = batch.len(), "the transaction's outcome is unknown");
+                    if stopping || !self.start_over(consumer, &batch, shutdown).await? {
+                        return Ok(());
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, records = batch.len(), "transaction failed and was aborted: its batch is read again");
-                    rewind(consumer, &batch).await;
+                    if stopping {
+                        return Ok(());
+                    }
+                    if !self
+                        .rewind(consumer, &batch, RewindTo::BatchStart, shutdown)
+                        .await?
+                    {
+                        return Ok(());
+                    }
                     tokio::select! {
                         biased;
                         () = shutdown.as_mut() => return Ok(()),
@@ -360,6 +439,96 @@ impl ExactlyOnce {
                 }
             }
         }
+    }
+
+    /// How long a commit may stay unresolved before the pipeline starts over with a new
+    /// producer: the broker has aborted the transaction by then unless it committed it.
+    fn unresolved_limit(&self) -> Duration {
+        self.config.transaction_timeout + self.config.request_timeout
+    }
+
+    /// After a transaction whose outcome this producer cannot learn any more: registers a new
+    /// producer with the same transactional id, which settles the transaction with the broker
+    /// (committed or aborted), then rewinds `batch`'s partitions to the committed offsets,
+    /// which say which it was. Tries again while the broker does not answer; false when
+    /// shutdown came meanwhile.
+    async fn start_over<S: Future<Output = ()>>(
+        &self,
+        consumer: &Arc<StreamConsumer<Revocations>>,
+        batch: &[Message],
+        shutdown: &mut Pin<Box<S>>,
+    ) -> Result<bool> {
+        tracing::warn!(
+            records = batch.len(),
+            "registering a new producer with the same transactional id, which settles the \
+             transaction; the batch is then read again from the committed offsets"
+        );
+        while let Err(error) = self.recreate_producer().await {
+            tracing::warn!(%error, "registering a new producer failed; trying again");
+            tokio::select! {
+                biased;
+                () = shutdown.as_mut() => return Ok(false),
+                () = tokio::time::sleep(self.options.retry_pause) => {}
+            }
+        }
+        self.rewind(consumer, batch, RewindTo::Committed, shutdown)
+            .await
+    }
+
+    /// Rewinds `batch`'s partitions ([`rewind`]) to `to`, again while that fails: reading on
+    /// before they are rewound could commit offsets past records never written. False when
+    /// shutdown came meanwhile.
+    async fn rewind<S: Future<Output = ()>>(
+        &self,
+        consumer: &Arc<StreamConsumer<Revocations>>,
+        batch: &[Message],
+        to: RewindTo,
+        shutdown: &mut Pin<Box<S>>,
+    ) -> Result<bool> {
+        loop {
+            let rewound = match to {
+                RewindTo::BatchStart => rewind(consumer, batch, BTreeMap::new()).await,
+                RewindTo::Committed => {
+                    match committed_offsets(&self.config, &self.group, batch).await {
+                        Ok(committed) => rewind(consumer, batch, committed).await,
+                        Err(error) => Err(error),
+                    }
+                }
+            };
+            match rewound {
+                Ok(()) => return Ok(true),
+                Err(error @ Error::Task(_)) => return Err(error),
+                Err(error) => tracing::warn!(%error, records = batch.len(),
+                    "rewinding the batch's partitions failed; trying again before reading on"),
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.as_mut() => return Ok(false),
+                () = tokio::time::sleep(self.options.retry_pause) => {}
+            }
+        }
+    }
+
+    /// The producer transactions are written with.
+    fn producer(&self) -> TransactionalProducer {
+        self.producer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the (fenced) producer with a new one of the same transactional id.
+    async fn recreate_producer(&self) -> Result<()> {
+        let old = self.producer();
+        let fresh = old.recreate().await?;
+        *self
+            .producer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        // Dropping a client blocks until its threads end.
+        tokio::task::spawn_blocking(move || drop(old))
+            .await
+            .map_err(Error::Task)
     }
 
     /// The output records of a batch, dead-letter copies included. `None` when shutdown came
@@ -464,7 +633,7 @@ impl ExactlyOnce {
         let group = consumer.group_metadata().ok_or_else(|| {
             Error::config("group", "the consumer has no group metadata to commit with")
         })?;
-        let transaction = self.producer.begin().await?;
+        let transaction = self.producer().begin().await?;
         if !outputs.is_empty() {
             // A failed send leaves a transaction that can only abort: dropping it does.
             transaction.send_batch(outputs).await?;
@@ -473,6 +642,35 @@ impl ExactlyOnce {
         transaction.commit().await
     }
 }
+
+/// Awaits `work` (a transaction's commit); when `shutdown` completes first, waits for it a
+/// little longer ([`SHUTDOWN_GRACE`]: a commit the broker answers takes milliseconds), then
+/// gives up on it (`None`). True as well when `shutdown` completed (it must not be polled
+/// again).
+async fn finish_unless_stopped<T, S: Future<Output = ()>>(
+    work: impl Future<Output = T>,
+    shutdown: &mut Pin<Box<S>>,
+) -> (Option<T>, bool) {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        biased;
+        outcome = &mut work => (Some(outcome), false),
+        () = shutdown.as_mut() => (tokio::time::timeout(SHUTDOWN_GRACE, work).await.ok(), true),
+    }
+}
+
+/// Where a batch's partitions are rewound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RewindTo {
+    /// The batch's first records: nothing of the batch was committed.
+    BatchStart,
+    /// The group's committed offsets: whether the batch's transaction committed is known only
+    /// to the broker.
+    Committed,
+}
+
+/// How long a commit under way when shutdown comes may still take.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The span of kafkit's events about a failed record.
 fn record_span(message: &Message) -> tracing::Span {
@@ -496,42 +694,158 @@ fn next_offsets(batch: &[Message]) -> BTreeMap<TopicPartition, i64> {
     next
 }
 
-/// Moves each partition of `batch` still assigned back to the batch's first record of it, so
-/// the batch is read again; what was fetched beyond is dropped by librdkafka.
-async fn rewind(consumer: &Arc<StreamConsumer<Revocations>>, batch: &[Message]) {
-    let mut first: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+/// How long a rewind waits for its seeks, and a look-up of committed offsets for them.
+const REWIND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Moves each partition of `batch` back to `targets`' offset of it (the batch's first record
+/// of it where `targets` has none), so that what follows is read again; what was fetched
+/// beyond is dropped by librdkafka. Partitions revoked since the batch began are left alone:
+/// a partition re-assigned since starts at the group's committed offset, and rewinding it
+/// could go behind what another member committed meanwhile. Fails when a partition could not
+/// be rewound.
+async fn rewind(
+    consumer: &Arc<StreamConsumer<Revocations>>,
+    batch: &[Message],
+    targets: BTreeMap<TopicPartition, i64>,
+) -> Result<()> {
+    let mut first = targets;
     for message in batch {
         first
             .entry((message.topic.clone(), message.partition))
             .or_insert(message.offset);
     }
     let consumer = consumer.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let assigned = consumer.assignment().unwrap_or_default();
-        for ((topic, partition), offset) in first {
-            if assigned.find_partition(&topic, partition).is_none() {
-                continue;
-            }
-            if let Err(error) = consumer.seek(
-                &topic,
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(10),
-            ) {
-                tracing::warn!(%topic, partition, offset, %error, "rewinding a partition failed");
-            }
-        }
-    })
-    .await;
+    tokio::task::spawn_blocking(move || rewind_blocking(&consumer, first))
+        .await
+        .map_err(Error::Task)?
 }
 
-/// Counts revocations, so a batch read across one is known.
+fn rewind_blocking(
+    consumer: &StreamConsumer<Revocations>,
+    first: BTreeMap<TopicPartition, i64>,
+) -> Result<()> {
+    let failed = |operation: String| move |source| Error::Consume { operation, source };
+    let assigned = consumer
+        .assignment()
+        .map_err(failed("read the assignment to rewind".to_owned()))?;
+    let revoked = consumer.context().revoked();
+    let mut targets = TopicPartitionList::new();
+    for ((topic, partition), offset) in &first {
+        if revoked.contains(&(topic.clone(), *partition))
+            || assigned.find_partition(topic, *partition).is_none()
+        {
+            continue;
+        }
+        targets
+            .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(failed(format!("rewind {topic} [{partition}] to {offset}")))?;
+    }
+    if targets.count() == 0 {
+        return Ok(());
+    }
+    let sought = consumer
+        .seek_partitions(targets, REWIND_TIMEOUT)
+        .map_err(failed("rewind the batch's partitions".to_owned()))?;
+    for element in sought.elements() {
+        let (topic, partition, offset) = (element.topic(), element.partition(), element.offset());
+        match element.error() {
+            Ok(()) => {
+                tracing::debug!(%topic, partition, ?offset, "partition rewound");
+            }
+            Err(KafkaError::OffsetFetch(code)) if rewind_holds(code) => {
+                tracing::debug!(%topic, partition, ?offset, %code, "partition rewound (or starts at its committed offset)");
+            }
+            Err(source) => {
+                return Err(failed(format!(
+                    "rewind {topic} [{partition}] to {offset:?}"
+                ))(source));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a partition whose seek answered `code` is left where nothing is skipped: the seek
+/// is still queued (librdkafka applies it before fetching the partition again and drops what
+/// was fetched before it), or the partition is not being fetched in this assignment yet or any
+/// more (a fetch that starts begins at the committed offset; a partition being revoked is
+/// resumed by its next owner from there).
+fn rewind_holds(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::InProgress
+            | RDKafkaErrorCode::State
+            | RDKafkaErrorCode::PreviousInProgress
+    )
+}
+
+/// The offsets `group` committed for `batch`'s partitions, read (stable: after any pending
+/// transaction) by a client of its own that does not join the group, so that a rebalance the
+/// pipeline's consumer is in the middle of does not hold the answer up.
+async fn committed_offsets(
+    config: &KafkaConfig,
+    group: &str,
+    batch: &[Message],
+) -> Result<BTreeMap<TopicPartition, i64>> {
+    let failed = |operation: &str| {
+        let operation = operation.to_owned();
+        move |source| Error::Consume { operation, source }
+    };
+    let reader: BaseConsumer = config
+        .to_consumer_config_with(group, None)
+        .create()
+        .map_err(|source| Error::ClientCreation {
+            client: "consumer",
+            source,
+        })?;
+    let mut partitions = TopicPartitionList::new();
+    for (topic, partition) in next_offsets(batch).into_keys() {
+        partitions.add_partition(&topic, partition);
+    }
+    tokio::task::spawn_blocking(move || {
+        let committed = reader
+            .committed_offsets(partitions, REWIND_TIMEOUT)
+            .map_err(failed("read the committed offsets"))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some(((e.topic().to_owned(), e.partition()), offset)),
+                _ => None,
+            })
+            .collect())
+    })
+    .await
+    .map_err(Error::Task)?
+}
+
+/// Counts revocations, so a batch read across one is known, and remembers which partitions
+/// were revoked since [`Revocations::forget`].
 #[derive(Debug, Default)]
-struct Revocations(AtomicU64);
+struct Revocations {
+    count: AtomicU64,
+    revoked: std::sync::Mutex<BTreeSet<TopicPartition>>,
+}
 
 impl Revocations {
     fn count(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Partitions revoked since the last [`Revocations::forget`].
+    fn revoked(&self) -> BTreeSet<TopicPartition> {
+        self.revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts remembering afresh (a batch begins).
+    fn forget(&self) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -541,7 +855,15 @@ impl ConsumerContext for Revocations {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                self.0.fetch_add(1, Ordering::SeqCst);
+                self.revoked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(
+                        tpl.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_owned(), e.partition())),
+                    );
+                self.count.fetch_add(1, Ordering::SeqCst);
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
             }
             Rebalance::Assign(tpl) => {
