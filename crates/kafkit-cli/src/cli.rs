@@ -92,6 +92,13 @@ pub struct ServeArgs {
     /// Serve without API keys on a non-loopback address (anyone reaching it can produce).
     #[arg(long, env = "KAFKIT_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
+    /// Host names the gateway answers to (comma-separated; `*.domain` for its subdomains; `*`
+    /// for any): a request naming another host in `Host` is refused (403), against DNS
+    /// rebinding, and so is a state-changing request a browser sends from another site's page
+    /// (`Origin`). Default: the loopback names (localhost, 127.0.0.1, ::1) and the listen
+    /// address; any host when listening on every address (0.0.0.0, ::) with API keys.
+    #[arg(long, env = "KAFKIT_ALLOWED_HOSTS", value_parser = parse_allowed_hosts)]
+    pub allowed_hosts: Option<kafkit_gateway::AllowedHosts>,
     /// PEM certificate chain: serve HTTPS (needs --tls-key).
     #[arg(long, env = "KAFKIT_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -306,4 +313,8 @@ fn parse_topic_spec(raw: &str) -> Result<kafkit::TopicSpec, String> {
     };
     kafkit::record::validate_topic(name).map_err(|e| e.to_string())?;
     Ok(kafkit::TopicSpec::new(name, partitions))
+}
+
+fn parse_allowed_hosts(list: &str) -> Result<kafkit_gateway::AllowedHosts, String> {
+    kafkit_gateway::AllowedHosts::parse(list)
 }

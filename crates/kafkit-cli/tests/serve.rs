@@ -622,3 +622,84 @@ async fn sigterm_under_load_loses_no_acknowledged_record() {
         );
     }
 }
+
+/// DNS rebinding: a web page whose name is made to resolve to 127.0.0.1 reaches the loopback
+/// gateway with its own name in `Host`, and the browser lets it read the answers. The gateway
+/// answers only the names it is known by (loopback names and the bound address by default,
+/// `--allowed-hosts` otherwise), and refuses state-changing requests from another site's page
+/// (`Origin`).
+#[tokio::test]
+async fn unexpected_hosts_and_foreign_origins_are_refused() {
+    let topic = testkit::topic("gw-rebind", 1).await;
+    let gateway = Gateway::start(Some(&testkit::brokers()));
+    let port = gateway.base.rsplit(':').next().unwrap().to_owned();
+    let http = client();
+    let get = |host: &str| http.get(gateway.url("/topics")).header("host", host).send();
+    // A rebound name is refused, on reads as on the console.
+    let rebound = get(&format!("rebind.example:{port}")).await.unwrap();
+    assert_eq!(rebound.status(), 403);
+    let body: Value = rebound.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "host_not_allowed");
+    let console = http
+        .get(gateway.url("/console"))
+        .header("host", "rebind.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 403);
+    // The loopback names answer, with or without the port.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_owned(),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(get(&host).await.unwrap().status(), 200, "{host}");
+    }
+    // A send from another site's page is refused and produces nothing; one from the
+    // gateway's own origin, or without Origin (curl, services), is served.
+    let send = |origin: Option<&str>, value: i64| {
+        let request = http
+            .post(gateway.url("/kafka/send"))
+            .json(&json!({"topic": topic, "value": value}));
+        match origin {
+            Some(origin) => request.header("origin", origin),
+            None => request,
+        }
+        .send()
+    };
+    let foreign = send(Some("http://rebind.example"), 1).await.unwrap();
+    assert_eq!(foreign.status(), 403);
+    let body: Value = foreign.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "origin_not_allowed");
+    assert_eq!(send(Some("null"), 2).await.unwrap().status(), 403);
+    let own = format!("http://127.0.0.1:{port}");
+    assert_eq!(send(Some(&own), 3).await.unwrap().status(), 200);
+    assert_eq!(send(None, 4).await.unwrap().status(), 200);
+    let written: Vec<String> = testkit::read(&topic, 3, Duration::from_secs(3))
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(written, ["3", "4"]);
+    drop(gateway);
+
+    // --allowed-hosts names the hosts instead.
+    let gateway = Gateway::start_with(
+        Some(&testkit::brokers()),
+        &["--allowed-hosts", "gw.example,*.internal.example"],
+        &[],
+    );
+    let status = |host: &'static str| {
+        let request = http.get(gateway.url("/health/live")).header("host", host);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(status("gw.example").await, 200);
+    assert_eq!(status("a.internal.example:8080").await, 200);
+    assert_eq!(status("127.0.0.1").await, 403);
+    assert_eq!(status("internal.example").await, 403);
+    assert_eq!(
+        gateway.ready["allowed_hosts"],
+        "gw.example,*.internal.example"
+    );
+}

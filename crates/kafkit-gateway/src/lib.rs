@@ -55,6 +55,7 @@ pub use api::produce::Transactions;
 pub use api::produce::answer_log::DEFAULT_TOPIC as DEFAULT_ANSWER_TOPIC;
 pub use axum_server::tls_rustls::RustlsConfig;
 pub use http::auth::ApiKeys;
+pub use http::hosts::AllowedHosts;
 pub use http::limits::ReadLimit;
 pub use http::server::{ServerLimits, serve, serve_tls};
 pub use http::tls::load as load_tls;
@@ -138,6 +139,8 @@ pub struct AppState {
     read_limit: ReadLimit,
     /// The push subscriptions this process runs (`GET /subscriptions`, readiness).
     push: Option<Arc<push::Runner>>,
+    /// The names requests may carry in `Host` (every one unless told).
+    allowed_hosts: AllowedHosts,
 }
 
 impl AppState {
@@ -185,6 +188,7 @@ impl AppState {
             server_limits: ServerLimits::default(),
             read_limit: ReadLimit::default(),
             push: None,
+            allowed_hosts: AllowedHosts::any(),
         })
     }
 
@@ -199,6 +203,14 @@ impl AppState {
     #[must_use]
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = timeouts;
+        self
+    }
+
+    /// Answers only requests whose `Host` is one of `hosts`, and state-changing requests from
+    /// a browser only when their `Origin` is one of them (DNS rebinding, cross-site posts).
+    #[must_use]
+    pub fn with_allowed_hosts(mut self, hosts: AllowedHosts) -> Self {
+        self.allowed_hosts = hosts;
         self
     }
 
@@ -337,6 +349,11 @@ impl AppState {
         self.embedded.is_some()
     }
 
+    /// The names requests may carry in `Host`.
+    pub fn allowed_hosts(&self) -> &AllowedHosts {
+        &self.allowed_hosts
+    }
+
     pub(crate) fn http_metrics(&self) -> &HttpMetrics {
         &self.http_metrics
     }
@@ -359,7 +376,8 @@ impl AppState {
 }
 
 /// The whole HTTP application. Layers, outermost first: request id, tracing span, request id
-/// echo, JSON bodies for layer-made errors, body limit, HTTP metrics, request timeout.
+/// echo, JSON bodies for layer-made errors, body limit, allowed hosts and origins, HTTP
+/// metrics, request timeout.
 pub fn router(state: AppState) -> Router {
     let (routes, document) = OpenApiRouter::with_openapi(api::openapi::ApiDoc::openapi())
         .merge(api::produce::routes())
@@ -388,6 +406,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             http::metrics::track,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::hosts::check,
         ))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(http::error::json_errors))

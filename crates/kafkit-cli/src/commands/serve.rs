@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use kafkit::Kafka;
 use kafkit_gateway::push::Runner;
-use kafkit_gateway::{ApiKeys, AppState, ServerLimits, Timeouts};
+use kafkit_gateway::{AllowedHosts, ApiKeys, AppState, ServerLimits, Timeouts};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
@@ -80,9 +80,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         ..ServerLimits::default()
     };
+    let allowed_hosts = allowed_hosts(args.allowed_hosts.clone(), local.ip(), keys.is_some());
     let mut state = AppState::new(&kafka)?
         .with_timeouts(limits)
-        .with_server_limits(server);
+        .with_server_limits(server)
+        .with_allowed_hosts(allowed_hosts.clone());
     let authenticated = keys.is_some();
     if let Some(keys) = keys {
         state = state.with_api_keys(keys);
@@ -136,6 +138,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         embedded = kafka.cluster().embedded().is_some(),
         tls = tls.is_some(),
         authenticated,
+        allowed_hosts = %allowed_hosts,
         "kafkit gateway ready"
     );
     let gateway = async {
@@ -158,4 +161,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("gateway stopped cleanly");
     drop(kafka);
     Ok(())
+}
+
+/// The hosts the gateway answers to: `--allowed-hosts`, else the loopback names and the listen
+/// address. Listening on every address with API keys, any host (clients use names the gateway
+/// cannot know, and a rebound page has no key); an open gateway on every address still only
+/// answers the loopback names unless told.
+fn allowed_hosts(
+    given: Option<AllowedHosts>,
+    listen: std::net::IpAddr,
+    keyed: bool,
+) -> AllowedHosts {
+    match given {
+        Some(hosts) => hosts,
+        None if listen.is_unspecified() && keyed => AllowedHosts::any(),
+        None => AllowedHosts::loopback_and(listen),
+    }
 }
