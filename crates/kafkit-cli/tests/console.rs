@@ -892,6 +892,31 @@ async fn a_push_subscription_page_shows_its_endpoint_failures_and_dead_letter_to
     ] {
         assert!(failure.contains(&part), "{part}: {failure}");
     }
+    // Its lag over time, as on the group's page: the group's lag sampled at each visit (and
+    // by the page's live refresh), down to 0 now.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    browser.goto(&page).await;
+    let label = browser
+        .script("return document.querySelector('#lag-history svg.chart')?.getAttribute('aria-label') ?? null")
+        .await;
+    let main = browser.words("main").await;
+    let label = label
+        .as_str()
+        .unwrap_or_else(|| panic!("no lag chart: {main}"))
+        .to_owned();
+    let (samples, latest) = label
+        .strip_prefix("Lag over time: ")
+        .and_then(|rest| rest.split_once(" samples, latest "))
+        .unwrap_or_else(|| panic!("{label}"));
+    assert!(samples.parse::<usize>().unwrap() >= 2, "{label}");
+    assert_eq!(latest, "0", "{label}");
+    assert!(browser.has("#lag-history svg.chart polyline.series").await);
+    assert_eq!(
+        browser
+            .script("return document.querySelector('#lag-history').getAttribute('data-refresh')")
+            .await,
+        json!("/console/subscriptions/billing/live")
+    );
     browser.screenshot("push-subscription").await;
 
     // Its dead-letter topic is one click away, holding the refused record.

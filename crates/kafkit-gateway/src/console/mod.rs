@@ -95,6 +95,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(subscriptions::subscriptions_show),
         )
         .route(
+            "/console/subscriptions/{name}/live",
+            get(subscriptions::subscriptions_live),
+        )
+        .route(
             "/console/dead-letters/{topic}",
             get(dead_letters::dead_letters_show),
         )

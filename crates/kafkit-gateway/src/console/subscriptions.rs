@@ -1,17 +1,26 @@
 //! The push subscriptions pages: the list (state, endpoint, concurrency, in flight, lag,
 //! counters), and one subscription (its endpoint's state, requests and records in flight, lag
-//! by partition, the recent failures with status and excerpt, its dead-letter topics). A key
-//! sees the subscriptions whose topics it may all read, as in `GET /subscriptions`.
+//! by partition and over time, the recent failures with status and excerpt, its dead-letter
+//! topics). A key sees the subscriptions whose topics it may all read, as in
+//! `GET /subscriptions`.
+//!
+//! The lag chart is the consumer-group page's: the subscription's group in the console's
+//! [`LagHistory`](super::LagHistory), sampled on each visit and by the background sampler,
+//! its section refreshed live by the console script.
 
-use axum::extract::{Path, State};
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
 use kafkit::DeadLetter;
 use maud::{Markup, html};
 
-use super::BASE;
 use super::frame::{Failure, PageResult};
+use super::lag_history::chart;
 use super::page::{Nav, page, segment, utc};
 use super::session::Viewer;
+use super::{BASE, Console};
 use crate::AppState;
 use crate::push::SubscriptionView;
 
@@ -67,32 +76,72 @@ pub async fn subscriptions_list(State(state): State<AppState>, viewer: Viewer) -
     ))
 }
 
+/// The subscription `name`, if `viewer` may see it.
+fn find(state: &AppState, viewer: &Viewer, name: &str) -> Result<SubscriptionView, Failure> {
+    visible(state, viewer)
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            Failure::new(
+                StatusCode::NOT_FOUND,
+                format!("no push subscription {name:?} that you may see"),
+            )
+        })
+}
+
+/// Adds the subscription's group lag now to the console's lag history (not on the embedded
+/// development broker, which has no group API).
+async fn sample(state: &AppState, console: &Console, s: &SubscriptionView) {
+    if state.on_embedded_broker() {
+        return;
+    }
+    if let Ok(all) = state.admin().group_lag(&s.group, &[]).await {
+        console.lag.record(&s.group, &all);
+    }
+}
+
 /// `GET /console/subscriptions/{name}`.
 pub async fn subscriptions_show(
     State(state): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> PageResult {
-    let Some(s) = visible(&state, &viewer)
-        .into_iter()
-        .find(|s| s.name == name)
-    else {
-        return Err(Failure::new(
-            StatusCode::NOT_FOUND,
-            format!("no push subscription {name:?} that you may see"),
-        ));
-    };
+    let s = find(&state, &viewer, &name)?;
+    sample(&state, &console, &s).await;
     let title = format!("Push subscription {}", s.name);
+    let lag = lag_over_time(&console, &viewer, &s);
     Ok(page(
         &viewer,
         Nav::Subscriptions,
         &title,
-        render_subscription(&s),
+        render_subscription(&s, lag),
     ))
 }
 
+/// `GET /console/subscriptions/{name}/live`: the lag section alone, for the console script.
+pub async fn subscriptions_live(
+    State(state): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> PageResult {
+    let s = find(&state, &viewer, &name)?;
+    sample(&state, &console, &s).await;
+    Ok(Html(lag_over_time(&console, &viewer, &s).into_string()).into_response())
+}
+
+/// The subscription's lag now and its group's lag chart, over the topics `viewer` may read.
+fn lag_over_time(console: &Console, viewer: &Viewer, s: &SubscriptionView) -> Markup {
+    let series = console.lag.series(&s.group, |t| viewer.caller.may_read(t));
+    html! {
+        p { "Lag " strong #lag-now { (s.consumer.lag) } " records behind." }
+        (chart(&series))
+    }
+}
+
 /// One subscription's page: endpoint and state, what is in flight, lag, the last failures.
-fn render_subscription(s: &SubscriptionView) -> Markup {
+fn render_subscription(s: &SubscriptionView, lag: Markup) -> Markup {
     let template = DeadLetter::template(&s.dead_letter);
     let d = &s.deliveries;
     html! {
@@ -136,6 +185,12 @@ fn render_subscription(s: &SubscriptionView) -> Markup {
                     dt { "Timeout" } dd { (s.timeout_ms) " ms" }
                     dt { "Attempts" } dd { (s.max_attempts) }
                 }
+            }
+        }
+        section {
+            h2 { "Lag over time" }
+            div #lag-history data-refresh={(BASE) "/subscriptions/" (segment(&s.name)) "/live"} data-every="5000" {
+                (lag)
             }
         }
         section {
