@@ -1,12 +1,63 @@
 //! Records going out ([`Record`]) and messages coming in ([`Message`]).
 
 use rdkafka::Message as _;
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, Decoder, Encoder, Json};
 use crate::error::{Error, Result};
+
+/// Copies `message`'s headers through librdkafka's C API, so that a key that is not UTF-8 is
+/// copied lossily and reported (the second value) instead of panicking as rdkafka's
+/// `BorrowedHeaders` does.
+fn copy_headers(message: &BorrowedMessage<'_>) -> (Vec<(String, Vec<u8>)>, Option<String>) {
+    use rdkafka::bindings as rdsys;
+    use rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    let mut headers = std::ptr::null_mut();
+    // SAFETY: `message.ptr()` is a live librdkafka message; librdkafka parses its headers on
+    // first access and keeps them with the message, which outlives this function.
+    let found = unsafe { rdsys::rd_kafka_message_headers(message.ptr(), &mut headers) };
+    if found != RD_KAFKA_RESP_ERR_NO_ERROR || headers.is_null() {
+        return (Vec::new(), None);
+    }
+    // SAFETY: `headers` is the message's header list, valid while the message is.
+    let count = unsafe { rdsys::rd_kafka_header_cnt(headers) };
+    let mut copied = Vec::with_capacity(count);
+    let mut unreadable = None;
+    for index in 0..count {
+        let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+        // SAFETY: `index` is below the count; librdkafka points `name` at a NUL-terminated
+        // string and `value` at `size` bytes (or null), both owned by the list.
+        let got = unsafe {
+            rdsys::rd_kafka_header_get_all(headers, index, &mut name, &mut value, &mut size)
+        };
+        if got != RD_KAFKA_RESP_ERR_NO_ERROR {
+            break;
+        }
+        // SAFETY: as above.
+        let key = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
+        let key = match std::str::from_utf8(key) {
+            Ok(key) => key.to_owned(),
+            Err(_) => {
+                let lossy = String::from_utf8_lossy(key).into_owned();
+                unreadable.get_or_insert_with(|| {
+                    format!("header key {lossy:?} (header {index}) is not UTF-8: {key:02x?}")
+                });
+                lossy
+            }
+        };
+        let value = if value.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: as above.
+            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) }.to_vec()
+        };
+        copied.push((key, value));
+    }
+    (copied, unreadable)
+}
 
 /// An outbound record: built with [`Record::to`], sent by [`crate::Producer`].
 ///
@@ -154,18 +205,18 @@ impl Message {
     }
 
     /// Copies `message`, read from `topic`: a caller that knows the topic saves looking its
-    /// name up in librdkafka (and checking it is UTF-8) per record.
+    /// name up in librdkafka (and checking it is UTF-8) per record. A header key that is not
+    /// UTF-8 is copied lossily (U+FFFD for what is not UTF-8).
     pub(crate) fn copied(message: &BorrowedMessage<'_>, topic: String) -> Self {
-        let headers = message.headers().map_or_else(Vec::new, |headers| {
-            let mut copied = Vec::with_capacity(headers.count());
-            copied.extend(
-                headers
-                    .iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())),
-            );
-            copied
-        });
-        Message {
+        Message::checked(message, topic).0
+    }
+
+    /// [`Message::copied`], and why the record cannot be handled as it is, if it cannot: a
+    /// header key that is not UTF-8 (Go and C producers can send one; rdkafka's
+    /// `BorrowedHeaders` panics on it), which the runtimes treat as an invalid record.
+    pub(crate) fn checked(message: &BorrowedMessage<'_>, topic: String) -> (Self, Option<String>) {
+        let (headers, unreadable) = copy_headers(message);
+        let message = Message {
             topic,
             partition: message.partition(),
             offset: message.offset(),
@@ -174,7 +225,8 @@ impl Message {
             headers,
             value: message.payload().map(<[u8]>::to_vec),
             attempt: 0,
-        }
+        };
+        (message, unreadable)
     }
 
     /// The payload bytes (`None` for a tombstone).

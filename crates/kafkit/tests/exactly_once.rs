@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafkit::dead_letter::{ERROR_KIND, ORIGINAL_OFFSET};
+use futures::future::BoxFuture;
+use kafkit::consumer::exactly_once::{Transform, TransformResult};
+use kafkit::dead_letter::{ERROR_KIND, ERROR_MESSAGE, ORIGINAL_OFFSET};
 use kafkit::retry::RetryPolicy;
 use kafkit::{
     ExactlyOnce, HandlerError, Message, Producer, Reader, Record, config::Isolation,
@@ -216,4 +218,142 @@ async fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
     let twice: Vec<_> = outputs.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "not exactly once: {twice:?}");
     assert_eq!(outputs.len(), 2_000);
+}
+
+/// Sends one JSON record `{"id": id}` to `topic` with one header whose key is the bytes `key`,
+/// through librdkafka's C API: rdkafka's Rust API takes header keys as `&str`, but Go and C
+/// producers can send any bytes.
+fn send_with_raw_header_key(topic: &str, id: u64, key: &[u8]) {
+    use kafkit::rdkafka::bindings as rdsys;
+    use kafkit::rdkafka::producer::{BaseProducer, Producer as _};
+    use kafkit::rdkafka::types::RDKafkaRespErr;
+    use rdsys::rd_kafka_vtype_t::*;
+
+    let producer: BaseProducer = testkit::config().to_producer_config().create().unwrap();
+    let topic = std::ffi::CString::new(topic).unwrap();
+    let value = serde_json::to_vec(&serde_json::json!({ "id": id })).unwrap();
+    // SAFETY: every pointer outlives the call (librdkafka copies the value, RD_KAFKA_MSG_F_COPY,
+    // and owns the headers once the record is accepted).
+    let error = unsafe {
+        let headers = rdsys::rd_kafka_headers_new(1);
+        let added = rdsys::rd_kafka_header_add(
+            headers,
+            key.as_ptr().cast(),
+            key.len() as isize,
+            b"v".as_ptr().cast(),
+            1,
+        );
+        assert_eq!(added, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+        rdsys::rd_kafka_producev(
+            producer.client().native_ptr(),
+            RD_KAFKA_VTYPE_TOPIC,
+            topic.as_ptr(),
+            RD_KAFKA_VTYPE_MSGFLAGS,
+            rdsys::RD_KAFKA_MSG_F_COPY,
+            RD_KAFKA_VTYPE_VALUE,
+            value.as_ptr() as *mut std::ffi::c_void,
+            value.len(),
+            RD_KAFKA_VTYPE_HEADERS,
+            headers,
+            RD_KAFKA_VTYPE_END,
+        )
+    };
+    assert_eq!(error, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_key_that_is_not_utf8_dead_letters_its_record_and_the_partition_goes_on() {
+    // Given items 0..10, then item 10 with a header key that is not UTF-8 (0xff 0xfe), then
+    // items 11..20, on one partition.
+    let input = testkit::topic("eos-raw-header", 1).await;
+    let output = testkit::topic("eos-raw-header-out", 1).await;
+    let item = |id: u64| {
+        Record::to(&input)
+            .key(id.to_string())
+            .json(&serde_json::json!({ "id": id }))
+            .unwrap()
+    };
+    testkit::send((0..10).map(item).collect()).await;
+    let raw_topic = input.clone();
+    tokio::task::spawn_blocking(move || send_with_raw_header_key(&raw_topic, 10, b"\xff\xfek"))
+        .await
+        .unwrap();
+    testkit::send((11..20).map(item).collect()).await;
+    let group = testkit::unique("eos-raw-header");
+    let pipeline = copier(
+        &group,
+        &testkit::unique("eos-raw-header"),
+        &input,
+        &output,
+        Duration::ZERO,
+    )
+    .await;
+
+    // When the pipeline runs until every offset is committed.
+    run_to_end(pipeline, &group, &input).await;
+
+    // Then every other item has its output once, and item 10 has none but one dead-letter
+    // copy, invalid, saying which header key it could not read.
+    let outputs = outputs_per_id(&output).await;
+    let expected: BTreeMap<u64, usize> = (0..20).filter(|id| *id != 10).map(|id| (id, 1)).collect();
+    assert_eq!(outputs, expected);
+    let copies = read_committed(&format!("{input}.dlq")).await;
+    assert_eq!(copies.len(), 1);
+    let header = |name| String::from_utf8(copies[0].header_value(name).unwrap().to_vec()).unwrap();
+    assert_eq!(header(ORIGINAL_OFFSET), "10");
+    assert_eq!(header(ERROR_KIND), "invalid");
+    let reason = header(ERROR_MESSAGE);
+    assert!(reason.contains("header key"), "{reason}");
+    assert_eq!(copies[0].json::<serde_json::Value>().unwrap()["id"], 10);
+}
+
+/// A transform whose `transform` panics, before building its future, on item 3.
+struct PanicsOnThree {
+    output: String,
+}
+
+impl Transform for PanicsOnThree {
+    fn transform<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, TransformResult> {
+        let item: serde_json::Value = message.json().unwrap();
+        assert_ne!(item["id"], 3, "item 3 breaks the transform");
+        let record = Record::to(&self.output)
+            .key(item["id"].to_string())
+            .text("copied");
+        Box::pin(async move { Ok(vec![record]) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_that_panics_before_its_future_exists_dead_letters_only_its_record() {
+    // Given 10 items and a transform that panics on item 3 before it builds its future (the
+    // panic is outside the future the pipeline guards).
+    let input = testkit::topic("eos-sync-panic", 1).await;
+    let output = testkit::topic("eos-sync-panic-out", 1).await;
+    testkit::populate(&input, 10, 10).await;
+    let config = testkit::config();
+    let producer = Producer::transactional(&config, testkit::unique("eos-sync-panic"))
+        .await
+        .unwrap();
+    let group = testkit::unique("eos-sync-panic");
+    let mut pipeline = ExactlyOnce::new(&config, &group, producer).unwrap();
+    pipeline.route_with(
+        &input,
+        PanicsOnThree {
+            output: output.clone(),
+        },
+    );
+
+    // When it runs until every offset is committed.
+    run_to_end(pipeline, &group, &input).await;
+
+    // Then item 3 is dead-lettered as a panic and every other item has its output once.
+    let outputs = outputs_per_id(&output).await;
+    let expected: BTreeMap<u64, usize> = (0..10).filter(|id| *id != 3).map(|id| (id, 1)).collect();
+    assert_eq!(outputs, expected);
+    let copies = read_committed(&format!("{input}.dlq")).await;
+    assert_eq!(copies.len(), 1);
+    let header = |name| String::from_utf8(copies[0].header_value(name).unwrap().to_vec()).unwrap();
+    assert_eq!(header(ORIGINAL_OFFSET), "3");
+    assert_eq!(header(ERROR_KIND), "panic");
 }

@@ -327,8 +327,18 @@ impl ExactlyOnce {
                 () = shutdown.as_mut() => return Ok(()),
                 message = stream.next() => message,
             };
+            // Records whose headers cannot be read as they are, by index in the batch.
+            let mut unreadable: BTreeMap<usize, String> = BTreeMap::new();
+            let mut read = |message: &rdkafka::message::BorrowedMessage<'_>, index: usize| {
+                let topic = rdkafka::Message::topic(message).to_owned();
+                let (message, problem) = Message::checked(message, topic);
+                if let Some(problem) = problem {
+                    unreadable.insert(index, problem);
+                }
+                message
+            };
             let mut batch = match first {
-                Some(Ok(message)) => vec![Message::from_borrowed(&message)],
+                Some(Ok(message)) => vec![read(&message, 0)],
                 Some(Err(error)) => {
                     tracing::warn!(%error, "consumer error");
                     continue;
@@ -338,7 +348,7 @@ impl ExactlyOnce {
             let deadline = Instant::now() + self.options.max_wait;
             while batch.len() < self.options.max_records {
                 match tokio::time::timeout_at(deadline, stream.next()).await {
-                    Ok(Some(Ok(message))) => batch.push(Message::from_borrowed(&message)),
+                    Ok(Some(Ok(message))) => batch.push(read(&message, batch.len())),
                     Ok(Some(Err(error))) => tracing::warn!(%error, "consumer error"),
                     Ok(None) | Err(_) => break,
                 }
@@ -357,7 +367,7 @@ impl ExactlyOnce {
                 }
                 continue;
             }
-            let Some(outputs) = self.transform(&batch, shutdown).await else {
+            let Some(outputs) = self.transform(&batch, &unreadable, shutdown).await else {
                 return Ok(());
             };
             let began = Instant::now();
@@ -533,18 +543,25 @@ impl ExactlyOnce {
 
     /// The output records of a batch, dead-letter copies included. `None` when shutdown came
     /// while a record waited for its next attempt: nothing of the batch is written.
+    /// A record of `unreadable` (index in `batch`, reason) is invalid without being
+    /// transformed.
     async fn transform<S: Future<Output = ()>>(
         &self,
         batch: &[Message],
+        unreadable: &BTreeMap<usize, String>,
         shutdown: &mut Pin<Box<S>>,
     ) -> Option<Vec<Record>> {
         let mut outputs = Vec::with_capacity(batch.len());
-        for message in batch {
+        for (index, message) in batch.iter().enumerate() {
             let Some(route) = self.routes.get(&message.topic) else {
                 tracing::error!(topic = %message.topic, "record from a topic without transform");
                 continue;
             };
-            if !self.settle(route, message, shutdown, &mut outputs).await {
+            let unreadable = unreadable.get(&index).map(String::as_str);
+            if !self
+                .settle(route, message, unreadable, shutdown, &mut outputs)
+                .await
+            {
                 return None;
             }
         }
@@ -552,21 +569,23 @@ impl ExactlyOnce {
     }
 
     /// Transforms one record until it succeeds, is dead-lettered or skipped, adding what it
-    /// writes to `outputs`. False when shutdown interrupted a wait between attempts.
+    /// writes to `outputs`; a record `unreadable` (saying why) is invalid as it is. False when
+    /// shutdown interrupted a wait between attempts.
     async fn settle<S: Future<Output = ()>>(
         &self,
         route: &TransformRoute,
         message: &Message,
+        unreadable: Option<&str>,
         shutdown: &mut Pin<Box<S>>,
         outputs: &mut Vec<Record>,
     ) -> bool {
         let mut attempts = 0u32;
         let (error, verdict) = loop {
             attempts += 1;
-            let result = AssertUnwindSafe(route.transform.transform(message))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Err(HandlerError::panic(&*panic)));
+            let result = match unreadable {
+                Some(reason) => Err(HandlerError::invalid(reason)),
+                None => attempt(route, message).await,
+            };
             let error = match result {
                 Ok(records) => {
                     outputs.extend(records);
@@ -640,6 +659,18 @@ impl ExactlyOnce {
         }
         transaction.send_offsets(&offsets, group).await?;
         transaction.commit().await
+    }
+}
+
+/// One call of `route`'s transform on `message`; a panic, while it builds its future or in
+/// the future, is the record's failure ([`HandlerError::panic`]) rather than the pipeline's.
+async fn attempt(route: &TransformRoute, message: &Message) -> TransformResult {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| route.transform.transform(message))) {
+        Ok(future) => AssertUnwindSafe(future)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(HandlerError::panic(&*panic))),
+        Err(panic) => Err(HandlerError::panic(&*panic)),
     }
 }
 
