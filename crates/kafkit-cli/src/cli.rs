@@ -275,7 +275,26 @@ pub enum DltCommand {
         /// to the dead-letter topic: use only when you trust it).
         #[arg(long)]
         any_destination: bool,
+        /// Instead of the next records: these records (PARTITION/OFFSET, comma-separated),
+        /// even those replayed or passed over for good before (the replay reports name them,
+        /// e.g. when their topic was missing); each is published again.
+        #[arg(long, value_delimiter = ',', value_parser = parse_record_at)]
+        again: Vec<(i32, i64)>,
     },
+}
+
+/// Parses `PARTITION/OFFSET`.
+fn parse_record_at(text: &str) -> Result<(i32, i64), String> {
+    let (partition, offset) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?}: expected PARTITION/OFFSET, e.g. 0/42"))?;
+    let partition = partition
+        .parse()
+        .map_err(|e| format!("{text:?}: partition: {e}"))?;
+    let offset = offset
+        .parse()
+        .map_err(|e| format!("{text:?}: offset: {e}"))?;
+    Ok((partition, offset))
 }
 
 /// `kafkit broker`.

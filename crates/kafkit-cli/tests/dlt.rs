@@ -95,6 +95,14 @@ async fn replay_republishes_to_the_original_topic_and_the_consumer_handles_it() 
     // And a second replay finds nothing new.
     let again = kafkit_lines(&["dlt", "replay", &dlt]);
     assert_eq!(again[0]["replayed"], 0);
+    // Unless the operator asks for the record again, by its offset.
+    let forced = kafkit_lines(&["dlt", "replay", &dlt, "--again", "0/0"]);
+    assert_eq!(forced[0]["replayed"], 1, "{forced:?}");
+    assert!(
+        testkit::eventually(Duration::from_secs(60), || seen.lock().unwrap()[&2].len()
+            == 2)
+        .await
+    );
 
     // Spring's and Karafka's dead-letter headers are understood too.
     let target = testkit::topic("spring-target", 1).await;

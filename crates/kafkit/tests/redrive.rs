@@ -755,3 +755,51 @@ async fn a_sequential_replay_remembers_what_it_published_after_a_failure() {
     let ids = ids_on(&bootstrap, "orders", 9).await;
     assert_eq!(ids, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
 }
+
+#[tokio::test]
+async fn a_record_passed_over_for_an_unknown_topic_is_replayed_again_by_offset_once_it_exists() {
+    // Three dead letters of "orders", whose topic is missing when the replay runs.
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    for topic in ["orders", "orders.dlq"] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    send_on(
+        &bootstrap,
+        (0..3)
+            .map(|id| dead_letter("orders.dlq", Some("orders"), id))
+            .collect(),
+    )
+    .await;
+    let unknown = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+    cluster.topic_error("orders", unknown).unwrap();
+    let redrive = || Redrive::new(&KafkaConfig::new([bootstrap.as_str()])).unwrap();
+
+    // The replay passes over all three for good, naming why; the position moves past them.
+    let first = redrive().replay("orders.dlq", 100).await.unwrap();
+    assert_eq!((first.total(), first.skipped.len()), (0, 3), "{first:?}");
+    assert!(first.skipped[0].starts_with("0/0: "), "{first:?}");
+    assert_eq!(committed_progress(&bootstrap).await.progress.next(), 3);
+
+    // The topic is back. Chosen by offset, records 0 and 2 are replayed again, once; the
+    // progress does not change.
+    cluster
+        .topic_error(
+            "orders",
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+        )
+        .unwrap();
+    let again = redrive()
+        .replay_again("orders.dlq", &[(0, 0), (0, 2)], |_| true)
+        .await
+        .unwrap();
+    assert_eq!(again.total(), 2, "{again:?}");
+    assert_eq!(ids_on(&bootstrap, "orders", 2).await, [0, 2]);
+    assert_eq!(committed_progress(&bootstrap).await.progress.next(), 3);
+    // Without `again`, a record replayed or passed over before is not published twice.
+    let once = redrive()
+        .replay_offsets("orders.dlq", &[(0, 1)], |_| true)
+        .await
+        .unwrap();
+    assert_eq!(once.skipped, ["0/1: already replayed"]);
+}

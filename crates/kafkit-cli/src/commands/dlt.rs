@@ -16,13 +16,18 @@ pub async fn run(connection: &Connection, command: DltCommand) -> anyhow::Result
             topic,
             limit,
             any_destination,
+            again,
         } => {
             let redrive = if any_destination {
                 redrive.any_destination()
             } else {
                 redrive
             };
-            let report = redrive.replay(&topic, limit).await?;
+            let report = if again.is_empty() {
+                redrive.replay(&topic, limit).await?
+            } else {
+                redrive.replay_again(&topic, &again, |_| true).await?
+            };
             println!(
                 "{}",
                 serde_json::json!({

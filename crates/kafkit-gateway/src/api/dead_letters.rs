@@ -64,7 +64,7 @@ pub struct RedriveView {
     pub scanned: usize,
 }
 
-/// What to replay instead of the next records: exactly one of `offsets` and `filter`.
+/// What to replay instead of the next records: exactly one of `offsets`, `again` and `filter`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ReplayRequest, max_properties = 1)]
@@ -73,6 +73,10 @@ pub struct RedriveRequest {
     /// not apply.
     #[schema(min_items = 1, max_items = 10000)]
     pub offsets: Option<Vec<RecordAt>>,
+    /// These records, even those replayed or passed over for good before (say, when their
+    /// topic was missing): each is published again. `limit` does not apply.
+    #[schema(min_items = 1, max_items = 10000)]
+    pub again: Option<Vec<RecordAt>>,
     /// Up to `limit` not-yet-replayed records this filter keeps, from the replay position on
     /// (at most 100000 records read).
     pub filter: Option<RecordFilter>,
@@ -99,6 +103,8 @@ pub enum Choice {
     Next(usize),
     /// These records (partition, offset).
     Offsets(Vec<(i32, i64)>),
+    /// These records, even if replayed or passed over before.
+    Again(Vec<(i32, i64)>),
     /// Records the filter keeps, at most this many.
     Matching(RecordFilter, usize),
 }
@@ -164,8 +170,8 @@ pub async fn list(
             description = "At most this many records (default 1000); with `offsets`, which choose the records themselves, it is not used"),
     ),
     request_body(content = Option<RedriveRequest>, content_type = "application/json",
-        description = "Optional: replay chosen records (`offsets`) or those a `filter` keeps \
-            instead of the next ones"),
+        description = "Optional: replay chosen records (`offsets`; `again` for records \
+            replayed or passed over before) or those a `filter` keeps instead of the next ones"),
     responses(
         (status = 200, description = "What was replayed", body = RedriveView),
         (status = 400, description = "Invalid topic, limit, offsets or filter (the message names the field), or a dead-letter topic not named after the topic it serves", body = ErrorBody),
@@ -190,23 +196,29 @@ pub async fn dead_letters_redrive(
         None => RedriveRequest::default(),
         Some(body) => redrive_request(body)?,
     };
-    let choice = match (request.offsets, request.filter) {
-        (Some(offsets), _) => {
-            if offsets.len() > MAX_REDRIVE {
-                return Err(ApiError::bad_request(
-                    "invalid_selection",
-                    format!(
-                        "offsets: at most {MAX_REDRIVE} records, got {}",
-                        offsets.len()
-                    ),
-                ));
-            }
-            Choice::Offsets(offsets.iter().map(|r| (r.partition, r.offset)).collect())
+    let choice = match (request.offsets, request.again, request.filter) {
+        (Some(offsets), _, _) => Choice::Offsets(records_at("offsets", &offsets)?),
+        (None, Some(again), _) => Choice::Again(records_at("again", &again)?),
+        (None, None, Some(filter)) => {
+            Choice::Matching(filter, bounded(query.limit, 1_000, MAX_REDRIVE)?)
         }
-        (None, Some(filter)) => Choice::Matching(filter, bounded(query.limit, 1_000, MAX_REDRIVE)?),
-        (None, None) => Choice::Next(bounded(query.limit, 1_000, MAX_REDRIVE)?),
+        (None, None, None) => Choice::Next(bounded(query.limit, 1_000, MAX_REDRIVE)?),
     };
     redrive(&state, &caller, &topic, choice).await.map(Json)
+}
+
+/// `(partition, offset)` of each record of `field`, at most [`MAX_REDRIVE`] of them.
+fn records_at(field: &str, records: &[RecordAt]) -> Result<Vec<(i32, i64)>, ApiError> {
+    if records.len() > MAX_REDRIVE {
+        return Err(ApiError::bad_request(
+            "invalid_selection",
+            format!(
+                "{field}: at most {MAX_REDRIVE} records, got {}",
+                records.len()
+            ),
+        ));
+    }
+    Ok(records.iter().map(|r| (r.partition, r.offset)).collect())
 }
 
 /// Reads a replay request from a JSON object. serde's derive would also read a struct from an
@@ -216,12 +228,12 @@ fn redrive_request(body: serde_json::Value) -> Result<RedriveRequest, ApiError> 
         |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message);
     let serde_json::Value::Object(fields) = &body else {
         return Err(shape(
-            "body: an object with `offsets` or `filter`, or null".to_owned(),
+            "body: an object with `offsets`, `again` or `filter`, or null".to_owned(),
         ));
     };
     if fields.len() > 1 {
         return Err(shape(
-            "body: one of `offsets` and `filter`, not both".to_owned(),
+            "body: only one of `offsets`, `again` and `filter`".to_owned(),
         ));
     }
     if fields
@@ -230,12 +242,14 @@ fn redrive_request(body: serde_json::Value) -> Result<RedriveRequest, ApiError> 
     {
         return Err(shape("filter: an object".to_owned()));
     }
-    if let Some(serde_json::Value::Array(offsets)) = fields.get("offsets")
-        && let Some(at) = offsets.iter().position(|o| !o.is_object())
-    {
-        return Err(shape(format!(
-            "offsets[{at}]: an object with `partition` and `offset`"
-        )));
+    for field in ["offsets", "again"] {
+        if let Some(serde_json::Value::Array(records)) = fields.get(field)
+            && let Some(at) = records.iter().position(|o| !o.is_object())
+        {
+            return Err(shape(format!(
+                "{field}[{at}]: an object with `partition` and `offset`"
+            )));
+        }
     }
     serde_json::from_value(body).map_err(|e| shape(format!("body: {e}")))
 }
@@ -264,6 +278,7 @@ pub async fn redrive(
     let report: ReplayReport = match choice {
         Choice::Next(limit) => redrive.replay_where(topic, limit, allowed).await?,
         Choice::Offsets(offsets) => redrive.replay_offsets(topic, &offsets, allowed).await?,
+        Choice::Again(offsets) => redrive.replay_again(topic, &offsets, allowed).await?,
         Choice::Matching(filter, limit) => {
             redrive
                 .replay_matching(topic, &filter, limit, allowed)
@@ -439,7 +454,7 @@ mod tests {
             (json!({"filter": ["k", null]}), "filter"),
             (
                 json!({"offsets": [{"partition": 0, "offset": 1}], "filter": null}),
-                "not both",
+                "only one of",
             ),
         ] {
             let shape = call(&app, post(&replay, &body)).await;
@@ -474,6 +489,11 @@ mod tests {
         let again = call(&app, post(&replay, &chosen)).await;
         assert_eq!(again.body["replayed"], 0);
         assert_eq!(again.body["skipped"], json!(["0/1: already replayed"]));
+        // Asked for again, it is published again.
+        let forced = json!({"again": [{"partition": 0, "offset": 1}]});
+        let forced = call(&app, post(&replay, &forced)).await;
+        assert_eq!(forced.status, StatusCode::OK, "{}", forced.text);
+        assert_eq!(forced.body["replayed"], 1);
         // Record 2, by its key.
         let matching = call(&app, post(&replay, &json!({"filter": {"key": "k2"}}))).await;
         assert_eq!(matching.body["replayed"], 1, "{}", matching.text);
@@ -481,9 +501,9 @@ mod tests {
         // Replay all (a `null` body is none) takes record 0 only.
         let rest = call(&app, post(&replay, &serde_json::Value::Null)).await;
         assert_eq!(rest.body["replayed"], 1, "{}", rest.text);
-        let copies = testkit::read(&source, 4, std::time::Duration::from_secs(5)).await;
+        let copies = testkit::read(&source, 5, std::time::Duration::from_secs(5)).await;
         let mut keys: Vec<&str> = copies.iter().filter_map(|m| m.key_str()).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["k0", "k1", "k2"]);
+        assert_eq!(keys, ["k0", "k1", "k1", "k2"], "k1 twice: asked for again");
     }
 }

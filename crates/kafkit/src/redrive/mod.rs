@@ -69,7 +69,8 @@ pub struct ReplayReport {
     /// Records re-published, by destination topic.
     pub replayed: BTreeMap<String, usize>,
     /// Records passed over for good, with why (`partition/offset: reason`). They stay in the
-    /// dead-letter topic; later replays do not retry them.
+    /// dead-letter topic; later replays do not retry them, but [`Redrive::replay_again`]
+    /// re-publishes them by offset once the cause is fixed.
     pub skipped: Vec<String>,
     /// Records whose re-publication failed for now (broker busy or down), with why. A
     /// sequential replay's position goes back to the first of them in each partition, and the
@@ -205,24 +206,33 @@ impl Redrive {
         offsets: &[(i32, i64)],
         allowed: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<ReplayReport> {
-        let invalid = |reason: String| Error::InvalidSelection {
-            field: "offsets".to_owned(),
-            reason,
+        let choice = Choice::Offsets {
+            chosen: chosen_offsets(offsets)?,
+            again: false,
         };
-        if offsets.is_empty() {
-            return Err(invalid("choose at least one record".to_owned()));
-        }
-        let mut chosen = select::Offsets::new();
-        for (partition, offset) in offsets {
-            if *partition < 0 || *offset < 0 {
-                return Err(invalid(format!(
-                    "{partition}/{offset}: partitions and offsets are 0 or more"
-                )));
-            }
-            chosen.entry(*partition).or_default().insert(*offset);
-        }
-        self.replay_chosen(dead_letter_topic, Choice::Offsets(chosen), allowed)
-            .await
+        self.replay_chosen(dead_letter_topic, choice, allowed).await
+    }
+
+    /// Re-publishes the records at `offsets` of `dead_letter_topic` like
+    /// [`Redrive::replay_offsets`], even those a replay published or passed over before: the
+    /// operator's way back to a record passed over for good once its cause is fixed (its
+    /// topic was missing, `UnknownTopic` can be transient; a size limit was too low). The
+    /// reports of earlier replays name such records (`partition/offset: reason`). The
+    /// destination and permission checks and the single flight still apply; the progress only
+    /// changes for records not replayed before, which are remembered as
+    /// [`Redrive::replay_offsets`] remembers them. A record chosen again is published again:
+    /// choose only those you mean.
+    pub async fn replay_again(
+        &self,
+        dead_letter_topic: &str,
+        offsets: &[(i32, i64)],
+        allowed: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<ReplayReport> {
+        let choice = Choice::Offsets {
+            chosen: chosen_offsets(offsets)?,
+            again: true,
+        };
+        self.replay_chosen(dead_letter_topic, choice, allowed).await
     }
 
     /// Re-publishes up to `limit` not-yet-replayed records of `dead_letter_topic` that
@@ -361,6 +371,27 @@ impl Redrive {
         report.held_back = settlement.held_back;
         Ok(report)
     }
+}
+
+/// `offsets` (`(partition, offset)`) per partition; at least one, none negative.
+fn chosen_offsets(offsets: &[(i32, i64)]) -> Result<select::Offsets> {
+    let invalid = |reason: String| Error::InvalidSelection {
+        field: "offsets".to_owned(),
+        reason,
+    };
+    if offsets.is_empty() {
+        return Err(invalid("choose at least one record".to_owned()));
+    }
+    let mut chosen = select::Offsets::new();
+    for (partition, offset) in offsets {
+        if *partition < 0 || *offset < 0 {
+            return Err(invalid(format!(
+                "{partition}/{offset}: partitions and offsets are 0 or more"
+            )));
+        }
+        chosen.entry(*partition).or_default().insert(*offset);
+    }
+    Ok(chosen)
 }
 
 /// The progress each partition of the dead-letter topic `reading` reads had, as committed.

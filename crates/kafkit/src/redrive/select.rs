@@ -24,8 +24,8 @@ pub(super) type Offsets = BTreeMap<i32, BTreeSet<i64>>;
 pub(super) enum Choice {
     /// The next records from the position.
     Next { limit: usize },
-    /// These offsets, per partition.
-    Offsets(Offsets),
+    /// These offsets, per partition; with `again`, also those replayed or passed over before.
+    Offsets { chosen: Offsets, again: bool },
     /// Records the filter keeps, from the position on.
     Matching { filter: RecordFilter, limit: usize },
 }
@@ -35,7 +35,7 @@ impl Choice {
     pub(super) fn order(&self) -> Order {
         match self {
             Choice::Next { .. } => Order::Sequential,
-            Choice::Offsets(_) | Choice::Matching { .. } => Order::OutOfOrder,
+            Choice::Offsets { .. } | Choice::Matching { .. } => Order::OutOfOrder,
         }
     }
 }
@@ -75,7 +75,10 @@ pub(super) async fn select(
         Choice::Matching { filter, limit } => {
             select_matching(reading, filter, *limit, committed).await
         }
-        Choice::Offsets(chosen) => select_offsets(config, reading, topic, chosen, committed).await,
+        Choice::Offsets { chosen, again } => {
+            let committed = if *again { None } else { Some(committed) };
+            select_offsets(config, reading, topic, chosen, committed).await
+        }
     }
 }
 
@@ -130,12 +133,14 @@ async fn select_matching(
     Ok(selection)
 }
 
+/// The records at `chosen`, passing over those `committed` says were replayed (none when
+/// `None`: the operator asked for them again).
 async fn select_offsets(
     config: &KafkaConfig,
     reading: &Reading,
     topic: &str,
     chosen: &Offsets,
-    committed: &Committed,
+    committed: Option<&Committed>,
 ) -> Result<Selection> {
     let highs: HashMap<i32, i64> = reading
         .partitions()
@@ -148,11 +153,15 @@ async fn select_offsets(
         ..Selection::default()
     };
     for (partition, offsets) in located {
-        let Some(progress) = committed.get(&partition) else {
-            continue;
+        let (done, wanted): (BTreeSet<i64>, BTreeSet<i64>) = match committed {
+            Some(committed) => {
+                let Some(progress) = committed.get(&partition) else {
+                    continue;
+                };
+                offsets.into_iter().partition(|o| progress.replayed(*o))
+            }
+            None => (BTreeSet::new(), offsets),
         };
-        let (done, wanted): (BTreeSet<i64>, BTreeSet<i64>) =
-            offsets.into_iter().partition(|o| progress.replayed(*o));
         selection.skipped.extend(
             done.iter()
                 .map(|offset| format!("{partition}/{offset}: already replayed")),
