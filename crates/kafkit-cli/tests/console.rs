@@ -884,6 +884,17 @@ async fn a_push_subscription_page_shows_its_endpoint_failures_and_dead_letter_to
     assert_eq!(browser.text("#failed").await, "1");
     assert_eq!(browser.text("#requests-in-flight").await, "0");
     assert_eq!(browser.text("#limit").await, "1000 of 1000 (adaptive)");
+    // Its one partition: topic, partition, nothing queued, nothing in flight (then its lag,
+    // which may not be sampled yet).
+    assert_eq!(
+        browser.words("#partitions thead").await,
+        "Topic Partition Queued In flight Lag Paused"
+    );
+    let partition = browser.words("#partitions tbody tr").await;
+    assert!(
+        partition.starts_with(&format!("{topic} 0 0 0 ")),
+        "{partition}"
+    );
     let failure = browser.words("#recent-failures tbody tr").await;
     for part in [
         format!("{topic}/0/3"),

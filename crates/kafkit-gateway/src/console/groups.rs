@@ -1,5 +1,6 @@
 //! Consumer-group pages: the list with state, members and lag (sortable by lag), and one
-//! group with its members and assignments, committed offset and lag per partition, the
+//! group with its members and assignments, committed offset and lag per partition (retry
+//! topics marked with their tier and source, their lag summed as the retry backlog), the
 //! lag-over-time chart (refreshed live by the console script) and the offset reset of an empty
 //! group, which shows its plan and asks for a confirmation before it commits anything.
 
@@ -9,6 +10,7 @@ use axum::Form;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
+use kafkit::retry_topic;
 use kafkit::{admin::GroupDescription, admin::ResetTo};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -92,6 +94,13 @@ fn live(
     let series = console
         .lag
         .series(&detail.group, |t| viewer.caller.may_read(t));
+    // A retry topic's lag is what waits for its due time: the work a retry storm left behind.
+    let retry_backlog: i64 = detail
+        .partitions
+        .iter()
+        .filter(|p| retry_topic::source_of(&p.topic).is_some())
+        .map(|p| p.lag)
+        .sum();
     html! {
         @if let Some(d) = description {
             p {
@@ -119,14 +128,25 @@ fn live(
                 }
             }
         }
-        p { "Total lag " strong #total-lag { (detail.total_lag) } }
+        p {
+            "Total lag " strong #total-lag { (detail.total_lag) }
+            @if retry_backlog > 0 || detail.partitions.iter().any(|p| retry_topic::source_of(&p.topic).is_some()) {
+                ". Retry backlog " strong #retry-backlog { (retry_backlog) }
+                " (records waiting on retry topics)"
+            }
+        }
         (chart(&series))
         table #lag {
             thead { tr { th { "Topic" } th.num { "Partition" } th.num { "Committed" } th.num { "High watermark" } th.num { "Lag" } } }
             tbody {
                 @for p in &detail.partitions {
                     tr {
-                        td { a href={(BASE) "/topics/" (p.topic)} { (p.topic) } }
+                        td {
+                            a href={(BASE) "/topics/" (p.topic)} { (p.topic) }
+                            @if let Some((source, tier)) = retry_topic::source_of(&p.topic) {
+                                " " span.badge { "retry tier " (tier.map_or("?".to_owned(), |n| n.to_string())) " of " (source) }
+                            }
+                        }
                         td.num { (p.partition) }
                         td.num { @if let Some(c) = p.committed { (c) } @else { "–" } }
                         td.num { (p.high_watermark) }

@@ -205,11 +205,17 @@ fn render_subscription(s: &SubscriptionView, lag: Markup) -> Markup {
         section {
             h2 { "Partitions" }
             table #partitions {
-                thead { tr { th { "Topic" } th.num { "Partition" } th.num { "Queued" } th.num { "Lag" } th { "Paused" } } }
+                thead { tr { th { "Topic" } th.num { "Partition" } th.num { "Queued" } th.num { "In flight" } th.num { "Lag" } th { "Paused" } } }
                 tbody {
                     @for p in &s.consumer.partitions {
                         tr {
-                            td { (p.topic) } td.num { (p.partition) } td.num { (p.queued) }
+                            td {
+                                (p.topic)
+                                @if let Some((_, Some(tier))) = kafkit::retry_topic::source_of(&p.topic) {
+                                    " " span.badge { "retry tier " (tier) }
+                                }
+                            }
+                            td.num { (p.partition) } td.num { (p.queued) } td.num { (p.in_flight) }
                             td.num { (p.lag.map_or("-".to_owned(), |l| l.to_string())) }
                             td { (p.paused.join(", ")) }
                         }

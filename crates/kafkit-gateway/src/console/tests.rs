@@ -489,3 +489,52 @@ async fn browse_filters_apply_on_the_server_beyond_the_page_and_say_how_much_was
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.text.contains("filter.json"), "{}", bad.text);
 }
+
+#[tokio::test]
+async fn a_group_page_marks_retry_topics_and_shows_their_backlog() {
+    // Given a group that committed offset 0 on a topic with 3 records and on its first retry
+    // tier with 5 records (Spring-style names are retry topics too).
+    let source = testkit::topic("console-retried", 1).await;
+    let tier = format!("{source}.retry.1");
+    let admin = kafkit::Admin::new(&crate::testing::config()).unwrap();
+    admin
+        .ensure_topics(&[kafkit::TopicSpec::new(&tier, 1)])
+        .await
+        .unwrap();
+    testkit::populate(&source, 3, 1).await;
+    testkit::populate(&tier, 5, 1).await;
+    let group = testkit::unique("console-retrying");
+    for topic in [&source, &tier] {
+        admin
+            .commit_offsets(&group, topic, &[(0, 0)])
+            .await
+            .unwrap();
+    }
+    let app = router(state_with_keys("admin:write=*,read=*"));
+    let cookie = login(&app, "admin").await;
+
+    // When the group's page is shown.
+    let page = call(
+        &app,
+        with_cookie(get(&format!("/console/groups/{group}")), &cookie),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+
+    // Then the retry tier's row says which tier of which topic it is, and the backlog waiting
+    // on retry topics is its lag alone, beside the total lag of both.
+    assert!(
+        page.text.contains(&format!(
+            "<span class=\"badge\">retry tier 1 of {source}</span>"
+        )),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text
+            .contains("Retry backlog <strong id=\"retry-backlog\">5</strong>"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("<strong id=\"total-lag\">8</strong>"));
+}

@@ -135,6 +135,8 @@ pub struct PartitionView {
     pub partition: i32,
     /// Records fetched and not yet settled.
     pub queued: usize,
+    /// Records being delivered now (requests in flight carry them).
+    pub in_flight: usize,
     /// Records behind the high watermark, when known.
     pub lag: Option<i64>,
     /// Why it is paused: `backpressure`, `retrying`, `circuit_open`, `dead_letter_retry`.
@@ -156,6 +158,7 @@ impl From<&HealthReport> for ConsumerView {
                     topic: p.topic.clone(),
                     partition: p.partition,
                     queued: p.queued,
+                    in_flight: p.in_flight,
                     lag: p.lag,
                     paused: p
                         .paused
