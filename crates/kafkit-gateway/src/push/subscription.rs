@@ -48,6 +48,10 @@ pub const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_BATCH_MAX_WAIT: Duration = Duration::from_millis(20);
 /// Most records a batch request may hold.
 pub const MAX_BATCH_RECORDS: usize = 10_000;
+/// Response bytes `max_response_bytes` must allow per record of a batch: room for a result
+/// naming each record (`{"id": "topic/partition/offset", "outcome": "...", ...}`), so a full
+/// list of results is never cut (a cut list retries the whole batch).
+pub const RESULT_BYTES_PER_RECORD: usize = 128;
 /// Default consecutive failures that open a subscription's circuit.
 pub const DEFAULT_BREAKER_FAILURES: u32 = 10;
 /// Default time an open circuit waits before a probe request.
@@ -532,6 +536,17 @@ fn validate_one(
                     .into(),
             ));
         }
+        let room = batch.max_records.saturating_mul(RESULT_BYTES_PER_RECORD);
+        if s.max_response_bytes < room {
+            return Err(fail(
+                "max_response_bytes",
+                format!(
+                    "{} leaves no room for the results of a batch of {} records: at least \
+                     {room} ({RESULT_BYTES_PER_RECORD} bytes a record)",
+                    s.max_response_bytes, batch.max_records
+                ),
+            ));
+        }
         if s.format == Format::Cloudevents {
             return Err(fail(
                 "batch",
@@ -870,6 +885,11 @@ mod tests {
             (
                 with("batch = { max_record = 5 }"),
                 "unknown field `max_record`",
+            ),
+            (
+                with("batch = { max_records = 1000 }"),
+                "max_response_bytes: 65536 leaves no room for the results of a batch of 1000 \
+                 records: at least 128000 (128 bytes a record)",
             ),
             (
                 with("dead_letter = \"{topic}.retry.1\"\nretry = { topics = [\"1s\"] }"),
