@@ -176,6 +176,18 @@ async fn sample(
     Ok(detail)
 }
 
+/// The group's lag now (sampled into its history) and its description.
+async fn read_group(
+    state: &AppState,
+    console: &Console,
+    viewer: &Viewer,
+    group: &str,
+) -> Result<(GroupDetail, Option<GroupDescription>), Failure> {
+    let detail = sample(state, console, viewer, group).await?;
+    let description = state.admin().describe_group(group).await?;
+    Ok((detail, description))
+}
+
 /// `GET /console/groups/{group}`.
 pub async fn groups_show(
     State(state): State<AppState>,
@@ -183,8 +195,7 @@ pub async fn groups_show(
     viewer: Viewer,
     Path(group): Path<String>,
 ) -> PageResult {
-    let detail = sample(&state, &console, &viewer, &group).await?;
-    let description = state.admin().describe_group(&group).await?;
+    let (detail, description) = read_group(&state, &console, &viewer, &group).await?;
     let empty = description.as_ref().is_none_or(|d| d.members.is_empty());
     let mut topics: Vec<&str> = detail.partitions.iter().map(|p| p.topic.as_str()).collect();
     topics.dedup();
@@ -234,8 +245,7 @@ pub async fn groups_live(
     viewer: Viewer,
     Path(group): Path<String>,
 ) -> PageResult {
-    let detail = sample(&state, &console, &viewer, &group).await?;
-    let description = state.admin().describe_group(&group).await?;
+    let (detail, description) = read_group(&state, &console, &viewer, &group).await?;
     Ok(Html(live(&console, &viewer, &detail, description.as_ref()).into_string()).into_response())
 }
 

@@ -517,17 +517,7 @@ impl Consumer {
     /// steps; one stuck in a handler at shutdown never reaches its next step, so the records it
     /// settled before are stored here. Records settle in offset order, so this is a true prefix.
     fn store_settled(&self, consumer: &StreamConsumer<RuntimeContext>) {
-        let assigned = self.shared.assigned.lock().expect("not poisoned").clone();
-        let partitions = self.shared.partitions.lock().expect("not poisoned").clone();
-        for tp in assigned {
-            let Some(state) = partitions.get(&tp) else {
-                continue;
-            };
-            // Only what the current assignment's worker did: an older worker's offset may be
-            // behind what another member committed since.
-            if state.epoch.load(Ordering::SeqCst) != consumer.context().epoch(&tp) {
-                continue;
-            }
+        for (tp, state) in self.current_partitions(consumer) {
             // Key and unordered workers store their offset with its done map as they go:
             // storing the watermark here would drop the map.
             if self
@@ -544,6 +534,24 @@ impl Consumer {
                 tracing::debug!(topic = %tp.0, partition = tp.1, %error, "offset not stored at shutdown");
             }
         }
+    }
+
+    /// The assigned partitions whose state belongs to the current assignment's worker: an older
+    /// worker's offset may be behind what another member committed since.
+    fn current_partitions(
+        &self,
+        consumer: &StreamConsumer<RuntimeContext>,
+    ) -> Vec<(TopicPartition, Arc<PartitionState>)> {
+        let assigned = self.shared.assigned.lock().expect("not poisoned").clone();
+        let partitions = self.shared.partitions.lock().expect("not poisoned").clone();
+        assigned
+            .into_iter()
+            .filter_map(|tp| {
+                let state = partitions.get(&tp)?.clone();
+                (state.epoch.load(Ordering::SeqCst) == consumer.context().epoch(&tp))
+                    .then_some((tp, state))
+            })
+            .collect()
     }
 
     /// Commits stored offsets and leaves the group, off the async runtime.
@@ -581,15 +589,7 @@ impl Consumer {
         consumer: &StreamConsumer<RuntimeContext>,
     ) -> rdkafka::TopicPartitionList {
         let mut tpl = rdkafka::TopicPartitionList::new();
-        let assigned = self.shared.assigned.lock().expect("not poisoned").clone();
-        let partitions = self.shared.partitions.lock().expect("not poisoned").clone();
-        for tp in assigned {
-            let Some(state) = partitions.get(&tp) else {
-                continue;
-            };
-            if state.epoch.load(Ordering::SeqCst) != consumer.context().epoch(&tp) {
-                continue;
-            }
+        for (tp, state) in self.current_partitions(consumer) {
             let Some((offset, metadata)) = state.committable.lock().expect("not poisoned").clone()
             else {
                 continue;
