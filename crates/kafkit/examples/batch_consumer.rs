@@ -1,4 +1,4 @@
-//! A batch consumer (seed 000 BatchConsumer): the handler gets up to 100 records or whatever
+//! A batch consumer (KafkaJS `eachBatch`): the handler gets up to 100 records or whatever
 //! arrived within 500 ms; a failure can name the failing record, so the ones before it are
 //! committed and the rest retried.
 //!

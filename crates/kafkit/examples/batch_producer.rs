@@ -1,4 +1,4 @@
-//! Multi-topic batches (seed 004 `sendBatch({topicMessages})`): every record is enqueued first,
+//! Multi-topic batches (KafkaJS `sendBatch({topicMessages})`): every record is enqueued first,
 //! then the acknowledgements are awaited together, and each record gets its own result.
 //!
 //! `cargo run -p kafkit --example batch_producer`

@@ -1,4 +1,4 @@
-//! Debezium change events (seed 002 `DatabaseEvent<T>`): creates, updates, deletes and snapshot
+//! Debezium change events (`kafkit::cdc::DatabaseEvent<T>`): creates, updates, deletes and snapshot
 //! reads of a table, in the plain or `{schema, payload}` envelope; tombstones arrive as `None`.
 //!
 //! `cargo run -p kafkit --example cdc_handler`

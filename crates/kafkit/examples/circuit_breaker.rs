@@ -1,4 +1,4 @@
-//! A circuit breaker around a flaky dependency (seed 000): after 5 consecutive failures the
+//! A circuit breaker around a flaky dependency (what KafkaJS services build with `opossum`): after 5 consecutive failures the
 //! circuit opens and the topic's partitions are paused for 5 s instead of burning retries;
 //! then one probe goes through: a failure opens the circuit again, a success closes it.
 //!

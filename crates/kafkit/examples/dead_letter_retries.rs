@@ -1,5 +1,5 @@
-//! Retries with exponential backoff, then a dead-letter topic (seed 000 DLQ, seed 001
-//! `{topic}_dlt`): transient errors are retried, permanent and invalid ones are dead-lettered at
+//! Retries with exponential backoff, then a dead-letter topic (the `{topic}_dlt`
+//! naming of hand-written KafkaJS services): transient errors are retried, permanent and invalid ones are dead-lettered at
 //! once, with the failure recorded in headers. Try `kafkit dlt list orders_dlt` afterwards.
 //!
 //! `cargo run -p kafkit --example dead_letter_retries`

@@ -1,4 +1,4 @@
-//! Exactly-once consume-transform-produce (seed 004's `sendOffsets`): every payment read from
+//! Exactly-once consume-transform-produce (KafkaJS `transaction.sendOffsets`): every payment read from
 //! the payments topic becomes one fee record on `{payments}-fees`, and the fee records and the
 //! payments' offsets are committed together, per batch, in one transaction. Killed at any
 //! moment and started again, a read-committed reader of the fees still sees each payment's fee

@@ -1,4 +1,4 @@
-//! Graceful shutdown with a [`Manager`] (seed 000 GracefulShutdown, seed 002 KafkaManager): on
+//! Graceful shutdown with a [`Manager`] (KafkaJS `consumer.disconnect()` on SIGTERM, done for every client): on
 //! SIGINT/SIGTERM every consumer stops fetching, finishes its in-flight records within the
 //! drain time, commits and leaves its group; then every producer is flushed; exit 0.
 //!

@@ -1,4 +1,4 @@
-//! Manual commits (seed 000, KafkaJS `autoCommit: false`): the offset of each record is
+//! Manual commits (KafkaJS `autoCommit: false`): the offset of each record is
 //! committed right after its handler succeeded, instead of periodically. Costs a commit request
 //! per record; use it when re-processing after a crash must be as small as possible.
 //!

@@ -1,4 +1,4 @@
-//! A typed consumer (seed 002 `registerHandler<T>` + `startWithHandlers`): one handler per
+//! A typed consumer (KafkaJS `consumer.run({ eachMessage })` with a handler per topic): one handler per
 //! topic, records decoded from JSON, at-least-once offsets, Ctrl-C to stop.
 //!
 //! `cargo run -p kafkit --example simple_consumer` (uses `KAFKA_BROKERS`, or the embedded

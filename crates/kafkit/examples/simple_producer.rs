@@ -1,4 +1,4 @@
-//! The simplest producer (seed 000/001 `publishToTopic`): typed JSON values with a key, the
+//! The simplest producer (KafkaJS `producer.send`): typed JSON values with a key, the
 //! standard headers added for you, and a flush on shutdown.
 //!
 //! `cargo run -p kafkit --example simple_producer` (uses `KAFKA_BROKERS`, or starts the embedded

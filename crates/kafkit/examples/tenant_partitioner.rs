@@ -1,4 +1,4 @@
-//! Tenant isolation (seed 004's custom partitioner): records carrying a `tenant-id` header go to
+//! Tenant isolation (a KafkaJS `createPartitioner`): records carrying a `tenant-id` header go to
 //! the partition its murmur2 hash picks, so a tenant's records stay together and in order;
 //! records without it fall back to the key, then round-robin.
 //!

@@ -1,4 +1,4 @@
-//! Atomic multi-topic sends (seed 000/004 `producer.transaction()`): each transfer writes a
+//! Atomic multi-topic sends (KafkaJS `producer.transaction()`): each transfer writes a
 //! debit to the payments topic and a notification to a second topic in one transaction, so a
 //! read-committed reader sees both or neither. The fourth transfer fails a check after its
 //! debit was sent: its transaction is aborted and the debit never becomes visible.

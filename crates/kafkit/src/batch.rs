@@ -1,4 +1,4 @@
-//! Batch handlers (seed 000 BatchConsumer): a handler that receives up to `max_records` records
+//! Batch handlers (KafkaJS `eachBatch`, Spring's batch listeners): a handler that receives up to `max_records` records
 //! of one partition, or whatever arrived within `max_wait`. Offsets are stored only after the
 //! batch succeeds; a failure can name the failing record, so the records before it are done
 //! (as Spring's `BatchListenerFailedException`).

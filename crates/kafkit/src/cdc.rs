@@ -1,4 +1,4 @@
-//! Debezium change events (seed 002's `DatabaseEvent<T>`): `before`, `after`, `source`, `op`,
+//! Debezium change events ([`DatabaseEvent<T>`]): `before`, `after`, `source`, `op`,
 //! `ts_ms`, from either the plain envelope or the `{schema, payload}` form that the JSON
 //! converter writes with schemas enabled. A deleted row's tombstone (null value) decodes as
 //! `None` when the handler takes `Option<DatabaseEvent<T>>`.

@@ -1,5 +1,5 @@
 //! [`CircuitBreaker`]: Closed → Open after consecutive failures → HalfOpen after a pause →
-//! Closed after enough successful probes (seed 000). While open, the runtime pauses the handler's
+//! Closed after enough successful probes (the `opossum` breaker KafkaJS services wrap handlers in). While open, the runtime pauses the handler's
 //! partitions instead of burning retries on a dependency that is down.
 
 use std::sync::Mutex;

@@ -84,7 +84,7 @@ pub struct Failure {
 }
 
 impl DeadLetter {
-    /// Names dead-letter topics with `template`, e.g. `{topic}.dlq` or `{topic}_dlt` (seed 001).
+    /// Names dead-letter topics with `template`, e.g. `{topic}.dlq` or `{topic}_dlt`.
     pub fn template(template: impl Into<String>) -> Self {
         DeadLetter {
             template: template.into(),

@@ -1,4 +1,4 @@
-//! [`Manager`] (seed 002's KafkaManager): named producers and consumers, their health, and one
+//! [`Manager`] (a NestJS-style Kafka manager): named producers and consumers, their health, and one
 //! call that shuts all of them down in order (consumers first, so their last dead-letter
 //! records still have a producer, then producers, flushed).
 

@@ -6,9 +6,9 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Records sent, by `topic` and `status` (`success` or `error`); seed 000's name.
+/// Records sent, by `topic` and `status` (`success` or `error`); the name KafkaJS services export.
 pub const MESSAGES_SENT_TOTAL: &str = "kafka_messages_sent_total";
-/// Time from `send` to the broker's acknowledgement, by `topic`; seed 000's name.
+/// Time from `send` to the broker's acknowledgement, by `topic`; the name KafkaJS services export.
 pub const SEND_DURATION_SECONDS: &str = "kafka_send_duration_seconds";
 /// Records waiting in the producer's local queue.
 pub const PRODUCER_QUEUE_DEPTH: &str = "kafka_producer_queue_depth";

@@ -1,5 +1,5 @@
-//! [`Router`]: the topic → handler registry (seed 002's `registerHandler<T>`, `unregisterHandler`,
-//! `hasHandler`, `getRegisteredTopics`, `clearHandlers`), with each topic's failure policy.
+//! [`Router`]: the topic → handler registry (what a KafkaJS service's hand-written
+//! registry offers: register, unregister, has, list and clear handlers), with each topic's failure policy.
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -145,7 +145,7 @@ async fn a_dead_letter_topic_of_unknown_naming_is_refused_without_an_override() 
             .is_empty()
     );
 
-    // Spring's and seed 001's names are understood.
+    // Spring's names and `{topic}_dlt` are understood.
     assert_eq!(Redrive::source_of("orders-dlt").as_deref(), Some("orders"));
     assert_eq!(Redrive::source_of("orders_dlt").as_deref(), Some("orders"));
     assert_eq!(Redrive::source_of("orders.DLT").as_deref(), Some("orders"));

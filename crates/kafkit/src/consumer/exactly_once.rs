@@ -1,4 +1,4 @@
-//! [`ExactlyOnce`]: consume-transform-produce in transactions (seed 004's `sendOffsets`). Each
+//! [`ExactlyOnce`]: consume-transform-produce in transactions (KafkaJS `transaction.sendOffsets`). Each
 //! batch of input records is transformed, and the output records, the dead-letter copies and
 //! the input offsets are committed in one transaction: a read-committed reader of the outputs
 //! sees each input's output exactly once, whatever crashes, restarts and rebalances happen.

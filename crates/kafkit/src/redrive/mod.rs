@@ -96,7 +96,7 @@ impl ReplayReport {
 }
 
 /// Templates a dead-letter topic's name is matched against to find the topic it serves:
-/// kafkit's default, seed 001's, Spring Kafka's two defaults.
+/// kafkit's default, `{topic}_dlt`, Spring Kafka's two defaults.
 pub const KNOWN_TEMPLATES: [&str; 4] = [
     dead_letter::DEFAULT_TEMPLATE,
     "{topic}_dlt",

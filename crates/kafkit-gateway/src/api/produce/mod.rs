@@ -1,4 +1,4 @@
-//! `POST /kafka/send` and `POST /kafka/send-batch` (seed 003), producing through the shared
+//! `POST /kafka/send` and `POST /kafka/send-batch` (the send API of a NestJS Kafka module), producing through the shared
 //! producer: a batch is enqueued whole, then its acknowledgements are awaited together.
 //!
 //! Before anything is produced a request is checked in this order: the API key (401), before
