@@ -1119,3 +1119,55 @@ async fn dead_letter_topics_take_records_as_large_as_their_source_does() {
     );
     stop(consumer).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_key_that_is_not_utf8_does_not_stall_its_partition() {
+    // Given records 0..5, then record 5 with a header key that is not UTF-8 (0xff 0xfe 'k'),
+    // then records 6..10, on one partition.
+    let topic = testkit::topic("raw-header", 1).await;
+    testkit::populate(&topic, 5, 1).await;
+    let raw_topic = topic.clone();
+    tokio::task::spawn_blocking(move || {
+        testkit::send_with_raw_header_key(&raw_topic, 5, b"\xff\xfek")
+    })
+    .await
+    .unwrap();
+    let rest = (6..10u64)
+        .map(|id| {
+            kafkit::Record::to(&topic)
+                .json(&serde_json::json!({ "id": id }))
+                .unwrap()
+        })
+        .collect();
+    testkit::send(rest).await;
+    let handled = Arc::new(Mutex::new(BTreeMap::<i64, Vec<String>>::new()));
+    let mut router = Router::new();
+    let log = handled.clone();
+    router.register_raw(&topic, move |m: Message| {
+        let log = log.clone();
+        async move {
+            let keys = m.headers.iter().map(|(k, _)| k.clone()).collect();
+            log.lock().unwrap().insert(m.offset, keys);
+            Ok(())
+        }
+    });
+    let group = testkit::unique("raw-header");
+    let consumer = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+
+    // Then every record is handled, record 5 with its key copied lossily (U+FFFD for what is
+    // not UTF-8), and every offset is committed: the partition's worker lives on.
+    assert!(
+        testkit::eventually(WAIT, || handled.lock().unwrap().len() == 10).await,
+        "handled {:?}",
+        handled.lock().unwrap()
+    );
+    assert!(
+        handled.lock().unwrap()[&5].contains(&"\u{fffd}\u{fffd}k".to_owned()),
+        "{:?}",
+        handled.lock().unwrap()[&5]
+    );
+    stop(consumer).await;
+    for (partition, committed, high) in testkit::committed(&group, &topic).await {
+        assert_eq!(committed, Some(high), "partition {partition}");
+    }
+}

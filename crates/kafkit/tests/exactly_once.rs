@@ -220,48 +220,6 @@ async fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
     assert_eq!(outputs.len(), 2_000);
 }
 
-/// Sends one JSON record `{"id": id}` to `topic` with one header whose key is the bytes `key`,
-/// through librdkafka's C API: rdkafka's Rust API takes header keys as `&str`, but Go and C
-/// producers can send any bytes.
-fn send_with_raw_header_key(topic: &str, id: u64, key: &[u8]) {
-    use kafkit::rdkafka::bindings as rdsys;
-    use kafkit::rdkafka::producer::{BaseProducer, Producer as _};
-    use kafkit::rdkafka::types::RDKafkaRespErr;
-    use rdsys::rd_kafka_vtype_t::*;
-
-    let producer: BaseProducer = testkit::config().to_producer_config().create().unwrap();
-    let topic = std::ffi::CString::new(topic).unwrap();
-    let value = serde_json::to_vec(&serde_json::json!({ "id": id })).unwrap();
-    // SAFETY: every pointer outlives the call (librdkafka copies the value, RD_KAFKA_MSG_F_COPY,
-    // and owns the headers once the record is accepted).
-    let error = unsafe {
-        let headers = rdsys::rd_kafka_headers_new(1);
-        let added = rdsys::rd_kafka_header_add(
-            headers,
-            key.as_ptr().cast(),
-            key.len() as isize,
-            b"v".as_ptr().cast(),
-            1,
-        );
-        assert_eq!(added, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
-        rdsys::rd_kafka_producev(
-            producer.client().native_ptr(),
-            RD_KAFKA_VTYPE_TOPIC,
-            topic.as_ptr(),
-            RD_KAFKA_VTYPE_MSGFLAGS,
-            rdsys::RD_KAFKA_MSG_F_COPY,
-            RD_KAFKA_VTYPE_VALUE,
-            value.as_ptr() as *mut std::ffi::c_void,
-            value.len(),
-            RD_KAFKA_VTYPE_HEADERS,
-            headers,
-            RD_KAFKA_VTYPE_END,
-        )
-    };
-    assert_eq!(error, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
-    producer.flush(Duration::from_secs(30)).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_key_that_is_not_utf8_dead_letters_its_record_and_the_partition_goes_on() {
     // Given items 0..10, then item 10 with a header key that is not UTF-8 (0xff 0xfe), then
@@ -276,9 +234,11 @@ async fn a_header_key_that_is_not_utf8_dead_letters_its_record_and_the_partition
     };
     testkit::send((0..10).map(item).collect()).await;
     let raw_topic = input.clone();
-    tokio::task::spawn_blocking(move || send_with_raw_header_key(&raw_topic, 10, b"\xff\xfek"))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        testkit::send_with_raw_header_key(&raw_topic, 10, b"\xff\xfek")
+    })
+    .await
+    .unwrap();
     testkit::send((11..20).map(item).collect()).await;
     let group = testkit::unique("eos-raw-header");
     let pipeline = copier(

@@ -197,6 +197,48 @@ pub async fn send(records: Vec<Record>) {
     producer.shutdown().await.expect("flush");
 }
 
+/// Sends (blocking) one JSON record `{"id": id}` to `topic` with one header whose key is the bytes `key`,
+/// through librdkafka's C API: rdkafka's Rust API takes header keys as `&str`, but Go and C
+/// producers can send any bytes.
+pub fn send_with_raw_header_key(topic: &str, id: u64, key: &[u8]) {
+    use kafkit::rdkafka::bindings as rdsys;
+    use kafkit::rdkafka::producer::{BaseProducer, Producer as _};
+    use kafkit::rdkafka::types::RDKafkaRespErr;
+    use rdsys::rd_kafka_vtype_t::*;
+
+    let producer: BaseProducer = config().to_producer_config().create().unwrap();
+    let topic = std::ffi::CString::new(topic).unwrap();
+    let value = serde_json::to_vec(&serde_json::json!({ "id": id })).unwrap();
+    // SAFETY: every pointer outlives the call (librdkafka copies the value, RD_KAFKA_MSG_F_COPY,
+    // and owns the headers once the record is accepted).
+    let error = unsafe {
+        let headers = rdsys::rd_kafka_headers_new(1);
+        let added = rdsys::rd_kafka_header_add(
+            headers,
+            key.as_ptr().cast(),
+            key.len() as isize,
+            b"v".as_ptr().cast(),
+            1,
+        );
+        assert_eq!(added, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+        rdsys::rd_kafka_producev(
+            producer.client().native_ptr(),
+            RD_KAFKA_VTYPE_TOPIC,
+            topic.as_ptr(),
+            RD_KAFKA_VTYPE_MSGFLAGS,
+            rdsys::RD_KAFKA_MSG_F_COPY,
+            RD_KAFKA_VTYPE_VALUE,
+            value.as_ptr() as *mut std::ffi::c_void,
+            value.len(),
+            RD_KAFKA_VTYPE_HEADERS,
+            headers,
+            RD_KAFKA_VTYPE_END,
+        )
+    };
+    assert_eq!(error, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
