@@ -22,7 +22,7 @@ use kafkit::{Consumer, Message, Record, Router};
 use serde_json::{Value, json};
 
 /// Keys of the gateway under test: one that may do everything, one that may only read.
-const KEYS: &str = "admin-key:write=*,read=*;viewer-key:read=*";
+const KEYS: &str = "admin-key-0123456789:write=*,read=*;viewer-key-0123456789:read=*";
 /// How long a page may take to show what a test waits for.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -337,7 +337,7 @@ async fn log_in_produce_from_the_form_and_find_the_record() {
     browser.goto(&gateway.url("/console")).await;
     browser.screenshot("login").await;
     // Log in with the admin key: the overview shows the cluster.
-    browser.login(&gateway, "admin-key").await;
+    browser.login(&gateway, "admin-key-0123456789").await;
     assert!(!browser.text("#cluster-id").await.is_empty());
     browser.screenshot("overview").await;
 
@@ -424,7 +424,7 @@ async fn a_group_lag_falls_as_its_consumer_runs_then_its_offsets_are_reset() {
         .unwrap();
     let gateway = Gateway::start();
     let browser = Browser::start().await;
-    browser.login(&gateway, "admin-key").await;
+    browser.login(&gateway, "admin-key-0123456789").await;
     browser
         .goto(&gateway.url(&format!("/console/groups/{group}")))
         .await;
@@ -525,7 +525,7 @@ async fn a_dead_lettered_record_is_replayed_and_its_consumer_handles_it() {
     let consumer = consume(&source, &testkit::unique("ui-dlt-service"), Duration::ZERO);
     let gateway = Gateway::start();
     let browser = Browser::start().await;
-    browser.login(&gateway, "admin-key").await;
+    browser.login(&gateway, "admin-key-0123456789").await;
     browser.goto(&gateway.url("/console/dead-letters")).await;
     let row = browser.words("#dead-letters tbody").await;
     assert!(row.contains(&format!("{dlt} {source} 1 1")), "{row}");
@@ -609,7 +609,7 @@ async fn chosen_and_matching_dead_letters_are_replayed_alone_and_replay_all_take
     );
     let gateway = Gateway::start();
     let browser = Browser::start().await;
-    browser.login(&gateway, "admin-key").await;
+    browser.login(&gateway, "admin-key-0123456789").await;
     let page = gateway.url(&format!("/console/dead-letters/{dlt}"));
 
     // Tick order-2 (offset 1) of the five and replay the selection: the consumer handles it
@@ -695,7 +695,7 @@ async fn a_read_only_key_sees_no_write_control_and_a_forged_post_is_refused() {
         .unwrap();
     let gateway = Gateway::start();
     let browser = Browser::start().await;
-    browser.login(&gateway, "viewer-key").await;
+    browser.login(&gateway, "viewer-key-0123456789").await;
     assert_eq!(browser.text(".badge").await, "read-only");
 
     // No produce form, no topic creation, no offset reset.
@@ -793,7 +793,7 @@ async fn script_in_a_key_header_and_value_never_runs() {
     .await;
     let gateway = Gateway::start();
     let browser = Browser::start().await;
-    browser.login(&gateway, "admin-key").await;
+    browser.login(&gateway, "admin-key-0123456789").await;
     for format in ["auto", "text", "json", "hex"] {
         browser
             .goto(&gateway.url(&format!(
@@ -858,7 +858,7 @@ async fn a_push_subscription_page_shows_its_endpoint_failures_and_dead_letter_to
     .unwrap();
     let gateway = Gateway::start_with(&["--subscriptions", file.to_str().unwrap()]);
     let browser = Browser::start().await;
-    browser.login(&gateway, "viewer-key").await;
+    browser.login(&gateway, "viewer-key-0123456789").await;
 
     // The subscription page: everything delivered, nothing behind, the 422 among the failures.
     let page = gateway.url("/console/subscriptions/billing");

@@ -703,3 +703,38 @@ async fn unexpected_hosts_and_foreign_origins_are_refused() {
         "gw.example,*.internal.example"
     );
 }
+
+/// A guessable API key is refused at start, saying the rule and naming the key by position,
+/// never echoing it.
+#[test]
+fn weak_api_keys_are_refused_at_start() {
+    let brokers = testkit::brokers();
+    for weak in ["x", "aaaaaaaaaaaaaaaaaaaaaaaa", "short-key-12"] {
+        let keys = format!("Zx81-strong-key-0123:read=*;{weak}:read=*");
+        let mut child = serve_command(Some(&brokers))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("KAFKIT_API_KEYS", &keys)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A refused start exits at once; one still running after 20 s accepted the key.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{weak:?} was accepted: the gateway started");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(!output.status.success(), "{weak} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("KAFKIT_API_KEYS: key#2 is too weak: an API key has at least 16 characters, at least 8 of them different"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(&keys), "{stderr}");
+    }
+}

@@ -226,9 +226,18 @@ proptest! {
         } else {
             request.body(Body::empty())
         };
-        let Ok(request) = request else {
+        let Ok(mut request) = request else {
             return Ok(());
         };
+        // Each case from an address of its own: failed authentications are throttled per
+        // client, and the oracle below is about keys, not about the throttle.
+        static CLIENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let client = std::net::Ipv4Addr::from(
+            0x0a00_0000 | CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((client, 1))));
         let answer = runtime.block_on(call(app, request));
         prop_assert!(answer.status.as_u16() < 500, "{method} {path} -> {} {}", answer.status, answer.text);
         prop_assert!(answer.status.is_success() || answer.body["error"]["code"].is_string(),

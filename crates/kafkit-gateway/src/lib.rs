@@ -54,7 +54,7 @@ pub use api::health::Readiness;
 pub use api::produce::Transactions;
 pub use api::produce::answer_log::DEFAULT_TOPIC as DEFAULT_ANSWER_TOPIC;
 pub use axum_server::tls_rustls::RustlsConfig;
-pub use http::auth::ApiKeys;
+pub use http::auth::{ApiKeys, MIN_KEY_DISTINCT, MIN_KEY_LEN, WEAK_KEY_RULE};
 pub use http::hosts::AllowedHosts;
 pub use http::limits::ReadLimit;
 pub use http::server::{ServerLimits, serve, serve_tls};
@@ -141,6 +141,8 @@ pub struct AppState {
     push: Option<Arc<push::Runner>>,
     /// The names requests may carry in `Host` (every one unless told).
     allowed_hosts: AllowedHosts,
+    /// Failed authentications per client network (API keys and console logins).
+    auth_throttle: Arc<http::auth::throttle::AuthThrottle>,
 }
 
 impl AppState {
@@ -189,6 +191,7 @@ impl AppState {
             read_limit: ReadLimit::default(),
             push: None,
             allowed_hosts: AllowedHosts::any(),
+            auth_throttle: Arc::default(),
         })
     }
 
@@ -352,6 +355,10 @@ impl AppState {
     /// The names requests may carry in `Host`.
     pub fn allowed_hosts(&self) -> &AllowedHosts {
         &self.allowed_hosts
+    }
+
+    pub(crate) fn auth_throttle(&self) -> &http::auth::throttle::AuthThrottle {
+        &self.auth_throttle
     }
 
     pub(crate) fn http_metrics(&self) -> &HttpMetrics {

@@ -38,6 +38,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map(|raw| ApiKeys::parse(raw.expose()))
         .transpose()
         .map_err(|reason| anyhow!("KAFKIT_API_KEYS: {reason}"))?;
+    if let Some(weak) = keys.as_ref().and_then(ApiKeys::weak_key) {
+        bail!(
+            "KAFKIT_API_KEYS: {weak} is too weak: {}",
+            kafkit_gateway::WEAK_KEY_RULE
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

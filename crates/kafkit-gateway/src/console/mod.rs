@@ -44,7 +44,7 @@ use crate::AppState;
 use crate::http::limits;
 
 pub use lag_history::LagHistory;
-pub use session::{Https, LoginLimiter, Sessions};
+pub use session::{Https, Sessions};
 
 /// Where the console is mounted.
 pub const BASE: &str = "/console";
@@ -59,8 +59,6 @@ pub struct Console {
     pub sessions: Sessions,
     /// Sampled lag of every consumer group.
     pub lag: Arc<LagHistory>,
-    /// Recent failed logins per client address.
-    pub logins: LoginLimiter,
 }
 
 /// The console's routes, to merge into the gateway's router.

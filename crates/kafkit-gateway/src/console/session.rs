@@ -6,8 +6,8 @@
 //! session goes first) and sessions expire. Without API keys everyone is the open caller, and
 //! the forms carry one random token of the process, which a page of another site cannot read.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use super::frame::{Failure, bare_page};
 use super::{BASE, Console};
 use crate::AppState;
 use crate::http::auth::Caller;
+use crate::http::auth::throttle::MAX_AUTH_FAILURES;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "kafkit_console";
@@ -107,73 +108,6 @@ impl Sessions {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.sessions.lock().expect("not poisoned").len()
-    }
-}
-
-/// Failed logins one client address may make within [`LOGIN_WINDOW`]; the next attempt is
-/// answered 429 until the oldest failure leaves the window.
-pub const MAX_LOGIN_FAILURES: usize = 5;
-/// The window failed logins are counted in.
-pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
-/// Most client addresses whose failures are remembered; past it the address with the oldest
-/// last failure is forgotten (memory stays bounded under a spray of addresses).
-pub const MAX_LOGIN_CLIENTS: usize = 10_000;
-
-/// Recent failed logins per client address, so API keys cannot be guessed at speed.
-///
-/// The address is the TCP peer's: behind a reverse proxy every client shares the proxy's, and
-/// a gateway mounted without connect info counts all clients as one. Both still stop guessing.
-#[derive(Debug, Default)]
-pub struct LoginLimiter {
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
-}
-
-impl LoginLimiter {
-    /// How long `client` must wait before trying again; `None` when it may try now.
-    pub(super) fn wait(&self, client: IpAddr, now: Instant) -> Option<Duration> {
-        let mut failures = self.failures.lock().expect("not poisoned");
-        let recent = failures.get_mut(&client)?;
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= LOGIN_WINDOW)
-        {
-            recent.pop_front();
-        }
-        if recent.is_empty() {
-            failures.remove(&client);
-            return None;
-        }
-        (recent.len() >= MAX_LOGIN_FAILURES)
-            .then(|| LOGIN_WINDOW.saturating_sub(now.duration_since(recent[0])))
-    }
-
-    pub(super) fn failed(&self, client: IpAddr, now: Instant) {
-        let mut failures = self.failures.lock().expect("not poisoned");
-        if failures.len() >= MAX_LOGIN_CLIENTS && !failures.contains_key(&client) {
-            failures.retain(|_, recent| {
-                recent
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) < LOGIN_WINDOW)
-            });
-            if failures.len() >= MAX_LOGIN_CLIENTS
-                && let Some(stalest) = failures
-                    .iter()
-                    .min_by_key(|(_, recent)| recent.back().copied())
-                    .map(|(address, _)| *address)
-            {
-                failures.remove(&stalest);
-            }
-        }
-        let recent = failures.entry(client).or_default();
-        recent.push_back(now);
-        // Only the last MAX_LOGIN_FAILURES matter.
-        while recent.len() > MAX_LOGIN_FAILURES {
-            recent.pop_front();
-        }
-    }
-
-    fn succeeded(&self, client: IpAddr) {
-        self.failures.lock().expect("not poisoned").remove(&client);
     }
 }
 
@@ -313,20 +247,17 @@ pub async fn login_submit(
     let Some(keys) = &state.api_keys() else {
         return Redirect::to(BASE).into_response();
     };
-    let client = peer.map_or(
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        |Extension(ConnectInfo(a))| a.ip(),
-    );
+    let client = peer.map(|Extension(ConnectInfo(a))| a.ip());
     let now = Instant::now();
     // Checked before the key is looked at: a right guess after too many wrong ones is refused
     // too, so guessing gains nothing.
-    if let Some(wait) = console.logins.wait(client, now) {
-        tracing::warn!(%client, "console login refused: too many failures");
+    if let Some(wait) = state.auth_throttle().wait(client, now) {
+        tracing::warn!(?client, "console login refused: too many failures");
         let seconds = wait.as_secs().max(1);
         let mut response = login_page(
             StatusCode::TOO_MANY_REQUESTS,
             Some(&format!(
-                "Too many failed logins from your address ({MAX_LOGIN_FAILURES} a minute). Try \
+                "Too many failed logins from your address ({MAX_AUTH_FAILURES} a minute). Try \
                  again in {seconds} seconds."
             )),
         );
@@ -337,10 +268,10 @@ pub async fn login_submit(
         return response;
     }
     let Some(key) = keys.find(form.key.trim()) else {
-        console.logins.failed(client, now);
+        state.auth_throttle().failed(client, now);
         return login_page(StatusCode::UNAUTHORIZED, Some("Unknown API key."));
     };
-    console.logins.succeeded(client);
+    state.auth_throttle().succeeded(client);
     tracing::info!(caller = %key.name, "console login");
     let id = console.sessions.open(Caller::Key(key));
     let cookie = format!(

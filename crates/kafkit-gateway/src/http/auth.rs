@@ -18,16 +18,20 @@
 //! patterns such as `*`: a key reaches them only through a pattern that spells their prefix
 //! out (`__consumer_offsets`, `__*`, `_schemas`, `connect-*`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use kafkit::secret::Secret;
 
 use crate::AppState;
 use crate::http::error::ApiError;
+use throttle::MAX_AUTH_FAILURES;
 
+pub(crate) mod throttle;
 mod topic_pattern;
 
 use topic_pattern::TopicPattern;
@@ -47,6 +51,14 @@ impl ApiKey {
         patterns.iter().any(|p| p.matches(topic))
     }
 }
+
+/// Fewest characters an API key may have.
+pub const MIN_KEY_LEN: usize = 16;
+/// Fewest different characters an API key may have.
+pub const MIN_KEY_DISTINCT: usize = 8;
+/// The rule for API keys, as `kafkit serve` states it when it refuses one.
+pub const WEAK_KEY_RULE: &str = "an API key has at least 16 characters, at least 8 of them \
+    different (e.g. `openssl rand -hex 16`)";
 
 /// Every configured key.
 #[derive(Debug, Default)]
@@ -103,6 +115,18 @@ impl ApiKeys {
             return Err("no key in KAFKIT_API_KEYS".to_owned());
         }
         Ok(ApiKeys { keys })
+    }
+
+    /// The name (`key#N`) of the first key a guesser could find: shorter than
+    /// [`MIN_KEY_LEN`] characters or with fewer than [`MIN_KEY_DISTINCT`] different ones
+    /// ([`WEAK_KEY_RULE`]). `kafkit serve` refuses to start with one.
+    pub fn weak_key(&self) -> Option<&str> {
+        self.keys.iter().find_map(|key| {
+            let secret = key.secret.expose();
+            let distinct: std::collections::HashSet<char> = secret.chars().collect();
+            (secret.chars().count() < MIN_KEY_LEN || distinct.len() < MIN_KEY_DISTINCT)
+                .then_some(key.name.as_str())
+        })
     }
 
     /// The key whose secret is `presented`. Every key is compared in full, in constant time,
@@ -239,9 +263,30 @@ impl FromRequestParts<AppState> for Caller {
             .ok()
             .and_then(bearer_token)
             .ok_or_else(|| unauthorized("Authorization must be \"Bearer <API key>\""))?;
-        let key = keys
-            .find(presented.trim())
-            .ok_or_else(|| unauthorized("unknown API key"))?;
+        // Checked before the key is looked at: a right guess after too many wrong ones is
+        // refused too, so guessing gains nothing.
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        let now = Instant::now();
+        if let Some(wait) = state.auth_throttle().wait(client, now) {
+            tracing::warn!(?client, "API key refused: too many failures");
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                format!(
+                    "too many failed authentications from your address ({MAX_AUTH_FAILURES} a \
+                     minute); try again in {} seconds",
+                    wait.as_secs().max(1)
+                ),
+            )
+            .retry_after(wait.as_secs().max(1)));
+        }
+        let Some(key) = keys.find(presented.trim()) else {
+            state.auth_throttle().failed(client, now);
+            return Err(unauthorized("unknown API key"));
+        };
         tracing::Span::current().record("caller", key.name.as_str());
         Ok(Caller::Key(key))
     }
@@ -502,5 +547,67 @@ mod tests {
             let answer = call(&app, request).await;
             assert_eq!(answer.status, expected, "{header}: {}", answer.text);
         }
+    }
+}
+
+/// Failed authentication is throttled on every route, per client network.
+#[cfg(test)]
+mod throttle_tests {
+    use axum::extract::ConnectInfo;
+    use axum::http::{StatusCode, header};
+
+    use crate::router;
+    use crate::testing::{bearer, call, get, state_with_keys};
+
+    const FAILURES: usize = 5;
+
+    fn from(address: &str, key: &str) -> axum::http::Request<axum::body::Body> {
+        let mut request = bearer(get("/topics"), key);
+        let peer: std::net::SocketAddr = address.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    }
+
+    #[tokio::test]
+    async fn wrong_bearer_keys_are_throttled_per_address_and_per_ipv6_64() {
+        let app = router(state_with_keys("right-key-0123456789:read=*"));
+        // Wrong keys are 401 up to the limit...
+        for i in 0..FAILURES {
+            let answer = call(&app, from("[2001:db8:1:2::10]:5000", &format!("guess-{i}"))).await;
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text);
+        }
+        // ...then every attempt from that /64 is refused, the right key included, so the
+        // answer tells a guesser nothing; it says how long to wait.
+        for address in ["[2001:db8:1:2::10]:5001", "[2001:db8:1:2:ffff::1]:80"] {
+            let refused = call(&app, from(address, "right-key-0123456789")).await;
+            assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{address}");
+            assert_eq!(refused.body["error"]["code"], "too_many_failures");
+            let wait: u64 = refused.headers[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&wait), "{wait}");
+        }
+        // Another /64, and an IPv4 client, are served.
+        let other = call(
+            &app,
+            from("[2001:db8:1:3::10]:5000", "right-key-0123456789"),
+        )
+        .await;
+        assert_eq!(other.status, StatusCode::OK, "{}", other.text);
+        let v4 = call(&app, from("192.0.2.7:5000", "right-key-0123456789")).await;
+        assert_eq!(v4.status, StatusCode::OK, "{}", v4.text);
+        // The console login shares the count: that /64 cannot log in either.
+        let mut login = axum::http::Request::post("/console/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from("key=right-key-0123456789"))
+            .unwrap();
+        let peer: std::net::SocketAddr = "[2001:db8:1:2::99]:1".parse().unwrap();
+        login.extensions_mut().insert(ConnectInfo(peer));
+        assert_eq!(
+            call(&app, login).await.status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
     }
 }

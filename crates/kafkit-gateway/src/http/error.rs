@@ -23,15 +23,25 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation naming what was wrong.
     pub message: String,
+    /// Seconds a 429 asks the client to wait (`Retry-After`; 1 unless set).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
+    /// The same error, asking the client to wait `seconds` before retrying.
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// A 400 with `code` and `message`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -41,6 +51,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -79,6 +90,7 @@ impl From<kafkit::Error> for ApiError {
             status: ApiError::status_of(&error),
             code: error.code().as_str(),
             message: error.to_string(),
+            retry_after: None,
         }
     }
 }
@@ -132,13 +144,14 @@ impl From<ApiError> for ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
+        let retry_after = self.retry_after;
         let body = ErrorBody { error: self.into() };
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
+            let seconds = retry_after.map_or(HeaderValue::from_static(RETRY_AFTER_SECONDS), |s| {
+                HeaderValue::from(s)
+            });
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
         }
         response
     }
@@ -197,6 +210,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         status,
         code,
         message: rejection.body_text(),
+        retry_after: None,
     }
 }
 
