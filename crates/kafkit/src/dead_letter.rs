@@ -120,7 +120,7 @@ impl DeadLetter {
         );
         record
             .headers
-            .retain(|(name, _)| !crate::retry_topic::is_retry_header(name));
+            .retain(|(name, _)| !crate::retry_topic::headers::is_retry_header(name));
         record
     }
 }

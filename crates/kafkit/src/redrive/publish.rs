@@ -2,21 +2,12 @@
 //! deliveries awaited together, as many per round as the [`Ledger`] has room for.
 
 use crate::config::KafkaConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::producer::Producer;
 use crate::record::Record;
 
 use super::plan::At;
-use super::settle::Ledger;
-
-/// What became of one copy: where its dead-letter record is, its destination, and the
-/// broker's answer.
-#[derive(Debug)]
-pub(super) struct Published {
-    pub at: At,
-    pub topic: String,
-    pub result: std::result::Result<(), Error>,
-}
+use super::settle::{Ledger, Published};
 
 /// Publishes `copies` in order, without kafkit's standard headers (a replayed record keeps the
 /// headers it had), into `ledger`. Stops after a round in which a record failed for now, or

@@ -5,10 +5,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::error::Error;
+
 use super::plan::At;
 use super::progress::{METADATA_LIMIT, Progress};
-use super::publish::Published;
 use super::select::{Committed, Order};
+
+/// What became of one copy: where its dead-letter record is, its destination, and the
+/// broker's answer.
+#[derive(Debug)]
+pub(super) struct Published {
+    pub at: At,
+    pub topic: String,
+    pub result: std::result::Result<(), Error>,
+}
 
 /// What a replay commits and reports.
 #[derive(Debug, Default, PartialEq, Eq)]
