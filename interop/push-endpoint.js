@@ -19,6 +19,8 @@
 //   secret          a whsec_ secret: each request is verified with the `standardwebhooks`
 //                   package (an independent implementation); an unverified one answers 401
 //   bearer          a token the Authorization header must carry, else 401
+//   unavailable_first N: the first N requests the endpoint gets (whatever their record) answer
+//                   503 without Retry-After, as an endpoint that is down for a while
 //   overload        K: a request that arrives while K others are being answered gets a 503 at
 //                   once (no Retry-After), as a server with K workers that sheds the rest
 //   batch_outcomes  {"KEY": "dead_letter" | {"retry_first": N, "retry_after": S}}: for a batch
@@ -34,7 +36,8 @@
 //                   `cloudevents` package's HTTP.toEvent (an independent implementation); the
 //                   line gets "event" (its attributes and data) or "event_error"
 //
-// Each line: {"at": ms, "done": ms, "id": delivery id, "attempt", "key", "partition", "offset",
+// Each line: {"at": ms, "done": ms, "closed": the client had closed the connection before the
+// answer was written, "id": delivery id, "attempt", "key", "partition", "offset",
 // "status", "verified", "overlap": another request of the same key was in flight, "headers",
 // "body", "in_flight": requests being answered when it arrived, and with cloudevents "event" or "event_error"}.
 // A batch request's line has "batch": its records, each as sent plus its "outcome", and
@@ -54,6 +57,7 @@ const inFlightByKey = new Map();
 const seen = new Set();
 const failures = new Map();
 let inFlight = 0;
+let requestsSeen = 0;
 const firstSeen = new Map();
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -193,10 +197,14 @@ const handler = (req, res) => {
     const verified = verify(req.headers, body);
     const id = req.headers['kafkit-delivery-id'];
     const arrivedWith = inFlight;
+    requestsSeen += 1;
+    const down = config.unavailable_first !== undefined && requestsSeen <= config.unavailable_first;
     const shed = config.overload !== undefined && inFlight >= config.overload;
-    const [status, extra, answer] = shed
-      ? [503, {}, 'overloaded']
-      : decide(key, id, body, verified, req.headers);
+    const [status, extra, answer] = down
+      ? [503, {}, 'down']
+      : shed
+        ? [503, {}, 'overloaded']
+        : decide(key, id, body, verified, req.headers);
     if (!shed) inFlight += 1;
     if (!shed && maxDelay > 0) await sleep(minDelay + Math.random() * (maxDelay - minDelay));
     if (!shed) inFlight -= 1;
@@ -210,11 +218,14 @@ const handler = (req, res) => {
         eventError = String(e && e.message ? e.message : e);
       }
     }
+    // The client closed the connection before the answer (it gave up on the request).
+    const closed = req.socket.destroyed;
     res.writeHead(status, { 'content-type': 'application/json', ...extra });
     res.end(answer);
     process.stdout.write(JSON.stringify({
       at,
       done: Date.now(),
+      closed,
       id,
       attempt: Number(req.headers['kafkit-attempt']),
       key,

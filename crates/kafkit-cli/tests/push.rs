@@ -1589,3 +1589,239 @@ async fn a_record_waiting_on_a_retry_topic_survives_a_sigkill() {
     assert_eq!(testkit::committed(group, &topic).await, [(0, Some(10), 10)]);
     assert_eq!(testkit::committed(group, &tier).await, [(0, Some(2), 2)]);
 }
+
+/// Milliseconds since the Unix epoch, the clock the Node endpoint stamps its lines with.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_breaker_pauses_the_subscription_while_its_endpoint_is_down() {
+    // Given 20 records over 4 keys in one partition, and an endpoint that is down for its first
+    // 5 requests (503, no Retry-After): the first record of each key (4 requests at once, which
+    // open the breaker at its threshold of 4), then the first probe; up from then on.
+    let topic = testkit::topic("push-breaker", 1).await;
+    produce(&topic, 20, |i| format!("key-{}", i % 4)).await;
+    let endpoint = Endpoint::start(json!({"unavailable_first": 5}));
+    let open_ms = 3_000;
+    let serve = Serve::start(&format!(
+        r#"
+        [[subscription]]
+        name = "breaker"
+        topics = ["{topic}"]
+        endpoint = "{url}"
+        retry = {{ max_attempts = 20, initial_delay = "1s", max_delay = "1s", jitter = 0.0 }}
+        circuit_breaker = {{ failure_threshold = 4, open_duration = "{open_ms}ms" }}
+        "#,
+        url = endpoint.url("/"),
+    ));
+
+    // Meanwhile GET /subscriptions shows the circuit open, and readiness names it (an endpoint
+    // that is down does not make the process unready).
+    let mut seen_open = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen_open.is_none() && std::time::Instant::now() < deadline {
+        let (_, body) = serve.get("/subscriptions").await;
+        let view: Value = serde_json::from_str(&body).unwrap();
+        if view[0]["consumer"]["circuits"][&topic] == "open" {
+            let (ready_status, ready) = serve.get("/health/ready").await;
+            seen_open = Some((view[0].clone(), ready_status, ready));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (view, ready_status, ready) =
+        seen_open.unwrap_or_else(|| panic!("the circuit never showed open; log: {}", serve.log()));
+    assert_eq!(view["status"], "failing", "{view}");
+    let problem = format!("circuit of {topic} is open");
+    assert!(
+        view["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == problem.as_str()),
+        "{view}"
+    );
+    assert_eq!(ready_status, 200, "{ready}");
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    let checked = &ready["checks"]["subscriptions"]["breaker"];
+    assert_eq!(checked["status"], "failing", "{ready}");
+    assert!(
+        checked["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == problem.as_str()),
+        "{ready}"
+    );
+
+    // Once the endpoint is up, every record is delivered, once.
+    let all =
+        testkit::eventually(Duration::from_secs(60), || endpoint.delivered().len() == 20).await;
+    assert!(
+        all,
+        "{} of 20 delivered; log: {}",
+        endpoint.delivered().len(),
+        serve.log()
+    );
+    let mut requests = endpoint.requests();
+    requests.sort_by_key(|r| r["at"].as_u64());
+    let at = |r: &Value| r["at"].as_u64().unwrap();
+    let done = |r: &Value| r["done"].as_u64().unwrap();
+    let ids = |rs: &[Value]| -> Vec<String> {
+        rs.iter()
+            .map(|r| format!("{}@{}:{}", r["id"], r["at"], r["status"]))
+            .collect()
+    };
+    assert_eq!(
+        requests.len(),
+        25,
+        "5 failed and 20 delivered: {:?}",
+        ids(&requests)
+    );
+
+    // The first record of each key, at once: all 503; the last answer opens the circuit.
+    let (burst, after) = requests.split_at(4);
+    assert!(
+        burst
+            .iter()
+            .all(|r| r["status"] == 503 && r["attempt"] == 1),
+        "{:?}",
+        ids(burst)
+    );
+    let keys: BTreeSet<&str> = burst.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), 4, "{:?}", ids(burst));
+    let opened = burst.iter().map(done).max().unwrap();
+    // No request while it is open (retries were due after 1 s): the next one is the half-open
+    // probe, alone, no sooner than open_duration after the answer that opened it.
+    // (Date.now() is whole milliseconds: one may be lost in rounding.)
+    let probe = &after[0];
+    assert!(
+        at(probe) + 1 >= opened + open_ms,
+        "a request {} ms after the circuit opened, before its {open_ms} ms: {:?}",
+        at(probe) - opened,
+        ids(&requests)
+    );
+    assert_eq!(probe["status"], 503, "{:?}", ids(&requests));
+    assert!(probe["attempt"].as_u64().unwrap() >= 2);
+    // The probe failed: open again for open_duration; the second probe, alone, succeeds.
+    let second = &after[1];
+    assert!(
+        at(second) + 1 >= done(probe) + open_ms,
+        "a request {} ms after the failed probe, before the circuit's {open_ms} ms: {:?}",
+        at(second) - done(probe),
+        ids(&requests)
+    );
+    assert_eq!(second["status"], 200, "{:?}", ids(&requests));
+    // Closed by that success: the rest flow, every request a 2xx, only then.
+    let rest = &after[2..];
+    assert!(
+        rest.iter()
+            .all(|r| at(r) >= done(second) && r["status"] == 200),
+        "{:?}",
+        ids(&requests)
+    );
+    // Each key's records in offset order, never two at once.
+    assert_key_order(&requests);
+
+    // Closed again, and everything committed.
+    let (_, body) = serve.get("/subscriptions").await;
+    let view: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view[0]["consumer"]["circuits"][&topic], "closed", "{view}");
+    assert_eq!(view[0]["status"], "ok", "{view}");
+    assert!(serve.terminate().success());
+    let committed = testkit::committed("kafkit-push-breaker", &topic).await;
+    assert_eq!(committed, vec![(0, Some(20), 20)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_requests_in_flight_finish_then_commit() {
+    // Given 18 records over 6 keys in one partition, and an endpoint that takes 3 s a request:
+    // the first record of each key (offsets 0-5) goes out at once, the rest wait for their key.
+    let topic = testkit::topic("push-drain", 1).await;
+    produce(&topic, 18, |i| format!("key-{}", i % 6)).await;
+    let slow = Endpoint::start(json!({"delay_ms": [3000, 3000]}));
+    let subscriptions = |url: String| {
+        format!(
+            r#"
+            [[subscription]]
+            name = "drain"
+            topics = ["{topic}"]
+            endpoint = "{url}"
+            commit_interval = "60s"
+            circuit_breaker = {{ failure_threshold = 0 }}
+            "#
+        )
+    };
+    let serve = Serve::start(&subscriptions(slow.url("/")));
+    let mut sending = false;
+    for _ in 0..300 {
+        let view: Value = serde_json::from_str(&serve.get("/subscriptions").await.1).unwrap();
+        if view[0]["concurrency"]["in_flight"] == 6 {
+            sending = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sending, "6 requests never in flight; log: {}", serve.log());
+    // Let them reach the endpoint, well before their answers.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(slow.requests().is_empty(), "answered too soon");
+
+    // SIGTERM with 6 requests in flight: the process waits for them, commits, exits 0.
+    let signalled = now_ms();
+    let log = serve.log.clone();
+    let exit = serve.terminate();
+    let exited = now_ms();
+    let log = log.lock().unwrap().join("\n");
+    assert!(exit.success(), "{exit}; log: {log}");
+    // The 6 offsets are committed (the periodic commit is 60 s away: the shutdown did it).
+    let committed = testkit::committed("kafkit-push-drain", &topic).await;
+    assert_eq!(committed, vec![(0, Some(6), 18)], "log: {log}");
+    assert!(
+        exited - signalled < 10_000,
+        "exited {} ms after SIGTERM, beyond the 10 s drain bound",
+        exited - signalled
+    );
+    assert!(!log.contains("drain timeout"), "{log}");
+    // The endpoint answered exactly those 6, each in flight across the signal, its answer
+    // written to an open connection before the process exited; nothing else was sent.
+    let mut requests = slow.requests();
+    requests.sort_by_key(|r| r["offset"].as_i64());
+    let offsets: Vec<i64> = requests
+        .iter()
+        .map(|r| r["offset"].as_i64().unwrap())
+        .collect();
+    assert_eq!(offsets, (0..6).collect::<Vec<_>>(), "{requests:?}");
+    for r in &requests {
+        let (at, done) = (r["at"].as_u64().unwrap(), r["done"].as_u64().unwrap());
+        assert!(at < signalled && signalled < done && done <= exited, "{r}");
+        assert_eq!(r["status"], 200);
+        assert_eq!(r["closed"], false, "kafkit gave up on {}", r["id"]);
+    }
+
+    // A new instance delivers the 12 records that were not in flight, and none of the 6 again.
+    let fast = Endpoint::start(json!({}));
+    let serve = Serve::start(&subscriptions(fast.url("/")));
+    let all = testkit::eventually(Duration::from_secs(60), || fast.delivered().len() == 12).await;
+    assert!(
+        all,
+        "{} of 12 delivered; log: {}",
+        fast.delivered().len(),
+        serve.log()
+    );
+    assert!(serve.terminate().success());
+    let again: Vec<i64> = fast
+        .requests()
+        .iter()
+        .map(|r| r["offset"].as_i64().unwrap())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(again, (6..18).collect::<Vec<_>>());
+    assert_eq!(fast.requests().len(), 12);
+    let committed = testkit::committed("kafkit-push-drain", &topic).await;
+    assert_eq!(committed, vec![(0, Some(18), 18)]);
+}

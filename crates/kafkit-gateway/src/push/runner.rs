@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafkit::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig};
+use kafkit::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 use kafkit::consumer::ProcessingOrder;
 use std::collections::BTreeMap;
 
@@ -73,8 +73,8 @@ pub struct SubscriptionView {
     pub dead_letter: String,
     /// Whether requests are signed (Standard Webhooks).
     pub signed: bool,
-    /// `ok`, `failing` (the endpoint failed the last requests) or `unhealthy` (the consumer
-    /// is not consuming: see `problems`).
+    /// `ok`, `failing` (the endpoint failed the last requests, or the circuit breaker is open
+    /// or half-open) or `unhealthy` (the consumer is not consuming: see `problems`).
     #[schema(value_type = String)]
     pub status: &'static str,
     /// What is wrong, if anything.
@@ -275,14 +275,15 @@ impl Running {
     fn view(&self) -> SubscriptionView {
         let s = &self.validated.subscription;
         let consumer = self.consumer.health();
-        let mut problems = if consumer.healthy {
-            Vec::new()
-        } else {
-            consumer.problems.clone()
-        };
+        // A healthy consumer's problems are only its open circuits: the endpoint is down.
+        let mut problems = consumer.problems.clone();
         let deliveries = self.status.snapshot();
-        let failing = self.status.is_failing();
-        if failing {
+        let circuit_not_closed = consumer
+            .circuits
+            .values()
+            .any(|state| *state != CircuitState::Closed);
+        let failing = self.status.is_failing() || circuit_not_closed;
+        if self.status.is_failing() {
             let last = deliveries
                 .recent_failures
                 .last()
