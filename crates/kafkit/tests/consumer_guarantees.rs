@@ -1121,7 +1121,7 @@ async fn dead_letter_topics_take_records_as_large_as_their_source_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_header_key_that_is_not_utf8_does_not_stall_its_partition() {
+async fn a_header_key_that_is_not_utf8_dead_letters_its_record_and_the_partition_goes_on() {
     // Given records 0..5, then record 5 with a header key that is not UTF-8 (0xff 0xfe 'k'),
     // then records 6..10, on one partition.
     let topic = testkit::topic("raw-header", 1).await;
@@ -1154,18 +1154,27 @@ async fn a_header_key_that_is_not_utf8_does_not_stall_its_partition() {
     let group = testkit::unique("raw-header");
     let consumer = start(Consumer::new(&testkit::config(), &group, router).unwrap());
 
-    // Then every record is handled, record 5 with its key copied lossily (U+FFFD for what is
-    // not UTF-8), and every offset is committed: the partition's worker lives on.
+    // Then every other record is handled, and record 5 never reaches the handler: it is
+    // dead-lettered as invalid, naming the header key's bytes, with its key copied lossily
+    // (U+FFFD for what is not UTF-8); every offset is committed: the partition goes on.
     assert!(
-        testkit::eventually(WAIT, || handled.lock().unwrap().len() == 10).await,
+        testkit::eventually(WAIT, || handled.lock().unwrap().len() == 9).await,
         "handled {:?}",
         handled.lock().unwrap()
     );
+    let dead = testkit::read(&format!("{topic}.dlq"), 1, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], dead_letter::ORIGINAL_OFFSET), "5");
+    assert_eq!(header(&dead[0], dead_letter::ERROR_KIND), "invalid");
+    let reason = header(&dead[0], dead_letter::ERROR_MESSAGE);
+    assert!(reason.contains("is not UTF-8: [ff, fe, 6b]"), "{reason}");
     assert!(
-        handled.lock().unwrap()[&5].contains(&"\u{fffd}\u{fffd}k".to_owned()),
-        "{:?}",
-        handled.lock().unwrap()[&5]
+        dead[0]
+            .headers
+            .iter()
+            .any(|(k, _)| k == "\u{fffd}\u{fffd}k")
     );
+    assert!(!handled.lock().unwrap().contains_key(&5));
     stop(consumer).await;
     for (partition, committed, high) in testkit::committed(&group, &topic).await {
         assert_eq!(committed, Some(high), "partition {partition}");

@@ -5,6 +5,7 @@
 //! is most of the work per record, so the poll loop hands workers librdkafka's own messages
 //! and each worker copies its records on its own thread, in parallel with the next poll.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rdkafka::Message as _;
@@ -69,7 +70,14 @@ impl FetchedChunk {
     }
 
     /// Copies the records of `topic` out of librdkafka, in order, and gives the originals back.
-    pub(crate) fn into_messages(self, topic: &str) -> impl Iterator<Item = Message> {
+    /// A record that cannot be copied as it is (a header key that is not UTF-8, copied lossily)
+    /// is noted in `unreadable` with the reason: the runtime refuses it as invalid instead of
+    /// handing its handler a record that is not what was produced.
+    pub(crate) fn into_messages(
+        self,
+        topic: &str,
+        unreadable: &mut HashMap<i64, String>,
+    ) -> std::vec::IntoIter<Message> {
         let FetchedChunk {
             messages,
             bytes: _,
@@ -77,7 +85,13 @@ impl FetchedChunk {
         } = self;
         let copied: Vec<Message> = messages
             .iter()
-            .map(|message| Message::copied(message, topic.to_owned()))
+            .map(|message| {
+                let (message, problem) = Message::checked(message, topic.to_owned());
+                if let Some(problem) = problem {
+                    unreadable.insert(message.offset, problem);
+                }
+                message
+            })
             .collect();
         drop(messages);
         copied.into_iter()

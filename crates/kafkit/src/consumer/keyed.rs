@@ -198,9 +198,10 @@ impl Keyed {
     /// owner), made ready, or queued behind its key.
     fn receive(&mut self, chunk: FetchedChunk) {
         let topic = self.worker.tp.0.clone();
-        for message in chunk.into_messages(&topic) {
+        for message in chunk.into_messages(&topic, &mut self.worker.unreadable) {
             self.tracker.start(message.offset);
             if !self.inherited.is_empty() && self.inherited.take(message.offset) {
+                self.worker.unreadable.remove(&message.offset);
                 tracing::debug!(offset = message.offset, "done by the last owner: skipped");
                 let bytes = queued_size(&message);
                 self.done(message.offset, bytes, 1);
@@ -283,7 +284,10 @@ impl Keyed {
         let bytes = queued_size(&message);
         self.in_flight_bytes += bytes;
         let handling = self.handling.clone();
-        let handler = self.handler.clone();
+        let handler = self
+            .worker
+            .refusal(message.offset)
+            .unwrap_or_else(|| self.handler.clone());
         let task = tokio::spawn(
             async move {
                 let offset = message.offset;

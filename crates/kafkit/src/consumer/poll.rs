@@ -341,6 +341,7 @@ impl<'a> PollLoop<'a> {
             record_spans: self.owner.options.record_spans,
             metrics: self.owner.metrics.clone(),
             predecessor: predecessor.map(AbortOnDropHandle::new),
+            unreadable: HashMap::new(),
         };
         // Every event of the worker and of the handlers it calls carries these fields.
         let span = tracing::info_span!(

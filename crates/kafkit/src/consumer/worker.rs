@@ -2,7 +2,7 @@
 //! order (see [`super::handling`] for what handling one record means) and stores offsets only
 //! for records whose work is done. Key and unordered order are [`super::keyed`]'s.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,7 +20,7 @@ use super::handling::{Counters, Flow, Handling, Outcome};
 use super::offsets::OffsetTracker;
 use super::{Control, PartitionState, PauseReason, TopicPartition, queued_size};
 use crate::batch::BatchOptions;
-use crate::handler::{Handler, HandlerError};
+use crate::handler::{Handler, HandlerError, Raw};
 use crate::metrics::Metrics;
 use crate::producer::Producer;
 use crate::record::Message;
@@ -54,6 +54,9 @@ pub(crate) struct Worker {
     /// run the same partition's handler at once. Aborting this worker (a drain timeout) aborts
     /// the predecessor too, so no task keeps the consumer open after shutdown.
     pub predecessor: Option<AbortOnDropHandle<()>>,
+    /// Records received that cannot be handled as they are, by offset, with the reason: each
+    /// is refused as invalid when its turn comes (see [`FetchedChunk::into_messages`]).
+    pub unreadable: HashMap<i64, String>,
 }
 
 impl Worker {
@@ -102,6 +105,16 @@ impl Worker {
         if self.state.epoch.load(Ordering::SeqCst) == self.epoch {
             self.state.in_flight.store(records, Ordering::SeqCst);
         }
+    }
+
+    /// The handler that refuses the record at `offset` as invalid, when it cannot be handled as
+    /// it is: the user's handler never sees it.
+    pub(crate) fn refusal(&mut self, offset: i64) -> Option<Arc<dyn Handler>> {
+        let reason = self.unreadable.remove(&offset)?;
+        Some(Arc::new(Raw(move |_: Message| {
+            let reason = reason.clone();
+            async move { Err(HandlerError::invalid(reason)) }
+        })))
     }
 
     /// Handles the partition in partition order until cancelled.
@@ -260,9 +273,14 @@ impl Running {
     async fn single(&mut self, handler: &Arc<dyn Handler>, mut message: Message) -> bool {
         self.partition.tracker.start(message.offset);
         self.worker.report_in_flight(1);
+        let refusal = self.worker.refusal(message.offset);
         let outcome = self
             .handling
-            .record(handler, &mut message, &mut self.partition)
+            .record(
+                refusal.as_ref().unwrap_or(handler),
+                &mut message,
+                &mut self.partition,
+            )
             .await;
         self.finish(&[message], outcome)
     }
@@ -294,7 +312,8 @@ impl Running {
                 return Some(message);
             }
             let chunk = self.worker.rx.recv().await?;
-            self.buffer.extend(chunk.into_messages(&self.worker.tp.0));
+            self.buffer
+                .extend(chunk.into_messages(&self.worker.tp.0, &mut self.worker.unreadable));
         }
     }
 
@@ -315,6 +334,9 @@ impl Running {
         };
         let handling = self.handling.clone();
         for message in &batch {
+            // A batch handler gets such a record as copied (lossily): a batch has no per-record
+            // refusal.
+            self.worker.unreadable.remove(&message.offset);
             self.partition.tracker.start(message.offset);
             if let Some(c) = &handling.counters {
                 c.consumed.inc();
