@@ -11,7 +11,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dead_letter;
-use crate::error::{Error, Result};
 use crate::record::Message;
 
 /// Conditions a record must all meet; an empty (or blank) field sets no condition.
@@ -23,14 +22,16 @@ pub struct RecordFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// A header named `name` exists, or with `name=value`, a header `name` whose value
-    /// contains `value`.
+    /// contains `value` (`=value`: a header of any name whose value contains it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
     /// The value (as UTF-8 text, lossily) contains this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// `path.to.field=value`: the value is JSON and that field equals `value` (a string field
-    /// compares as text, any other as JSON; a number in the path indexes an array).
+    /// compares as text, any other as JSON; a number in the path indexes an array). Without
+    /// `=`, `path.to.field`: the field exists; an empty path is the whole value (`=5`: the
+    /// value is 5; `=`-less and blank sets no condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json: Option<String>,
     /// The dead-letter `error-kind` header equals this (`transient`, `permanent`, `invalid`,
@@ -52,27 +53,6 @@ fn lossy(bytes: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
 }
 
 impl RecordFilter {
-    /// Refuses a condition that cannot be applied, naming its field (`json` without `=`, a
-    /// header without a name).
-    pub fn check(&self) -> Result<()> {
-        let invalid = |field: &str, reason: &str| Error::InvalidSelection {
-            field: format!("filter.{field}"),
-            reason: reason.to_owned(),
-        };
-        if let Some(header) = given(&self.header)
-            && header.split('=').next().is_none_or(|n| n.trim().is_empty())
-        {
-            return Err(invalid("header", "write name or name=value"));
-        }
-        if let Some(json) = given(&self.json) {
-            match json.split_once('=') {
-                Some((path, _)) if !path.trim().is_empty() => {}
-                _ => return Err(invalid("json", "write path.to.field=value")),
-            }
-        }
-        Ok(())
-    }
-
     /// Whether no field sets a condition (every record is kept).
     pub fn is_empty(&self) -> bool {
         [
@@ -87,8 +67,7 @@ impl RecordFilter {
         .all(|field| given(field).is_none())
     }
 
-    /// Whether `message` meets every condition. A malformed condition (see
-    /// [`RecordFilter::check`]) keeps nothing.
+    /// Whether `message` meets every condition. Every text is a condition: none is refused.
     pub fn keeps(&self, message: &Message) -> bool {
         if let Some(key) = given(&self.key)
             && !lossy(message.key.as_deref()).contains(key)
@@ -100,11 +79,10 @@ impl RecordFilter {
                 Some((name, value)) => (name.trim(), Some(value.trim())),
                 None => (header, None),
             };
-            if !message
-                .headers
-                .iter()
-                .any(|(n, v)| n == name && value.is_none_or(|value| lossy(Some(v)).contains(value)))
-            {
+            if !message.headers.iter().any(|(n, v)| {
+                (name.is_empty() || n == name)
+                    && value.is_none_or(|value| lossy(Some(v)).contains(value))
+            }) {
                 return false;
             }
         }
@@ -132,31 +110,34 @@ impl RecordFilter {
     }
 }
 
-/// `path.to.field=value` against the JSON value of `message`.
+/// `path.to.field=value` (or `path.to.field`: it exists) against the JSON value of `message`;
+/// an empty path is the whole value.
 fn json_field_equals(message: &Message, condition: &str) -> bool {
-    let Some((path, wanted)) = condition.split_once('=') else {
-        return false;
+    let (path, wanted) = match condition.split_once('=') {
+        Some((path, wanted)) => (path.trim(), Some(wanted.trim())),
+        None => (condition.trim(), None),
     };
-    let (path, wanted) = (path.trim(), wanted.trim());
-    if path.is_empty() {
-        return false;
-    }
     let Some(json) = message
         .payload()
         .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
     else {
         return false;
     };
-    let found = path.split('.').try_fold(&json, |node, step| match node {
-        serde_json::Value::Array(items) => items.get(step.parse::<usize>().ok()?),
-        _ => node.get(step),
-    });
-    match found {
-        Some(serde_json::Value::String(text)) => text == wanted,
-        Some(other) => {
+    let found = if path.is_empty() {
+        Some(&json)
+    } else {
+        path.split('.').try_fold(&json, |node, step| match node {
+            serde_json::Value::Array(items) => items.get(step.parse::<usize>().ok()?),
+            _ => node.get(step),
+        })
+    };
+    match (found, wanted) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(serde_json::Value::String(text)), Some(wanted)) => text == wanted,
+        (Some(other), Some(wanted)) => {
             serde_json::from_str::<serde_json::Value>(wanted).is_ok_and(|wanted| &wanted == other)
         }
-        None => false,
     }
 }
 
@@ -204,7 +185,6 @@ mod tests {
                     _ => filter.json = value,
                 }
             }
-            filter.check().unwrap();
             filter.keeps(&m)
         };
         assert!(keeps(&[]) && keeps(&[("key", "  ")]));
@@ -220,20 +200,27 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_condition_is_refused_by_name_and_keeps_nothing() {
-        let json = RecordFilter {
-            json: Some("no-equals".into()),
+    fn every_condition_has_a_meaning() {
+        let m = message(b"k", &[("tenant", b"acme")], br#"{"a":{"b":null},"n":5}"#);
+        let keeps = |filter: RecordFilter| filter.keeps(&m);
+        let json = |text: &str| RecordFilter {
+            json: Some(text.into()),
             ..RecordFilter::default()
         };
-        let error = json.check().unwrap_err();
-        assert!(error.to_string().starts_with("filter.json:"), "{error}");
-        assert!(!json.keeps(&message(b"k", &[], b"{}")));
-        let header = RecordFilter {
-            header: Some("=x".into()),
+        let header = |text: &str| RecordFilter {
+            header: Some(text.into()),
             ..RecordFilter::default()
         };
-        assert!(header.check().unwrap_err().to_string().contains("header"));
-        assert!(RecordFilter::default().is_empty());
-        assert!(!json.is_empty());
+        // A path without `=`: the field exists (a null field too); an empty path: the value.
+        assert!(keeps(json("a.b")) && keeps(json("n")) && !keeps(json("a.c")));
+        assert!(keeps(json(r#" = {"n":5,"a":{"b":null}}"#)) && !keeps(json("=5")));
+        assert!(!keeps(json("=")));
+        // `=value`: a header of any name holding it.
+        assert!(keeps(header("=ac")) && !keeps(header("=zz")));
+        // Blank sets no condition; anything else does.
+        assert!(json("  ").is_empty() && !json("no-equals").is_empty());
+        // A value that is not JSON meets no JSON condition.
+        let text = message(b"k", &[], b"plain");
+        assert!(!json("a").keeps(&text) && !json(" =plain").keeps(&text));
     }
 }

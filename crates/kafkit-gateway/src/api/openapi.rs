@@ -68,6 +68,7 @@ impl Document {
         let mut document = serde_json::to_value(openapi).expect("the OpenAPI document serializes");
         with_message_rules(&mut document["components"]["schemas"]);
         with_camel_case_links(&mut document["paths"]);
+        with_auth_throttle(&mut document["paths"]);
         if !keyed {
             for operation in operations(&mut document["paths"]) {
                 operation.remove("security");
@@ -85,6 +86,35 @@ fn operations(paths: &mut Value) -> impl Iterator<Item = &mut Map<String, Value>
             .filter_map(Value::as_object_mut)
             .flat_map(|item| item.values_mut().filter_map(Value::as_object_mut))
     })
+}
+
+/// Every operation that checks an API key (it documents 401) may also answer 429
+/// `too_many_failures`: failed authentications are throttled per client network on every
+/// route ([`crate::http::auth`]), the right key included. Operations that document a 429 of
+/// their own (a full producer queue) keep it: its body is an `ErrorBody` too.
+fn with_auth_throttle(paths: &mut Value) {
+    for operation in operations(paths) {
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        if !responses.contains_key("401") || responses.contains_key("429") {
+            continue;
+        }
+        responses.insert(
+            "429".to_owned(),
+            json!({
+                "description": "Too many failed authentications from this client's network: \
+                    refused, the right key included, until `Retry-After` seconds have passed",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                }},
+            }),
+        );
+    }
 }
 
 /// utoipa 5.5 writes a response link's fields in snake case (`operation_id`), which no tool
@@ -186,23 +216,29 @@ mod tests {
                 200, 207, 400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503,
             ],
         ),
-        ("GET /topics", &[200, 401, 403, 502, 503]),
-        ("GET /topics/{topic}", &[200, 400, 401, 403, 404, 502, 503]),
+        ("GET /topics", &[200, 401, 403, 429, 502, 503]),
+        (
+            "GET /topics/{topic}",
+            &[200, 400, 401, 403, 404, 429, 502, 503],
+        ),
         (
             "GET /topics/{topic}/messages",
-            &[200, 400, 401, 403, 404, 502, 503],
+            &[200, 400, 401, 403, 404, 429, 502, 503],
         ),
-        ("GET /groups", &[200, 401, 403, 501, 502, 503]),
+        ("GET /groups", &[200, 401, 403, 429, 501, 502, 503]),
         (
             "GET /groups/{group}",
-            &[200, 400, 401, 403, 404, 501, 502, 503],
+            &[200, 400, 401, 403, 404, 429, 501, 502, 503],
         ),
-        ("GET /dlt/{topic}", &[200, 400, 401, 403, 404, 502, 503]),
+        (
+            "GET /dlt/{topic}",
+            &[200, 400, 401, 403, 404, 429, 502, 503],
+        ),
         (
             "POST /dlt/{topic}/replay",
-            &[200, 400, 401, 403, 404, 409, 415, 422, 502, 503],
+            &[200, 400, 401, 403, 404, 409, 415, 422, 429, 502, 503],
         ),
-        ("GET /subscriptions", &[200, 401]),
+        ("GET /subscriptions", &[200, 401, 429]),
         ("GET /health/live", &[200]),
         ("GET /health/ready", &[200, 503]),
         ("GET /metrics", &[200]),

@@ -101,7 +101,6 @@ impl FilterQuery {
             error_kind: self.error_kind.clone(),
             original_topic: self.original_topic.clone(),
         };
-        filter.check()?;
         Ok(filter)
     }
 

@@ -246,7 +246,6 @@ impl Redrive {
         limit: usize,
         allowed: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<ReplayReport> {
-        filter.check()?;
         let choice = Choice::Matching {
             filter: filter.clone(),
             limit,
