@@ -209,7 +209,7 @@ async fn sigterm_closes_a_connection_that_sent_one_byte_at_once() {
     partial.write_all(b"G").await.unwrap();
     // And a client between requests on a kept-alive connection.
     let mut kept = TcpStream::connect(&gateway.address).await.unwrap();
-    kept.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept.write_all(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut answer = [0u8; 12];
