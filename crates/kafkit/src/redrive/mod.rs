@@ -206,11 +206,8 @@ impl Redrive {
         offsets: &[(i32, i64)],
         allowed: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<ReplayReport> {
-        let choice = Choice::Offsets {
-            chosen: chosen_offsets(offsets)?,
-            again: false,
-        };
-        self.replay_chosen(dead_letter_topic, choice, allowed).await
+        self.replay_at(dead_letter_topic, offsets, false, allowed)
+            .await
     }
 
     /// Re-publishes the records at `offsets` of `dead_letter_topic` like
@@ -228,9 +225,21 @@ impl Redrive {
         offsets: &[(i32, i64)],
         allowed: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<ReplayReport> {
+        self.replay_at(dead_letter_topic, offsets, true, allowed)
+            .await
+    }
+
+    /// The records at `offsets`, those replayed before included when `again`.
+    async fn replay_at(
+        &self,
+        dead_letter_topic: &str,
+        offsets: &[(i32, i64)],
+        again: bool,
+        allowed: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<ReplayReport> {
         let choice = Choice::Offsets {
             chosen: chosen_offsets(offsets)?,
-            again: true,
+            again,
         };
         self.replay_chosen(dead_letter_topic, choice, allowed).await
     }
