@@ -1180,3 +1180,99 @@ async fn a_header_key_that_is_not_utf8_dead_letters_its_record_and_the_partition
         assert_eq!(committed, Some(high), "partition {partition}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_worker_never_lifts_its_successors_back_pressure() {
+    // Given a member with a queue bound of 2 records whose handler blocks inside record 0 the
+    // first time it gets it: that worker holds one queued record.
+    let topic = testkit::topic("retired-lift", 1).await;
+    let other = testkit::topic("retired-lift-other", 1).await;
+    testkit::populate(&topic, 1, 1).await;
+    let group = testkit::unique("retired-lift");
+    let handled = Arc::new(Mutex::new(BTreeSet::<u64>::new()));
+    let (entered, release) = (CancellationToken::new(), CancellationToken::new());
+    let mut router = Router::new();
+    let (seen, inside, unblock) = (handled.clone(), entered.clone(), release.clone());
+    let blocked_once = Arc::new(AtomicUsize::new(0));
+    router.register(&topic, move |m: Message<Item>| {
+        let (seen, inside, unblock, blocked_once) = (
+            seen.clone(),
+            inside.clone(),
+            unblock.clone(),
+            blocked_once.clone(),
+        );
+        async move {
+            if m.value.id == 0 && blocked_once.fetch_add(1, Ordering::SeqCst) == 0 {
+                inside.cancel();
+                unblock.cancelled().await;
+            }
+            seen.lock().unwrap().insert(m.value.id);
+            Ok(())
+        }
+    });
+    let options = ConsumerOptions {
+        max_queued_per_partition: 2,
+        drain_timeout: Duration::from_secs(2),
+        ..ConsumerOptions::default()
+    };
+    let member =
+        start(Consumer::with_options(&fast_group_config(), &group, router, options).unwrap());
+    tokio::time::timeout(WAIT, entered.cancelled())
+        .await
+        .expect("record 0 never reached its handler");
+
+    // When a second member joins the group (on another topic, so the first gets its partition
+    // back): the eager rebalance revokes and re-assigns it while the old worker is inside the
+    // handler. Record 0 is fetched again for the new worker, which waits for the old one: with
+    // the old worker's record still counted, the partition is at its bound.
+    let mut router = Router::new();
+    router.register(&other, |_: Message<Item>| async { Ok(()) });
+    let joiner = start(Consumer::new(&fast_group_config(), &group, router).unwrap());
+    let partition = || {
+        member
+            .0
+            .health()
+            .partitions
+            .into_iter()
+            .find(|p| p.partition == 0)
+    };
+    assert!(
+        testkit::eventually(WAIT, || partition().is_some_and(|p| p
+            .paused
+            .contains(&kafkit::consumer::PauseReason::Backpressure)))
+        .await,
+        "the re-assigned partition never reached its bound: {:?}",
+        member.0.health()
+    );
+
+    // And then the old worker's handler returns, and more records arrive.
+    release.cancel();
+    testkit::send(
+        (1..=20u64)
+            .map(|id| {
+                kafkit::Record::to(&topic)
+                    .json(&serde_json::json!({ "id": id }))
+                    .unwrap()
+            })
+            .collect(),
+    )
+    .await;
+
+    // Then every record is handled, and the partition is left neither paused nor queued.
+    let all: BTreeSet<u64> = (0..=20).collect();
+    assert!(
+        testkit::eventually(WAIT, || *handled.lock().unwrap() == all).await,
+        "handled {:?}; health: {:?}",
+        handled.lock().unwrap(),
+        member.0.health()
+    );
+    assert!(
+        testkit::eventually(Duration::from_secs(10), || partition()
+            .is_some_and(|p| p.paused.is_empty() && p.queued == 0))
+        .await,
+        "{:?}",
+        member.0.health()
+    );
+    stop(joiner).await;
+    stop(member).await;
+}
