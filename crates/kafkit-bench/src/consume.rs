@@ -11,7 +11,7 @@ use kafkit::rdkafka::Message as _;
 use kafkit::rdkafka::config::FromClientConfig;
 use kafkit::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as RdConsumer, StreamConsumer};
 use kafkit::rdkafka::message::Headers as _;
-use kafkit::{Kafka, KafkaConfig, Message, Producer, Record, Router};
+use kafkit::{Kafka, Message, Record, Router};
 
 use crate::BenchArgs;
 use crate::outcome::{Outcome, ROUNDS, median};
@@ -26,9 +26,9 @@ struct Event {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (kafka, config, admin) = args.connect()?;
+    let (kafka, admin) = args.connect()?;
     let topic = args.fresh_topic(&admin, "bench-consume").await?;
-    populate(&config, &topic, args.records, args.size).await?;
+    populate(&kafka, &topic, args.records, args.size).await?;
     println!(
         "# consume {} JSON records of ~{} bytes, topic {topic} ({} partitions), broker {}",
         args.records,
@@ -48,7 +48,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut lib = Vec::new();
     for number in 0..ROUNDS {
         let round = Round {
-            config: &config,
             kafka: &kafka,
             topic: &topic,
             records: args.records,
@@ -97,12 +96,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Writes `records` JSON records of about `size` bytes to `topic`.
 pub async fn populate(
-    config: &KafkaConfig,
+    kafka: &Kafka,
     topic: &str,
     records: usize,
     size: usize,
 ) -> anyhow::Result<()> {
-    let producer = Producer::builder(config).standard_headers(false).build()?;
+    let producer = kafka.producer_builder().standard_headers(false).build()?;
     let body = "x".repeat(size.saturating_sub(30));
     let failed = send_batches(&producer, records, |id| {
         Record::to(topic)
@@ -117,7 +116,6 @@ pub async fn populate(
 /// One round of one client: read `records` records of `topic` from the beginning, in a group
 /// of its own.
 struct Round<'a> {
-    config: &'a KafkaConfig,
     kafka: &'a Kafka,
     topic: &'a str,
     records: usize,
@@ -133,7 +131,8 @@ impl Round<'_> {
     /// An rdkafka consumer in `client`'s group, subscribed to the topic.
     fn subscribed<C: FromClientConfig + RdConsumer>(&self, client: &str) -> anyhow::Result<C> {
         let consumer: C = self
-            .config
+            .kafka
+            .config()
             .to_consumer_config(&self.group(client))
             .create()?;
         consumer.subscribe(&[self.topic])?;

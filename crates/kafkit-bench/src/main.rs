@@ -80,16 +80,16 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    /// The cluster to measure on (the embedded broker when no brokers are given), the client
-    /// configuration that reaches it (`KAFKA_*` with `--brokers` applied), and an admin client.
-    pub fn connect(&self) -> anyhow::Result<(Kafka, KafkaConfig, Admin)> {
+    /// The cluster to measure on (the embedded broker when no brokers are given; its
+    /// configuration is `KAFKA_*` with `--brokers` applied), and an admin client.
+    pub fn connect(&self) -> anyhow::Result<(Kafka, Admin)> {
         let mut config = KafkaConfig::from_env()?;
         if let Some(brokers) = &self.brokers {
             config.brokers = KafkaConfig::from_vars([("KAFKA_BROKERS", brokers)])?.brokers;
         }
         let kafka = Kafka::connect(&config)?;
         let admin = kafka.admin()?;
-        Ok((kafka.clone(), kafka.config().clone(), admin))
+        Ok((kafka, admin))
     }
 
     /// A topic of `--partitions` partitions named after `prefix` and this process, created

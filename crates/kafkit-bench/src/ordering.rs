@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafkit::consumer::ProcessingOrder;
-use kafkit::{Kafka, Message, Producer, Record, Router};
+use kafkit::{Kafka, Message, Record, Router};
 
 use crate::BenchArgs;
 use crate::outcome::ROUNDS;
@@ -24,7 +24,7 @@ const PUBLISHED: [(&str, f64); 5] = [
 ];
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (kafka, config, admin) = args.connect()?;
+    let (kafka, admin) = args.connect()?;
     let records = args.records;
     let in_flight = args.batch;
     println!(
@@ -48,7 +48,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .await?;
         // A producer per case: one that cached the cluster's metadata before the topic existed
         // failed every record of it.
-        let producer = Producer::new(&config)?;
+        let producer = kafka.producer()?;
         let failed = send_batches(&producer, records, |id| {
             Record::to(&topic)
                 .key(format!("key-{}", id % keys))

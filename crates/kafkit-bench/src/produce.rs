@@ -22,7 +22,7 @@ const BATCH: usize = 10_000;
 const BATCHES_IN_FLIGHT: usize = 8;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (kafka, config, admin) = args.connect()?;
+    let (kafka, admin) = args.connect()?;
     let broker_kind = if kafka.cluster().embedded().is_some() {
         "embedded"
     } else {
@@ -47,20 +47,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let topic = args
             .fresh_topic(&admin, &format!("bench-raw-{round}"))
             .await?;
-        raw.push(raw_rdkafka(&config, &topic, &payload, args.records, false).await?);
+        raw.push(raw_rdkafka(kafka.config(), &topic, &payload, args.records, false).await?);
         let topic = args
             .fresh_topic(&admin, &format!("bench-rawhdr-{round}"))
             .await?;
-        raw_headers.push(raw_rdkafka(&config, &topic, &payload, args.records, true).await?);
+        raw_headers.push(raw_rdkafka(kafka.config(), &topic, &payload, args.records, true).await?);
         let topic = args
             .fresh_topic(&admin, &format!("bench-lib-{round}"))
             .await?;
-        let producer = Producer::builder(&config).standard_headers(false).build()?;
+        let producer = kafka.producer_builder().standard_headers(false).build()?;
         lib.push(library(&producer, &topic, &payload, args.records).await?);
         let topic = args
             .fresh_topic(&admin, &format!("bench-hdr-{round}"))
             .await?;
-        let producer = Producer::new(&config)?;
+        let producer = kafka.producer()?;
         lib_headers.push(library(&producer, &topic, &payload, args.records).await?);
     }
     let [raw, raw_headers, lib, lib_headers] =

@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use clap::Args;
-use kafkit::{Producer, Record, TopicSpec};
+use kafkit::{Record, TopicSpec};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -101,7 +101,7 @@ struct Measured {
 }
 
 pub async fn run(args: PushArgs) -> anyhow::Result<()> {
-    let (kafka, config, admin) = args.common.connect()?;
+    let (kafka, admin) = args.common.connect()?;
     let brokers = kafka.cluster().bootstrap_servers().to_string();
     let kafkit = match &args.kafkit {
         Some(path) => path.clone(),
@@ -147,7 +147,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
             .await?;
         // A producer created after the topic: one that cached the metadata before it failed
         // every record (see `ordering`).
-        let producer = Producer::builder(&config).standard_headers(false).build()?;
+        let producer = kafka.producer_builder().standard_headers(false).build()?;
         let body = "x".repeat(args.common.size.saturating_sub(30));
         let keys = args.keys;
         let failed = send_batches(&producer, records, |id| {

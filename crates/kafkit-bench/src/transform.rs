@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use kafkit::consumer::exactly_once::ExactlyOnceOptions;
 use kafkit::{
-    Admin, Kafka, KafkaConfig, Message, Producer, Record, Router, TopicSpec, batch::BatchError,
-    batch::BatchOptions,
+    Admin, Kafka, Message, Record, Router, TopicSpec, batch::BatchError, batch::BatchOptions,
 };
 
 use crate::BenchArgs;
@@ -23,9 +22,9 @@ struct Event {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (kafka, config, admin) = args.connect()?;
+    let (kafka, admin) = args.connect()?;
     let topic = args.fresh_topic(&admin, "bench-transform").await?;
-    populate(&config, &topic, args.records, args.size).await?;
+    populate(&kafka, &topic, args.records, args.size).await?;
     println!(
         "# transform {} JSON records of ~{} bytes into one output record each, topic {topic} ({} partitions), broker {}",
         args.records,
@@ -43,7 +42,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut exactly_once = Vec::new();
     for number in 0..ROUNDS {
         let round = Round {
-            config: &config,
             kafka: &kafka,
             admin: &admin,
             topic: &topic,
@@ -79,7 +77,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// One round of one pipeline: transform every record of `topic` into a fresh output topic.
 struct Round<'a> {
-    config: &'a KafkaConfig,
     kafka: &'a Kafka,
     admin: &'a Admin,
     topic: &'a str,
@@ -105,7 +102,9 @@ impl Round<'_> {
 
     async fn at_least_once(&self) -> anyhow::Result<Outcome> {
         let output = self.output("alo").await?;
-        let producer = Producer::builder(self.config)
+        let producer = self
+            .kafka
+            .producer_builder()
             .standard_headers(false)
             .build()?;
         let (done, finished) = (
@@ -161,7 +160,7 @@ impl Round<'_> {
 
     async fn exactly_once(&self) -> anyhow::Result<Outcome> {
         let output = self.output("eos").await?;
-        let producer = Producer::transactional(self.config, self.name("eos")).await?;
+        let producer = self.kafka.transactional_producer(self.name("eos")).await?;
         let options = ExactlyOnceOptions {
             max_records: self.batch,
             ..ExactlyOnceOptions::default()

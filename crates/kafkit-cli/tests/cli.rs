@@ -297,10 +297,10 @@ async fn consume_isolation_chooses_whether_aborted_transactions_are_printed() {
     let brokers = testkit::brokers();
     let topic = testkit::topic("cli-isolation", 1).await;
     // One aborted transaction, then one committed.
-    let producer =
-        kafkit::Producer::transactional(&testkit::config(), testkit::unique("cli-isolation"))
-            .await
-            .unwrap();
+    let producer = testkit::kafka()
+        .transactional_producer(testkit::unique("cli-isolation"))
+        .await
+        .unwrap();
     let tx = producer.begin().await.unwrap();
     tx.send(kafkit::Record::to(&topic).text("aborted"))
         .await

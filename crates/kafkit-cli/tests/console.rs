@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::endpoint::Endpoint;
 use common::kafkit;
 use fantoccini::{Client, ClientBuilder, Locator};
-use kafkit::{Consumer, Message, Record, Router};
+use kafkit::{Kafka, Message, Record, Router};
 use serde_json::{Value, json};
 
 /// Keys of the gateway under test: one that may do everything, one that may only read.
@@ -303,7 +303,10 @@ fn consume(topic: &str, group: &str, pause: Duration) -> Running {
     // A new group starts at the oldest record, as a service's first deployment would.
     let mut config = testkit::config();
     config.auto_offset_reset = kafkit::config::OffsetReset::Earliest;
-    let consumer = Consumer::new(&config, group, router).unwrap();
+    let consumer = Kafka::connect(&config)
+        .unwrap()
+        .consumer(group, router)
+        .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         consumer
@@ -417,7 +420,7 @@ async fn a_group_lag_falls_as_its_consumer_runs_then_its_offsets_are_reset() {
     testkit::populate(&topic, 30, 3).await;
     // The group starts at offset 0: 30 records behind.
     let group = testkit::unique("ui-group");
-    let admin = kafkit::Admin::new(&testkit::config()).unwrap();
+    let admin = testkit::kafka().admin().unwrap();
     admin
         .commit_offsets(&group, &topic, &[(0, 0)])
         .await
@@ -505,7 +508,8 @@ async fn a_dead_lettered_record_is_replayed_and_its_consumer_handles_it() {
     let _one = ONE_AT_A_TIME.lock().await;
     let source = testkit::topic("ui-dlt", 1).await;
     let dlt = format!("{source}.dlq");
-    kafkit::Admin::new(&testkit::config())
+    testkit::kafka()
+        .admin()
         .unwrap()
         .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1)])
         .await
@@ -688,7 +692,8 @@ async fn a_read_only_key_sees_no_write_control_and_a_forged_post_is_refused() {
     let _one = ONE_AT_A_TIME.lock().await;
     let topic = testkit::topic("ui-readonly", 1).await;
     let group = testkit::unique("ui-readonly-group");
-    kafkit::Admin::new(&testkit::config())
+    testkit::kafka()
+        .admin()
         .unwrap()
         .commit_offsets(&group, &topic, &[(0, 0)])
         .await

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{json_lines, kafkit, run};
-use kafkit::{Consumer, HandlerError, Message, Record, RetryPolicy, Router};
+use kafkit::{HandlerError, Message, Record, RetryPolicy, Router};
 use serde_json::Value;
 
 fn kafkit_lines(args: &[&str]) -> Vec<Value> {
@@ -53,8 +53,11 @@ async fn replay_republishes_to_the_original_topic_and_the_consumer_handles_it() 
             }
         })
         .retry(RetryPolicy::none());
-    let consumer =
-        Arc::new(Consumer::new(&testkit::config(), &testkit::unique("redrive"), router).unwrap());
+    let consumer = Arc::new(
+        testkit::kafka()
+            .consumer(&testkit::unique("redrive"), router)
+            .unwrap(),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = consumer.clone();
     let task = tokio::spawn(async move {
@@ -108,7 +111,8 @@ async fn replay_republishes_to_the_original_topic_and_the_consumer_handles_it() 
     let target = testkit::topic("spring-target", 1).await;
     // Spring's default dead-letter name: the replay goes back only to the topic it serves.
     let spring_dlt = format!("{target}-dlt");
-    kafkit::Admin::new(&testkit::config())
+    testkit::kafka()
+        .admin()
         .unwrap()
         .ensure_topics(&[kafkit::TopicSpec::new(&spring_dlt, 1)])
         .await

@@ -106,7 +106,8 @@ async fn a_retry_on_the_other_replica_replays_the_first_answer_and_writes_nothin
     assert_eq!(reused.status(), 422);
 
     // And the record is in Kafka once.
-    let stored = kafkit::Admin::new(&testkit::config())
+    let stored = testkit::kafka()
+        .admin()
         .unwrap()
         .describe_topic(&topic)
         .await
@@ -121,7 +122,8 @@ async fn a_retry_on_the_other_replica_replays_the_first_answer_and_writes_nothin
     let late = send(&third.base, &body).await.unwrap();
     assert_eq!(late.status(), 200);
     assert_eq!(late.headers()["idempotent-replayed"], "true");
-    let stored = kafkit::Admin::new(&testkit::config())
+    let stored = testkit::kafka()
+        .admin()
         .unwrap()
         .describe_topic(&topic)
         .await

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{json_lines, kafkit, run};
-use kafkit::{Admin, KafkaConfig, Producer, Record, TopicSpec};
+use kafkit::{Kafka, KafkaConfig, Record, TopicSpec};
 use testkit::{SaslUser, SecureListener};
 
 fn secure_config(address: &str, ca: &Path, (mechanism, user, password): &SaslUser) -> KafkaConfig {
@@ -26,7 +26,10 @@ fn secure_config(address: &str, ca: &Path, (mechanism, user, password): &SaslUse
 
 /// Produces `count` records as `user` and asserts every one was acknowledged.
 async fn produce_as(listener: &SecureListener, user: &SaslUser, topic: &str, count: usize) {
-    let producer = Producer::new(&secure_config(&listener.address, &listener.ca, user)).unwrap();
+    let producer = Kafka::connect(&secure_config(&listener.address, &listener.ca, user))
+        .unwrap()
+        .producer()
+        .unwrap();
     let results = producer
         .send_batch(
             (0..count).map(|i| Record::to(topic).key(format!("k{i}")).text(format!("v{i}"))),
@@ -76,10 +79,16 @@ async fn wrong_password_is_refused(
     expected: i64,
 ) {
     let wrong: SaslUser = (user.0, user.1.clone(), format!("{}-wrong", user.2));
-    let producer = Producer::new(&secure_config(&listener.address, &listener.ca, &wrong)).unwrap();
+    let producer = Kafka::connect(&secure_config(&listener.address, &listener.ca, &wrong))
+        .unwrap()
+        .producer()
+        .unwrap();
     let refused = producer.send(Record::to(topic).text("intruder")).await;
     assert!(refused.is_err(), "a wrong {} password was accepted", user.0);
-    let admin = Admin::new(&secure_config(&listener.address, &listener.ca, user)).unwrap();
+    let admin = Kafka::connect(&secure_config(&listener.address, &listener.ca, user))
+        .unwrap()
+        .admin()
+        .unwrap();
     assert_eq!(
         admin.describe_topic(topic).await.unwrap().record_count(),
         expected
@@ -96,7 +105,9 @@ async fn tls_with_scram_sha_512_and_256_produces_and_consumes() {
 
     // When alice (SCRAM-SHA-512 over TLS) creates a topic and produces to it.
     let topic = testkit::unique("secure-scram");
-    Admin::new(&alice_config)
+    Kafka::connect(&alice_config)
+        .unwrap()
+        .admin()
         .unwrap()
         .ensure_topics(&[TopicSpec::new(&topic, 2)])
         .await
@@ -119,7 +130,9 @@ async fn tls_with_sasl_plain_produces_and_consumes() {
 
     // When carol creates a topic and produces to it over SASL PLAIN.
     let topic = testkit::unique("secure-plain");
-    Admin::new(&secure_config(&listener.address, &listener.ca, &carol))
+    Kafka::connect(&secure_config(&listener.address, &listener.ca, &carol))
+        .unwrap()
+        .admin()
         .unwrap()
         .ensure_topics(&[TopicSpec::new(&topic, 3)])
         .await

@@ -600,7 +600,8 @@ async fn sigterm_under_load_loses_no_acknowledged_record() {
     assert!(!acknowledged.is_empty());
     // Every acknowledged record is in Kafka at the partition and offset it was answered with,
     // and nothing else is: the topic holds exactly as many records as were acknowledged.
-    let stored = kafkit::Admin::new(&testkit::config())
+    let stored = testkit::kafka()
+        .admin()
         .unwrap()
         .describe_topic(&topic)
         .await

@@ -37,7 +37,8 @@ fn keyed_fixture() -> &'static (tokio::runtime::Runtime, Router, String) {
         let topic = runtime.block_on(async {
             let topic = testkit::topic("fuzz-keyed", 2).await;
             let dlt = format!("{topic}.dlq");
-            kafkit::Admin::new(&config())
+            testkit::kafka()
+                .admin()
                 .expect("admin")
                 .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1)])
                 .await

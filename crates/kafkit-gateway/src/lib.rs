@@ -119,8 +119,8 @@ struct Shared {
     transactions: Transactions,
     /// Admin client, for readiness and read endpoints.
     admin: Arc<Admin>,
-    /// Client configuration, for the readers of the browse endpoint.
-    config: Arc<KafkaConfig>,
+    /// The cluster, for the readers of the browse and dead-letter endpoints.
+    kafka: Kafka,
     /// The process's metrics registry.
     metrics: Metrics,
     /// HTTP request metrics, registered in `metrics`.
@@ -157,21 +157,22 @@ impl AppState {
     pub fn new(kafka: &Kafka) -> kafkit::Result<Self> {
         let config = kafka.config();
         let metrics = Metrics::default();
-        let producer = Producer::builder(config)
+        let producer = kafka
+            .producer_builder()
             .enqueue_timeout(ENQUEUE_TIMEOUT)
             .metrics(metrics.clone())
             .build()?;
-        let mut unlingering = KafkaConfig {
-            linger: Duration::ZERO,
-            ..config.clone()
-        };
-        // A lone produce request goes out at once rather than waiting on Nagle's algorithm
-        // for the broker's acknowledgement of the previous one (unless set otherwise).
-        unlingering
-            .librdkafka
-            .entry("socket.nagle.disable".to_owned())
-            .or_insert_with(|| "true".to_owned());
-        let single_producer = Producer::builder(&unlingering)
+        let unlingering = kafka.reconfigured(|config| {
+            config.linger = Duration::ZERO;
+            // A lone produce request goes out at once rather than waiting on Nagle's algorithm
+            // for the broker's acknowledgement of the previous one (unless set otherwise).
+            config
+                .librdkafka
+                .entry("socket.nagle.disable".to_owned())
+                .or_insert_with(|| "true".to_owned());
+        });
+        let single_producer = unlingering
+            .producer_builder()
             .enqueue_timeout(ENQUEUE_TIMEOUT)
             .metrics(metrics.clone())
             .build()?;
@@ -182,9 +183,9 @@ impl AppState {
         Ok(AppState(Arc::new(Shared {
             producer,
             single_producer,
-            transactions: Transactions::new(config, metrics.clone())?,
+            transactions: Transactions::new(kafka, metrics.clone())?,
             admin: Arc::new(admin),
-            config: Arc::new(config.clone()),
+            kafka: kafka.clone(),
             metrics,
             http_metrics: http,
             api_keys: None,
@@ -319,9 +320,14 @@ impl AppState {
         &self.0.admin
     }
 
+    /// The cluster the gateway works on, to build more clients.
+    pub fn kafka(&self) -> &Kafka {
+        &self.0.kafka
+    }
+
     /// The client configuration.
     pub fn config(&self) -> &KafkaConfig {
-        &self.0.config
+        self.0.kafka.config()
     }
 
     /// The process's metrics registry.

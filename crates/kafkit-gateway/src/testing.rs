@@ -83,7 +83,8 @@ pub fn bearer(mut request: Request<Body>, key: &str) -> Request<Body> {
 
 /// Records currently kept in `topic` (high minus low watermarks over its partitions).
 pub async fn records_in(topic: &str) -> i64 {
-    kafkit::Admin::new(&config())
+    testkit::kafka()
+        .admin()
         .expect("admin")
         .describe_topic(topic)
         .await

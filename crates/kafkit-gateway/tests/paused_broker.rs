@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kafkit::{Admin, Kafka, KafkaConfig, TopicSpec};
+use kafkit::{Kafka, KafkaConfig, TopicSpec};
 use kafkit_gateway::{AppState, Timeouts, router};
 use serde_json::{Value, json};
 
@@ -15,7 +15,9 @@ async fn a_timed_out_send_keeps_its_idempotency_key_until_the_broker_answers() {
     // Given a gateway on a broker of its own, a 1 s broker timeout, and a 3 s request limit.
     let broker = testkit::OwnBroker::start();
     let topic = testkit::unique("paused");
-    Admin::new(&broker.config())
+    broker
+        .kafka()
+        .admin()
         .unwrap()
         .ensure_topics(&[TopicSpec::new(&topic, 1)])
         .await
@@ -67,7 +69,9 @@ async fn a_timed_out_send_keeps_its_idempotency_key_until_the_broker_answers() {
     // answer, and the record is in the topic once (plus the warm-up).
     broker.resume();
     let count = || async {
-        Admin::new(&broker.config())
+        broker
+            .kafka()
+            .admin()
             .unwrap()
             .describe_topic(&topic)
             .await
@@ -102,7 +106,9 @@ async fn a_request_timeout_shorter_than_the_broker_timeout_never_duplicates_a_ke
     // timeout (4 s): the outer timeout drops the handler while the send runs on.
     let broker = testkit::OwnBroker::start();
     let topic = testkit::unique("paused-retry");
-    Admin::new(&broker.config())
+    broker
+        .kafka()
+        .admin()
         .unwrap()
         .ensure_topics(&[TopicSpec::new(&topic, 1)])
         .await
@@ -169,7 +175,9 @@ async fn a_request_timeout_shorter_than_the_broker_timeout_never_duplicates_a_ke
 
     // Then every record is in Kafka exactly once.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let stored = Admin::new(&broker.config())
+    let stored = broker
+        .kafka()
+        .admin()
         .unwrap()
         .describe_topic(&topic)
         .await

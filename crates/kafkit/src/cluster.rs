@@ -30,7 +30,7 @@ pub enum Cluster {
 
 impl Cluster {
     /// The cluster `config` names; starts the embedded broker when `config.brokers` is empty.
-    pub fn from_config(config: &KafkaConfig) -> Result<Self> {
+    pub(crate) fn from_config(config: &KafkaConfig) -> Result<Self> {
         config.ensure_enabled()?;
         if config.brokers.is_empty() {
             Ok(Cluster::Embedded(Arc::new(EmbeddedBroker::start(1)?)))
@@ -48,7 +48,7 @@ impl Cluster {
     }
 
     /// `config` pointed at this cluster.
-    pub fn configure(&self, config: &KafkaConfig) -> KafkaConfig {
+    pub(crate) fn configure(&self, config: &KafkaConfig) -> KafkaConfig {
         KafkaConfig {
             brokers: self
                 .bootstrap_servers()

@@ -55,6 +55,19 @@ impl Kafka {
         &self.config
     }
 
+    /// The same cluster with `change` applied to the configuration, for clients that need
+    /// other settings than the rest (a producer that does not linger, a shorter session
+    /// timeout). The brokers stay this cluster's whatever `change` does to them.
+    #[must_use]
+    pub fn reconfigured(&self, change: impl FnOnce(&mut KafkaConfig)) -> Kafka {
+        let mut config = self.config.clone();
+        change(&mut config);
+        Kafka {
+            config: self.cluster.configure(&config),
+            cluster: Arc::clone(&self.cluster),
+        }
+    }
+
     /// Where the brokers are.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster

@@ -203,8 +203,8 @@ impl ProducerBuilder {
 ///
 /// ```no_run
 /// # async fn demo() -> kafkit::Result<()> {
-/// use kafkit::{KafkaConfig, Producer, Record};
-/// let producer = Producer::new(&KafkaConfig::new(["localhost:9092"]))?;
+/// use kafkit::{Kafka, KafkaConfig, Record};
+/// let producer = Kafka::connect(&KafkaConfig::new(["localhost:9092"]))?.producer()?;
 /// producer.send_json("orders", Some("order-1"), &serde_json::json!({"id": 1})).await?;
 /// let results = producer
 ///     .send_batch((0..1000).map(|i| Record::to("events").key(format!("k{i}")).text("hi")))
@@ -241,12 +241,12 @@ impl std::fmt::Debug for Inner {
 
 impl Producer {
     /// A producer with default behaviour for `config`.
-    pub fn new(config: &KafkaConfig) -> Result<Self> {
+    pub(crate) fn new(config: &KafkaConfig) -> Result<Self> {
         Producer::builder(config).build()
     }
 
     /// A builder to set a partitioner, metrics, or the enqueue timeout.
-    pub fn builder(config: &KafkaConfig) -> ProducerBuilder {
+    pub(crate) fn builder(config: &KafkaConfig) -> ProducerBuilder {
         ProducerBuilder {
             config: config.clone(),
             partitioner: None,

@@ -104,7 +104,7 @@ pub struct Reader {
 impl Reader {
     /// A reader on the cluster of `config`. It carries a group id only because librdkafka wants
     /// one; it never joins that group or commits unless [`Reader::with_group`] says so.
-    pub fn new(config: &KafkaConfig) -> Result<Self> {
+    pub(crate) fn new(config: &KafkaConfig) -> Result<Self> {
         config.ensure_enabled()?;
         Ok(Reader {
             config: config.clone(),

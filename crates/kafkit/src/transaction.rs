@@ -64,8 +64,9 @@ type Client = ThreadedProducer<DeliveryContext>;
 ///
 /// ```no_run
 /// # async fn demo() -> kafkit::Result<()> {
-/// use kafkit::{KafkaConfig, Producer, Record};
-/// let producer = Producer::transactional(&KafkaConfig::new(["localhost:9092"]), "orders-1").await?;
+/// use kafkit::{Kafka, KafkaConfig, Record};
+/// let kafka = Kafka::connect(&KafkaConfig::new(["localhost:9092"]))?;
+/// let producer = kafka.transactional_producer("orders-1").await?;
 /// // Both records, or neither, become visible to read-committed readers.
 /// let order = producer
 ///     .transaction(async |tx| {
@@ -98,7 +99,7 @@ impl Producer {
     /// A transactional producer with default behaviour, registered with the cluster under
     /// `transactional_id` (`init_transactions`). Registering fences any older producer with
     /// the same id and aborts what it left open.
-    pub async fn transactional(
+    pub(crate) async fn transactional(
         config: &KafkaConfig,
         transactional_id: impl Into<String>,
     ) -> Result<TransactionalProducer> {
@@ -145,19 +146,6 @@ impl ProducerBuilder {
 }
 
 impl TransactionalProducer {
-    /// A transactional producer named by `KAFKA_TRANSACTIONAL_ID` and its
-    /// `KAFKA_TRANSACTIONAL_ID_SUFFIX`; an error naming `KAFKA_TRANSACTIONAL_ID` when it is
-    /// unset.
-    pub async fn from_config(config: &KafkaConfig) -> Result<Self> {
-        let id = config.instance_transactional_id()?.ok_or_else(|| {
-            Error::config(
-                "KAFKA_TRANSACTIONAL_ID",
-                "is not set; a transactional producer needs one",
-            )
-        })?;
-        Producer::transactional(config, id).await
-    }
-
     /// The transactional id this producer registered.
     pub fn transactional_id(&self) -> &str {
         &self.shared.id
@@ -571,17 +559,6 @@ mod tests {
     #[tokio::test]
     async fn an_empty_transactional_id_is_refused_before_connecting() {
         let error = Producer::transactional(&KafkaConfig::new(["127.0.0.1:1"]), " ")
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&error, Error::Config { variable, .. } if variable == "KAFKA_TRANSACTIONAL_ID"),
-            "{error:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn from_config_names_the_missing_variable() {
-        let error = TransactionalProducer::from_config(&KafkaConfig::new(["127.0.0.1:1"]))
             .await
             .unwrap_err();
         assert!(

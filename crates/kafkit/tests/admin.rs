@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use kafkit::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use kafkit::rdkafka::{Offset, TopicPartitionList};
-use kafkit::{Admin, TopicSpec};
+use kafkit::{Kafka, TopicSpec};
 
 #[tokio::test]
 async fn ensure_topics_is_idempotent_and_list_shows_watermarks() {
-    let admin = Admin::new(&testkit::config()).unwrap();
+    let admin = testkit::kafka().admin().unwrap();
     let name = testkit::unique("ensure");
     // Creating twice is fine.
     for _ in 0..2 {
@@ -60,7 +60,7 @@ async fn group_lag_is_high_watermark_minus_committed() {
     committer.await.unwrap();
 
     // When the admin client asks for the group's lag.
-    let admin = Admin::new(&config).unwrap();
+    let admin = Kafka::connect(&config).unwrap().admin().unwrap();
     let lags = admin.group_lag(&group, &[&topic]).await.unwrap();
     let topics = admin.describe_topic(&topic).await.unwrap();
 
@@ -91,7 +91,7 @@ async fn listed_watermarks_match_the_per_partition_query_and_offsets_reset_as_pl
     // A topic of three partitions holding 30 records spread by key.
     let topic = testkit::topic("admin-marks", 3).await;
     testkit::populate(&topic, 30, 7).await;
-    let admin = Admin::new(&testkit::config()).unwrap();
+    let admin = testkit::kafka().admin().unwrap();
     // The listing asks all partitions at once; the reader asks them one by one: they agree.
     let wanted = topic.clone();
     let listed = admin
@@ -100,7 +100,8 @@ async fn listed_watermarks_match_the_per_partition_query_and_offsets_reset_as_pl
         .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].record_count(), 30);
-    let reading = kafkit::Reader::new(&testkit::config())
+    let reading = testkit::kafka()
+        .reader()
         .unwrap()
         .open(&topic, None, kafkit::reader::Start::Beginning)
         .await

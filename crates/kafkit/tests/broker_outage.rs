@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kafkit::{Admin, Consumer, Message, Router, TopicSpec, consumer::ConsumerOptions};
+use kafkit::{Message, Router, TopicSpec, consumer::ConsumerOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Threads of this process, from /proc.
@@ -18,7 +18,9 @@ async fn lag_refreshes_do_not_pile_up_while_the_broker_does_not_answer() {
     // second); each refresh waits up to 2 s per partition for a broker that does not answer.
     let broker = testkit::OwnBroker::start();
     let topic = testkit::unique("outage");
-    Admin::new(&broker.config())
+    let kafka = broker.kafka();
+    kafka
+        .admin()
         .unwrap()
         .ensure_topics(&[TopicSpec::new(&topic, 16)])
         .await
@@ -30,13 +32,9 @@ async fn lag_refreshes_do_not_pile_up_while_the_broker_does_not_answer() {
         ..ConsumerOptions::default()
     };
     let consumer = std::sync::Arc::new(
-        Consumer::with_options(
-            &broker.config(),
-            &testkit::unique("outage"),
-            router,
-            options,
-        )
-        .unwrap(),
+        kafka
+            .consumer_with_options(&testkit::unique("outage"), router, options)
+            .unwrap(),
     );
     let token = CancellationToken::new();
     let task = tokio::spawn({

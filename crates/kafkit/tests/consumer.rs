@@ -103,7 +103,7 @@ async fn three_topics_ten_thousand_records_each_handled_exactly_as_sent() {
         });
     }
     let group = testkit::unique("three");
-    let (consumer, token, task) = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let (consumer, token, task) = start(testkit::kafka().consumer(&group, router).unwrap());
     assert!(testkit::eventually(WAIT, || seen.iter().all(|s| s.distinct() == 10_000)).await);
     assert!(consumer.is_running());
     stop(token, task).await;
@@ -144,7 +144,8 @@ async fn transient_failures_are_retried_until_success() {
         .retry(fast_retries(5));
     let group = testkit::unique("retry");
     let metrics = kafkit::metrics::Metrics::default();
-    let consumer = Consumer::new(&testkit::config(), &group, router)
+    let consumer = testkit::kafka()
+        .consumer(&group, router)
         .unwrap()
         .with_metrics(metrics.clone());
     let (consumer, token, task) = start(consumer);
@@ -216,8 +217,7 @@ async fn poison_and_failing_records_are_dead_lettered_and_the_partition_flows_on
         })
         .retry(fast_retries(3));
     let group = testkit::unique("poison");
-    let (_consumer, token, task) =
-        start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let (_consumer, token, task) = start(testkit::kafka().consumer(&group, router).unwrap());
 
     // Then both land in the dead-letter topic with their key, value and headers kept.
     let dead = testkit::read(&format!("{topic}.dlq"), 2, WAIT).await;
@@ -285,8 +285,7 @@ async fn validation_failures_are_never_retried() {
         )
         .retry(fast_retries(5));
     let group = testkit::unique("validate");
-    let (_consumer, token, task) =
-        start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let (_consumer, token, task) = start(testkit::kafka().consumer(&group, router).unwrap());
     let dead = testkit::read(&format!("{topic}.dlq"), 1, WAIT).await;
     assert!(testkit::eventually(WAIT, || seen.distinct() == 4).await);
     stop(token, task).await;
@@ -322,18 +321,19 @@ async fn two_members_split_partitions_and_hand_over_without_loss() {
             }
         });
         // Short heartbeats so the first member learns of the rebalance quickly.
-        let config = kafkit::KafkaConfig {
-            heartbeat_interval: Duration::from_millis(500),
-            session_timeout: Duration::from_secs(15),
-            ..testkit::config()
-        };
+        let kafka = testkit::kafka().reconfigured(|config| {
+            config.heartbeat_interval = Duration::from_millis(500);
+            config.session_timeout = Duration::from_secs(15);
+        });
         // A small queue bound, so partitions are paused for back-pressure when the rebalance
         // happens: the new owner must still get them flowing.
         let options = ConsumerOptions {
             max_queued_per_partition: 50,
             ..ConsumerOptions::default()
         };
-        Consumer::with_options(&config, &group, router, options).unwrap()
+        kafka
+            .consumer_with_options(&group, router, options)
+            .unwrap()
     };
     let per_member = Arc::new(Mutex::new(BTreeMap::new()));
 
@@ -396,7 +396,7 @@ async fn circuit_breaker_opens_pauses_probes_and_closes() {
             success_threshold: 1,
         });
     let group = testkit::unique("breaker");
-    let (consumer, token, task) = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let (consumer, token, task) = start(testkit::kafka().consumer(&group, router).unwrap());
 
     // When it fails three times the circuit opens and the partition is paused.
     assert!(
@@ -463,7 +463,7 @@ async fn batch_sizes(records: usize, max_records: usize, max_wait: Duration) -> 
         }
     });
     let group = testkit::unique("batch");
-    let (_c, token, task) = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let (_c, token, task) = start(testkit::kafka().consumer(&group, router).unwrap());
     let all_in = || sizes.lock().unwrap().iter().sum::<usize>() == records;
     assert!(testkit::eventually(WAIT, all_in).await);
     stop(token, task).await;
@@ -509,7 +509,7 @@ async fn batch_handler_by_size_by_time_and_partial_failure() {
         )
         .retry(fast_retries(3));
     let group = testkit::unique("bf");
-    let (_c, token, task) = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let (_c, token, task) = start(testkit::kafka().consumer(&group, router).unwrap());
     assert!(testkit::eventually(WAIT, || calls.lock().unwrap().len() == 2).await);
     stop(token, task).await;
     let calls = calls.lock().unwrap().clone();
@@ -536,8 +536,11 @@ async fn a_stalled_handler_makes_the_consumer_unhealthy() {
         ..ConsumerOptions::default()
     };
     let group = testkit::unique("stall");
-    let (consumer, token, task) =
-        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+    let (consumer, token, task) = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options)
+            .unwrap(),
+    );
 
     // When records wait behind it, the verdict turns unhealthy and says which partition.
     assert!(testkit::eventually(WAIT, || consumer.health().in_flight > 0).await);
@@ -574,16 +577,17 @@ async fn a_topic_grown_from_three_to_six_partitions_is_consumed_whole() {
             Ok(())
         }
     });
-    let mut config = testkit::config();
-    config
-        .librdkafka
-        .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
+    let kafka = testkit::kafka().reconfigured(|config| {
+        config
+            .librdkafka
+            .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
+    });
     let group = testkit::unique("growing");
-    let (consumer, token, task) = start(Consumer::new(&config, &group, router).unwrap());
+    let (consumer, token, task) = start(kafka.consumer(&group, router).unwrap());
     assert!(testkit::eventually(WAIT, || seen.distinct() == 300).await);
 
     // When the topic grows to 6 partitions and records go to every partition, old and new.
-    let admin = kafkit::Admin::new(&testkit::config()).unwrap();
+    let admin = testkit::kafka().admin().unwrap();
     admin.create_partitions(&topic, 6).await.unwrap();
     assert_eq!(
         admin.describe_topic(&topic).await.unwrap().partitions.len(),
@@ -662,8 +666,7 @@ async fn handlers_get_shared_state_by_state_extractor_or_by_type() {
         },
     );
     let group = testkit::unique("state");
-    let (_consumer, token, task) =
-        start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let (_consumer, token, task) = start(testkit::kafka().consumer(&group, router).unwrap());
 
     // Then both see every record, through the one shared state.
     assert!(testkit::eventually(WAIT, || seen.distinct() == 20).await);

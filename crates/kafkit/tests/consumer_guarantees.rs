@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafkit::{
-    Admin, Consumer, HandlerError, KafkaConfig, Message, RetryPolicy, Router, batch::BatchError,
+    Consumer, HandlerError, Kafka, KafkaConfig, Message, RetryPolicy, Router, batch::BatchError,
     batch::BatchOptions, circuit_breaker::CircuitBreakerConfig, consumer::ConsumerOptions,
     dead_letter,
 };
@@ -141,7 +141,10 @@ async fn rebalance_storm(protocol: &[(&str, &str)]) {
         for (key, value) in protocol {
             config.librdkafka.insert((*key).into(), (*value).into());
         }
-        Consumer::with_options(&config, &group, router, options).unwrap()
+        Kafka::connect(&config)
+            .unwrap()
+            .consumer_with_options(&group, router, options)
+            .unwrap()
     };
     let first = start(member(Duration::from_millis(2)));
     let mut last = BTreeMap::new();
@@ -229,7 +232,7 @@ async fn a_half_open_probe_that_is_skipped_invalid_or_panics_never_sticks_the_ci
             success_threshold: 1,
         });
     let group = testkit::unique("probe");
-    let consumer = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let consumer = start(testkit::kafka().consumer(&group, router).unwrap());
 
     // Then every record is handled once, in order: the circuit closed again each time.
     let all = testkit::eventually(WAIT, || handled.lock().unwrap().len() >= 30).await;
@@ -263,7 +266,8 @@ async fn a_panicking_handler_dead_letters_the_record_and_the_partition_goes_on()
     let metrics = kafkit::metrics::Metrics::default();
     let group = testkit::unique("panics");
     let consumer = start(
-        Consumer::new(&testkit::config(), &group, router)
+        testkit::kafka()
+            .consumer(&group, router)
             .unwrap()
             .with_metrics(metrics.clone()),
     );
@@ -311,7 +315,7 @@ async fn a_handler_that_panics_before_its_future_exists_fails_only_its_record() 
         }
     });
     let group = testkit::unique("sync-panic");
-    let consumer = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let consumer = start(testkit::kafka().consumer(&group, router).unwrap());
 
     // Then record 5 is dead-lettered as a panic and every other record is handled: the
     // partition's worker lives on.
@@ -363,7 +367,7 @@ async fn batch_retries_are_counted_per_failing_record() {
         )
         .retry(RetryPolicy::exponential(2, Duration::from_millis(10)).jitter(0.0));
     let group = testkit::unique("batch-attempts");
-    let consumer = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let consumer = start(testkit::kafka().consumer(&group, router).unwrap());
 
     // Then every record succeeds on its second attempt: none is dead-lettered for failures
     // that belonged to the records before it.
@@ -418,7 +422,12 @@ async fn a_drain_timeout_leaves_no_worker_holding_the_consumer_in_the_group() {
         client_id: "stuck-member".into(),
         ..fast_group_config()
     };
-    let stuck = start(Consumer::with_options(&stuck_config, &group, router, options).unwrap());
+    let stuck = start(
+        Kafka::connect(&stuck_config)
+            .unwrap()
+            .consumer_with_options(&group, router, options)
+            .unwrap(),
+    );
     assert!(testkit::eventually(WAIT, || entered.load(Ordering::SeqCst) == 1).await);
     let mut router = Router::new();
     router.register(&other, |_: Message<Item>| async { Ok(()) });
@@ -426,7 +435,12 @@ async fn a_drain_timeout_leaves_no_worker_holding_the_consumer_in_the_group() {
         client_id: "bystander".into(),
         ..fast_group_config()
     };
-    let bystander = start(Consumer::new(&bystander_config, &group, router).unwrap());
+    let bystander = start(
+        Kafka::connect(&bystander_config)
+            .unwrap()
+            .consumer(&group, router)
+            .unwrap(),
+    );
     let rebalanced =
         || stuck.0.health().partitions.len() == 1 && !bystander.0.health().partitions.is_empty();
     assert!(testkit::eventually(WAIT, rebalanced).await);
@@ -454,7 +468,7 @@ async fn a_drain_timeout_leaves_no_worker_holding_the_consumer_in_the_group() {
         1,
         "the record was handled twice at once"
     );
-    let admin = Admin::new(&testkit::config()).unwrap();
+    let admin = testkit::kafka().admin().unwrap();
     let mut clients = Vec::new();
     for _ in 0..50 {
         let description = admin.describe_group(&group).await.unwrap();
@@ -498,8 +512,11 @@ async fn a_slow_handler_with_a_backlog_is_healthy_and_a_stuck_one_is_not() {
         ..ConsumerOptions::default()
     };
     let group = testkit::unique("slow");
-    let consumer =
-        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+    let consumer = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options)
+            .unwrap(),
+    );
     assert!(testkit::eventually(WAIT, || !consumer.0.health().partitions.is_empty()).await);
 
     // Then health is true at every check while the records progress, one per 1.2 s.
@@ -537,8 +554,10 @@ async fn lag_gauges_of_revoked_partitions_are_removed() {
             lag_interval: Duration::from_millis(200),
             ..ConsumerOptions::default()
         };
-        let consumer =
-            Consumer::with_options(&fast_group_config(), &group, router, options).unwrap();
+        let consumer = Kafka::connect(&fast_group_config())
+            .unwrap()
+            .consumer_with_options(&group, router, options)
+            .unwrap();
         match metrics {
             Some(metrics) => consumer.with_metrics(metrics),
             None => consumer,
@@ -610,8 +629,11 @@ async fn large_records_are_bounded_by_bytes_not_only_by_count() {
         ..ConsumerOptions::default()
     };
     let group = testkit::unique("large");
-    let consumer =
-        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+    let consumer = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options)
+            .unwrap(),
+    );
 
     // Then the partition is held back for back-pressure, and what waits in memory stays far
     // below the 4 MB a record bound alone would have let in.
@@ -649,8 +671,11 @@ async fn every_record_commits_each_record_as_it_settles() {
         ..ConsumerOptions::default()
     };
     let group = testkit::unique("every-record");
-    let consumer =
-        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+    let consumer = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options)
+            .unwrap(),
+    );
 
     // Then the group's committed offset reaches 10 (records 0..=9) within a second or two,
     // long before a periodic commit (5 s) would, and never passes the stuck record.
@@ -676,7 +701,7 @@ async fn a_refused_dead_letter_write_keeps_the_offset_and_pauses_the_partition()
     // poison record at offset 3.
     let topic = testkit::topic("dlt-refused", 1).await;
     let dlt = format!("{topic}.dlq");
-    let admin = Admin::new(&testkit::config()).unwrap();
+    let admin = testkit::kafka().admin().unwrap();
     admin
         .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1).config("max.message.bytes", "100")])
         .await
@@ -700,8 +725,11 @@ async fn a_refused_dead_letter_write_keeps_the_offset_and_pauses_the_partition()
         ..ConsumerOptions::default()
     };
     let group = testkit::unique("dlt-refused");
-    let consumer =
-        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+    let consumer = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options)
+            .unwrap(),
+    );
 
     // Then the partition is paused while the copy is refused, health says why, nothing after
     // the poison record is handled, and the committed offset stays at the poison record.
@@ -798,7 +826,10 @@ async fn lost_partitions_of_a_blocked_member_are_taken_over_without_loss() {
             drain_timeout: Duration::from_secs(2),
             ..ConsumerOptions::default()
         };
-        Consumer::with_options(&config, &group, router, options).unwrap()
+        Kafka::connect(&config)
+            .unwrap()
+            .consumer_with_options(&group, router, options)
+            .unwrap()
     };
 
     let blocked = Arc::new(member("blocked", true));
@@ -890,8 +921,11 @@ async fn a_partition_stuck_at_its_queue_bound_does_not_hold_up_the_others() {
         ..ConsumerOptions::default()
     };
     let group = testkit::unique("stuck-bound");
-    let consumer =
-        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+    let consumer = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options)
+            .unwrap(),
+    );
     let partition_0 = || {
         consumer
             .0
@@ -949,7 +983,10 @@ async fn a_fenced_static_member_ends_run_with_the_error_and_is_unhealthy_first()
                 Ok(())
             }
         });
-        Consumer::new(&config, &group, router).unwrap()
+        Kafka::connect(&config)
+            .unwrap()
+            .consumer(&group, router)
+            .unwrap()
     };
     let handled = Arc::new(AtomicUsize::new(0));
     let (first, _first_token, first_task) = start(member(handled.clone()));
@@ -1004,7 +1041,12 @@ fn failing_consumer(
         }
     });
     let group = testkit::unique("oversized");
-    let consumer = start(Consumer::new(config, &group, router).unwrap());
+    let consumer = start(
+        Kafka::connect(config)
+            .unwrap()
+            .consumer(&group, router)
+            .unwrap(),
+    );
     (consumer, handled, group)
 }
 
@@ -1014,7 +1056,8 @@ async fn an_oversized_failure_copy_is_stored_bounded_or_without_its_value() {
     // whose handler fails with a 100 kB error message: one of 50 kB, one small.
     let topic = testkit::topic("oversized", 1).await;
     let dlt = format!("{topic}.dlq");
-    Admin::new(&testkit::config())
+    testkit::kafka()
+        .admin()
         .unwrap()
         .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1).config("max.message.bytes", "20000")])
         .await
@@ -1074,12 +1117,13 @@ async fn dead_letter_topics_take_records_as_large_as_their_source_does() {
         .librdkafka
         .insert("message.max.bytes".to_owned(), "4000000".to_owned());
     let topic = testkit::unique("large-source");
-    let admin = Admin::new(&config).unwrap();
+    let kafka = Kafka::connect(&config).unwrap();
+    let admin = kafka.admin().unwrap();
     admin
         .ensure_topics(&[kafkit::TopicSpec::new(&topic, 1).config("max.message.bytes", "3000000")])
         .await
         .unwrap();
-    let producer = kafkit::Producer::new(&config).unwrap();
+    let producer = kafka.producer().unwrap();
     let pad = "p".repeat(1_500_000);
     producer
         .send(
@@ -1152,7 +1196,7 @@ async fn a_header_key_that_is_not_utf8_dead_letters_its_record_and_the_partition
         }
     });
     let group = testkit::unique("raw-header");
-    let consumer = start(Consumer::new(&testkit::config(), &group, router).unwrap());
+    let consumer = start(testkit::kafka().consumer(&group, router).unwrap());
 
     // Then every other record is handled, and record 5 never reaches the handler: it is
     // dead-lettered as invalid, naming the header key's bytes, with its key copied lossily
@@ -1215,8 +1259,12 @@ async fn a_retired_worker_never_lifts_its_successors_back_pressure() {
         drain_timeout: Duration::from_secs(2),
         ..ConsumerOptions::default()
     };
-    let member =
-        start(Consumer::with_options(&fast_group_config(), &group, router, options).unwrap());
+    let member = start(
+        Kafka::connect(&fast_group_config())
+            .unwrap()
+            .consumer_with_options(&group, router, options)
+            .unwrap(),
+    );
     tokio::time::timeout(WAIT, entered.cancelled())
         .await
         .expect("record 0 never reached its handler");
@@ -1227,7 +1275,12 @@ async fn a_retired_worker_never_lifts_its_successors_back_pressure() {
     // the old worker's record still counted, the partition is at its bound.
     let mut router = Router::new();
     router.register(&other, |_: Message<Item>| async { Ok(()) });
-    let joiner = start(Consumer::new(&fast_group_config(), &group, router).unwrap());
+    let joiner = start(
+        Kafka::connect(&fast_group_config())
+            .unwrap()
+            .consumer(&group, router)
+            .unwrap(),
+    );
     let partition = || {
         member
             .0

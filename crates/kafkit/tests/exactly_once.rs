@@ -12,8 +12,8 @@ use kafkit::consumer::exactly_once::{Transform, TransformResult};
 use kafkit::dead_letter::{ERROR_KIND, ERROR_MESSAGE, ORIGINAL_OFFSET};
 use kafkit::retry::RetryPolicy;
 use kafkit::{
-    ExactlyOnce, HandlerError, Message, Producer, Reader, Record, config::Isolation,
-    error::ErrorCode, reader::Limits, reader::Start,
+    ExactlyOnce, HandlerError, Message, Record, config::Isolation, error::ErrorCode,
+    reader::Limits, reader::Start,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,8 @@ struct Item {
 
 /// Everything `topic` holds for a read-committed reader, up to the end as of now.
 async fn read_committed(topic: &str) -> Vec<Message> {
-    let reader = Reader::new(&testkit::config())
+    let reader = testkit::kafka()
+        .reader()
         .unwrap()
         .isolation(Isolation::ReadCommitted);
     let mut reading = reader.open(topic, None, Start::Beginning).await.unwrap();
@@ -57,11 +58,12 @@ async fn copier(
     output: &str,
     delay: Duration,
 ) -> ExactlyOnce {
-    let config = testkit::config();
-    let producer = Producer::transactional(&config, transactional_id)
+    let kafka = testkit::kafka();
+    let producer = kafka
+        .transactional_producer(transactional_id)
         .await
         .unwrap();
-    let mut pipeline = ExactlyOnce::new(&config, group, producer).unwrap();
+    let mut pipeline = kafka.exactly_once(group, producer).unwrap();
     let output = output.to_owned();
     pipeline.route(input, move |item: Message<Item>| {
         let output = output.clone();
@@ -112,12 +114,13 @@ async fn failures_are_retried_or_dead_lettered_inside_the_transaction() {
     let output = testkit::topic("eos-failures-out", 1).await;
     testkit::populate(&input, 50, 50).await;
     let attempts: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
-    let config = testkit::config();
-    let producer = Producer::transactional(&config, testkit::unique("eos-failures"))
+    let kafka = testkit::kafka();
+    let producer = kafka
+        .transactional_producer(testkit::unique("eos-failures"))
         .await
         .unwrap();
     let group = testkit::unique("eos-failures");
-    let mut pipeline = ExactlyOnce::new(&config, &group, producer).unwrap();
+    let mut pipeline = kafka.exactly_once(&group, producer).unwrap();
     let (seen, out) = (attempts.clone(), output.clone());
     pipeline
         .route(&input, move |item: Message<Item>| {
@@ -291,12 +294,13 @@ async fn a_transform_that_panics_before_its_future_exists_dead_letters_only_its_
     let input = testkit::topic("eos-sync-panic", 1).await;
     let output = testkit::topic("eos-sync-panic-out", 1).await;
     testkit::populate(&input, 10, 10).await;
-    let config = testkit::config();
-    let producer = Producer::transactional(&config, testkit::unique("eos-sync-panic"))
+    let kafka = testkit::kafka();
+    let producer = kafka
+        .transactional_producer(testkit::unique("eos-sync-panic"))
         .await
         .unwrap();
     let group = testkit::unique("eos-sync-panic");
-    let mut pipeline = ExactlyOnce::new(&config, &group, producer).unwrap();
+    let mut pipeline = kafka.exactly_once(&group, producer).unwrap();
     pipeline.route_with(
         &input,
         PanicsOnThree {

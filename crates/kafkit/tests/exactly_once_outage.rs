@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafkit::{
-    Admin, ExactlyOnce, KafkaConfig, Message, Producer, Reader, Record, TopicSpec,
-    config::Isolation, consumer::exactly_once::ExactlyOnceOptions, reader::Limits, reader::Start,
+    Kafka, Message, Record, TopicSpec, config::Isolation,
+    consumer::exactly_once::ExactlyOnceOptions, reader::Limits, reader::Start,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::field::{Field, Visit};
@@ -96,10 +96,8 @@ fn install_subscriber() {
 }
 
 /// Everything `topic` holds for a read-committed reader, up to the end as of now.
-async fn read_committed(config: &KafkaConfig, topic: &str) -> Vec<Message> {
-    let reader = Reader::new(config)
-        .unwrap()
-        .isolation(Isolation::ReadCommitted);
+async fn read_committed(kafka: &Kafka, topic: &str) -> Vec<Message> {
+    let reader = kafka.reader().unwrap().isolation(Isolation::ReadCommitted);
     let mut reading = reader.open(topic, None, Start::Beginning).await.unwrap();
     let messages = reading
         .collect(&Limits::to_end(usize::MAX).timeout(WAIT))
@@ -118,14 +116,16 @@ async fn a_commit_the_broker_does_not_answer_is_resumed_and_the_pipeline_goes_on
     let mut config = broker.config();
     config.request_timeout = Duration::from_secs(5);
     config.transaction_timeout = Duration::from_secs(5);
+    let kafka = Kafka::connect(&config).unwrap();
     let input = testkit::unique("eos-outage");
     let output = testkit::unique("eos-outage-out");
-    Admin::new(&config)
+    kafka
+        .admin()
         .unwrap()
         .ensure_topics(&[TopicSpec::new(&input, 2), TopicSpec::new(&output, 2)])
         .await
         .unwrap();
-    let producer = Producer::new(&config).unwrap();
+    let producer = kafka.producer().unwrap();
     let records = (0..600u64).map(|id| {
         Record::to(&input)
             .key(id.to_string())
@@ -137,14 +137,16 @@ async fn a_commit_the_broker_does_not_answer_is_resumed_and_the_pipeline_goes_on
     }
     producer.shutdown().await.unwrap();
     let group = testkit::unique("eos-outage");
-    let transactional = Producer::transactional(&config, testkit::unique("eos-outage"))
+    let transactional = kafka
+        .transactional_producer(testkit::unique("eos-outage"))
         .await
         .unwrap();
     let options = ExactlyOnceOptions {
         max_records: 50,
         ..ExactlyOnceOptions::default()
     };
-    let mut pipeline = ExactlyOnce::new(&config, &group, transactional)
+    let mut pipeline = kafka
+        .exactly_once(&group, transactional)
         .unwrap()
         .with_options(options);
     let out = output.clone();
@@ -166,7 +168,7 @@ async fn a_commit_the_broker_does_not_answer_is_resumed_and_the_pipeline_goes_on
     });
 
     // Then the pipeline goes on to the end of its input: every offset is committed.
-    let admin = Admin::new(&config).unwrap();
+    let admin = kafka.admin().unwrap();
     let done = async {
         loop {
             let lag = admin.group_lag(&group, &[input.as_str()]).await;
@@ -201,7 +203,7 @@ async fn a_commit_the_broker_does_not_answer_is_resumed_and_the_pipeline_goes_on
 
     // And a read-committed reader sees every item's output exactly once.
     let mut outputs: BTreeMap<u64, usize> = BTreeMap::new();
-    for message in read_committed(&config, &output).await {
+    for message in read_committed(&kafka, &output).await {
         *outputs
             .entry(message.key_str().unwrap().parse().unwrap())
             .or_insert(0) += 1;

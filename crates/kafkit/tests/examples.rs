@@ -22,7 +22,7 @@ use kafkit::partitioner::murmur2_partition;
 use kafkit::producer::{CORRELATION_ID_HEADER, TIMESTAMP_HEADER};
 use kafkit::rdkafka::TopicPartitionList;
 use kafkit::rdkafka::consumer::{BaseConsumer, Consumer as _};
-use kafkit::{Admin, Message, Producer, dead_letter};
+use kafkit::{Admin, Message, dead_letter};
 use serde_json::{Value, json};
 
 /// How long an example gets to do its work.
@@ -241,7 +241,7 @@ impl Drop for Example {
 }
 
 fn admin() -> Admin {
-    Admin::new(&testkit::config()).expect("admin client")
+    testkit::kafka().admin().expect("admin client")
 }
 
 /// Every record of `topic`, which must hold exactly `count`, sorted by partition and offset.
@@ -381,7 +381,8 @@ async fn batch_producer_delivers_every_record_of_both_topics() {
 
 /// Every record `topic` holds for a reader with `isolation`, in offset order.
 async fn read_isolated(topic: &str, isolation: kafkit::config::Isolation) -> Vec<Message> {
-    let reader = kafkit::Reader::new(&testkit::config())
+    let reader = testkit::kafka()
+        .reader()
         .expect("reader")
         .isolation(isolation);
     let mut reading = reader
@@ -480,7 +481,7 @@ async fn tenant_partitioner_keeps_each_tenant_on_its_header_hash_partition() {
 async fn simple_consumer_handles_every_user_event_then_commits_and_exits_on_sigint() {
     // On a real broker the example only consumes: the test produces its input.
     let topic = testkit::topic("user-events", 3).await;
-    let producer = Producer::new(&testkit::config()).expect("producer");
+    let producer = testkit::kafka().producer().expect("producer");
     let mut expected = BTreeSet::new();
     for user_id in 1..=3 {
         let email = format!("u{user_id}@example.com");
@@ -871,7 +872,8 @@ async fn exactly_once_pipeline_writes_each_fee_once_across_sigkills() {
         // Then, once its transactional id is taken over (as the next instance does when it
         // starts: what the killed one left open is aborted, what it committed is completed),
         // exactly the committed payments have their output.
-        kafkit::Producer::transactional(&testkit::config(), id.as_str())
+        testkit::kafka()
+            .transactional_producer(id.as_str())
             .await
             .expect("take the transactional id over")
             .shutdown()

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafkit::partitioner::murmur2_partition;
-use kafkit::{Consumer, Message, Producer, Record, Router};
+use kafkit::{Message, Record, Router};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -102,8 +102,11 @@ async fn kafkajs_produces_and_the_kafkit_consumer_gets_keys_headers_and_values()
             Ok(())
         }
     });
-    let consumer =
-        Arc::new(Consumer::new(&testkit::config(), &testkit::unique("interop"), router).unwrap());
+    let consumer = Arc::new(
+        testkit::kafka()
+            .consumer(&testkit::unique("interop"), router)
+            .unwrap(),
+    );
     let token = CancellationToken::new();
     let running = tokio::spawn({
         let consumer = consumer.clone();
@@ -139,7 +142,7 @@ async fn kafkajs_produces_and_the_kafkit_consumer_gets_keys_headers_and_values()
 async fn kafkit_produces_and_kafkajs_consumes_keys_headers_and_values() {
     // Given 1,000 keyed JSON records with headers sent by the kafkit producer (murmur2).
     let topic = testkit::topic("to-kafkajs", 6).await;
-    let producer = Producer::new(&testkit::config()).unwrap();
+    let producer = testkit::kafka().producer().unwrap();
     let deliveries = producer
         .send_batch((0..1000).map(|i| {
             Record::to(&topic)

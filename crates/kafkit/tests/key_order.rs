@@ -114,8 +114,11 @@ async fn key_order_runs_keys_concurrently_one_record_of_a_key_at_a_time_in_offse
         })
         .order(ProcessingOrder::Key)
         .max_in_flight(16);
-    let running =
-        start(Consumer::with_options(&testkit::config(), &group, router, options()).unwrap());
+    let running = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options())
+            .unwrap(),
+    );
     let done = testkit::eventually(WAIT, || {
         seen.lock().unwrap().handled.len() as u64 >= RECORDS
     })
@@ -174,8 +177,11 @@ async fn unordered_runs_records_of_one_key_concurrently() {
         .order(ProcessingOrder::Unordered)
         .max_in_flight(32);
     // When it is consumed unordered.
-    let running =
-        start(Consumer::with_options(&testkit::config(), &group, router, options()).unwrap());
+    let running = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options())
+            .unwrap(),
+    );
     assert!(testkit::eventually(WAIT, || handled.lock().unwrap().len() >= 400).await);
     stop(running).await;
     // Then the one key's records ran up to 32 at once, each once.
@@ -209,8 +215,11 @@ async fn a_new_owner_skips_the_records_its_predecessor_did_out_of_order() {
         })
         .order(ProcessingOrder::Key)
         .max_in_flight(50);
-    let running =
-        start(Consumer::with_options(&testkit::config(), &group, router, options()).unwrap());
+    let running = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options())
+            .unwrap(),
+    );
     assert!(testkit::eventually(WAIT, || first.lock().unwrap().len() >= 199).await);
 
     // When it stops (drain timeout: record 0 is abandoned, not done).
@@ -241,8 +250,11 @@ async fn a_new_owner_skips_the_records_its_predecessor_did_out_of_order() {
             }
         })
         .order(ProcessingOrder::Key);
-    let running =
-        start(Consumer::with_options(&testkit::config(), &group, router, options()).unwrap());
+    let running = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options())
+            .unwrap(),
+    );
     assert!(testkit::eventually(WAIT, || !second.lock().unwrap().is_empty()).await);
     // Time for any record it should not have handled to show up.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -288,8 +300,11 @@ async fn the_offset_map_stays_within_its_budget_with_100_000_records_in_flight()
         max_queued_per_partition: 2 * RECORDS,
         ..options()
     };
-    let running =
-        start(Consumer::with_options(&testkit::config(), &group, router, options).unwrap());
+    let running = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options)
+            .unwrap(),
+    );
     let consumer = running.0.clone();
     let in_flight = || {
         consumer
@@ -402,8 +417,11 @@ async fn retry_after_holds_back_its_key_only() {
         .order(ProcessingOrder::Key)
         .retry(RetryPolicy::exponential(3, Duration::from_millis(10)));
     // When it is consumed in key order.
-    let running =
-        start(Consumer::with_options(&testkit::config(), &group, router, options()).unwrap());
+    let running = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options())
+            .unwrap(),
+    );
     assert!(testkit::eventually(WAIT, || events.lock().unwrap().len() >= 13).await);
     stop(running).await;
 
@@ -436,7 +454,7 @@ fn a_batch_route_in_key_order_is_refused_with_the_route_named() {
             |_: Vec<Message<Item>>| async { Ok(()) },
         )
         .order(ProcessingOrder::Key);
-    let error = Consumer::new(&testkit::config(), "g", router).unwrap_err();
+    let error = testkit::kafka().consumer("g", router).unwrap_err();
     assert!(
         error.to_string().contains("orders: a batch route"),
         "{error}"
@@ -473,7 +491,8 @@ async fn records_in_flight_are_a_gauge_per_partition_in_every_order() {
     }
     let metrics = kafkit::metrics::Metrics::default();
     let group = testkit::unique("in-flight");
-    let consumer = Consumer::with_options(&testkit::config(), &group, router, options())
+    let consumer = testkit::kafka()
+        .consumer_with_options(&group, router, options())
         .unwrap()
         .with_metrics(metrics.clone());
     let running = start(consumer);

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use kafkit::partitioner::murmur2_partition;
-use kafkit::{KafkaConfig, Producer, Record, config::Compression, partitioner::HeaderHash};
+use kafkit::{Kafka, KafkaConfig, Record, config::Compression, partitioner::HeaderHash};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -19,7 +19,7 @@ async fn ten_thousand_keyed_records_with_headers_round_trip_exactly() {
     // Given a topic with 6 partitions and 10,000 records over 50 keys, each with two headers.
     let partitions = 6;
     let topic = testkit::topic("roundtrip", partitions).await;
-    let producer = Producer::new(&testkit::config()).unwrap();
+    let producer = testkit::kafka().producer().unwrap();
     let records: Vec<Record> = (0..10_000)
         .map(|i| {
             Record::to(&topic)
@@ -93,7 +93,7 @@ async fn every_compression_codec_round_trips() {
             compression: codec,
             ..testkit::config()
         };
-        let producer = Producer::new(&config).unwrap();
+        let producer = Kafka::connect(&config).unwrap().producer().unwrap();
         // When 500 compressible records are sent.
         let values: Vec<String> = (0..500)
             .map(|i| format!("{i}:{}", "abc".repeat(40)))
@@ -119,7 +119,7 @@ async fn idempotent_producer_delivers_in_order_without_duplicates() {
     let topic = testkit::topic("idempotent", 4).await;
     let config = testkit::config();
     assert!(config.idempotent);
-    let producer = Producer::new(&config).unwrap();
+    let producer = Kafka::connect(&config).unwrap().producer().unwrap();
 
     // When 10,000 records go out in 10 concurrent batches, keyed so each key has its own
     // increasing sequence.
@@ -164,7 +164,8 @@ async fn header_hash_partitioner_keeps_a_tenant_on_one_partition() {
     // Given a producer partitioning by the tenant-id header.
     let partitions = 5;
     let topic = testkit::topic("tenants", partitions).await;
-    let producer = Producer::builder(&testkit::config())
+    let producer = testkit::kafka()
+        .producer_builder()
         .partitioner(HeaderHash::new("tenant-id"))
         .build()
         .unwrap();
@@ -196,7 +197,7 @@ async fn shutdown_delivers_everything_queued_and_refuses_the_rest() {
         linger: Duration::from_millis(500),
         ..testkit::config()
     };
-    let producer = Producer::new(&config).unwrap();
+    let producer = Kafka::connect(&config).unwrap().producer().unwrap();
     let sender = {
         let producer = producer.clone();
         let topic = topic.clone();
@@ -236,7 +237,7 @@ async fn shutdown_delivers_everything_queued_and_refuses_the_rest() {
 async fn oversized_records_and_unknown_topics_are_classified_errors() {
     // A record above message.max.bytes is refused with a clear, non-retriable error.
     let topic = testkit::topic("limits", 1).await;
-    let producer = Producer::new(&testkit::config()).unwrap();
+    let producer = testkit::kafka().producer().unwrap();
     let error = producer
         .send(Record::to(&topic).bytes(vec![7u8; 2_000_000]))
         .await
@@ -254,7 +255,7 @@ async fn oversized_records_and_unknown_topics_are_classified_errors() {
         delivery_timeout: Duration::from_secs(3),
         ..testkit::config()
     };
-    let strict = Producer::new(&config).unwrap();
+    let strict = Kafka::connect(&config).unwrap().producer().unwrap();
     let missing = testkit::unique("missing");
     let error = strict
         .send(Record::to(&missing).text("x"))
@@ -268,7 +269,8 @@ async fn oversized_records_and_unknown_topics_are_classified_errors() {
         "{error} ({})",
         error.code()
     );
-    let topics = kafkit::Admin::new(&testkit::config())
+    let topics = testkit::kafka()
+        .admin()
         .unwrap()
         .list_topics()
         .await

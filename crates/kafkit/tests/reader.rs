@@ -10,7 +10,7 @@ use kafkit::{Reader, Record, reader::Limits, reader::Start};
 const IDLE: Duration = Duration::from_secs(10);
 
 fn reader() -> Reader {
-    Reader::new(&testkit::config()).expect("reader")
+    testkit::kafka().reader().expect("reader")
 }
 
 fn ids(messages: &[kafkit::Message]) -> Vec<u64> {

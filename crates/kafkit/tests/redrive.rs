@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kafkit::dead_letter::{ERROR_KIND, ORIGINAL_TOPIC};
 use kafkit::{
-    Admin, KafkaConfig, Record, Redrive, TopicSpec, error::ErrorCode, filter::RecordFilter,
+    Kafka, KafkaConfig, Record, Redrive, TopicSpec, error::ErrorCode, filter::RecordFilter,
 };
 
 /// A source topic and its dead-letter topic `{source}.dlq`.
@@ -22,7 +22,8 @@ async fn pair(prefix: &str) -> (String, String) {
 async fn pair_with(prefix: &str, partitions: i32) -> (String, String) {
     let source = testkit::topic(prefix, 1).await;
     let dlt = format!("{source}.dlq");
-    Admin::new(&testkit::config())
+    testkit::kafka()
+        .admin()
         .unwrap()
         .ensure_topics(&[TopicSpec::new(&dlt, partitions)])
         .await
@@ -40,7 +41,7 @@ fn dead_letter(dlt: &str, original: Option<&str>, id: u64) -> Record {
 }
 
 fn redrive() -> Redrive {
-    Redrive::new(&testkit::config()).unwrap()
+    testkit::kafka().redrive().unwrap()
 }
 
 /// How often each id arrived on `topic` (read for a while, so late duplicates show).
@@ -347,10 +348,10 @@ async fn a_filter_replays_only_the_records_it_keeps() {
 async fn the_embedded_broker_keeps_what_was_replayed_out_of_order() {
     let broker = kafkit::cluster::EmbeddedBroker::start(1).unwrap();
     let bootstrap = broker.bootstrap_servers().to_owned();
-    let config = KafkaConfig::new([bootstrap.as_str()]);
+    let kafka = Kafka::connect(&KafkaConfig::new([bootstrap.as_str()])).unwrap();
     broker.create_topic("orders", 1).unwrap();
     broker.create_topic("orders.dlq", 1).unwrap();
-    let producer = kafkit::Producer::new(&config).unwrap();
+    let producer = kafka.producer().unwrap();
     for result in producer
         .send_batch((0..4).map(|id| dead_letter("orders.dlq", Some("orders"), id)))
         .await
@@ -359,14 +360,15 @@ async fn the_embedded_broker_keeps_what_was_replayed_out_of_order() {
     }
     producer.shutdown().await.unwrap();
 
-    let chosen = Redrive::new(&config)
+    let chosen = kafka
+        .redrive()
         .unwrap()
         .replay_offsets("orders.dlq", &[(0, 2)], |_| true)
         .await
         .unwrap();
     assert_eq!(chosen.total(), 1);
     // The mock broker returns the commit's metadata as Apache Kafka does.
-    let fresh = Redrive::new(&config).unwrap();
+    let fresh = kafka.redrive().unwrap();
     assert_eq!(
         progress(&fresh, "orders.dlq").await,
         (0, "kafkit-redrive/1 2".to_owned())
@@ -395,7 +397,7 @@ fn is_round_trip_header(name: &str) -> bool {
 async fn a_record_dead_lettered_after_retry_tiers_replays_to_its_source_and_starts_afresh() {
     use kafkit::consumer::{CommitStrategy, ConsumerOptions};
     use kafkit::retry_topic::{self, RetryTopics};
-    use kafkit::{Consumer, HandlerError, Message, RetryPolicy, Router};
+    use kafkit::{HandlerError, Message, RetryPolicy, Router};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -438,8 +440,9 @@ async fn a_record_dead_lettered_after_retry_tiers_replays_to_its_source_and_star
         ..ConsumerOptions::default()
     };
     let run = |router: Router| {
-        let consumer =
-            Consumer::with_options(&testkit::config(), &group, router, options.clone()).unwrap();
+        let consumer = testkit::kafka()
+            .consumer_with_options(&group, router, options.clone())
+            .unwrap();
         let token = tokio_util::sync::CancellationToken::new();
         let stop = token.clone();
         let task = tokio::spawn(async move { consumer.run(stop.cancelled_owned()).await });
@@ -498,7 +501,8 @@ async fn spring_retry_topic_copies_replay_to_their_source_without_retry_headers(
     // a due time an hour away and its attempts.
     let source = testkit::topic("redrive-spring", 1).await;
     let dlt = format!("{source}-dlt");
-    Admin::new(&testkit::config())
+    testkit::kafka()
+        .admin()
         .unwrap()
         .ensure_topics(&[TopicSpec::new(&dlt, 1)])
         .await
@@ -567,7 +571,11 @@ fn impatient(bootstrap: &str) -> Redrive {
         delivery_timeout: Duration::from_secs(3),
         ..KafkaConfig::new([bootstrap])
     };
-    Redrive::new(&config).unwrap().any_destination()
+    Kafka::connect(&config)
+        .unwrap()
+        .redrive()
+        .unwrap()
+        .any_destination()
 }
 
 /// The ids of the records that arrived on `topic` of the cluster at `bootstrap`, each
@@ -582,9 +590,14 @@ async fn ids_on(bootstrap: &str, topic: &str, expected: usize) -> Vec<u64> {
     ids
 }
 
+/// The cluster at `bootstrap` (the embedded broker of a test).
+fn on(bootstrap: &str) -> Kafka {
+    Kafka::connect(&KafkaConfig::new([bootstrap])).unwrap()
+}
+
 /// Sends `records` to the cluster at `bootstrap`.
 async fn send_on(bootstrap: &str, records: Vec<Record>) {
-    let producer = kafkit::Producer::new(&KafkaConfig::new([bootstrap])).unwrap();
+    let producer = on(bootstrap).producer().unwrap();
     for result in producer.send_batch(records).await {
         result.unwrap();
     }
@@ -761,7 +774,7 @@ async fn a_record_passed_over_for_an_unknown_topic_is_replayed_again_by_offset_o
     .await;
     let unknown = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
     cluster.topic_error("orders", unknown).unwrap();
-    let redrive = || Redrive::new(&KafkaConfig::new([bootstrap.as_str()])).unwrap();
+    let redrive = || on(&bootstrap).redrive().unwrap();
 
     // The replay passes over all three for good, naming why; the position moves past them.
     let first = redrive().replay("orders.dlq", 100).await.unwrap();

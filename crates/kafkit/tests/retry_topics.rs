@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use kafkit::consumer::{CommitStrategy, ConsumerOptions, ProcessingOrder};
 use kafkit::retry_topic::{self, RetryTopics};
-use kafkit::{Consumer, HandlerError, Message, RetryPolicy, Router, dead_letter};
+use kafkit::{Consumer, HandlerError, Kafka, Message, RetryPolicy, Router, dead_letter};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -116,8 +116,11 @@ async fn retry_topics_deliver_once_per_tier_when_due_then_dead_letter_and_hold_n
         .order(ProcessingOrder::Key);
 
     // When it is consumed until every always-failing record is in the dead-letter topic.
-    let running =
-        start(Consumer::with_options(&testkit::config(), &group, router, options()).unwrap());
+    let running = start(
+        testkit::kafka()
+            .consumer_with_options(&group, router, options())
+            .unwrap(),
+    );
     let dlt = format!("{topic}.dlq");
     let dead = testkit::read(&dlt, 20, WAIT).await;
     // Calls that would come late (a second delivery on a tier) have time to show.
@@ -260,7 +263,9 @@ async fn a_tier_waiting_for_its_head_is_delivered_once_when_due_across_a_rebalan
             )
             .retry(RetryPolicy::none())
             .retry_topics(tiers.clone());
-        Consumer::with_options(&testkit::config(), &group, router, options()).unwrap()
+        testkit::kafka()
+            .consumer_with_options(&group, router, options())
+            .unwrap()
     };
 
     // When one member forwards them all and waits on the tier's heads,
@@ -330,7 +335,7 @@ async fn a_tier_waiting_for_its_head_is_delivered_once_when_due_across_a_rebalan
 }
 
 fn refusal(config: &kafkit::KafkaConfig, router: Router) -> String {
-    match Consumer::new(config, "g", router) {
+    match Kafka::connect(config).and_then(|kafka| kafka.consumer("g", router)) {
         Ok(_) => panic!("a consumer was built"),
         Err(error) => error.to_string(),
     }

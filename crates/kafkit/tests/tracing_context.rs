@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kafkit::{Consumer, HandlerError, Message, Router, consumer::ConsumerOptions};
+use kafkit::{HandlerError, Message, Router, consumer::ConsumerOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Everything the subscriber writes, kept for the assertions.
@@ -72,8 +72,9 @@ async fn traced_run(record_spans: bool) -> Run {
         record_spans,
         ..ConsumerOptions::default()
     };
-    let consumer =
-        Consumer::with_options(&testkit::config(), &group, router, options).expect("consumer");
+    let consumer = testkit::kafka()
+        .consumer_with_options(&group, router, options)
+        .expect("consumer");
     let stop = CancellationToken::new();
     let run = tokio::spawn({
         let stop = stop.clone();

@@ -10,17 +10,14 @@ use std::time::Duration;
 use kafkit::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use kafkit::rdkafka::{Offset, TopicPartitionList};
 use kafkit::{
-    Error, Message, Producer, Reader, Record, config::Isolation, error::ErrorCode, reader::Limits,
-    reader::Start,
+    Error, Message, Record, config::Isolation, error::ErrorCode, reader::Limits, reader::Start,
 };
 
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything `topic` holds for a reader with `isolation`, up to the end as of now.
 async fn read_all(topic: &str, isolation: Isolation) -> Vec<Message> {
-    let reader = Reader::new(&testkit::config())
-        .unwrap()
-        .isolation(isolation);
+    let reader = testkit::kafka().reader().unwrap().isolation(isolation);
     let mut reading = reader.open(topic, None, Start::Beginning).await.unwrap();
     let messages = reading
         .collect(&Limits::to_end(usize::MAX).timeout(READ_TIMEOUT))
@@ -55,7 +52,8 @@ fn named(prefix: &str, count: usize) -> Vec<String> {
 #[tokio::test]
 async fn an_aborted_transaction_is_seen_only_by_read_uncommitted_readers() {
     let topic = testkit::topic("tx-abort", 1).await;
-    let producer = Producer::transactional(&testkit::config(), testkit::unique("tx-abort"))
+    let producer = testkit::kafka()
+        .transactional_producer(testkit::unique("tx-abort"))
         .await
         .unwrap();
     // Ten records in a transaction that is aborted, then three in one that commits.
@@ -82,7 +80,8 @@ async fn an_aborted_transaction_is_seen_only_by_read_uncommitted_readers() {
 async fn a_committed_multi_topic_transaction_is_seen_whole_and_only_once_committed() {
     let orders = testkit::topic("tx-orders", 3).await;
     let audit = testkit::topic("tx-audit", 1).await;
-    let producer = Producer::transactional(&testkit::config(), testkit::unique("tx-multi"))
+    let producer = testkit::kafka()
+        .transactional_producer(testkit::unique("tx-multi"))
         .await
         .unwrap();
     // One transaction: 100 records to `orders` (three partitions) and 50 to `audit`, sent as
@@ -127,7 +126,8 @@ impl From<Error> for AppError {
 #[tokio::test]
 async fn an_error_in_the_closure_aborts_and_the_producer_goes_on() {
     let topic = testkit::topic("tx-closure", 1).await;
-    let producer = Producer::transactional(&testkit::config(), testkit::unique("tx-closure"))
+    let producer = testkit::kafka()
+        .transactional_producer(testkit::unique("tx-closure"))
         .await
         .unwrap();
     // The closure sends five records, then fails: the caller gets its error back.
@@ -166,7 +166,8 @@ async fn an_error_in_the_closure_aborts_and_the_producer_goes_on() {
 #[tokio::test]
 async fn a_transaction_dropped_open_is_aborted() {
     let topic = testkit::topic("tx-drop", 1).await;
-    let producer = Producer::transactional(&testkit::config(), testkit::unique("tx-drop"))
+    let producer = testkit::kafka()
+        .transactional_producer(testkit::unique("tx-drop"))
         .await
         .unwrap();
     // A guard dropped after sending four records, without commit or abort.
@@ -210,14 +211,16 @@ async fn a_zombie_producer_is_fenced_and_its_transaction_writes_nothing_visible(
     let topic = testkit::topic("tx-zombie", 1).await;
     let id = testkit::unique("tx-zombie");
     // The old instance opens a transaction and writes three records.
-    let zombie = Producer::transactional(&testkit::config(), id.as_str())
+    let zombie = testkit::kafka()
+        .transactional_producer(id.as_str())
         .await
         .unwrap();
     let open = zombie.begin().await.unwrap();
     open.send_batch(texts(&topic, "zombie", 3)).await.unwrap();
 
     // A new instance with the same transactional id registers: the old one is fenced.
-    let successor = Producer::transactional(&testkit::config(), id.as_str())
+    let successor = testkit::kafka()
+        .transactional_producer(id.as_str())
         .await
         .unwrap();
     let tx = successor.begin().await.unwrap();
@@ -254,7 +257,8 @@ async fn consumed_offsets_are_committed_only_with_their_transaction() {
     let group = testkit::unique("tx-group");
     let config = testkit::config();
     let consumer: BaseConsumer = config.to_consumer_config(&group).create().unwrap();
-    let producer = Producer::transactional(&config, testkit::unique("tx-offsets"))
+    let producer = testkit::kafka()
+        .transactional_producer(testkit::unique("tx-offsets"))
         .await
         .unwrap();
     let offsets = |next: i64| {

@@ -9,9 +9,7 @@
 
 use std::time::Duration;
 
-use kafkit::{
-    Admin, KafkaConfig, Message, Producer, Reader, Record, TopicSpec, reader::Limits, reader::Start,
-};
+use kafkit::{Kafka, KafkaConfig, Message, Record, TopicSpec, reader::Limits, reader::Start};
 
 /// The variable naming the test broker.
 pub const BROKERS_VAR: &str = "KAFKIT_TEST_BROKERS";
@@ -93,6 +91,12 @@ pub fn config() -> KafkaConfig {
     KafkaConfig::new([brokers()])
 }
 
+/// The front door to the test broker, building every client of a test. Cheap: it opens no
+/// connection (each client it builds connects on its own).
+pub fn kafka() -> Kafka {
+    Kafka::connect(&config()).expect("a client configuration for the test broker")
+}
+
 /// A name unique to this test run, e.g. `orders-3f2a…`.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -101,7 +105,8 @@ pub fn unique(prefix: &str) -> String {
 /// Creates a topic with a unique name and `partitions` partitions; returns its name.
 pub async fn topic(prefix: &str, partitions: i32) -> String {
     let name = unique(prefix);
-    Admin::new(&config())
+    kafka()
+        .admin()
         .expect("admin client")
         .ensure_topics(&[TopicSpec::new(&name, partitions)])
         .await
@@ -112,7 +117,7 @@ pub async fn topic(prefix: &str, partitions: i32) -> String {
 /// Produces `count` keyed JSON records `{"id": i}` with key `key-{i % keys}` and returns when
 /// all are acknowledged.
 pub async fn populate(topic: &str, count: usize, keys: usize) {
-    let producer = Producer::new(&config()).expect("producer");
+    let producer = kafka().producer().expect("producer");
     let records = (0..count).map(|i| {
         Record::to(topic)
             .key(format!("key-{}", i % keys.max(1)))
@@ -138,8 +143,9 @@ pub async fn read_with(
     count: usize,
     timeout: Duration,
 ) -> Vec<Message> {
-    let config = KafkaConfig::new([bootstrap]);
-    let reader = Reader::new(&config).expect("reader");
+    let reader = Kafka::connect(&KafkaConfig::new([bootstrap]))
+        .and_then(|kafka| kafka.reader())
+        .expect("reader");
     let deadline = tokio::time::Instant::now() + timeout;
     // The topic may not exist yet (a dead-letter topic created by a consumer that just
     // started): wait for it within the timeout.
@@ -169,7 +175,8 @@ pub async fn read_with(
 pub async fn dead_letter_topic(source: &str, records: &[(&str, &str)]) -> String {
     use kafkit::dead_letter::{ATTEMPTS, ERROR_KIND, ERROR_MESSAGE, ORIGINAL_TOPIC};
     let dlt = format!("{source}.dlq");
-    Admin::new(&config())
+    kafka()
+        .admin()
         .expect("admin client")
         .ensure_topics(&[TopicSpec::new(&dlt, 1)])
         .await
@@ -190,7 +197,7 @@ pub async fn dead_letter_topic(source: &str, records: &[(&str, &str)]) -> String
 
 /// Sends `records` and panics unless every one is acknowledged.
 pub async fn send(records: Vec<Record>) {
-    let producer = Producer::new(&config()).expect("producer");
+    let producer = kafka().producer().expect("producer");
     for result in producer.send_batch(records).await {
         result.expect("delivery");
     }
@@ -256,7 +263,7 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
 /// The group's committed offset per partition of `topic` (`None` where it never committed),
 /// and the partitions' high watermarks.
 pub async fn committed(group: &str, topic: &str) -> Vec<(i32, Option<i64>, i64)> {
-    let admin = Admin::new(&config()).expect("admin");
+    let admin = kafka().admin().expect("admin");
     admin
         .group_lag(group, &[topic])
         .await
@@ -337,6 +344,11 @@ impl OwnBroker {
     /// A client configuration for it.
     pub fn config(&self) -> KafkaConfig {
         KafkaConfig::new([self.address.clone()])
+    }
+
+    /// The front door to it.
+    pub fn kafka(&self) -> Kafka {
+        Kafka::connect(&self.config()).expect("a client configuration for the broker")
     }
 
     /// Freezes the broker process (SIGSTOP): connections stay open, nothing is answered.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use kafkit::{Admin, KafkaConfig, TopicSpec};
+use kafkit::{Kafka, KafkaConfig, TopicSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_brokers_started_in_parallel_are_independent() {
@@ -57,8 +57,13 @@ async fn two_brokers_started_in_parallel_are_independent() {
         for dir in &dirs {
             assert!(dir.join("data").is_dir(), "{dir:?} has no data directory");
         }
-        let first = Admin::new(&KafkaConfig::new([addresses[0].clone()])).unwrap();
-        let second = Admin::new(&KafkaConfig::new([addresses[1].clone()])).unwrap();
+        let admin = |address: &str| {
+            Kafka::connect(&KafkaConfig::new([address]))
+                .unwrap()
+                .admin()
+                .unwrap()
+        };
+        let (first, second) = (admin(&addresses[0]), admin(&addresses[1]));
         let topic = testkit::unique("only-on-first");
         first
             .ensure_topics(&[TopicSpec::new(&topic, 2)])

@@ -67,7 +67,7 @@ async fn dead_lettered(topic: &str) -> HashSet<u64> {
 /// Every dead-letter copy of `topic`'s records so far (read up to the high watermarks).
 async fn dead_letter_copies(topic: &str) -> Vec<kafkit::Message> {
     let dlt = format!("{topic}.dlq");
-    let admin = kafkit::Admin::new(&testkit::config()).unwrap();
+    let admin = testkit::kafka().admin().unwrap();
     let Ok(info) = admin.describe_topic(&dlt).await else {
         return Vec::new();
     };

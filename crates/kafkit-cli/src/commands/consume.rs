@@ -1,5 +1,5 @@
 //! `kafkit consume`: prints one JSON object per record (the view the gateway's read API answers
-//! with). Without `--group` it reads every partition through a [`Reader`], joining no group;
+//! with). Without `--group` it reads every partition through a [`kafkit::Reader`], joining no group;
 //! with `--group` it joins the group and commits what it printed. `--isolation` chooses whether
 //! records of aborted and open transactions are printed.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use kafkit::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use kafkit::{KafkaConfig, Message, Reader, reader::Limits, reader::Start};
+use kafkit::{Kafka, KafkaConfig, Message, reader::Limits, reader::Start};
 
 use crate::cli::ConsumeArgs;
 
@@ -32,7 +32,8 @@ async fn read(config: &KafkaConfig, args: &ConsumeArgs) -> anyhow::Result<()> {
     } else {
         Start::End
     };
-    let mut reading = Reader::new(config)?
+    let mut reading = Kafka::connect(config)?
+        .reader()?
         .open(&args.topic, None, start)
         .await
         .with_context(|| format!("reading {}", args.topic))?;

@@ -1,11 +1,11 @@
 //! `kafkit dlt list|replay`.
 
-use kafkit::{Message, Redrive};
+use kafkit::Message;
 
 use crate::cli::{Connection, DltCommand};
 
 pub async fn run(connection: &Connection, command: DltCommand) -> anyhow::Result<()> {
-    let redrive = Redrive::new(&super::remote_config(connection)?)?;
+    let redrive = super::remote(connection)?.redrive()?;
     match command {
         DltCommand::List { topic, limit } => {
             for message in redrive.list(&topic, limit).await? {

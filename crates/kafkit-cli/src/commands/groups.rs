@@ -1,11 +1,9 @@
 //! `kafkit groups list|describe|lag`.
 
-use kafkit::Admin;
-
 use crate::cli::{Connection, GroupsCommand};
 
 pub async fn run(connection: &Connection, command: GroupsCommand) -> anyhow::Result<()> {
-    let admin = Admin::new(&super::remote_config(connection)?)?;
+    let admin = super::remote(connection)?.admin()?;
     match command {
         GroupsCommand::List => {
             for group in admin.list_groups().await? {

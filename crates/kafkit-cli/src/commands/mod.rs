@@ -9,7 +9,7 @@ mod serve;
 mod topics;
 
 use anyhow::{Context, bail};
-use kafkit::KafkaConfig;
+use kafkit::{Kafka, KafkaConfig};
 
 use crate::cli::{Cli, Command, Connection};
 
@@ -54,4 +54,9 @@ pub fn remote_config(connection: &Connection) -> anyhow::Result<KafkaConfig> {
         );
     }
     Ok(config)
+}
+
+/// The cluster of [`remote_config`], for commands that need a running one.
+pub fn remote(connection: &Connection) -> anyhow::Result<Kafka> {
+    Ok(Kafka::connect(&remote_config(connection)?)?)
 }

@@ -12,9 +12,8 @@ use crate::cli::ProduceArgs;
 const LINES_PER_BATCH: usize = 1_000;
 
 pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
-    let config = super::remote_config(&args.connection)?;
     kafkit::record::validate_topic(&args.topic)?;
-    let producer = Producer::new(&config)?;
+    let producer = super::remote(&args.connection)?.producer()?;
     let build = |value: String| {
         let mut record = Record::to(&args.topic).payload(value);
         record.key = args.key.as_ref().map(|k| k.as_bytes().to_vec());

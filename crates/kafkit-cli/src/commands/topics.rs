@@ -1,12 +1,12 @@
 //! `kafkit topics list|create|describe`.
 
+use kafkit::TopicSpec;
 use kafkit::error::ErrorCode;
-use kafkit::{Admin, TopicSpec};
 
 use crate::cli::{Connection, TopicsCommand};
 
 pub async fn run(connection: &Connection, command: TopicsCommand) -> anyhow::Result<()> {
-    let admin = Admin::new(&super::remote_config(connection)?)?;
+    let admin = super::remote(connection)?.admin()?;
     match command {
         TopicsCommand::List => {
             for topic in admin.list_topics().await? {

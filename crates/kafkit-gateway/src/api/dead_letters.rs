@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kafkit::view::DeadLetterView;
-use kafkit::{Redrive, filter::RecordFilter, reader::Limits, redrive::ReplayReport};
+use kafkit::{filter::RecordFilter, reader::Limits, redrive::ReplayReport};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -151,7 +151,9 @@ pub async fn list(
     kafkit::record::validate_topic(topic)?;
     caller.require_read(topic)?;
     // The reader looks the topic up itself: an unknown one is its error, answered 404.
-    Redrive::new(state.config())?
+    state
+        .kafka()
+        .redrive()?
         .list_within(topic, Limits::to_end(limit).bytes(MAX_LIST_BYTES))
         .await
         .map_err(|e| lookup_error(topic, e))
@@ -254,7 +256,7 @@ fn redrive_request(body: serde_json::Value) -> Result<RedriveRequest, ApiError> 
     serde_json::from_value(body).map_err(|e| shape(format!("body: {e}")))
 }
 
-/// Re-publishes the chosen records of `topic` to the topic it serves, through [`Redrive`]'s
+/// Re-publishes the chosen records of `topic` to the topic it serves, through [`kafkit::Redrive`]'s
 /// safe replay: 403 and nothing replayed unless `caller` may read the dead-letter topic and
 /// write every destination.
 pub async fn redrive(
@@ -266,7 +268,7 @@ pub async fn redrive(
     kafkit::record::validate_topic(topic)?;
     caller.require_read(topic)?;
     ensure_exists(state, topic).await?;
-    let redrive = Redrive::new(state.config())?;
+    let redrive = state.kafka().redrive()?;
     let allowed = {
         let caller = caller.clone();
         move |destination: &str| caller.may_write(destination)

@@ -29,7 +29,7 @@ const SHOWN: usize = 100;
 /// Per partition, the replay's position and what it replayed ahead of it; none when the
 /// broker cannot say (the page then shows nothing as replayed rather than failing).
 async fn redrive_progress(state: &AppState, topic: &str) -> Vec<PartitionProgress> {
-    let progress = match Redrive::new(state.config()) {
+    let progress = match state.kafka().redrive() {
         Ok(redrive) => redrive.progress(topic).await,
         Err(error) => Err(error),
     };

@@ -282,7 +282,7 @@ async fn a_topic_is_created_and_a_page_exported_as_json_and_csv() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
-    let admin_client = kafkit::Admin::new(&crate::testing::config()).unwrap();
+    let admin_client = testkit::kafka().admin().unwrap();
     assert_eq!(
         admin_client
             .describe_topic(&name)
@@ -488,7 +488,7 @@ async fn a_group_page_marks_retry_topics_and_shows_their_backlog() {
     // tier with 5 records (Spring-style names are retry topics too).
     let source = testkit::topic("console-retried", 1).await;
     let tier = format!("{source}.retry.1");
-    let admin = kafkit::Admin::new(&crate::testing::config()).unwrap();
+    let admin = testkit::kafka().admin().unwrap();
     admin
         .ensure_topics(&[kafkit::TopicSpec::new(&tier, 1)])
         .await

@@ -4,8 +4,8 @@
 
 use std::collections::VecDeque;
 
+use kafkit::Message;
 use kafkit::reader::{Limits, Start};
-use kafkit::{Message, Reader};
 
 use crate::AppState;
 use crate::http::error::ApiError;
@@ -94,7 +94,9 @@ pub async fn browse(state: &AppState, request: Browse<'_>) -> Result<BrowsePage,
     } = request;
     // The reader looks the topic and partition up and reads their watermarks once: an unknown
     // topic or partition is its error, answered 404.
-    let mut reading = Reader::new(state.config())?
+    let mut reading = state
+        .kafka()
+        .reader()?
         .open(topic, Some(&[partition]), start)
         .await
         .map_err(|e| lookup_error(topic, e))?;

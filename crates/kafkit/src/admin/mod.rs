@@ -61,7 +61,7 @@ impl std::fmt::Debug for Admin {
 
 impl Admin {
     /// An admin client for `config`'s cluster.
-    pub fn new(config: &KafkaConfig) -> Result<Self> {
+    pub(crate) fn new(config: &KafkaConfig) -> Result<Self> {
         config.ensure_enabled()?;
         config.validate()?;
         let client = config

@@ -270,9 +270,10 @@ pub struct KafkaConfig {
     /// `KAFKA_ISOLATION_LEVEL`: what consumers and readers see of transactions
     /// (`read_committed`, the default, or `read_uncommitted`).
     pub isolation: Isolation,
-    /// `KAFKA_TRANSACTIONAL_ID`: the transactional id of
-    /// [`TransactionalProducer::from_config`](crate::transaction::TransactionalProducer::from_config), before
-    /// its suffix. Plain producers never use it.
+    /// `KAFKA_TRANSACTIONAL_ID`: a transactional id before its suffix
+    /// ([`KafkaConfig::instance_transactional_id`]), for
+    /// [`Kafka::transactional_producer`](crate::Kafka::transactional_producer) and the gateway's
+    /// transactional batches. Plain producers never use it.
     pub transactional_id: Option<String>,
     /// `KAFKA_TRANSACTIONAL_ID_SUFFIX`: what makes `transactional_id` unique per instance.
     pub transactional_id_suffix: TransactionalIdSuffix,

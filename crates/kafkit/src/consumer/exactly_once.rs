@@ -136,13 +136,13 @@ impl Default for ExactlyOnceOptions {
 ///
 /// ```no_run
 /// # async fn demo() -> kafkit::Result<()> {
-/// use kafkit::{ExactlyOnce, KafkaConfig, Message, Producer, Record};
+/// use kafkit::{Kafka, Message, Record};
 /// #[derive(serde::Deserialize)]
 /// struct Order { id: u64, amount: u64 }
 ///
-/// let config = KafkaConfig::from_env()?;
-/// let producer = Producer::transactional(&config, "billing-1").await?;
-/// let mut pipeline = ExactlyOnce::new(&config, "billing", producer)?;
+/// let kafka = Kafka::from_env()?;
+/// let producer = kafka.transactional_producer("billing-1").await?;
+/// let mut pipeline = kafka.exactly_once("billing", producer)?;
 /// pipeline.route("orders", |order: Message<Order>| async move {
 ///     let invoice = serde_json::json!({"order": order.value.id, "due": order.value.amount});
 ///     Ok(vec![Record::to("invoices").key(order.value.id.to_string()).json(&invoice)?])
@@ -167,7 +167,11 @@ pub struct ExactlyOnce {
 
 impl ExactlyOnce {
     /// A member of `group` writing through `producer`.
-    pub fn new(config: &KafkaConfig, group: &str, producer: TransactionalProducer) -> Result<Self> {
+    pub(crate) fn new(
+        config: &KafkaConfig,
+        group: &str,
+        producer: TransactionalProducer,
+    ) -> Result<Self> {
         config.ensure_enabled()?;
         config.validate()?;
         if group.is_empty() {

@@ -277,7 +277,7 @@ impl Default for ConsumerOptions {
 ///
 /// ```no_run
 /// # async fn demo() -> kafkit::Result<()> {
-/// use kafkit::{Consumer, KafkaConfig, Message, router::Router};
+/// use kafkit::{Kafka, Message, Router};
 /// #[derive(serde::Deserialize)]
 /// struct Order { id: u64 }
 ///
@@ -286,7 +286,7 @@ impl Default for ConsumerOptions {
 ///     println!("order {}", order.value.id);
 ///     Ok(())
 /// });
-/// let consumer = Consumer::new(&KafkaConfig::from_env()?, "billing", router)?;
+/// let consumer = Kafka::from_env()?.consumer("billing", router)?;
 /// consumer.run(kafkit::shutdown::signal()).await?;
 /// # Ok(()) }
 /// ```
@@ -304,13 +304,8 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// A consumer of `group` with default options.
-    pub fn new(config: &KafkaConfig, group: &str, router: Router) -> Result<Self> {
-        Consumer::with_options(config, group, router, ConsumerOptions::default())
-    }
-
     /// A consumer of `group` with `options`.
-    pub fn with_options(
+    pub(crate) fn with_options(
         config: &KafkaConfig,
         group: &str,
         router: Router,

@@ -113,7 +113,7 @@ pub struct Redrive {
 
 impl Redrive {
     /// Works on the cluster of `config`.
-    pub fn new(config: &KafkaConfig) -> Result<Self> {
+    pub(crate) fn new(config: &KafkaConfig) -> Result<Self> {
         config.ensure_enabled()?;
         Ok(Redrive {
             config: config.clone(),

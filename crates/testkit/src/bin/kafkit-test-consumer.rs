@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafkit::{
-    Consumer, HandlerError, KafkaConfig, Message, RetryPolicy, Router, consumer::CommitStrategy,
+    HandlerError, Kafka, KafkaConfig, Message, RetryPolicy, Router, consumer::CommitStrategy,
     consumer::ConsumerOptions, consumer::ProcessingOrder,
 };
 
@@ -142,7 +142,8 @@ async fn main() -> kafkit::Result<()> {
         commit: CommitStrategy::Periodic(Duration::from_millis(number("COMMIT_MS", 5000))),
         ..Default::default()
     };
-    let consumer = Consumer::with_options(&config, &var("GROUP"), router, options)?;
+    let consumer =
+        Kafka::connect(&config)?.consumer_with_options(&var("GROUP"), router, options)?;
     consumer.run(kafkit::shutdown::signal()).await
 }
 

@@ -12,22 +12,23 @@
 
 use std::sync::Arc;
 
-use kafkit::{KafkaConfig, Producer, metrics::Metrics, transaction::TransactionalProducer};
+use kafkit::{Kafka, metrics::Metrics, transaction::TransactionalProducer};
 use tokio::sync::Mutex;
 
 /// The gateway's transactional producer, made when first needed.
 #[derive(Clone, Debug)]
 pub struct Transactions {
-    config: Arc<KafkaConfig>,
+    kafka: Arc<Kafka>,
     id: Arc<str>,
     metrics: Metrics,
     producer: Arc<Mutex<Option<TransactionalProducer>>>,
 }
 
 impl Transactions {
-    /// Transactions for a gateway on `config`, recording into `metrics`. Nothing is created
+    /// Transactions for a gateway on `kafka`, recording into `metrics`. Nothing is created
     /// yet; a malformed `KAFKA_TRANSACTIONAL_ID_SUFFIX` is an error now.
-    pub fn new(config: &KafkaConfig, metrics: Metrics) -> kafkit::Result<Self> {
+    pub fn new(kafka: &Kafka, metrics: Metrics) -> kafkit::Result<Self> {
+        let config = kafka.config();
         let id = match config.instance_transactional_id()? {
             Some(id) => id,
             None => format!(
@@ -37,7 +38,7 @@ impl Transactions {
             ),
         };
         Ok(Transactions {
-            config: Arc::new(config.clone()),
+            kafka: Arc::new(kafka.clone()),
             id: id.into(),
             metrics,
             producer: Arc::default(),
@@ -61,7 +62,9 @@ impl Transactions {
                 "the gateway's transactional producer was fenced: another process uses its \
                  transactional id (set KAFKA_TRANSACTIONAL_ID_SUFFIX); registering again");
         }
-        let producer = Producer::builder(&self.config)
+        let producer = self
+            .kafka
+            .producer_builder()
             .enqueue_timeout(crate::ENQUEUE_TIMEOUT)
             .metrics(self.metrics.clone())
             .build_transactional(self.id.as_ref())
@@ -85,7 +88,7 @@ mod tests {
     use std::time::Duration;
 
     use axum::http::StatusCode;
-    use kafkit::{Reader, config::Isolation, reader::Limits, reader::Start};
+    use kafkit::{config::Isolation, reader::Limits, reader::Start};
     use serde_json::{Value, json};
 
     use crate::router;
@@ -93,9 +96,7 @@ mod tests {
 
     /// The values a reader with `isolation` sees in `topic`, to its end as of now.
     async fn values(topic: &str, isolation: Isolation) -> Vec<Value> {
-        let reader = Reader::new(&testkit::config())
-            .unwrap()
-            .isolation(isolation);
+        let reader = testkit::kafka().reader().unwrap().isolation(isolation);
         let mut reading = reader.open(topic, None, Start::Beginning).await.unwrap();
         let messages = reading
             .collect(&Limits::to_end(usize::MAX).timeout(Duration::from_secs(30)))
