@@ -1,12 +1,14 @@
 //! Two `kafkit serve` processes on one broker behave as one: an idempotent request answered
-//! by one replica is replayed by the other, which writes nothing.
+//! by one replica is replayed by the other, which writes nothing; replays of one dead-letter
+//! topic asked of both at once publish each record once, and a replica cut off in the middle of
+//! a replay cannot commit over the process that took over.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
-use common::kafkit;
+use common::{json_lines, kafkit, run};
 use serde_json::{Value, json};
 
 /// A running `kafkit serve` on the test broker; killed on drop.
@@ -17,6 +19,11 @@ struct Gateway {
 
 impl Gateway {
     fn start(args: &[&str]) -> Gateway {
+        Gateway::start_with(args, &[])
+    }
+
+    /// A gateway with `args` and the environment variables `env`.
+    fn start_with(args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let port = {
             let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             socket.local_addr().unwrap().port()
@@ -26,6 +33,7 @@ impl Gateway {
             .env("KAFKA_BROKERS", testkit::brokers())
             .args(["serve", "--listen", &address])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -58,6 +66,17 @@ impl Gateway {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         panic!("{} never ready", self.base);
+    }
+}
+
+impl Gateway {
+    /// Sends `signal` (`STOP`, `CONT`) to the gateway's process.
+    fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal}");
     }
 }
 
@@ -130,4 +149,197 @@ async fn a_retry_on_the_other_replica_replays_the_first_answer_and_writes_nothin
         .unwrap()
         .record_count();
     assert_eq!(stored, 1);
+}
+
+/// How many copies of each dead-lettered record (`redrive-of` header) `topic` holds, after
+/// reading all `count` records it holds.
+async fn copies_by_origin(topic: &str, count: usize) -> std::collections::HashMap<String, usize> {
+    let messages = testkit::read(topic, count, std::time::Duration::from_secs(60)).await;
+    assert_eq!(messages.len(), count, "every stored record is read");
+    let mut copies = std::collections::HashMap::new();
+    for message in messages {
+        let origin = message
+            .headers
+            .iter()
+            .find(|(name, _)| name == kafkit::redrive::REDRIVE_OF)
+            .map(|(_, value)| String::from_utf8(value.clone()).unwrap())
+            .expect("a replayed record names its origin");
+        *copies.entry(origin).or_insert(0) += 1;
+    }
+    copies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_asked_of_both_replicas_at_once_publish_each_record_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Given a dead-letter topic and two replicas on one broker.
+    let source = testkit::topic("replicas-replay", 1).await;
+    let dlt = format!("{source}.dlq");
+    testkit::kafka()
+        .admin()
+        .unwrap()
+        .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 2)])
+        .await
+        .unwrap();
+    let first = Gateway::start(&[]).ready().await;
+    let second = Gateway::start(&[]).ready().await;
+    let http = reqwest::Client::new();
+    let replay = |base: &str| {
+        http.post(format!("{base}/dlt/{dlt}/replay?limit=10000"))
+            .send()
+    };
+
+    let (rounds, per_round) = (3, 2_000);
+    for round in 0..rounds {
+        // When records are dead-lettered and both replicas are asked to replay at once...
+        testkit::send(
+            (0..per_round)
+                .map(|i| {
+                    kafkit::Record::to(&dlt)
+                        .key(format!("k{i}"))
+                        .header(kafkit::dead_letter::ORIGINAL_TOPIC, source.as_str())
+                        .json(&json!({"round": round, "id": i}))
+                        .unwrap()
+                })
+                .collect(),
+        )
+        .await;
+        let (a, b) = tokio::join!(replay(&first.base), replay(&second.base));
+        let mut replayed = 0;
+        for answer in [a.unwrap(), b.unwrap()] {
+            let status = answer.status();
+            let body: Value = answer.json().await.unwrap();
+            match status.as_u16() {
+                200 => replayed += body["replayed"].as_u64().unwrap(),
+                // The one that found the other replaying is told so, having published nothing.
+                409 => assert_eq!(body["error"]["code"], "replay_in_progress", "{body}"),
+                other => panic!("round {round}: {other} {body}"),
+            }
+        }
+        assert!(
+            replayed <= per_round as u64,
+            "round {round}: {replayed} replayed"
+        );
+        // Whatever one replica left (it may have been refused), one more replay finishes.
+        let rest: Value = replay(&first.base).await.unwrap().json().await.unwrap();
+        assert!(rest["replayed"].is_u64(), "{rest}");
+    }
+
+    // Then every record is in the source topic exactly once.
+    let stored = testkit::kafka()
+        .admin()
+        .unwrap()
+        .describe_topic(&source)
+        .await
+        .unwrap()
+        .record_count() as usize;
+    let copies = copies_by_origin(&source, stored).await;
+    let duplicated = copies.values().filter(|&&n| n > 1).count();
+    assert_eq!(
+        (copies.len(), duplicated, stored),
+        (rounds * per_round, 0, rounds * per_round),
+        "(records replayed, records published more than once, records stored)"
+    );
+}
+
+/// Records stored in `topic`.
+async fn stored(topic: &str) -> usize {
+    testkit::kafka()
+        .admin()
+        .unwrap()
+        .describe_topic(topic)
+        .await
+        .unwrap()
+        .record_count() as usize
+}
+
+/// `kafkit dlt replay DLT` on the test broker: what it replayed.
+async fn cli_replay(dlt: &str) -> u64 {
+    let dlt = dlt.to_owned();
+    let report = tokio::task::spawn_blocking(move || {
+        json_lines(&run(
+            kafkit()
+                .args(["dlt", "replay", &dlt])
+                .env("KAFKA_BROKERS", testkit::brokers()),
+            "",
+        ))
+    })
+    .await
+    .unwrap();
+    report[0]["replayed"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_mid_replay_cannot_commit_over_the_process_that_took_over() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Given a dead-letter topic and a replica that publishes slowly (each round waits out the
+    // linger), with a short session.
+    let source = testkit::topic("replicas-cut-off", 1).await;
+    let dlt = format!("{source}.dlq");
+    testkit::kafka()
+        .admin()
+        .unwrap()
+        .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1)])
+        .await
+        .unwrap();
+    let count = 3_000;
+    testkit::send(
+        (0..count)
+            .map(|i| {
+                kafkit::Record::to(&dlt)
+                    .key(format!("k{i}"))
+                    .header(kafkit::dead_letter::ORIGINAL_TOPIC, source.as_str())
+                    .json(&json!({"id": i}))
+                    .unwrap()
+            })
+            .collect(),
+    )
+    .await;
+    let replica = Gateway::start_with(
+        &[],
+        &[
+            ("KAFKA_LINGER_MS", "1500"),
+            ("KAFKA_SESSION_TIMEOUT", "6000"),
+            ("KAFKA_HEARTBEAT_INTERVAL", "1000"),
+        ],
+    )
+    .ready()
+    .await;
+
+    // When the replica is frozen once it has begun publishing...
+    let asked = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("{}/dlt/{dlt}/replay?limit=10000", replica.base))
+            .send(),
+    );
+    let began = async {
+        while stored(&source).await == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), began)
+        .await
+        .expect("the replica begins publishing");
+    replica.signal("STOP");
+    // ...the CLI gets the lock once the replica's session expired, and replays everything the
+    // replica had not committed...
+    assert_eq!(cli_replay(&dlt).await, count as u64);
+    // ...and the replica, thawed, finds it lost its lock: its commit is refused.
+    replica.signal("CONT");
+    let answer = asked.await.unwrap().unwrap();
+    let status = answer.status();
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "replay_in_progress", "{body}");
+
+    // Then the position stands where the CLI left it: nothing is left to replay.
+    assert_eq!(
+        cli_replay(&dlt).await,
+        0,
+        "the cut-off replica moved the position back"
+    );
+    // And every record went back (some twice: what the replica published before it was cut
+    // off and never committed, as after a crash).
+    let copies = copies_by_origin(&source, stored(&source).await).await;
+    assert_eq!(copies.len(), count);
 }

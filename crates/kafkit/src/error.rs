@@ -102,6 +102,15 @@ pub enum Error {
         /// Why, and what to do.
         reason: String,
     },
+    /// Another process (a gateway replica, the CLI) is replaying this dead-letter topic: this
+    /// replay published nothing, or was cut off and its progress was not committed.
+    #[error("replay of {topic} not done: {reason}")]
+    ReplayInProgress {
+        /// The dead-letter topic.
+        topic: String,
+        /// What happened, and what to do.
+        reason: String,
+    },
     /// The broker cannot do this at all (the embedded development broker has no admin API for
     /// some operations).
     #[error("{operation} is not supported by {broker}")]
@@ -206,6 +215,8 @@ pub enum ErrorCode {
     InvalidSelection,
     /// A replay was refused before re-publishing anything ([`Error::ReplayRefused`]).
     ReplayRefused,
+    /// Another process is replaying the dead-letter topic ([`Error::ReplayInProgress`]).
+    ReplayInProgress,
     /// The broker cannot do this at all.
     Unsupported,
     /// The local producer queue is full: slow down.
@@ -254,6 +265,7 @@ impl ErrorCode {
             ErrorCode::InvalidTopicSpec => "invalid_topic_spec",
             ErrorCode::InvalidSelection => "invalid_selection",
             ErrorCode::ReplayRefused => "replay_refused",
+            ErrorCode::ReplayInProgress => "replay_in_progress",
             ErrorCode::Unsupported => "unsupported_by_broker",
             ErrorCode::QueueFull => "queue_full",
             ErrorCode::MessageTooLarge => "message_too_large",
@@ -346,6 +358,7 @@ impl Error {
             Error::InvalidTopicSpec { .. } => ErrorCode::InvalidTopicSpec,
             Error::InvalidSelection { .. } => ErrorCode::InvalidSelection,
             Error::ReplayRefused { .. } => ErrorCode::ReplayRefused,
+            Error::ReplayInProgress { .. } => ErrorCode::ReplayInProgress,
             Error::Unsupported { .. } => ErrorCode::Unsupported,
             Error::EmbeddedBroker(_) => ErrorCode::EmbeddedBroker,
             Error::Task(_) => ErrorCode::Task,

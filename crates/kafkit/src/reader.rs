@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientContext;
-use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{
+    CommitMode, Consumer as _, ConsumerContext, ConsumerGroupMetadata, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
@@ -451,14 +453,7 @@ impl Reading {
         if next.is_empty() {
             return Ok(());
         }
-        let mut list = TopicPartitionList::new();
-        for (partition, (offset, metadata)) in next {
-            let mut element = list.add_partition(&self.topic, *partition);
-            element
-                .set_offset(Offset::Offset(*offset))
-                .map_err(failed)?;
-            element.set_metadata(metadata);
-        }
+        let list = self.offsets(next).map_err(failed)?;
         let consumer = self.consumer.clone();
         let timeout = self.timeout;
         tokio::task::spawn_blocking(move || {
@@ -467,6 +462,39 @@ impl Reading {
         .await
         .map_err(Error::Task)?
         .map_err(failed)
+    }
+}
+
+impl Reading {
+    /// `next` (offset and metadata per partition) as a list of this reading's topic.
+    fn offsets(&self, next: &HashMap<i32, (i64, String)>) -> KafkaResult<TopicPartitionList> {
+        let mut list = TopicPartitionList::new();
+        for (partition, (offset, metadata)) in next {
+            let mut element = list.add_partition(&self.topic, *partition);
+            element.set_offset(Offset::Offset(*offset))?;
+            element.set_metadata(metadata);
+        }
+        Ok(list)
+    }
+
+    /// What a transaction needs to commit `next` for the reader's group instead
+    /// ([`crate::transaction::Transaction::send_offsets`]): the offsets, and the group as this
+    /// never-joined reader knows it (no member, no generation: the broker takes such a commit
+    /// only while the group has no members).
+    pub(crate) fn offsets_for_transaction(
+        &self,
+        next: &HashMap<i32, (i64, String)>,
+    ) -> Result<(TopicPartitionList, ConsumerGroupMetadata)> {
+        let failed = |source| Error::Consume {
+            operation: format!("commit the read position of {}", self.topic),
+            source,
+        };
+        let list = self.offsets(next).map_err(failed)?;
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| failed(KafkaError::MetadataFetch(RDKafkaErrorCode::InvalidGroupId)))?;
+        Ok((list, group))
     }
 }
 

@@ -179,7 +179,7 @@ pub async fn list(
         (status = 400, description = "Invalid topic, limit, offsets or filter (the message names the field), or a dead-letter topic not named after the topic it serves", body = ErrorBody),
         (status = 403, description = "Dead-letter topic not readable, a destination not writable, or the broker refused the gateway", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
-        (status = 409, description = "Refused before anything was replayed: remembering the chosen records would exceed the replay's metadata budget (replay the earlier records first), or the replay's committed state is unreadable", body = ErrorBody),
+        (status = 409, description = "`replay_refused`: refused before anything was replayed, remembering the chosen records would exceed the replay's metadata budget (replay the earlier records first), or the replay's committed state is unreadable. `replay_in_progress`: another process (a gateway replica, the CLI) is replaying this dead-letter topic, nothing was published, ask again once it is done; or, rarely, this replay lost its lock (cut off from Kafka for longer than the session timeout) and its progress was not committed", body = ErrorBody),
         (status = 415, description = "A body that is not JSON", body = ErrorBody),
         (status = 422, description = "A body of the wrong shape", body = ErrorBody),
         ReadFailures,

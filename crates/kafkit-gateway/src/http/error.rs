@@ -70,7 +70,7 @@ impl ApiError {
             | ErrorCode::Encode
             | ErrorCode::Decode => StatusCode::BAD_REQUEST,
             ErrorCode::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::ReplayRefused => StatusCode::CONFLICT,
+            ErrorCode::ReplayRefused | ErrorCode::ReplayInProgress => StatusCode::CONFLICT,
             ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => StatusCode::NOT_FOUND,
             ErrorCode::NotAuthorized => StatusCode::FORBIDDEN,
             ErrorCode::QueueFull => StatusCode::TOO_MANY_REQUESTS,

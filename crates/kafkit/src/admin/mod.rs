@@ -95,7 +95,22 @@ impl Admin {
         if self.embedded.is_some() {
             return Ok(());
         }
-        let mock = *self
+        if self.is_mock().await? {
+            return Err(Error::Unsupported {
+                operation: operation(),
+                broker: REMOTE_EMBEDDED_BROKER,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the cluster is the embedded development broker (librdkafka's mock cluster),
+    /// of this process or another; asked of the cluster once.
+    pub(crate) async fn is_mock(&self) -> Result<bool> {
+        if self.embedded.is_some() {
+            return Ok(true);
+        }
+        let mock = self
             .remote_mock
             .get_or_try_init(|| async {
                 let cluster = self.describe_cluster().await?;
@@ -106,13 +121,7 @@ impl Admin {
                 )
             })
             .await?;
-        if mock {
-            return Err(Error::Unsupported {
-                operation: operation(),
-                broker: REMOTE_EMBEDDED_BROKER,
-            });
-        }
-        Ok(())
+        Ok(*mock)
     }
 
     /// Works on `cluster`: with the embedded broker, topics are created through it.

@@ -15,6 +15,10 @@
 //! cannot go back (no or forged `original-topic`, unknown topic) is reported and passed over,
 //! never a poison for the rest.
 //!
+//! One replay per dead-letter topic runs at a time, across processes too: module `flight` holds
+//! the lock (a consumer group's membership) and fences the commit (a transactional producer),
+//! so a replay that lost its lock unnoticed cannot commit over the one that took over.
+//!
 //! Three ways to choose what to replay, all through the same checks (destination, permission,
 //! one replay per dead-letter topic at a time, `redrive-of` header):
 //! - [`Redrive::replay`] / [`Redrive::replay_where`]: the next records from the position;
@@ -44,15 +48,18 @@ use crate::filter::RecordFilter;
 use crate::reader::{Limits, Reader, Reading, Start};
 use crate::record::Message;
 
+use flight::Flight;
 use select::{Choice, Committed};
 use settle::Ledger;
 
+mod flight;
 mod plan;
 mod progress;
 mod publish;
 mod select;
 mod settle;
 
+pub use flight::LOCK_TOPIC;
 pub use progress::PartitionProgress;
 pub(crate) use progress::Progress;
 
@@ -178,7 +185,9 @@ impl Redrive {
     /// [`Redrive::replay_matching`]) are passed over, not counted.
     ///
     /// One replay of a dead-letter topic runs at a time in this process (a second waits, then
-    /// continues where the first stopped), and once records are re-published the replay
+    /// continues where the first stopped) and across processes: while another process (a
+    /// gateway replica, the CLI) replays it, this one publishes nothing and fails with
+    /// [`Error::ReplayInProgress`] (module `flight`). Once records are re-published the replay
     /// commits them even if the caller stops waiting: a cancelled request cannot leave
     /// published records uncommitted to be published again.
     pub async fn replay_where(
@@ -317,23 +326,31 @@ impl Redrive {
         let this = self.clone();
         let topic = dead_letter_topic.to_owned();
         tokio::spawn(async move {
+            // One replay at a time in this process (the others wait their turn), then across
+            // processes (the others are refused).
             let lock = replay_lock(&topic);
             let _single = lock.lock().await;
-            this.replay_locked(&topic, choice, source.as_deref(), allowed)
-                .await
+            let flight = Flight::take(&this.config, &topic).await?;
+            let report = this
+                .replay_locked(&topic, choice, source.as_deref(), allowed, &flight)
+                .await;
+            flight.land().await;
+            report
         })
         .await
         .map_err(Error::Task)?
     }
 
     /// One replay, as its phases: select what to replay, plan where each record goes, publish
-    /// the copies, settle what to report and commit.
+    /// the copies (while `flight` holds the lock), settle what to report and commit (through
+    /// `flight`'s fence).
     async fn replay_locked(
         &self,
         dead_letter_topic: &str,
         choice: Choice,
         source: Option<&str>,
         allowed: impl Fn(&str) -> bool,
+        flight: &Flight,
     ) -> Result<ReplayReport> {
         // The position and the set replayed ahead of it, per partition, as committed; this
         // reading also commits the outcome.
@@ -370,9 +387,10 @@ impl Redrive {
             return Ok(report);
         }
         let mut ledger = Ledger::new(&committed, order, selection.read_to, &plan.passed_over);
-        let held_back = publish::publish(&self.config, plan.copies, &mut ledger).await?;
+        let held_back =
+            publish::publish(&self.config, plan.copies, &mut ledger, || flight.holds()).await?;
         let settlement = ledger.settle(&held_back);
-        reading.commit_with_metadata(&settlement.commits).await?;
+        flight.commit(&reading, &settlement.commits).await?;
         report.replayed = settlement.replayed;
         report.skipped.extend(settlement.skipped);
         report.failed = settlement.failed;

@@ -10,19 +10,21 @@ use super::plan::At;
 use super::settle::{Ledger, Published};
 
 /// Publishes `copies` in order, without kafkit's standard headers (a replayed record keeps the
-/// headers it had), into `ledger`. Stops after a round in which a record failed for now, or
-/// when the commit would have no room for another record's failure; returns where the records
-/// not published are.
+/// headers it had), into `ledger`. Stops after a round in which a record failed for now, when
+/// the commit would have no room for another record's failure, or when `holds` says the
+/// replay lost its lock (another process may be replaying); returns where the records not
+/// published are.
 pub(super) async fn publish(
     config: &KafkaConfig,
     mut copies: Vec<(At, Record)>,
     ledger: &mut Ledger,
+    holds: impl Fn() -> bool,
 ) -> Result<Vec<At>> {
     let producer = Producer::builder(config).standard_headers(false).build()?;
     while !copies.is_empty() {
         let next: Vec<At> = copies.iter().map(|(at, _)| *at).collect();
         let room = ledger.room(&next);
-        if room == 0 {
+        if room == 0 || !holds() {
             break;
         }
         let round: Vec<(At, Record)> = copies.drain(..room).collect();
