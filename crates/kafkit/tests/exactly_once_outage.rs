@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafkit::{
-    Kafka, Message, Record, TopicSpec, config::Isolation,
+    Admin, Kafka, Message, Record, TopicSpec, config::Isolation,
     consumer::exactly_once::ExactlyOnceOptions, reader::Limits, reader::Start,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{Layer, filter::LevelFilter};
+use tracing_subscriber::{EnvFilter, Layer, filter::LevelFilter};
 
 const WAIT: Duration = Duration::from_secs(240);
 /// The commit (counted from 1) during which the broker is paused.
@@ -90,21 +90,112 @@ fn install_subscriber() {
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_writer(std::io::stderr)
-                .with_filter(LevelFilter::INFO),
+                // RUST_LOG=kafkit=debug shows every transaction call when it fails.
+                .with_filter(
+                    EnvFilter::builder()
+                        .with_default_directive(LevelFilter::INFO.into())
+                        .from_env_lossy(),
+                ),
         )
         .init();
 }
 
-/// Everything `topic` holds for a read-committed reader, up to the end as of now.
-async fn read_committed(kafka: &Kafka, topic: &str) -> Vec<Message> {
+/// Everything `topic` holds for a read-committed reader, up to the end as of now; `None` when
+/// the end is not reached within `timeout` (a transaction open on a paused broker holds it).
+async fn read_committed(kafka: &Kafka, topic: &str, timeout: Duration) -> Option<Vec<Message>> {
     let reader = kafka.reader().unwrap().isolation(Isolation::ReadCommitted);
-    let mut reading = reader.open(topic, None, Start::Beginning).await.unwrap();
+    let mut reading = reader.open(topic, None, Start::Beginning).await.ok()?;
     let messages = reading
-        .collect(&Limits::to_end(usize::MAX).timeout(WAIT))
+        .collect(&Limits::to_end(usize::MAX).timeout(timeout))
         .await
-        .unwrap();
-    assert!(reading.at_end(), "{topic}: the end was not reached in time");
-    messages
+        .ok()?;
+    reading.at_end().then_some(messages)
+}
+
+/// Input position (partition, offset) → how many outputs a read-committed reader sees for it.
+type Outputs = BTreeMap<(i32, i64), usize>;
+
+/// The outputs of `output` by the input position they carry; `None` as [`read_committed`].
+async fn outputs(kafka: &Kafka, output: &str, timeout: Duration) -> Option<Outputs> {
+    let mut found = Outputs::new();
+    for message in read_committed(kafka, output, timeout).await? {
+        let source: serde_json::Value = message.json().unwrap();
+        let at = (
+            i32::try_from(source["partition"].as_i64().unwrap()).unwrap(),
+            source["offset"].as_i64().unwrap(),
+        );
+        *found.entry(at).or_insert(0) += 1;
+    }
+    Some(found)
+}
+
+/// The group's committed offset per input partition (0 where it never committed).
+async fn committed(admin: &Admin, group: &str, input: &str) -> Option<BTreeMap<i32, i64>> {
+    let lag = admin.group_lag(group, &[input]).await.ok()?;
+    Some(
+        lag.iter()
+            .map(|p| (p.partition, p.committed.unwrap_or(0)))
+            .collect(),
+    )
+}
+
+/// Outputs and offsets move together: with `before` the committed offsets read before
+/// `outputs` and `after` those read after, every input below `before` has exactly one
+/// output, and none at or above `after` has any. An output twice fails at once; the rest is
+/// `Err` (the transaction's markers reach the output partitions and the offsets at slightly
+/// different moments, so the caller looks again before failing).
+fn exactly_once(
+    step: &str,
+    before: &BTreeMap<i32, i64>,
+    outputs: &Outputs,
+    after: &BTreeMap<i32, i64>,
+) -> Result<(), String> {
+    let twice: Vec<_> = outputs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{step}: written more than once: {twice:?}"
+    );
+    for (partition, end) in before {
+        let missing: Vec<i64> = (0..*end)
+            .filter(|offset| !outputs.contains_key(&(*partition, *offset)))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "{step}: partition {partition} committed to {end} without the outputs of {missing:?}"
+            ));
+        }
+    }
+    let ahead: Vec<_> = outputs
+        .keys()
+        .filter(|(partition, offset)| *offset >= after.get(partition).copied().unwrap_or(0))
+        .collect();
+    if !ahead.is_empty() {
+        return Err(format!("{step}: outputs of uncommitted inputs: {ahead:?}"));
+    }
+    Ok(())
+}
+
+/// Checks [`exactly_once`] on the group's offsets and outputs as of now, looking again for up
+/// to 10 s while it does not hold. False when the broker did not answer (paused).
+async fn check(step: &str, admin: &Admin, kafka: &Kafka, names: [&str; 3]) -> bool {
+    let [group, input, output] = names;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let Some(before) = committed(admin, group, input).await else {
+            return false;
+        };
+        let Some(seen) = outputs(kafka, output, Duration::from_secs(10)).await else {
+            return false;
+        };
+        let Some(after) = committed(admin, group, input).await else {
+            return false;
+        };
+        match exactly_once(step, &before, &seen, &after) {
+            Ok(()) => return true,
+            Err(problem) if tokio::time::Instant::now() > deadline => panic!("{problem}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,10 +203,16 @@ async fn a_commit_the_broker_does_not_answer_is_resumed_and_the_pipeline_goes_on
     install_subscriber();
     // Given a broker of our own, 600 items on 2 partitions, and a pipeline copying them in
     // transactions of at most 50 input records, with 5 s request and transaction timeouts.
+    // The pause also outlasts the broker's KRaft session (9 s): the broker is fenced for a
+    // moment when it goes on, and clients that ask for metadata then learn of no broker.
     let broker = Arc::new(testkit::OwnBroker::start());
     let mut config = broker.config();
     config.request_timeout = Duration::from_secs(5);
     config.transaction_timeout = Duration::from_secs(5);
+    // RDKAFKA_DEBUG=cgrp,broker (with RUST_LOG=librdkafka=debug) adds librdkafka's own account.
+    if let Ok(debug) = std::env::var("RDKAFKA_DEBUG") {
+        config.librdkafka.insert("debug".into(), debug);
+    }
     let kafka = Kafka::connect(&config).unwrap();
     let input = testkit::unique("eos-outage");
     let output = testkit::unique("eos-outage-out");
@@ -150,11 +247,16 @@ async fn a_commit_the_broker_does_not_answer_is_resumed_and_the_pipeline_goes_on
         .unwrap()
         .with_options(options);
     let out = output.clone();
+    // Each output names the input it was made from.
     pipeline.route(&input, move |item: Message<serde_json::Value>| {
         let output = out.clone();
         async move {
-            let id = item.value["id"].as_u64().unwrap();
-            Ok(vec![Record::to(&output).key(id.to_string()).text("copied")])
+            let source = serde_json::json!({ "partition": item.partition, "offset": item.offset });
+            Ok(vec![
+                Record::to(&output)
+                    .key(item.value["id"].to_string())
+                    .json(&source)?,
+            ])
         }
     });
     let pipeline = Arc::new(pipeline);
@@ -167,18 +269,23 @@ async fn a_commit_the_broker_does_not_answer_is_resumed_and_the_pipeline_goes_on
         async move { pipeline.run(stop.cancelled_owned()).await }
     });
 
-    // Then the pipeline goes on to the end of its input: every offset is committed.
+    // Then, checked every few seconds while the broker answers, a read-committed reader sees
+    // exactly the outputs of the inputs whose offsets are committed; and the pipeline goes on
+    // to the end of its input.
     let admin = kafka.admin().unwrap();
+    let names = [group.as_str(), input.as_str(), output.as_str()];
+    let mut checks = 0;
     let done = async {
         loop {
-            let lag = admin.group_lag(&group, &[input.as_str()]).await;
-            if let Ok(lag) = lag
-                && lag.len() == 2
-                && lag.iter().all(|p| p.committed == Some(p.high_watermark))
-            {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            checks += 1;
+            if !check(&format!("check {checks}"), &admin, &kafka, names).await {
+                continue;
+            }
+            let offsets = committed(&admin, &group, &input).await.unwrap_or_default();
+            if offsets.len() == 2 && offsets.values().sum::<i64>() == 600 {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
     let finished = tokio::time::timeout(WAIT, done).await;
@@ -201,13 +308,11 @@ async fn a_commit_the_broker_does_not_answer_is_resumed_and_the_pipeline_goes_on
         .unwrap()
         .unwrap();
 
-    // And a read-committed reader sees every item's output exactly once.
-    let mut outputs: BTreeMap<u64, usize> = BTreeMap::new();
-    for message in read_committed(&kafka, &output).await {
-        *outputs
-            .entry(message.key_str().unwrap().parse().unwrap())
-            .or_insert(0) += 1;
-    }
-    let expected: BTreeMap<u64, usize> = (0..600).map(|id| (id, 1)).collect();
-    assert_eq!(outputs, expected, "not exactly once");
+    // And at the end every input has exactly one output.
+    let end = committed(&admin, &group, &input).await.unwrap();
+    let seen = outputs(&kafka, &output, WAIT)
+        .await
+        .expect("the end of the outputs");
+    exactly_once("at the end", &end, &seen, &end).unwrap();
+    assert_eq!(seen.len(), 600, "not every input has its output");
 }

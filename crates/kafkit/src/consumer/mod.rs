@@ -6,6 +6,7 @@
 mod context;
 pub mod exactly_once;
 mod fetched;
+pub(crate) mod group_id;
 mod handling;
 mod keyed;
 pub mod offset_map;

@@ -5,9 +5,10 @@
 //!
 //! How it holds:
 //! - Input is read `read_committed`, offsets are never auto-committed or stored: they move
-//!   only inside a committed transaction ([`Transaction::send_offsets`]), with the consumer's
-//!   group metadata, so a member that lost its partitions in a rebalance cannot commit them
-//!   (KIP-447).
+//!   only inside a committed transaction
+//!   ([`Transaction::send_offsets`](crate::transaction::Transaction::send_offsets)), with the
+//!   consumer's group metadata, so a member that lost its partitions in a rebalance cannot
+//!   commit them (KIP-447).
 //! - A batch is transformed without polling, so no rebalance happens while it is open. A
 //!   rebalance that revoked partitions while the batch was being read discards the batch:
 //!   nothing of it is sent; partitions revoked meanwhile start again at the group's
@@ -25,6 +26,9 @@
 //!   reads again from the committed offsets, which say whether it committed.
 //! - Otherwise a fenced producer ([`Error::Fenced`]: another instance started with the same
 //!   transactional id) stops the run with that error, writing nothing.
+//! - A consumer that knows no broker any more (librdkafka#5301, see
+//!   `context::PipelineContext::stranded`) is replaced by a new one, which rejoins the group at
+//!   its committed offsets.
 //! - A process killed mid-transaction leaves it open; the next producer with the same
 //!   transactional id aborts it when it starts, and readers skip it.
 //!
@@ -32,81 +36,34 @@
 //! letters and invalid records follow the route's policy as in the at-least-once runtime, and
 //! a dead-letter copy is part of the transaction.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod context;
+mod rewind;
+mod transform;
+
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, EmbeddedBroker};
 use crate::config::{Isolation, KafkaConfig};
-use crate::consumer::TopicPartition;
-use crate::dead_letter::Failure;
 use crate::error::{Error, Result};
-use crate::handler::HandlerError;
-use crate::policy::{FailurePolicy, Verdict, verdict};
+use crate::policy::FailurePolicy;
 use crate::record::{Message, Record};
 use crate::transaction::TransactionalProducer;
-
-/// What a transform answers for one input record: the records to write for it (none is fine).
-pub type TransformResult = std::result::Result<Vec<Record>, HandlerError>;
-
-/// Turns one input record into output records. Register a closure with
-/// [`ExactlyOnce::route`], or implement this for full control over decoding.
-pub trait Transform: Send + Sync + 'static {
-    /// The output records of `message`. Called for records of one partition in offset order;
-    /// may be called again for the same record when its transaction is aborted.
-    fn transform<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, TransformResult>;
-}
-
-/// A closure over decoded JSON values as a [`Transform`]; an undecodable value is invalid.
-struct Typed<T, F> {
-    transform: F,
-    _value: PhantomData<fn() -> T>,
-}
-
-impl<T, F, Fut> Transform for Typed<T, F>
-where
-    T: DeserializeOwned + Send + 'static,
-    F: Fn(Message<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = TransformResult> + Send + 'static,
-{
-    fn transform<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, TransformResult> {
-        Box::pin(async move {
-            let typed = message
-                .decode()
-                .map_err(|e| HandlerError::invalid(format!("undecodable value: {e}")))?;
-            (self.transform)(typed).await
-        })
-    }
-}
-
-/// An input topic's transform and its failure policy.
-#[derive(Clone)]
-struct TransformRoute {
-    transform: Arc<dyn Transform>,
-    failure: FailurePolicy,
-}
-
-impl std::fmt::Debug for TransformRoute {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransformRoute")
-            .field("failure", &self.failure)
-            .finish_non_exhaustive()
-    }
-}
+use context::{PipelineContext, STATISTICS_INTERVAL_MS};
+use rewind::{RewindTo, next_offsets};
+pub use transform::{Transform, TransformResult};
+use transform::{TransformRoute, Typed};
 
 /// How input records are grouped into transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,12 +131,7 @@ impl ExactlyOnce {
     ) -> Result<Self> {
         config.ensure_enabled()?;
         config.validate()?;
-        if group.is_empty() {
-            return Err(Error::config(
-                "KAFKA_GROUP_ID",
-                "an exactly-once pipeline needs a group id",
-            ));
-        }
+        crate::consumer::group_id::check(group, "an exactly-once pipeline")?;
         let mut config = config.clone();
         // Inputs written in transactions: never the records of aborted ones.
         config.isolation = Isolation::ReadCommitted;
@@ -288,47 +240,63 @@ impl ExactlyOnce {
             &dead_letter_topics,
         )
         .await?;
-        let consumer: StreamConsumer<Revocations> = self
-            .config
-            .to_consumer_config_with(&self.group, None)
-            .create_with_context(Revocations::default())
-            .map_err(|source| Error::ClientCreation {
-                client: "consumer",
-                source,
-            })?;
-        let consumer = Arc::new(consumer);
         let topics: Vec<&str> = self.routes.keys().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|source| Error::Consume {
-                operation: format!("subscribe to {}", topics.join(", ")),
-                source,
-            })?;
         tracing::info!(group = %self.group, transactional_id = %self.producer().transactional_id(), ?topics, "exactly-once pipeline started");
-        let outcome = self.consume(&consumer, &mut shutdown).await;
-        let closing = consumer.clone();
-        tokio::task::spawn_blocking(move || {
-            closing.unsubscribe();
-            drop(closing);
-        })
-        .await
-        .map_err(Error::Task)?;
+        let outcome = loop {
+            let consumer = self.subscribe(&topics)?;
+            let outcome = self.consume(&consumer, &mut shutdown).await;
+            let stranded = matches!(outcome, Ok(Ended::Stranded));
+            close(consumer, stranded).await?;
+            match outcome {
+                Ok(Ended::Stranded) => tracing::warn!(group = %self.group,
+                    "the consumer knows no broker any more and cannot get back into the group \
+                     (librdkafka#5301): replacing it; the new one starts at the group's \
+                     committed offsets"),
+                Ok(Ended::Stopped) => break Ok(()),
+                Err(error) => break Err(error),
+            }
+        };
         tracing::info!(group = %self.group, "exactly-once pipeline stopped");
         outcome
     }
 
+    /// A consumer of the group, subscribed to `topics`.
+    fn subscribe(&self, topics: &[&str]) -> Result<Arc<StreamConsumer<PipelineContext>>> {
+        let mut settings = self.config.to_consumer_config_with(&self.group, None);
+        if settings.get("statistics.interval.ms").is_none() {
+            // Its statistics say whether it is stranded (PipelineContext::stranded).
+            settings.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        }
+        let consumer: StreamConsumer<PipelineContext> = settings
+            .create_with_context(PipelineContext::default())
+            .map_err(|source| Error::ClientCreation {
+                client: "consumer",
+                source,
+            })?;
+        consumer
+            .subscribe(topics)
+            .map_err(|source| Error::Consume {
+                operation: format!("subscribe to {}", topics.join(", ")),
+                source,
+            })?;
+        Ok(Arc::new(consumer))
+    }
+
+    /// Reads, transforms and commits batch after batch, until shutdown, a fatal error, or the
+    /// consumer is stranded.
     async fn consume<S: Future<Output = ()>>(
         &self,
-        consumer: &Arc<StreamConsumer<Revocations>>,
+        consumer: &Arc<StreamConsumer<PipelineContext>>,
         shutdown: &mut Pin<Box<S>>,
-    ) -> Result<()> {
+    ) -> Result<Ended> {
         let mut stream = consumer.stream();
         loop {
             let revocations = consumer.context().count();
             consumer.context().forget();
             let first = tokio::select! {
                 biased;
-                () = shutdown.as_mut() => return Ok(()),
+                () = shutdown.as_mut() => return Ok(Ended::Stopped),
+                () = consumer.context().stranded() => return Ok(Ended::Stranded),
                 message = stream.next() => message,
             };
             // Records whose headers cannot be read as they are, by index in the batch.
@@ -347,7 +315,7 @@ impl ExactlyOnce {
                     tracing::warn!(%error, "consumer error");
                     continue;
                 }
-                None => return Ok(()),
+                None => return Ok(Ended::Stopped),
             };
             let deadline = Instant::now() + self.options.max_wait;
             while batch.len() < self.options.max_records {
@@ -367,12 +335,12 @@ impl ExactlyOnce {
                     .rewind(consumer, &batch, RewindTo::BatchStart, shutdown)
                     .await?
                 {
-                    return Ok(());
+                    return Ok(Ended::Stopped);
                 }
                 continue;
             }
             let Some(outputs) = self.transform(&batch, &unreadable, shutdown).await else {
-                return Ok(());
+                return Ok(Ended::Stopped);
             };
             let began = Instant::now();
             let commit = tokio::time::timeout(
@@ -387,7 +355,7 @@ impl ExactlyOnce {
                      unknown; the broker settles it, and the offsets committed say where the \
                      next member resumes"
                 );
-                return Ok(());
+                return Ok(Ended::Stopped);
             };
             let Ok(outcome) = outcome else {
                 tracing::warn!(
@@ -398,7 +366,7 @@ impl ExactlyOnce {
                      after the transaction timeout"
                 );
                 if stopping || !self.start_over(consumer, &batch, shutdown).await? {
-                    return Ok(());
+                    return Ok(Ended::Stopped);
                 }
                 continue;
             };
@@ -408,7 +376,7 @@ impl ExactlyOnce {
                     self.committed
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     if stopping {
-                        return Ok(());
+                        return Ok(Ended::Stopped);
                     }
                 }
                 Err(error @ Error::Fenced { .. })
@@ -421,7 +389,7 @@ impl ExactlyOnce {
                         "fenced after the transaction stayed open longer than the transaction \
                          timeout (the broker did not answer): the broker aborted it");
                     if stopping || !self.start_over(consumer, &batch, shutdown).await? {
-                        return Ok(());
+                        return Ok(Ended::Stopped);
                     }
                 }
                 Err(error @ Error::Fenced { .. }) => {
@@ -431,23 +399,23 @@ impl ExactlyOnce {
                 Err(error @ Error::Transaction { aborted: false, .. }) => {
                     tracing::warn!(%error, records = batch.len(), "the transaction's outcome is unknown");
                     if stopping || !self.start_over(consumer, &batch, shutdown).await? {
-                        return Ok(());
+                        return Ok(Ended::Stopped);
                     }
                 }
                 Err(error) => {
                     tracing::warn!(%error, records = batch.len(), "transaction failed and was aborted: its batch is read again");
                     if stopping {
-                        return Ok(());
+                        return Ok(Ended::Stopped);
                     }
                     if !self
                         .rewind(consumer, &batch, RewindTo::BatchStart, shutdown)
                         .await?
                     {
-                        return Ok(());
+                        return Ok(Ended::Stopped);
                     }
                     tokio::select! {
                         biased;
-                        () = shutdown.as_mut() => return Ok(()),
+                        () = shutdown.as_mut() => return Ok(Ended::Stopped),
                         () = tokio::time::sleep(self.options.retry_pause) => {}
                     }
                 }
@@ -468,7 +436,7 @@ impl ExactlyOnce {
     /// shutdown came meanwhile.
     async fn start_over<S: Future<Output = ()>>(
         &self,
-        consumer: &Arc<StreamConsumer<Revocations>>,
+        consumer: &Arc<StreamConsumer<PipelineContext>>,
         batch: &[Message],
         shutdown: &mut Pin<Box<S>>,
     ) -> Result<bool> {
@@ -487,40 +455,6 @@ impl ExactlyOnce {
         }
         self.rewind(consumer, batch, RewindTo::Committed, shutdown)
             .await
-    }
-
-    /// Rewinds `batch`'s partitions ([`rewind`]) to `to`, again while that fails: reading on
-    /// before they are rewound could commit offsets past records never written. False when
-    /// shutdown came meanwhile.
-    async fn rewind<S: Future<Output = ()>>(
-        &self,
-        consumer: &Arc<StreamConsumer<Revocations>>,
-        batch: &[Message],
-        to: RewindTo,
-        shutdown: &mut Pin<Box<S>>,
-    ) -> Result<bool> {
-        loop {
-            let rewound = match to {
-                RewindTo::BatchStart => rewind(consumer, batch, BTreeMap::new()).await,
-                RewindTo::Committed => {
-                    match committed_offsets(&self.config, &self.group, batch).await {
-                        Ok(committed) => rewind(consumer, batch, committed).await,
-                        Err(error) => Err(error),
-                    }
-                }
-            };
-            match rewound {
-                Ok(()) => return Ok(true),
-                Err(error @ Error::Task(_)) => return Err(error),
-                Err(error) => tracing::warn!(%error, records = batch.len(),
-                    "rewinding the batch's partitions failed; trying again before reading on"),
-            }
-            tokio::select! {
-                biased;
-                () = shutdown.as_mut() => return Ok(false),
-                () = tokio::time::sleep(self.options.retry_pause) => {}
-            }
-        }
     }
 
     /// The producer transactions are written with.
@@ -545,102 +479,10 @@ impl ExactlyOnce {
             .map_err(Error::Task)
     }
 
-    /// The output records of a batch, dead-letter copies included. `None` when shutdown came
-    /// while a record waited for its next attempt: nothing of the batch is written.
-    /// A record of `unreadable` (index in `batch`, reason) is invalid without being
-    /// transformed.
-    async fn transform<S: Future<Output = ()>>(
-        &self,
-        batch: &[Message],
-        unreadable: &BTreeMap<usize, String>,
-        shutdown: &mut Pin<Box<S>>,
-    ) -> Option<Vec<Record>> {
-        let mut outputs = Vec::with_capacity(batch.len());
-        for (index, message) in batch.iter().enumerate() {
-            let Some(route) = self.routes.get(&message.topic) else {
-                tracing::error!(topic = %message.topic, "record from a topic without transform");
-                continue;
-            };
-            let unreadable = unreadable.get(&index).map(String::as_str);
-            if !self
-                .settle(route, message, unreadable, shutdown, &mut outputs)
-                .await
-            {
-                return None;
-            }
-        }
-        Some(outputs)
-    }
-
-    /// Transforms one record until it succeeds, is dead-lettered or skipped, adding what it
-    /// writes to `outputs`; a record `unreadable` (saying why) is invalid as it is. False when
-    /// shutdown interrupted a wait between attempts.
-    async fn settle<S: Future<Output = ()>>(
-        &self,
-        route: &TransformRoute,
-        message: &Message,
-        unreadable: Option<&str>,
-        shutdown: &mut Pin<Box<S>>,
-        outputs: &mut Vec<Record>,
-    ) -> bool {
-        let mut attempts = 0u32;
-        let (error, verdict) = loop {
-            attempts += 1;
-            let result = match unreadable {
-                Some(reason) => Err(HandlerError::invalid(reason)),
-                None => attempt(route, message).await,
-            };
-            let error = match result {
-                Ok(records) => {
-                    outputs.extend(records);
-                    return true;
-                }
-                Err(error) => error,
-            };
-            match verdict(error.kind(), attempts, &route.failure) {
-                Verdict::Retry => {}
-                settled => break (error, settled),
-            }
-            tracing::debug!(parent: &record_span(message), attempts, error = error.message(), "retrying");
-            tokio::select! {
-                biased;
-                () = shutdown.as_mut() => return false,
-                () = tokio::time::sleep(route.failure.retry_delay(attempts, &error)) => {}
-            }
-        };
-        // Only a failed record gets a span (a span per record costs as much as the rest of the
-        // per-record work, see ConsumerOptions::record_spans).
-        let _span = record_span(message).entered();
-        // A pipeline reads no retry topics: what would go to one is dead-lettered.
-        match (&route.failure.dead_letter, verdict) {
-            (Some(policy), Verdict::DeadLetter | Verdict::RetryTopic(_)) => {
-                tracing::warn!(
-                    error = error.message(),
-                    attempts,
-                    "record dead-lettered in the transaction"
-                );
-                let failure = Failure {
-                    kind: error.kind(),
-                    message: error.message().to_owned(),
-                    attempts,
-                };
-                outputs.push(policy.record(message, &self.group, &failure));
-            }
-            (_, Verdict::Drop | Verdict::DeadLetter | Verdict::RetryTopic(_)) => tracing::error!(
-                error = error.message(),
-                "no dead-letter topic: record dropped after failure"
-            ),
-            (_, Verdict::Skip | Verdict::Retry) => {
-                tracing::info!(error = error.message(), "record skipped")
-            }
-        }
-        true
-    }
-
     /// Writes `outputs` and the offsets after `batch` in one transaction.
     async fn commit(
         &self,
-        consumer: &StreamConsumer<Revocations>,
+        consumer: &StreamConsumer<PipelineContext>,
         outputs: Vec<Record>,
         batch: &[Message],
     ) -> Result<()> {
@@ -666,18 +508,6 @@ impl ExactlyOnce {
     }
 }
 
-/// One call of `route`'s transform on `message`; a panic, while it builds its future or in
-/// the future, is the record's failure ([`HandlerError::panic`]) rather than the pipeline's.
-async fn attempt(route: &TransformRoute, message: &Message) -> TransformResult {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| route.transform.transform(message))) {
-        Ok(future) => AssertUnwindSafe(future)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(HandlerError::panic(&*panic))),
-        Err(panic) => Err(HandlerError::panic(&*panic)),
-    }
-}
-
 /// Awaits `work` (a transaction's commit); when `shutdown` completes first, waits for it a
 /// little longer ([`SHUTDOWN_GRACE`]: a commit the broker answers takes milliseconds), then
 /// gives up on it (`None`). True as well when `shutdown` completed (it must not be polled
@@ -694,254 +524,36 @@ async fn finish_unless_stopped<T, S: Future<Output = ()>>(
     }
 }
 
-/// Where a batch's partitions are rewound to.
+/// Why [`ExactlyOnce::consume`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RewindTo {
-    /// The batch's first records: nothing of the batch was committed.
-    BatchStart,
-    /// The group's committed offsets: whether the batch's transaction committed is known only
-    /// to the broker.
-    Committed,
+enum Ended {
+    /// Shutdown came (or the consumer's stream ended).
+    Stopped,
+    /// The consumer knows no broker any more ([`PipelineContext::stranded`]): replace it.
+    Stranded,
 }
+
+/// Leaves the group and closes `consumer`. A stranded consumer cannot tell the group it
+/// leaves; its closing is not waited for beyond [`STRANDED_CLOSE_WAIT`].
+async fn close(consumer: Arc<StreamConsumer<PipelineContext>>, stranded: bool) -> Result<()> {
+    let closing = tokio::task::spawn_blocking(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+    });
+    if !stranded {
+        return closing.await.map_err(Error::Task);
+    }
+    match tokio::time::timeout(STRANDED_CLOSE_WAIT, closing).await {
+        Ok(closed) => closed.map_err(Error::Task),
+        Err(_) => {
+            tracing::warn!("the stranded consumer is still closing; going on without it");
+            Ok(())
+        }
+    }
+}
+
+/// How long the closing of a stranded consumer is waited for.
+const STRANDED_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a commit under way when shutdown comes may still take.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// The span of kafkit's events about a failed record.
-fn record_span(message: &Message) -> tracing::Span {
-    tracing::info_span!(
-        "record",
-        topic = %message.topic,
-        partition = message.partition,
-        offset = message.offset
-    )
-}
-
-/// Per partition of `batch`, the offset after its last record.
-fn next_offsets(batch: &[Message]) -> BTreeMap<TopicPartition, i64> {
-    let mut next = BTreeMap::new();
-    for message in batch {
-        next.insert(
-            (message.topic.clone(), message.partition),
-            message.offset + 1,
-        );
-    }
-    next
-}
-
-/// How long a rewind waits for its seeks, and a look-up of committed offsets for them.
-const REWIND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Moves each partition of `batch` back to `targets`' offset of it (the batch's first record
-/// of it where `targets` has none), so that what follows is read again; what was fetched
-/// beyond is dropped by librdkafka. Partitions revoked since the batch began are left alone:
-/// a partition re-assigned since starts at the group's committed offset, and rewinding it
-/// could go behind what another member committed meanwhile. Fails when a partition could not
-/// be rewound.
-async fn rewind(
-    consumer: &Arc<StreamConsumer<Revocations>>,
-    batch: &[Message],
-    targets: BTreeMap<TopicPartition, i64>,
-) -> Result<()> {
-    let mut first = targets;
-    for message in batch {
-        first
-            .entry((message.topic.clone(), message.partition))
-            .or_insert(message.offset);
-    }
-    let consumer = consumer.clone();
-    tokio::task::spawn_blocking(move || rewind_blocking(&consumer, first))
-        .await
-        .map_err(Error::Task)?
-}
-
-fn rewind_blocking(
-    consumer: &StreamConsumer<Revocations>,
-    first: BTreeMap<TopicPartition, i64>,
-) -> Result<()> {
-    let failed = |operation: String| move |source| Error::Consume { operation, source };
-    let assigned = consumer
-        .assignment()
-        .map_err(failed("read the assignment to rewind".to_owned()))?;
-    let revoked = consumer.context().revoked();
-    let mut targets = TopicPartitionList::new();
-    for ((topic, partition), offset) in &first {
-        if revoked.contains(&(topic.clone(), *partition))
-            || assigned.find_partition(topic, *partition).is_none()
-        {
-            continue;
-        }
-        targets
-            .add_partition_offset(topic, *partition, Offset::Offset(*offset))
-            .map_err(failed(format!("rewind {topic} [{partition}] to {offset}")))?;
-    }
-    if targets.count() == 0 {
-        return Ok(());
-    }
-    let sought = consumer
-        .seek_partitions(targets, REWIND_TIMEOUT)
-        .map_err(failed("rewind the batch's partitions".to_owned()))?;
-    for element in sought.elements() {
-        let (topic, partition, offset) = (element.topic(), element.partition(), element.offset());
-        match element.error() {
-            Ok(()) => {
-                tracing::debug!(%topic, partition, ?offset, "partition rewound");
-            }
-            Err(KafkaError::OffsetFetch(code)) if rewind_holds(code) => {
-                tracing::debug!(%topic, partition, ?offset, %code, "partition rewound (or starts at its committed offset)");
-            }
-            Err(source) => {
-                return Err(failed(format!(
-                    "rewind {topic} [{partition}] to {offset:?}"
-                ))(source));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether a partition whose seek answered `code` is left where nothing is skipped: the seek
-/// is still queued (librdkafka applies it before fetching the partition again and drops what
-/// was fetched before it), or the partition is not being fetched in this assignment yet or any
-/// more (a fetch that starts begins at the committed offset; a partition being revoked is
-/// resumed by its next owner from there).
-fn rewind_holds(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::InProgress
-            | RDKafkaErrorCode::State
-            | RDKafkaErrorCode::PreviousInProgress
-    )
-}
-
-/// The offsets `group` committed for `batch`'s partitions, read (stable: after any pending
-/// transaction) by a client of its own that does not join the group, so that a rebalance the
-/// pipeline's consumer is in the middle of does not hold the answer up.
-async fn committed_offsets(
-    config: &KafkaConfig,
-    group: &str,
-    batch: &[Message],
-) -> Result<BTreeMap<TopicPartition, i64>> {
-    let failed = |operation: &str| {
-        let operation = operation.to_owned();
-        move |source| Error::Consume { operation, source }
-    };
-    let reader: BaseConsumer = config
-        .to_consumer_config_with(group, None)
-        .create()
-        .map_err(|source| Error::ClientCreation {
-            client: "consumer",
-            source,
-        })?;
-    let mut partitions = TopicPartitionList::new();
-    for (topic, partition) in next_offsets(batch).into_keys() {
-        partitions.add_partition(&topic, partition);
-    }
-    tokio::task::spawn_blocking(move || {
-        let committed = reader
-            .committed_offsets(partitions, REWIND_TIMEOUT)
-            .map_err(failed("read the committed offsets"))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(offset) => Some(((e.topic().to_owned(), e.partition()), offset)),
-                _ => None,
-            })
-            .collect())
-    })
-    .await
-    .map_err(Error::Task)?
-}
-
-/// Counts revocations, so a batch read across one is known, and remembers which partitions
-/// were revoked since [`Revocations::forget`].
-#[derive(Debug, Default)]
-struct Revocations {
-    count: AtomicU64,
-    revoked: std::sync::Mutex<BTreeSet<TopicPartition>>,
-}
-
-impl Revocations {
-    fn count(&self) -> u64 {
-        self.count.load(Ordering::SeqCst)
-    }
-
-    /// Partitions revoked since the last [`Revocations::forget`].
-    fn revoked(&self) -> BTreeSet<TopicPartition> {
-        self.revoked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Starts remembering afresh (a batch begins).
-    fn forget(&self) {
-        self.revoked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
-    }
-}
-
-impl ClientContext for Revocations {}
-
-impl ConsumerContext for Revocations {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                self.revoked
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .extend(
-                        tpl.elements()
-                            .iter()
-                            .map(|e| (e.topic().to_owned(), e.partition())),
-                    );
-                self.count.fetch_add(1, Ordering::SeqCst);
-                tracing::info!(partitions = tpl.count(), "partitions revoked");
-            }
-            Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
-            }
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(topic: &str, partition: i32, offset: i64) -> Message {
-        Message {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-            timestamp: None,
-            key: None,
-            headers: Vec::new(),
-            value: None,
-            attempt: 0,
-        }
-    }
-
-    #[test]
-    fn offsets_committed_are_after_each_partitions_last_record() {
-        let batch = [
-            message("a", 0, 5),
-            message("a", 1, 9),
-            message("a", 0, 6),
-            message("b", 0, 0),
-        ];
-        let next = next_offsets(&batch);
-        assert_eq!(
-            next.into_iter().collect::<Vec<_>>(),
-            [
-                (("a".to_owned(), 0), 7),
-                (("a".to_owned(), 1), 10),
-                (("b".to_owned(), 0), 1)
-            ]
-        );
-    }
-}
