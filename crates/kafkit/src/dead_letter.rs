@@ -184,15 +184,7 @@ pub(crate) fn failure_copy(
     group: &str,
     failure: &Failure,
 ) -> Record {
-    let mut record = Record::to(topic);
-    record.key = message.key.clone();
-    record.payload = message.value.clone();
-    record.headers = message
-        .headers
-        .iter()
-        .filter(|(name, _)| !FAILURE_HEADERS.contains(&name.as_str()))
-        .cloned()
-        .collect();
+    let mut record = clean_copy(topic, message, |_| false);
     let failed_at = time_rfc3339(SystemTime::now());
     let added = [
         (ORIGINAL_TOPIC, origin.topic.clone()),
@@ -214,6 +206,26 @@ pub(crate) fn failure_copy(
     for (name, value) in added {
         record.headers.push((name.to_owned(), value.into_bytes()));
     }
+    record
+}
+
+/// `message`'s key, value and headers for `topic`, without the failure headers an earlier
+/// failure added nor the headers `also_drop` names: what a new failure copy or a replay
+/// starts from.
+pub(crate) fn clean_copy(
+    topic: String,
+    message: &Message,
+    also_drop: impl Fn(&str) -> bool,
+) -> Record {
+    let mut record = Record::to(topic);
+    record.key = message.key.clone();
+    record.payload = message.value.clone();
+    record.headers = message
+        .headers
+        .iter()
+        .filter(|(name, _)| !FAILURE_HEADERS.contains(&name.as_str()) && !also_drop(name))
+        .cloned()
+        .collect();
     record
 }
 

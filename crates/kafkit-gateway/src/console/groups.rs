@@ -18,6 +18,7 @@ use serde::Deserialize;
 use super::frame::{Failure, PageResult};
 use super::lag_history::{PAGE_WAIT, SAMPLE_EVERY, chart};
 use super::page::{Nav, csrf_field, page, parse_utc, segment, unsupported_banner};
+use super::request::Asked;
 use super::session::Viewer;
 use super::{BASE, Console};
 use crate::AppState;
@@ -178,24 +179,25 @@ async fn sample(
 
 /// The group's lag now (sampled into its history) and its description.
 async fn read_group(
-    state: &AppState,
-    console: &Console,
-    viewer: &Viewer,
+    asked: &Asked,
     group: &str,
 ) -> Result<(GroupDetail, Option<GroupDescription>), Failure> {
+    let Asked {
+        state,
+        console,
+        viewer,
+    } = asked;
     let detail = sample(state, console, viewer, group).await?;
     let description = state.admin().describe_group(group).await?;
     Ok((detail, description))
 }
 
 /// `GET /console/groups/{group}`.
-pub async fn groups_show(
-    State(state): State<AppState>,
-    Extension(console): Extension<Arc<Console>>,
-    viewer: Viewer,
-    Path(group): Path<String>,
-) -> PageResult {
-    let (detail, description) = read_group(&state, &console, &viewer, &group).await?;
+pub async fn groups_show(asked: Asked, Path(group): Path<String>) -> PageResult {
+    let (detail, description) = read_group(&asked, &group).await?;
+    let Asked {
+        console, viewer, ..
+    } = asked;
     let empty = description.as_ref().is_none_or(|d| d.members.is_empty());
     let mut topics: Vec<&str> = detail.partitions.iter().map(|p| p.topic.as_str()).collect();
     topics.dedup();
@@ -239,14 +241,10 @@ pub async fn groups_show(
 }
 
 /// `GET /console/groups/{group}/live`: the live part alone, for the console script.
-pub async fn groups_live(
-    State(state): State<AppState>,
-    Extension(console): Extension<Arc<Console>>,
-    viewer: Viewer,
-    Path(group): Path<String>,
-) -> PageResult {
-    let (detail, description) = read_group(&state, &console, &viewer, &group).await?;
-    Ok(Html(live(&console, &viewer, &detail, description.as_ref()).into_string()).into_response())
+pub async fn groups_live(asked: Asked, Path(group): Path<String>) -> PageResult {
+    let (detail, description) = read_group(&asked, &group).await?;
+    let live = live(&asked.console, &asked.viewer, &detail, description.as_ref());
+    Ok(Html(live.into_string()).into_response())
 }
 
 /// What the reset form posts: first without `confirm` (the plan is shown), then with it.

@@ -8,9 +8,7 @@
 //! [`LagHistory`](super::LagHistory), sampled on each visit and by the background sampler,
 //! its section refreshed live by the console script.
 
-use std::sync::Arc;
-
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use kafkit::DeadLetter;
@@ -19,6 +17,7 @@ use maud::{Markup, html};
 use super::frame::{Failure, PageResult};
 use super::lag_history::chart;
 use super::page::{Nav, page, segment, utc};
+use super::request::Asked;
 use super::session::Viewer;
 use super::{BASE, Console};
 use crate::AppState;
@@ -101,18 +100,12 @@ async fn sample(state: &AppState, console: &Console, s: &SubscriptionView) {
 }
 
 /// `GET /console/subscriptions/{name}`.
-pub async fn subscriptions_show(
-    State(state): State<AppState>,
-    Extension(console): Extension<Arc<Console>>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-) -> PageResult {
-    let s = find(&state, &viewer, &name)?;
-    sample(&state, &console, &s).await;
+pub async fn subscriptions_show(asked: Asked, Path(name): Path<String>) -> PageResult {
+    let s = read_subscription(&asked, &name).await?;
     let title = format!("Push subscription {}", s.name);
-    let lag = lag_over_time(&console, &viewer, &s);
+    let lag = lag_over_time(&asked.console, &asked.viewer, &s);
     Ok(page(
-        &viewer,
+        &asked.viewer,
         Nav::Subscriptions,
         &title,
         render_subscription(&s, lag),
@@ -120,15 +113,16 @@ pub async fn subscriptions_show(
 }
 
 /// `GET /console/subscriptions/{name}/live`: the lag section alone, for the console script.
-pub async fn subscriptions_live(
-    State(state): State<AppState>,
-    Extension(console): Extension<Arc<Console>>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-) -> PageResult {
-    let s = find(&state, &viewer, &name)?;
-    sample(&state, &console, &s).await;
-    Ok(Html(lag_over_time(&console, &viewer, &s).into_string()).into_response())
+pub async fn subscriptions_live(asked: Asked, Path(name): Path<String>) -> PageResult {
+    let s = read_subscription(&asked, &name).await?;
+    Ok(Html(lag_over_time(&asked.console, &asked.viewer, &s).into_string()).into_response())
+}
+
+/// The subscription `name` as `asked`'s viewer may see it, its lag sampled into its history.
+async fn read_subscription(asked: &Asked, name: &str) -> Result<SubscriptionView, Failure> {
+    let s = find(&asked.state, &asked.viewer, name)?;
+    sample(&asked.state, &asked.console, &s).await;
+    Ok(s)
 }
 
 /// The subscription's lag now and its group's lag chart, over the topics `viewer` may read.

@@ -337,9 +337,8 @@ pub(crate) fn item_bytes(
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
-
     use super::*;
+    use crate::push::fixtures::{self, header_map, retry};
 
     const CAP: Duration = Duration::from_secs(60);
 
@@ -350,25 +349,14 @@ mod tests {
     }
 
     fn on(status: u16, headers: &[(&'static str, &str)], body: &str) -> Vec<Verdict> {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, HeaderValue::from_str(value).unwrap());
-        }
         results(
             StatusCode::from_u16(status).unwrap(),
-            &map,
+            &header_map(headers),
             body.as_bytes(),
             &ids(),
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             CAP,
         )
-    }
-
-    fn retry(after: Option<u64>, reason: &str) -> Verdict {
-        Verdict::Retry {
-            reason: reason.into(),
-            after: after.map(Duration::from_secs),
-        }
     }
 
     #[test]
@@ -461,21 +449,16 @@ mod tests {
     }
 
     fn message() -> Message {
-        Message {
-            topic: "orders".into(),
-            partition: 2,
-            offset: 41,
-            timestamp: Some(1_700_000_000_123),
-            key: Some(b"order-7".to_vec()),
-            headers: vec![
-                ("tenant-id".into(), b"acme".to_vec()),
-                ("trace".into(), b"a".to_vec()),
-                ("trace".into(), b"b".to_vec()),
-                ("bin".into(), b"\xff".to_vec()),
+        fixtures::message(
+            &[
+                ("tenant-id", b"acme"),
+                ("trace", b"a"),
+                ("trace", b"b"),
+                ("bin", b"\xff"),
             ],
-            value: Some(br#"{"sku":"x"}"#.to_vec()),
-            attempt: 2,
-        }
+            br#"{"sku":"x"}"#,
+            2,
+        )
     }
 
     #[test]

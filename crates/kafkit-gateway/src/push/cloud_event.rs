@@ -128,16 +128,7 @@ mod tests {
     use super::*;
 
     fn message() -> Message {
-        Message {
-            topic: "orders".into(),
-            partition: 2,
-            offset: 41,
-            timestamp: Some(1_700_000_000_123),
-            key: Some(b"order-7".to_vec()),
-            headers: vec![("tenant-id".into(), b"acme".to_vec())],
-            value: Some(b"{}".to_vec()),
-            attempt: 1,
-        }
+        crate::push::fixtures::message(&[("tenant-id", b"acme")], b"{}", 1)
     }
 
     fn headers(event: &CloudEvent, message: &Message) -> HeaderMap {

@@ -34,7 +34,7 @@ pub use super::delivery_id::delivery_id;
 use super::metrics::SubscriptionMetrics;
 use super::signature::{Signer, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 use super::status::SubscriptionStatus;
-use super::subscription::Validated;
+use super::validation::Validated;
 use super::verdict::{Verdict, status_class, verdict};
 
 /// The record's topic.
@@ -471,22 +471,17 @@ mod tests {
     use super::*;
 
     fn message() -> Message {
-        Message {
-            topic: "orders".into(),
-            partition: 2,
-            offset: 41,
-            timestamp: Some(1_700_000_000_123),
-            key: Some(b"order-7".to_vec()),
-            headers: vec![
-                ("tenant-id".into(), b"acme".to_vec()),
-                ("trace".into(), b"a".to_vec()),
-                ("trace".into(), b"b".to_vec()),
-                ("bad name".into(), b"x".to_vec()),
-                ("bin".into(), b"\x00\x01".to_vec()),
+        crate::push::fixtures::message(
+            &[
+                ("tenant-id", b"acme"),
+                ("trace", b"a"),
+                ("trace", b"b"),
+                ("bad name", b"x"),
+                ("bin", b"\x00\x01"),
             ],
-            value: Some(b"{}".to_vec()),
-            attempt: 3,
-        }
+            b"{}",
+            3,
+        )
     }
 
     fn get<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {

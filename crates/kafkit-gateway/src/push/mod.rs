@@ -2,7 +2,8 @@
 //! an HTTP endpoint, with the consumer runtime's guarantees (at-least-once: an offset moves
 //! only after a 2xx or an acknowledged dead-letter copy).
 //!
-//! - [`subscription`]: the subscriptions file and its validation ([`Subscription`], [`parse`]).
+//! - [`subscription`]: the subscriptions file ([`Subscription`]).
+//! - [`validation`]: what it must hold to run, checked at start ([`parse`], [`Validated`]).
 //! - [`delivery`]: the consumer [`Handler`](kafkit::Handler) that makes the request
 //!   ([`Delivery`]).
 //! - [`verdict`](mod@verdict): the response contract, a pure function ([`verdict()`]).
@@ -18,11 +19,14 @@ pub mod cloud_event;
 pub mod concurrency;
 pub mod delivery;
 pub mod delivery_id;
+#[cfg(test)]
+mod fixtures;
 pub mod metrics;
 pub mod runner;
 pub mod signature;
 pub mod status;
 pub mod subscription;
+pub mod validation;
 pub mod verdict;
 
 pub use batch::Batcher;
@@ -31,5 +35,6 @@ pub use concurrency::ConcurrencyLimit;
 pub use delivery::Delivery;
 pub use runner::{Runner, RunnerError, SubscriptionView};
 pub use signature::Signer;
-pub use subscription::{BatchConfig, ConfigError, Subscription, Validated, parse};
+pub use subscription::{BatchConfig, Subscription};
+pub use validation::{ConfigError, Validated, parse};
 pub use verdict::{Verdict, verdict};

@@ -22,7 +22,8 @@ use super::concurrency::ConcurrencyLimit;
 use super::delivery::Delivery;
 use super::metrics::PushMetrics;
 use super::status::{StatusSnapshot, SubscriptionStatus};
-use super::subscription::{BatchConfig, Concurrency, Format, Order, Validated};
+use super::subscription::{BatchConfig, Concurrency, Format, Order};
+use super::validation::Validated;
 
 /// Longest wait for a TCP (and TLS) connection to an endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -143,9 +143,8 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
-
     use super::*;
+    use crate::push::fixtures::{header_map, retry};
 
     const CAP: Duration = Duration::from_secs(60);
 
@@ -154,24 +153,13 @@ mod tests {
     }
 
     fn on(status: u16, headers: &[(&'static str, &str)], body: &str) -> Verdict {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, HeaderValue::from_str(value).unwrap());
-        }
         verdict(
             StatusCode::from_u16(status).unwrap(),
-            &map,
+            &header_map(headers),
             body.as_bytes(),
             now(),
             CAP,
         )
-    }
-
-    fn retry(after: Option<u64>, reason: &str) -> Verdict {
-        Verdict::Retry {
-            reason: reason.into(),
-            after: after.map(Duration::from_secs),
-        }
     }
 
     #[test]

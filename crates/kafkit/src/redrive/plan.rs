@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::dead_letter::{self, FAILURE_HEADERS};
+use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::record::{Message, Record};
 use crate::retry_topic;
@@ -153,21 +153,12 @@ pub(super) fn destination(
 
 /// The copy to re-publish: original key, value and headers, failure and retry headers dropped.
 pub(super) fn replay_record(message: &Message, topic: String) -> Record {
-    let mut record = Record::to(topic);
-    record.key = message.key.clone();
-    record.payload = message.value.clone();
-    record.headers = message
-        .headers
-        .iter()
-        .filter(|(name, _)| {
-            !FAILURE_HEADERS.contains(&name.as_str())
-                && !retry_topic::is_retry_header(name)
-                && !name.starts_with(SPRING_DLT_PREFIX)
-                && name != dead_letter::KARAFKA_ORIGINAL_TOPIC
-                && name != REDRIVE_OF
-        })
-        .cloned()
-        .collect();
+    let mut record = dead_letter::clean_copy(topic, message, |name| {
+        retry_topic::is_retry_header(name)
+            || name.starts_with(SPRING_DLT_PREFIX)
+            || name == dead_letter::KARAFKA_ORIGINAL_TOPIC
+            || name == REDRIVE_OF
+    });
     record.headers.push((
         REDRIVE_OF.to_owned(),
         format!("{}/{}/{}", message.topic, message.partition, message.offset).into_bytes(),
