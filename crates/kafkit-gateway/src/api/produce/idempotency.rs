@@ -16,7 +16,6 @@
 //! claim lasts until the send's outcome is known, up to librdkafka's delivery timeout); an
 //! answer expires a TTL after it was stored.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::api::produce::answer_log::{AnswerLog, Kind, Learnt};
+use crate::api::produce::answer_store::{Entry, Outcome, Scopes, Slot};
 
 /// How long an answer is replayed.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
@@ -45,82 +45,6 @@ pub trait Weigh {
     fn weight(&self) -> usize;
 }
 
-/// What the work ended with, as seen by waiters: `None` while it runs.
-type Outcome<T> = Option<Option<T>>;
-
-enum Slot<T> {
-    Running(watch::Receiver<Outcome<T>>),
-    Done(T),
-}
-
-struct Entry<T> {
-    slot: Slot<T>,
-    generation: u64,
-    expires: Instant,
-    weight: usize,
-}
-
-struct Scope<T> {
-    entries: HashMap<String, Entry<T>>,
-    /// Keys by generation (claim order), oldest first.
-    order: BTreeMap<u64, String>,
-    bytes: usize,
-}
-
-impl<T> Default for Scope<T> {
-    fn default() -> Self {
-        Scope {
-            entries: HashMap::new(),
-            order: BTreeMap::new(),
-            bytes: 0,
-        }
-    }
-}
-
-impl<T> Scope<T> {
-    fn remove(&mut self, key: &str) -> usize {
-        let Some(entry) = self.entries.remove(key) else {
-            return 0;
-        };
-        self.order.remove(&entry.generation);
-        self.bytes -= entry.weight;
-        entry.weight
-    }
-
-    /// Forgets the oldest finished answer; the bytes freed, 0 if none.
-    fn forget_oldest(&mut self) -> usize {
-        let oldest = self.order.values().find(|key| {
-            self.entries
-                .get(*key)
-                .is_some_and(|e| matches!(e.slot, Slot::Done(_)))
-        });
-        match oldest.cloned() {
-            Some(key) => self.remove(&key),
-            None => 0,
-        }
-    }
-
-    /// Forgets expired answers at the front of the order (answers are ordered by when they
-    /// were stored, so by expiry); running work is passed over, it never expires.
-    fn expire(&mut self, now: Instant) -> usize {
-        let expired: Vec<String> = self
-            .order
-            .values()
-            .filter_map(|key| self.entries.get(key).map(|e| (key, e)))
-            .filter(|(_, e)| matches!(e.slot, Slot::Done(_)))
-            .take_while(|(_, e)| e.expires <= now)
-            .map(|(key, _)| key.clone())
-            .collect();
-        expired.iter().map(|key| self.remove(key)).sum()
-    }
-}
-
-struct Inner<T> {
-    scopes: HashMap<String, Scope<T>>,
-    bytes: usize,
-    next_generation: u64,
-}
-
 /// Writes an answer to the shared log, in a task of its own.
 type Publisher<T> = Arc<dyn Fn(&str, &str, &T) -> tokio::task::JoinHandle<()> + Send + Sync>;
 
@@ -132,7 +56,7 @@ struct Shared<T> {
 
 /// Answers by scope and idempotency key. Cheap to clone.
 pub struct IdempotencyCache<T> {
-    inner: Arc<Mutex<Inner<T>>>,
+    inner: Arc<Mutex<Scopes<T>>>,
     ttl: Duration,
     scope_bytes: usize,
     total_bytes: usize,
@@ -231,11 +155,7 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
     /// `total_bytes` in all.
     pub fn new(ttl: Duration, scope_bytes: usize, total_bytes: usize) -> Self {
         IdempotencyCache {
-            inner: Arc::new(Mutex::new(Inner {
-                scopes: HashMap::new(),
-                bytes: 0,
-                next_generation: 0,
-            })),
+            inner: Arc::new(Mutex::new(Scopes::default())),
             ttl,
             scope_bytes,
             total_bytes: total_bytes.max(scope_bytes),
@@ -323,7 +243,7 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
         scope.order.insert(generation, key.to_owned());
         scope.bytes += weight;
         inner.bytes += weight;
-        self.evict(inner, scope_name);
+        inner.evict(scope_name, self.scope_bytes, self.total_bytes);
     }
 
     /// Whether `key` of `scope` is claimed or answered here.
@@ -410,7 +330,7 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
         scope.order.insert(generation, key.to_owned());
         scope.bytes += weight;
         inner.bytes += weight;
-        self.evict(inner, scope_name);
+        inner.evict(scope_name, self.scope_bytes, self.total_bytes);
         Ok(Owner {
             cache: self.clone(),
             scope: scope_name.to_owned(),
@@ -418,43 +338,6 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
             generation,
             outcome: Some(sender),
         })
-    }
-
-    /// Brings `scope` under its budget (its own oldest answers go), then everyone under the
-    /// total budget (the scope holding the most pays first).
-    fn evict(&self, inner: &mut Inner<T>, scope_name: &str) {
-        let mut forgot = false;
-        if let Some(scope) = inner.scopes.get_mut(scope_name) {
-            while scope.bytes > self.scope_bytes {
-                let freed = scope.forget_oldest();
-                if freed == 0 {
-                    break;
-                }
-                inner.bytes -= freed;
-                forgot = true;
-            }
-        }
-        while inner.bytes > self.total_bytes {
-            let Some(largest) = inner
-                .scopes
-                .values_mut()
-                .filter(|s| s.bytes > 0)
-                .max_by_key(|s| s.bytes)
-            else {
-                break;
-            };
-            let freed = largest.forget_oldest();
-            if freed == 0 {
-                // Only running work is left in the largest scope: nothing may be forgotten.
-                break;
-            }
-            inner.bytes -= freed;
-            forgot = true;
-        }
-        // Only forgetting can leave a scope empty; a claim that forgot nothing skips the sweep.
-        if forgot {
-            inner.scopes.retain(|_, s| !s.entries.is_empty());
-        }
     }
 
     /// Bytes kept for `scope`, and in all.
@@ -494,7 +377,7 @@ impl<T: Clone + Weigh> Owner<T> {
             scope.order.remove(&entry.generation);
             entry.generation = generation;
             scope.order.insert(generation, self.key.clone());
-            self.cache.evict(inner, &self.scope);
+            inner.evict(&self.scope, self.cache.scope_bytes, self.cache.total_bytes);
         }
         drop(guard);
         if let Some(sender) = self.outcome.take() {

@@ -20,6 +20,7 @@
 //! assembled and answered).
 
 pub(crate) mod answer_log;
+mod answer_store;
 mod answers;
 mod batch;
 pub(crate) mod body;

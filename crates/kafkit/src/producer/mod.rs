@@ -1,20 +1,22 @@
 //! [`Producer`]: typed sends, pipelined batches with per-record results, back-pressure when the
 //! local queue is full, and a shutdown that refuses new records and flushes the queued ones.
 
+mod delivery;
+
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
-};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use serde::Serialize;
-use tokio::sync::Notify;
+
+pub use delivery::Batch;
+pub(crate) use delivery::DeliveryContext;
+use delivery::Opaque;
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
@@ -32,97 +34,6 @@ pub const DEFAULT_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a delivery to free room in a full queue before trying again.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(10);
-
-/// What librdkafka reported for one record: where it landed, or why it failed (with its
-/// topic), and how long after the batch started.
-type Outcome = (
-    std::result::Result<Delivery, (String, KafkaError)>,
-    Duration,
-);
-
-/// What each enqueued record carries to its delivery report: its batch and its index there.
-type Opaque = Box<(Arc<Batch>, usize)>;
-
-/// The deliveries of one `send_batch` call. librdkafka's delivery callback fills the slots;
-/// the caller is woken once, when the last one is filled, instead of once per record. Public
-/// only because it is the [`DeliveryContext`]'s opaque type; nothing of it is exposed.
-pub struct Batch {
-    slots: Vec<OnceLock<Outcome>>,
-    /// Records not yet settled, plus one held by the caller until everything is enqueued.
-    pending: AtomicUsize,
-    done: Notify,
-    started: Instant,
-    /// Whether delivery times are wanted (metrics on); reading the clock per record is not free.
-    timed: bool,
-}
-
-impl std::fmt::Debug for Batch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch")
-            .field("records", &self.slots.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Batch {
-    fn new(len: usize, timed: bool) -> Self {
-        Batch {
-            slots: (0..len).map(|_| OnceLock::new()).collect(),
-            pending: AtomicUsize::new(len + 1),
-            done: Notify::new(),
-            started: Instant::now(),
-            timed,
-        }
-    }
-
-    /// Marks one record settled; wakes the caller when it was the last.
-    fn settle(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.done.notify_one();
-        }
-    }
-}
-
-/// The producer's rdkafka context: routes each delivery report to its batch, and wakes senders
-/// waiting for room in a full queue.
-#[derive(Default)]
-pub(crate) struct DeliveryContext {
-    room: Notify,
-    waiting: AtomicUsize,
-}
-
-impl std::fmt::Debug for DeliveryContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeliveryContext").finish_non_exhaustive()
-    }
-}
-
-impl ClientContext for DeliveryContext {}
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Opaque;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
-        let (batch, index) = *opaque;
-        let outcome = match result {
-            Ok(message) => Ok(Delivery {
-                partition: message.partition(),
-                offset: message.offset(),
-            }),
-            Err((error, message)) => Err((message.topic().to_owned(), error.clone())),
-        };
-        let took = if batch.timed {
-            batch.started.elapsed()
-        } else {
-            Duration::ZERO
-        };
-        let _ = batch.slots[index].set((outcome, took));
-        batch.settle();
-        if self.waiting.load(Ordering::Relaxed) > 0 {
-            self.room.notify_waiters();
-        }
-    }
-}
 
 /// Builds a [`Producer`] with non-default behaviour.
 #[derive(Clone, Debug)]
@@ -306,31 +217,8 @@ impl Producer {
                 batch.settle();
             }
         }
-        // Release the caller's hold; wait unless the deliveries are all in already.
-        if batch.pending.fetch_sub(1, Ordering::AcqRel) > 1 {
-            batch.done.notified().await;
-        }
-        let results: Vec<Result<Delivery>> = (0..batch.slots.len())
-            .map(|index| {
-                // Refusals are rare: skip hashing when there are none.
-                let refusal = if refused.is_empty() {
-                    None
-                } else {
-                    refused.remove(&index)
-                };
-                match refusal {
-                    Some(error) => Err(error),
-                    None => match batch.slots[index].get() {
-                        Some((Ok(delivery), _)) => Ok(*delivery),
-                        Some((Err((topic, source)), _)) => Err(Error::Produce {
-                            topic: topic.clone(),
-                            source: source.clone(),
-                        }),
-                        None => unreachable!("every enqueued record is settled before the wake-up"),
-                    },
-                }
-            })
-            .collect();
+        batch.settled().await;
+        let results = batch.results(refused);
         self.record_outcomes(&batch, &topics, &results);
         results
     }
