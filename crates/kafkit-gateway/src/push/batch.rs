@@ -264,49 +264,60 @@ pub fn results(
     ids.iter()
         .map(|id| match by_id.get(id.as_str()) {
             None => Verdict::Delivered,
-            Some(entry) => {
-                let reason = entry
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let after = match entry.get("retry_after") {
-                    Some(Value::Number(n)) => n
-                        .as_f64()
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64),
-                    Some(Value::String(s)) => retry_after(s, now),
-                    _ => header_after,
-                }
-                .map(|d| d.min(max_retry_after));
-                let outcome = entry.get("outcome").and_then(Value::as_str).unwrap_or("");
-                let text = |word: &str| {
-                    let said = if reason.is_empty() {
-                        word.to_owned()
-                    } else {
-                        format!("{word}: {reason}")
-                    };
-                    describe(status, said.as_bytes())
-                };
-                match outcome.to_ascii_lowercase().replace('-', "_").as_str() {
-                    "done" => Verdict::Delivered,
-                    "retry" => Verdict::Retry {
-                        reason: text("retry"),
-                        after,
-                    },
-                    "dead_letter" => Verdict::DeadLetter {
-                        reason: text("dead-letter"),
-                    },
-                    _ => Verdict::Retry {
-                        reason: describe(
-                            status,
-                            format!("unknown batch outcome {outcome:?}").as_bytes(),
-                        ),
-                        after: None,
-                    },
-                }
-            }
+            Some(entry) => entry_verdict(entry, status, now, header_after, max_retry_after),
         })
         .collect()
+}
+
+/// One record's verdict from its entry in a batch answer: its `outcome`, `reason` and
+/// `retry_after` (else the response's `Retry-After`, `header_after`), capped at
+/// `max_retry_after`.
+fn entry_verdict(
+    entry: &Value,
+    status: StatusCode,
+    now: SystemTime,
+    header_after: Option<Duration>,
+    max_retry_after: Duration,
+) -> Verdict {
+    let reason = entry
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let after = match entry.get("retry_after") {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64),
+        Some(Value::String(s)) => retry_after(s, now),
+        _ => header_after,
+    }
+    .map(|d| d.min(max_retry_after));
+    let outcome = entry.get("outcome").and_then(Value::as_str).unwrap_or("");
+    let text = |word: &str| {
+        let said = if reason.is_empty() {
+            word.to_owned()
+        } else {
+            format!("{word}: {reason}")
+        };
+        describe(status, said.as_bytes())
+    };
+    match outcome.to_ascii_lowercase().replace('-', "_").as_str() {
+        "done" => Verdict::Delivered,
+        "retry" => Verdict::Retry {
+            reason: text("retry"),
+            after,
+        },
+        "dead_letter" => Verdict::DeadLetter {
+            reason: text("dead-letter"),
+        },
+        _ => Verdict::Retry {
+            reason: describe(
+                status,
+                format!("unknown batch outcome {outcome:?}").as_bytes(),
+            ),
+            after: None,
+        },
+    }
 }
 
 /// Every record retried: a 2xx whose results cannot be read.
