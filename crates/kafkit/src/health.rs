@@ -170,6 +170,17 @@ impl HealthReport {
     }
 }
 
+impl HealthReport {
+    /// Names the error the runtime stopped with, first.
+    pub(crate) fn with_stop(mut self, error: Option<&str>) -> Self {
+        if let Some(error) = error {
+            self.healthy = false;
+            self.problems.insert(0, error.to_owned());
+        }
+        self
+    }
+}
+
 fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.serialize_some(&(d.as_millis() as u64)),

@@ -321,3 +321,78 @@ async fn a_transform_that_panics_before_its_future_exists_dead_letters_only_its_
     assert_eq!(header(ORIGINAL_OFFSET), "3");
     assert_eq!(header(ERROR_KIND), "panic");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_too_large_for_its_topic_stops_the_pipeline_with_the_error() {
+    // Given 20 items on 1 partition, and a pipeline whose output for item 7 is larger than the
+    // output topic accepts (max.message.bytes 2,000), in transactions of at most 5 items.
+    let input = testkit::topic("eos-too-large", 1).await;
+    let output = testkit::unique("eos-too-large-out");
+    let kafka = testkit::kafka();
+    kafka
+        .admin()
+        .unwrap()
+        .ensure_topics(&[kafkit::TopicSpec::new(&output, 1).config("max.message.bytes", "2000")])
+        .await
+        .unwrap();
+    testkit::populate(&input, 20, 20).await;
+    let group = testkit::unique("eos-too-large");
+    let producer = kafka
+        .transactional_producer(testkit::unique("eos-too-large"))
+        .await
+        .unwrap();
+    let options = kafkit::consumer::exactly_once::ExactlyOnceOptions {
+        max_records: 5,
+        retry_pause: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let mut pipeline = kafka
+        .exactly_once(&group, producer)
+        .unwrap()
+        .with_options(options);
+    let out = output.clone();
+    pipeline.route(&input, move |item: Message<Item>| {
+        let output = out.clone();
+        async move {
+            let size = if item.value.id == 7 { 10_000 } else { 10 };
+            Ok(vec![
+                Record::to(&output)
+                    .key(item.value.id.to_string())
+                    .text("x".repeat(size)),
+            ])
+        }
+    });
+    let pipeline = Arc::new(pipeline);
+    let run = tokio::spawn({
+        let pipeline = pipeline.clone();
+        async move { pipeline.run(std::future::pending()).await }
+    });
+
+    // Then the run stops with the error instead of aborting and retrying the batch forever,
+    // its health says why, and no offset moves past the batch that cannot be written.
+    let outcome = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the pipeline stops")
+        .unwrap();
+    let error = outcome.expect_err("an output that can never be written is an error");
+    assert_eq!(error.code(), ErrorCode::MessageTooLarge, "{error}");
+    let health = pipeline.health();
+    assert!(!health.healthy, "{health:?}");
+    assert!(
+        health.problems.iter().any(|p| p.contains("too large")),
+        "{health:?}"
+    );
+    let committed = testkit::committed(&group, &input).await;
+    assert!(
+        committed
+            .iter()
+            .all(|(_, offset, _)| offset.unwrap_or(0) <= 7),
+        "offsets moved past item 7's batch: {committed:?}"
+    );
+    // And a read-committed reader sees the outputs of the committed items only, once each.
+    let outputs = outputs_per_id(&output).await;
+    let written: Vec<u64> = outputs.keys().copied().collect();
+    let expected: Vec<u64> = (0..committed[0].1.unwrap_or(0) as u64).collect();
+    assert_eq!(written, expected);
+    assert!(outputs.values().all(|n| *n == 1), "{outputs:?}");
+}

@@ -37,6 +37,7 @@
 //! a dead-letter copy is part of the transaction.
 
 mod context;
+mod health;
 mod rewind;
 mod transform;
 
@@ -56,7 +57,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Cluster, EmbeddedBroker};
 use crate::config::{Isolation, KafkaConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::policy::FailurePolicy;
 use crate::record::{Message, Record};
 use crate::transaction::TransactionalProducer;
@@ -74,6 +75,9 @@ pub struct ExactlyOnceOptions {
     pub max_wait: Duration,
     /// Pause after a failed transaction before its batch is read again.
     pub retry_pause: Duration,
+    /// The loop not turning, or transactions failing, for this long makes
+    /// [`ExactlyOnce::health`] unhealthy.
+    pub stall_timeout: Duration,
 }
 
 /// Default most input records per transaction.
@@ -85,6 +89,7 @@ impl Default for ExactlyOnceOptions {
             max_records: DEFAULT_TRANSACTION_RECORDS,
             max_wait: Duration::from_millis(100),
             retry_pause: Duration::from_millis(500),
+            stall_timeout: crate::consumer::DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -119,6 +124,7 @@ pub struct ExactlyOnce {
     transactions: AtomicU64,
     /// Input records whose transaction committed.
     committed: AtomicU64,
+    vitals: health::Vitals,
     embedded: Option<Arc<EmbeddedBroker>>,
 }
 
@@ -143,6 +149,7 @@ impl ExactlyOnce {
             options: ExactlyOnceOptions::default(),
             transactions: AtomicU64::new(0),
             committed: AtomicU64::new(0),
+            vitals: health::Vitals::default(),
             embedded: None,
         })
     }
@@ -242,8 +249,12 @@ impl ExactlyOnce {
         .await?;
         let topics: Vec<&str> = self.routes.keys().map(String::as_str).collect();
         tracing::info!(group = %self.group, transactional_id = %self.producer().transactional_id(), ?topics, "exactly-once pipeline started");
+        self.vitals.started();
         let outcome = loop {
-            let consumer = self.subscribe(&topics)?;
+            let consumer = match self.subscribe(&topics) {
+                Ok(consumer) => consumer,
+                Err(error) => break Err(error),
+            };
             let outcome = self.consume(&consumer, &mut shutdown).await;
             let stranded = matches!(outcome, Ok(Ended::Stranded));
             close(consumer, stranded).await?;
@@ -256,6 +267,7 @@ impl ExactlyOnce {
                 Err(error) => break Err(error),
             }
         };
+        self.vitals.stopped(outcome.as_ref().err());
         tracing::info!(group = %self.group, "exactly-once pipeline stopped");
         outcome
     }
@@ -299,32 +311,17 @@ impl ExactlyOnce {
                 () = consumer.context().stranded() => return Ok(Ended::Stranded),
                 message = stream.next() => message,
             };
-            // Records whose headers cannot be read as they are, by index in the batch.
-            let mut unreadable: BTreeMap<usize, String> = BTreeMap::new();
-            let mut read = |message: &rdkafka::message::BorrowedMessage<'_>, index: usize| {
-                let topic = rdkafka::Message::topic(message).to_owned();
-                let (message, problem) = Message::checked(message, topic);
-                if let Some(problem) = problem {
-                    unreadable.insert(index, problem);
-                }
-                message
-            };
-            let mut batch = match first {
-                Some(Ok(message)) => vec![read(&message, 0)],
+            let first = match first {
+                Some(Ok(message)) => message,
                 Some(Err(error)) => {
                     tracing::warn!(%error, "consumer error");
                     continue;
                 }
                 None => return Ok(Ended::Stopped),
             };
-            let deadline = Instant::now() + self.options.max_wait;
-            while batch.len() < self.options.max_records {
-                match tokio::time::timeout_at(deadline, stream.next()).await {
-                    Ok(Some(Ok(message))) => batch.push(read(&message, batch.len())),
-                    Ok(Some(Err(error))) => tracing::warn!(%error, "consumer error"),
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            self.vitals.turned();
+            let (batch, unreadable) = self.read_batch(&mut stream, &first).await;
+            drop(first);
             if consumer.context().count() != revocations {
                 // Some of these records may be another member's now.
                 tracing::info!(
@@ -357,67 +354,118 @@ impl ExactlyOnce {
                 );
                 return Ok(Ended::Stopped);
             };
-            let Ok(outcome) = outcome else {
-                tracing::warn!(
-                    records = batch.len(),
-                    limit_ms = self.unresolved_limit().as_millis() as u64,
-                    "the transaction's commit has not resolved (librdkafka has not settled it \
-                     with the broker): the broker aborts a transaction it did not see committed \
-                     after the transaction timeout"
-                );
-                if stopping || !self.start_over(consumer, &batch, shutdown).await? {
-                    return Ok(Ended::Stopped);
-                }
-                continue;
-            };
-            match outcome {
-                Ok(()) => {
-                    self.transactions.fetch_add(1, Ordering::Relaxed);
-                    self.committed
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    if stopping {
-                        return Ok(Ended::Stopped);
-                    }
-                }
-                Err(error @ Error::Fenced { .. })
-                    if began.elapsed() >= self.config.transaction_timeout =>
-                {
-                    // librdkafka reports a transaction the broker aborted for its timeout as
-                    // fenced; it cannot be told from a newer instance with the same id, which
-                    // the new producer fences in turn (it then stops with this error).
-                    tracing::warn!(%error, open_ms = began.elapsed().as_millis() as u64,
-                        "fenced after the transaction stayed open longer than the transaction \
-                         timeout (the broker did not answer): the broker aborted it");
-                    if stopping || !self.start_over(consumer, &batch, shutdown).await? {
-                        return Ok(Ended::Stopped);
-                    }
-                }
-                Err(error @ Error::Fenced { .. }) => {
-                    tracing::error!(%error, "fenced: another instance registered this transactional id; stopping");
-                    return Err(error);
-                }
-                Err(error @ Error::Transaction { aborted: false, .. }) => {
-                    tracing::warn!(%error, records = batch.len(), "the transaction's outcome is unknown");
-                    if stopping || !self.start_over(consumer, &batch, shutdown).await? {
-                        return Ok(Ended::Stopped);
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, records = batch.len(), "transaction failed and was aborted: its batch is read again");
-                    if stopping {
-                        return Ok(Ended::Stopped);
-                    }
-                    if !self
-                        .rewind(consumer, &batch, RewindTo::BatchStart, shutdown)
+            let committed = matches!(outcome, Ok(Ok(())));
+            self.vitals.transaction(committed);
+            self.vitals.turned();
+            if committed {
+                self.transactions.fetch_add(1, Ordering::Relaxed);
+                self.committed
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            let go_on = match outcome {
+                Ok(outcome) => {
+                    self.after_commit(consumer, &batch, outcome, began, stopping, shutdown)
                         .await?
-                    {
-                        return Ok(Ended::Stopped);
-                    }
-                    tokio::select! {
-                        biased;
-                        () = shutdown.as_mut() => return Ok(Ended::Stopped),
-                        () = tokio::time::sleep(self.options.retry_pause) => {}
-                    }
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        records = batch.len(),
+                        limit_ms = self.unresolved_limit().as_millis() as u64,
+                        "the transaction's commit has not resolved (librdkafka has not settled \
+                         it with the broker): the broker aborts a transaction it did not see \
+                         committed after the transaction timeout"
+                    );
+                    !stopping && self.start_over(consumer, &batch, shutdown).await?
+                }
+            };
+            if !go_on {
+                return Ok(Ended::Stopped);
+            }
+        }
+    }
+
+    /// The batch that begins with `first`: up to [`ExactlyOnceOptions::max_records`] records,
+    /// whatever arrives within [`ExactlyOnceOptions::max_wait`]; with the records whose headers
+    /// cannot be read as they are (index in the batch, why).
+    async fn read_batch(
+        &self,
+        stream: &mut rdkafka::consumer::MessageStream<'_, PipelineContext>,
+        first: &rdkafka::message::BorrowedMessage<'_>,
+    ) -> (Vec<Message>, BTreeMap<usize, String>) {
+        let mut unreadable: BTreeMap<usize, String> = BTreeMap::new();
+        let mut read = |message: &rdkafka::message::BorrowedMessage<'_>, index: usize| {
+            let topic = rdkafka::Message::topic(message).to_owned();
+            let (message, problem) = Message::checked(message, topic);
+            if let Some(problem) = problem {
+                unreadable.insert(index, problem);
+            }
+            message
+        };
+        let mut batch = vec![read(first, 0)];
+        let deadline = Instant::now() + self.options.max_wait;
+        while batch.len() < self.options.max_records {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(message))) => batch.push(read(&message, batch.len())),
+                Ok(Some(Err(error))) => tracing::warn!(%error, "consumer error"),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        (batch, unreadable)
+    }
+
+    /// What follows a transaction that resolved with `outcome`: going on (true), reading the
+    /// batch again (after a rewind, or a new producer), or stopping (false, or the error the
+    /// run stops with). `began` is when the commit began; `stopping` says shutdown came.
+    async fn after_commit<S: Future<Output = ()>>(
+        &self,
+        consumer: &Arc<StreamConsumer<PipelineContext>>,
+        batch: &[Message],
+        outcome: Result<()>,
+        began: Instant,
+        stopping: bool,
+        shutdown: &mut Pin<Box<S>>,
+    ) -> Result<bool> {
+        match outcome {
+            Ok(()) => Ok(!stopping),
+            Err(error @ Error::Fenced { .. })
+                if began.elapsed() >= self.config.transaction_timeout =>
+            {
+                // librdkafka reports a transaction the broker aborted for its timeout as
+                // fenced; it cannot be told from a newer instance with the same id, which
+                // the new producer fences in turn (it then stops with this error).
+                tracing::warn!(%error, open_ms = began.elapsed().as_millis() as u64,
+                    "fenced after the transaction stayed open longer than the transaction \
+                     timeout (the broker did not answer): the broker aborted it");
+                Ok(!stopping && self.start_over(consumer, batch, shutdown).await?)
+            }
+            Err(error @ Error::Fenced { .. }) => {
+                tracing::error!(%error, "fenced: another instance registered this transactional id; stopping");
+                Err(error)
+            }
+            Err(error) if never_written(&error) => {
+                tracing::error!(%error, records = batch.len(),
+                    "an output of the batch can never be written (too large for its topic, or \
+                     the topic is unknown or not authorized): the transaction is aborted, \
+                     nothing of the batch is written, and the pipeline stops");
+                Err(error)
+            }
+            Err(error @ Error::Transaction { aborted: false, .. }) => {
+                tracing::warn!(%error, records = batch.len(), "the transaction's outcome is unknown");
+                Ok(!stopping && self.start_over(consumer, batch, shutdown).await?)
+            }
+            Err(error) => {
+                tracing::warn!(%error, records = batch.len(), "transaction failed and was aborted: its batch is read again");
+                if stopping
+                    || !self
+                        .rewind(consumer, batch, RewindTo::BatchStart, shutdown)
+                        .await?
+                {
+                    return Ok(false);
+                }
+                tokio::select! {
+                    biased;
+                    () = shutdown.as_mut() => Ok(false),
+                    () = tokio::time::sleep(self.options.retry_pause) => Ok(true),
                 }
             }
         }
@@ -499,9 +547,14 @@ impl ExactlyOnce {
             Error::config("group", "the consumer has no group metadata to commit with")
         })?;
         let transaction = self.producer().begin().await?;
-        if !outputs.is_empty() {
-            // A failed send leaves a transaction that can only abort: dropping it does.
-            transaction.send_batch(outputs).await?;
+        if !outputs.is_empty()
+            && let Err(error) = transaction.send_batch(outputs).await
+        {
+            // A failed send leaves a transaction that can only abort.
+            if let Err(abort) = transaction.abort().await {
+                tracing::warn!(error = %abort, "aborting after a failed send failed too");
+            }
+            return Err(error);
         }
         transaction.send_offsets(&offsets, group).await?;
         transaction.commit().await
@@ -522,6 +575,22 @@ async fn finish_unless_stopped<T, S: Future<Output = ()>>(
         outcome = &mut work => (Some(outcome), false),
         () = shutdown.as_mut() => (tokio::time::timeout(SHUTDOWN_GRACE, work).await.ok(), true),
     }
+}
+
+/// Whether a failed send of a batch's outputs would fail the same way every time the batch is
+/// read again: then the pipeline stops with the error rather than abort and retry forever.
+/// An unknown topic counts: librdkafka has waited `topic.metadata.propagation.max.ms` for it
+/// to appear before failing the record.
+fn never_written(error: &Error) -> bool {
+    matches!(error, Error::Produce { .. } | Error::InvalidRecord(_))
+        && matches!(
+            error.code(),
+            ErrorCode::MessageTooLarge
+                | ErrorCode::UnknownTopic
+                | ErrorCode::UnknownPartition
+                | ErrorCode::NotAuthorized
+                | ErrorCode::InvalidRecord
+        )
 }
 
 /// Why [`ExactlyOnce::consume`] returned.
