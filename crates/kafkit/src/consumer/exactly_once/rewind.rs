@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::ExactlyOnce;
 use super::context::PipelineContext;
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, OffsetReset};
 use crate::consumer::TopicPartition;
 use crate::error::{Error, Result};
 use crate::record::Message;
@@ -41,14 +41,31 @@ impl ExactlyOnce {
         shutdown: &mut Pin<Box<S>>,
     ) -> Result<bool> {
         loop {
-            let rewound = match to {
-                RewindTo::BatchStart => rewind(consumer, batch, BTreeMap::new()).await,
-                RewindTo::Committed => {
-                    match committed_offsets(&self.config, &self.group, batch).await {
-                        Ok(committed) => rewind(consumer, batch, committed).await,
-                        Err(error) => Err(error),
-                    }
+            // A partition revoked while the batch was open may be ours again, its new fetch
+            // already read into the batch: it goes back to the committed offset, where its
+            // new assignment began.
+            let revoked = consumer.context().revoked();
+            let reassigned = next_offsets(batch)
+                .keys()
+                .any(|partition| revoked.contains(partition));
+            let committed = if to == RewindTo::Committed || reassigned {
+                committed_offsets(&self.config, &self.group, batch)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            };
+            let rewound = match committed {
+                Ok(committed) => {
+                    let targets = Targets {
+                        batch: first_offsets(batch),
+                        committed,
+                        committed_first: to == RewindTo::Committed,
+                        reset: self.config.auto_offset_reset,
+                    };
+                    rewind(consumer, targets).await
                 }
+                Err(error) => Err(error),
             };
             match rewound {
                 Ok(()) => return Ok(true),
@@ -63,6 +80,50 @@ impl ExactlyOnce {
             }
         }
     }
+}
+
+/// Where a rewind moves each partition of a batch.
+#[derive(Debug)]
+struct Targets {
+    /// The batch's first offset per partition.
+    batch: BTreeMap<TopicPartition, i64>,
+    /// The group's committed offsets, when they were read.
+    committed: Option<BTreeMap<TopicPartition, i64>>,
+    /// Whether the committed offset, where there is one, comes before the batch's first.
+    committed_first: bool,
+    /// Where a partition never committed starts.
+    reset: OffsetReset,
+}
+
+impl Targets {
+    /// Where `partition` goes; `revoked` says it was revoked since the batch began (and is
+    /// assigned again): it goes where its new assignment began, the committed offset.
+    fn of(&self, partition: &TopicPartition, batch_first: i64, revoked: bool) -> Offset {
+        let committed = self
+            .committed
+            .as_ref()
+            .and_then(|c| c.get(partition))
+            .copied();
+        match (revoked, committed) {
+            (_, Some(offset)) if revoked || self.committed_first => Offset::Offset(offset),
+            (true, None) => match self.reset {
+                OffsetReset::Earliest => Offset::Beginning,
+                OffsetReset::Latest => Offset::End,
+            },
+            _ => Offset::Offset(batch_first),
+        }
+    }
+}
+
+/// Per partition of `batch`, the offset of its first record.
+fn first_offsets(batch: &[Message]) -> BTreeMap<TopicPartition, i64> {
+    let mut first = BTreeMap::new();
+    for message in batch {
+        first
+            .entry((message.topic.clone(), message.partition))
+            .or_insert(message.offset);
+    }
+    first
 }
 
 /// Per partition of `batch`, the offset after its last record.
@@ -80,54 +141,43 @@ pub(super) fn next_offsets(batch: &[Message]) -> BTreeMap<TopicPartition, i64> {
 /// How long a rewind waits for its seeks, and a look-up of committed offsets for them.
 const REWIND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Moves each partition of `batch` back to `targets`' offset of it (the batch's first record
-/// of it where `targets` has none), so that what follows is read again; what was fetched
-/// beyond is dropped by librdkafka. Partitions revoked since the batch began are left alone:
-/// a partition re-assigned since starts at the group's committed offset, and rewinding it
-/// could go behind what another member committed meanwhile. Fails when a partition could not
-/// be rewound.
-async fn rewind(
-    consumer: &Arc<StreamConsumer<PipelineContext>>,
-    batch: &[Message],
-    targets: BTreeMap<TopicPartition, i64>,
-) -> Result<()> {
-    let mut first = targets;
-    for message in batch {
-        first
-            .entry((message.topic.clone(), message.partition))
-            .or_insert(message.offset);
-    }
+/// Moves each partition of the batch that is assigned now to its offset in `targets`, so that
+/// what follows is read again; what was fetched beyond is dropped by librdkafka. A partition
+/// revoked since the batch began and assigned again goes to the group's committed offset (where
+/// its new assignment began: never behind what another member committed meanwhile, and never
+/// past records of the new assignment already read into the batch). Fails when a partition
+/// could not be rewound.
+async fn rewind(consumer: &Arc<StreamConsumer<PipelineContext>>, targets: Targets) -> Result<()> {
     let consumer = consumer.clone();
-    tokio::task::spawn_blocking(move || rewind_blocking(&consumer, first))
+    tokio::task::spawn_blocking(move || rewind_blocking(&consumer, &targets))
         .await
         .map_err(Error::Task)?
 }
 
-fn rewind_blocking(
-    consumer: &StreamConsumer<PipelineContext>,
-    first: BTreeMap<TopicPartition, i64>,
-) -> Result<()> {
+fn rewind_blocking(consumer: &StreamConsumer<PipelineContext>, targets: &Targets) -> Result<()> {
     let failed = |operation: String| move |source| Error::Consume { operation, source };
     let assigned = consumer
         .assignment()
         .map_err(failed("read the assignment to rewind".to_owned()))?;
     let revoked = consumer.context().revoked();
-    let mut targets = TopicPartitionList::new();
-    for ((topic, partition), offset) in &first {
-        if revoked.contains(&(topic.clone(), *partition))
-            || assigned.find_partition(topic, *partition).is_none()
-        {
+    let mut seeks = TopicPartitionList::new();
+    for (tp, first) in &targets.batch {
+        let (topic, partition) = tp;
+        if assigned.find_partition(topic, *partition).is_none() {
             continue;
         }
-        targets
-            .add_partition_offset(topic, *partition, Offset::Offset(*offset))
-            .map_err(failed(format!("rewind {topic} [{partition}] to {offset}")))?;
+        let offset = targets.of(tp, *first, revoked.contains(tp));
+        seeks
+            .add_partition_offset(topic, *partition, offset)
+            .map_err(failed(format!(
+                "rewind {topic} [{partition}] to {offset:?}"
+            )))?;
     }
-    if targets.count() == 0 {
+    if seeks.count() == 0 {
         return Ok(());
     }
     let sought = consumer
-        .seek_partitions(targets, REWIND_TIMEOUT)
+        .seek_partitions(seeks, REWIND_TIMEOUT)
         .map_err(failed("rewind the batch's partitions".to_owned()))?;
     for element in sought.elements() {
         let (topic, partition, offset) = (element.topic(), element.partition(), element.offset());
