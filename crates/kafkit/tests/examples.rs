@@ -735,65 +735,77 @@ async fn dead_letters_by_source(dlt: &str) -> BTreeMap<(i64, i64), usize> {
     found
 }
 
-#[tokio::test]
-async fn exactly_once_pipeline_writes_each_fee_once_across_sigkills() {
-    // Given 20,000 payments on 3 partitions; every 1,000th has amount 0 and is invalid.
-    const PAYMENTS: u64 = 20_000;
-    let payments = testkit::topic("eos-payments", 3).await;
-    let fees = format!("{payments}-fees");
-    let dlt = format!("{payments}.dlq");
-    admin()
-        .ensure_topics(&[kafkit::TopicSpec::new(&fees, 3)])
-        .await
-        .expect("create the fees topic");
-    let records = (0..PAYMENTS).map(|id| {
-        let amount = if id % 1_000 == 0 { 0 } else { id % 997 + 1 };
-        kafkit::Record::to(&payments)
-            .key(id.to_string())
-            .json(&json!({"id": id, "amount": amount}))
-            .expect("JSON")
-    });
-    testkit::send(records.collect()).await;
-    // Where each payment landed, and which are invalid.
-    let mut valid = BTreeSet::new();
-    let mut invalid = BTreeSet::new();
-    for payment in read_exactly(&payments, PAYMENTS as usize).await {
-        let source = (i64::from(payment.partition), payment.offset);
-        if value(&payment)["amount"] == 0 {
-            invalid.insert(source);
-        } else {
-            valid.insert(source);
+/// Payments for the exactly-once pipeline example (every 1,000th has amount 0 and is
+/// invalid), and what a read-committed reader of its outputs must see.
+struct FeeRun {
+    payments: String,
+    fees: String,
+    dlt: String,
+    count: u64,
+    /// Where each payment landed (partition, offset), valid or not.
+    valid: BTreeSet<(i64, i64)>,
+    invalid: BTreeSet<(i64, i64)>,
+    /// Asks the group's committed offsets and never joins it. Read uncommitted: it does not
+    /// ask for stable offsets, which would keep it waiting while a transaction is open.
+    offsets: BaseConsumer,
+    partitions: TopicPartitionList,
+}
+
+impl FeeRun {
+    /// `count` payments on `partitions` partitions, and the fees topic.
+    async fn new(prefix: &str, count: u64, partitions: i32) -> Self {
+        let payments = testkit::topic(prefix, partitions).await;
+        let fees = format!("{payments}-fees");
+        admin()
+            .ensure_topics(&[kafkit::TopicSpec::new(&fees, partitions)])
+            .await
+            .expect("create the fees topic");
+        let records = (0..count).map(|id| {
+            let amount = if id % 1_000 == 0 { 0 } else { id % 997 + 1 };
+            kafkit::Record::to(&payments)
+                .key(id.to_string())
+                .json(&json!({"id": id, "amount": amount}))
+                .expect("JSON")
+        });
+        testkit::send(records.collect()).await;
+        let mut valid = BTreeSet::new();
+        let mut invalid = BTreeSet::new();
+        for payment in read_exactly(&payments, count as usize).await {
+            let source = (i64::from(payment.partition), payment.offset);
+            if value(&payment)["amount"] == 0 {
+                invalid.insert(source);
+            } else {
+                valid.insert(source);
+            }
+        }
+        let offsets: BaseConsumer = kafkit::KafkaConfig {
+            isolation: kafkit::config::Isolation::ReadUncommitted,
+            ..testkit::config()
+        }
+        .to_consumer_config(&fees)
+        .create()
+        .expect("offsets client");
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions {
+            list.add_partition(&payments, partition);
+        }
+        FeeRun {
+            dlt: format!("{payments}.dlq"),
+            payments,
+            fees,
+            count,
+            valid,
+            invalid,
+            offsets,
+            partitions: list,
         }
     }
-    assert_eq!(invalid.len(), 20);
 
-    // When the pipeline is SIGKILLed at random moments, and started again each time with the
-    // same transactional id (and the same static group member, so it takes its partitions back
-    // at once), in transactions of 100 payments.
-    let id = testkit::unique("eos-fees");
-    let env = [
-        ("KAFKA_TRANSACTIONAL_ID", id.as_str()),
-        ("KAFKA_LIBRDKAFKA_GROUP_INSTANCE_ID", "fees-1"),
-        ("TRANSACTION_RECORDS", "100"),
-    ];
-    let group = fees.clone();
-    // The group's committed offset per partition (0 before any commit), asked by one client
-    // that never joins the group. Read uncommitted: it does not ask for stable offsets, which
-    // would keep it waiting while the pipeline has a transaction open.
-    let offsets: BaseConsumer = kafkit::KafkaConfig {
-        isolation: kafkit::config::Isolation::ReadUncommitted,
-        ..testkit::config()
-    }
-    .to_consumer_config(&group)
-    .create()
-    .expect("offsets client");
-    let mut partitions = TopicPartitionList::new();
-    for partition in 0..3 {
-        partitions.add_partition(&payments, partition);
-    }
-    let committed = || async {
-        let committed = offsets
-            .committed_offsets(partitions.clone(), Duration::from_secs(30))
+    /// The group's committed offset per partition (0 before any commit).
+    fn committed(&self) -> BTreeMap<i64, i64> {
+        let committed = self
+            .offsets
+            .committed_offsets(self.partitions.clone(), Duration::from_secs(30))
             .expect("committed offsets");
         committed
             .elements()
@@ -805,89 +817,132 @@ async fn exactly_once_pipeline_writes_each_fee_once_across_sigkills() {
                 };
                 (i64::from(e.partition()), offset)
             })
-            .collect::<BTreeMap<i64, i64>>()
-    };
-    // Exactly the payments below each partition's committed offset have their output, once:
-    // outputs and offsets are committed together or not at all.
-    let assert_exactly_once = |step: &str,
-                               positions: &BTreeMap<i64, i64>,
-                               fees: &BTreeMap<(i64, i64), usize>,
-                               copies: &BTreeMap<(i64, i64), usize>| {
-        let done = |source: &(i64, i64)| source.1 < positions.get(&source.0).copied().unwrap_or(0);
-        let twice: Vec<_> = fees.iter().chain(copies).filter(|(_, n)| **n > 1).collect();
-        assert!(
-            twice.is_empty(),
-            "{step}: written more than once: {twice:?}"
-        );
-        let expected: BTreeSet<_> = valid.iter().filter(|s| done(s)).copied().collect();
-        let written: BTreeSet<_> = fees.keys().copied().collect();
-        assert_eq!(
-            written.len(),
-            expected.len(),
-            "{step}: {} fees for {} committed payments ({positions:?})",
-            written.len(),
-            expected.len()
-        );
-        assert_eq!(
-            written, expected,
-            "{step}: fees differ from the committed payments"
-        );
-        let expected: BTreeSet<_> = invalid.iter().filter(|s| done(s)).copied().collect();
-        let written: BTreeSet<_> = copies.keys().copied().collect();
-        assert_eq!(
-            written, expected,
-            "{step}: dead-letter copies differ from the committed invalid payments"
-        );
-    };
-    // A cheap pseudo-random source for the kill points, seeded from the clock.
+            .collect()
+    }
+
+    /// Payments done in all partitions.
+    fn done(&self) -> i64 {
+        self.committed().values().sum()
+    }
+
+    /// Outputs and offsets go together: every payment below the committed offsets read before
+    /// reading the outputs has its fee (or its dead-letter copy) once, and none at or above
+    /// those read after has any. With members still running, the transaction markers reach
+    /// the outputs and the offsets at slightly different moments: looks again for up to 10 s
+    /// before failing. An output twice fails at once.
+    async fn assert_exactly_once(&self, step: &str) -> (usize, usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let before = self.committed();
+            let fees = fees_by_source(&self.fees).await;
+            let copies = dead_letters_by_source(&self.dlt).await;
+            let after = self.committed();
+            let twice: Vec<_> = fees
+                .iter()
+                .chain(&copies)
+                .filter(|(_, n)| **n > 1)
+                .collect();
+            assert!(
+                twice.is_empty(),
+                "{step}: written more than once: {twice:?}"
+            );
+            let below = |positions: &BTreeMap<i64, i64>, source: &(i64, i64)| {
+                source.1 < positions.get(&source.0).copied().unwrap_or(0)
+            };
+            let problem = [(&self.valid, &fees), (&self.invalid, &copies)]
+                .into_iter()
+                .find_map(|(sources, written)| {
+                    let missing: Vec<_> = sources
+                        .iter()
+                        .filter(|s| below(&before, s) && !written.contains_key(s))
+                        .collect();
+                    let ahead: Vec<_> = written
+                        .keys()
+                        .filter(|s| !sources.contains(s) || !below(&after, s))
+                        .collect();
+                    (!missing.is_empty() || !ahead.is_empty()).then(|| {
+                        format!(
+                            "{step}: committed {before:?}..{after:?}; missing {missing:?}; \
+                             written beyond the committed offsets {ahead:?}"
+                        )
+                    })
+                });
+            match problem {
+                None => return (fees.len(), copies.len()),
+                Some(problem) if Instant::now() > deadline => panic!("{problem}"),
+                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
+/// Takes transactional id `id` over, as the next instance does when it starts: what the killed
+/// one left open is aborted, what it committed is completed.
+async fn take_over(id: &str) {
+    testkit::kafka()
+        .transactional_producer(id)
+        .await
+        .expect("take the transactional id over")
+        .shutdown()
+        .await
+        .expect("close the transactional producer");
+}
+
+/// A cheap pseudo-random source for kill points, seeded from the clock.
+fn randomness() -> impl FnMut(u64) -> u64 {
     let mut seed = u64::from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos(),
     ) | 1;
-    let mut random = move |below: u64| {
+    move |below: u64| {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         seed % below
-    };
+    }
+}
+
+#[tokio::test]
+async fn exactly_once_pipeline_writes_each_fee_once_across_sigkills() {
+    // Given 20,000 payments on 3 partitions; every 1,000th has amount 0 and is invalid.
+    let run = FeeRun::new("eos-payments", 20_000, 3).await;
+    assert_eq!(run.invalid.len(), 20);
+
+    // When the pipeline is SIGKILLed at random moments, and started again each time with the
+    // same transactional id (and the same static group member, so it takes its partitions back
+    // at once), in transactions of 100 payments.
+    let id = testkit::unique("eos-fees");
+    let env = [
+        ("KAFKA_TRANSACTIONAL_ID", id.as_str()),
+        ("KAFKA_LIBRDKAFKA_GROUP_INSTANCE_ID", "fees-1"),
+        ("TRANSACTION_RECORDS", "100"),
+    ];
+    let mut random = randomness();
     let mut kills = 0;
     loop {
-        let before: i64 = committed().await.values().sum();
-        if before as u64 >= PAYMENTS {
+        let before = run.done();
+        if before as u64 >= run.count {
             break;
         }
-        let pipeline = Example::start_with("exactly_once_pipeline", &payments, &env);
+        let pipeline = Example::start_with("exactly_once_pipeline", &run.payments, &env);
         // Let it commit some transactions (600 to 1,800 payments), then kill it at once or
         // a little later: inside a transaction, between two, or while it starts.
         let step = 600 + random(1_200) as i64;
         let deadline = Instant::now() + WAIT;
-        while committed().await.values().sum::<i64>() < before + step && Instant::now() < deadline {
+        while run.done() < before + step && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(random(150))).await;
         pipeline.kill();
         kills += 1;
-        // Then, once its transactional id is taken over (as the next instance does when it
-        // starts: what the killed one left open is aborted, what it committed is completed),
-        // exactly the committed payments have their output.
-        testkit::kafka()
-            .transactional_producer(id.as_str())
-            .await
-            .expect("take the transactional id over")
-            .shutdown()
-            .await
-            .expect("close the transactional producer");
-        let positions = committed().await;
-        let step = format!("after kill {kills}");
-        assert_exactly_once(
-            &step,
-            &positions,
-            &fees_by_source(&fees).await,
-            &dead_letters_by_source(&dlt).await,
-        );
-        assert!(kills < 40, "no progress: {positions:?}");
+        // Then, once its transactional id is taken over, exactly the committed payments have
+        // their output.
+        take_over(&id).await;
+        run.assert_exactly_once(&format!("after kill {kills}"))
+            .await;
+        assert!(kills < 40, "no progress: {:?}", run.committed());
     }
     assert!(
         kills >= 10,
@@ -895,21 +950,83 @@ async fn exactly_once_pipeline_writes_each_fee_once_across_sigkills() {
     );
 
     // And a last run to the end leaves every payment's output exactly once.
-    let mut pipeline = Example::start_with("exactly_once_pipeline", &payments, &env);
+    let mut pipeline = Example::start_with("exactly_once_pipeline", &run.payments, &env);
     pipeline
         .wait_until("it runs", |lines| {
             lines.iter().any(|line| line.starts_with("transforming"))
         })
         .await;
-    assert_committed_to_end(&group, &payments, WAIT).await;
+    assert_committed_to_end(&run.fees, &run.payments, WAIT).await;
     pipeline.stop("-TERM").await;
-    let positions = committed().await;
-    let (fees, copies) = (
-        fees_by_source(&fees).await,
-        dead_letters_by_source(&dlt).await,
+    let (fees, copies) = run.assert_exactly_once("at the end").await;
+    assert_eq!(fees + copies, run.count as usize);
+}
+
+#[tokio::test]
+async fn exactly_once_pipeline_writes_each_fee_once_across_sigkills_of_two_members() {
+    // Given 10,000 payments on 4 partitions, and two instances of the pipeline in one group
+    // without static membership, each with a transactional id of its own, a short session
+    // (6 s, the broker's minimum) and transactions of 10 payments (slow enough for the kills
+    // to come while there is work left).
+    let run = FeeRun::new("eos-members", 10_000, 4).await;
+    let ids = [
+        testkit::unique("eos-member-a"),
+        testkit::unique("eos-member-b"),
+    ];
+    let start = |member: usize| {
+        let env = [
+            ("KAFKA_TRANSACTIONAL_ID", ids[member].as_str()),
+            ("TRANSACTION_RECORDS", "10"),
+            ("KAFKA_SESSION_TIMEOUT", "6000"),
+            ("KAFKA_HEARTBEAT_INTERVAL", "1000"),
+        ];
+        Example::start_with("exactly_once_pipeline", &run.payments, &env)
+    };
+    let mut members = [Some(start(0)), Some(start(1))];
+
+    // When one of them, at random, is SIGKILLed once 150 to 600 more payments are done, and
+    // started again: every kill and every restart moves partitions between live members.
+    let mut random = randomness();
+    let mut kills = 0;
+    loop {
+        let before = run.done();
+        if before as u64 >= run.count {
+            break;
+        }
+        let step = 150 + random(450) as i64;
+        let deadline = Instant::now() + WAIT;
+        while run.done() < before + step && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let victim = random(2) as usize;
+        members[victim].take().expect("running").kill();
+        kills += 1;
+        // Then, while the other member goes on, a read-committed reader sees each committed
+        // payment's output once and nothing of what is not committed.
+        take_over(&ids[victim]).await;
+        run.assert_exactly_once(&format!("after kill {kills}"))
+            .await;
+        members[victim] = Some(start(victim));
+        assert!(kills < 30, "no progress: {:?}", run.committed());
+    }
+    assert!(
+        kills >= 6,
+        "only {kills} kills before every payment was done"
     );
-    assert_exactly_once("at the end", &positions, &fees, &copies);
-    assert_eq!(fees.len() + copies.len(), PAYMENTS as usize);
+
+    // And once both stop, every payment's output is there exactly once.
+    for mut member in members.into_iter().flatten() {
+        // A member just started again may still be registering its transactional id, before
+        // its signal handler is in place.
+        member
+            .wait_until("it runs", |lines| {
+                lines.iter().any(|line| line.starts_with("transforming"))
+            })
+            .await;
+        member.stop("-TERM").await;
+    }
+    let (fees, copies) = run.assert_exactly_once("at the end").await;
+    assert_eq!(fees + copies, run.count as usize);
 }
 
 #[tokio::test]
