@@ -250,7 +250,7 @@ pub async fn with_peak_rss(
 }
 
 /// Peak resident set size since the last reset, in MiB.
-fn peak_rss_mib() -> f64 {
+pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

@@ -3,7 +3,7 @@
 //! shown). Prints Markdown tables for BENCHMARKS.md; `scripts/bench` runs it.
 //!
 //! ```text
-//! kafkit-bench produce|consume|transform|ordering|push [--brokers HOST:PORT] [--records 1000000] [--size 100] [--partitions 6]
+//! kafkit-bench produce|consume|transform|ordering|push|stuck [--brokers HOST:PORT] [--records 1000000] [--size 100] [--partitions 6]
 //! ```
 //!
 //! Without brokers (`--brokers` or `KAFKA_BROKERS`) it measures on the embedded development
@@ -14,6 +14,7 @@ mod ordering;
 mod outcome;
 mod produce;
 mod push;
+mod stuck;
 mod transform;
 
 use std::io::IsTerminal;
@@ -51,6 +52,9 @@ enum Bench {
     /// Push delivery: `kafkit serve --subscriptions` to a no-op and a 10 ms endpoint, in key
     /// and partition order, next to KafkaJS `eachMessage` + `fetch` (`--kafkajs SCRIPT`).
     Push(push::PushArgs),
+    /// Peak memory with stuck handlers and large fetches: kafkit's consumer next to raw rdkafka
+    /// with the same fetch settings, each client in a process of its own.
+    Stuck(stuck::StuckArgs),
     /// The push benchmark's endpoint process (started by `push`): 200 after `--delay-ms`.
     #[command(hide = true)]
     Endpoint(push::EndpointArgs),
@@ -118,6 +122,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Transform(args) => transform::run(args).await,
         Bench::Ordering(args) => ordering::run(args).await,
         Bench::Push(args) => push::run(args).await,
+        Bench::Stuck(args) => stuck::run(args).await,
         Bench::Endpoint(args) => push::endpoint(args).await,
     };
     match outcome {

@@ -34,7 +34,7 @@ pub struct PartitionHealth {
     pub partition: i32,
     /// Records fetched and not yet settled.
     pub queued: usize,
-    /// Bytes of those records (keys, values, headers).
+    /// Bytes of those records (keys and values).
     pub queued_bytes: usize,
     /// Records being handled now: at most one in partition order, up to the route's bound in
     /// key and unordered order.

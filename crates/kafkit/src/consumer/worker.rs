@@ -274,13 +274,14 @@ impl Running {
         self.partition.tracker.start(message.offset);
         self.worker.report_in_flight(1);
         let refusal = self.worker.refusal(message.offset);
-        let outcome = self
-            .handling
-            .record(
+        let handling = self.handling.clone();
+        let (inbox, partition) = self.inbox();
+        let outcome = inbox
+            .meanwhile(handling.record(
                 refusal.as_ref().unwrap_or(handler),
                 &mut message,
-                &mut self.partition,
-            )
+                partition,
+            ))
             .await;
         self.finish(&[message], outcome)
     }
@@ -312,8 +313,7 @@ impl Running {
                 return Some(message);
             }
             let chunk = self.worker.rx.recv().await?;
-            self.buffer
-                .extend(chunk.into_messages(&self.worker.tp.0, &mut self.worker.unreadable));
+            self.inbox().0.take(chunk);
         }
     }
 
@@ -347,7 +347,8 @@ impl Running {
         let mut attempts = 0u32;
         while !batch.is_empty() {
             self.worker.report_in_flight(batch.len());
-            let Some(_probe) = handling.await_circuit(&mut self.partition).await else {
+            let (inbox, partition) = self.inbox();
+            let Some(_probe) = inbox.meanwhile(handling.await_circuit(partition)).await else {
                 return self.finish(&batch, Outcome::Abandoned);
             };
             attempts += 1;
@@ -359,8 +360,12 @@ impl Running {
                 .counters
                 .as_ref()
                 .map(|_| std::time::Instant::now());
-            let result = std::panic::AssertUnwindSafe(async { handler.handle_batch(&batch).await })
-                .catch_unwind()
+            let (inbox, _) = self.inbox();
+            let result = inbox
+                .meanwhile(
+                    std::panic::AssertUnwindSafe(async { handler.handle_batch(&batch).await })
+                        .catch_unwind(),
+                )
                 .await
                 .unwrap_or_else(|panic| {
                     Err(crate::batch::BatchError::all(HandlerError::panic(&*panic)))
@@ -384,16 +389,18 @@ impl Running {
                 attempts = 1;
             }
             batch = rest;
-            match handling
-                .batch_failure(&error.error, attempts, &batch[0], &mut self.partition)
-                .await
-            {
+            let (inbox, partition) = self.inbox();
+            let verdict = inbox
+                .meanwhile(handling.batch_failure(&error.error, attempts, &batch[0], partition))
+                .await;
+            match verdict {
                 Ok(delay) => {
                     if let Some(c) = &handling.counters {
                         c.retried.inc();
                     }
                     self.partition.hold(PauseReason::Retrying);
-                    let waited = handling.sleep(delay).await;
+                    let (inbox, _) = self.inbox();
+                    let waited = inbox.meanwhile(handling.sleep(delay)).await;
                     self.partition.release(PauseReason::Retrying);
                     if !waited {
                         return self.finish(&batch, Outcome::Abandoned);
@@ -412,6 +419,18 @@ impl Running {
             }
         }
         true
+    }
+
+    /// Where records arriving during a record's handling go, and the partition that handling
+    /// pauses and stores: disjoint parts of the worker, borrowed together.
+    fn inbox(&mut self) -> (Inbox<'_>, &mut Partition) {
+        let inbox = Inbox {
+            rx: &mut self.worker.rx,
+            buffer: &mut self.buffer,
+            unreadable: &mut self.worker.unreadable,
+            topic: &self.worker.tp.0,
+        };
+        (inbox, &mut self.partition)
     }
 
     /// Settles records: counts them, and for finished ones advances the stored offset.
@@ -454,5 +473,40 @@ impl Running {
         }
         self.worker.lift_backpressure(remaining, remaining_bytes);
         true
+    }
+}
+
+/// A worker's incoming records: chunks from the poll loop, copied into its buffer.
+struct Inbox<'a> {
+    rx: &'a mut UnboundedReceiver<FetchedChunk>,
+    buffer: &'a mut VecDeque<Message>,
+    unreadable: &'a mut HashMap<i64, String>,
+    topic: &'a str,
+}
+
+impl Inbox<'_> {
+    /// Copies a chunk's records out of librdkafka into the buffer, giving the originals back.
+    fn take(&mut self, chunk: FetchedChunk) {
+        self.buffer
+            .extend(chunk.into_messages(self.topic, self.unreadable));
+    }
+
+    /// Runs `work` (a record's handling, a retry's wait) to its end, copying the chunks that
+    /// arrive meanwhile. A librdkafka message pins the whole fetch response it came in (every
+    /// partition's records in it, up to `fetch.max.bytes`): chunks left uncopied behind a slow
+    /// or stuck handler would hold far more memory than the records the queue bound counts.
+    async fn meanwhile<T>(mut self, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                biased;
+                output = &mut work => return output,
+                chunk = self.rx.recv(), if open => match chunk {
+                    Some(chunk) => self.take(chunk),
+                    None => open = false,
+                },
+            }
+        }
     }
 }
