@@ -19,7 +19,7 @@ use super::fetched::FetchedChunk;
 use super::handling::{Counters, Flow, Handling, Outcome};
 use super::offsets::OffsetTracker;
 use super::{Control, PartitionState, PauseReason, TopicPartition, queued_size};
-use crate::batch::BatchOptions;
+use crate::batch::{BatchError, BatchHandler, BatchOptions};
 use crate::handler::{Handler, HandlerError, Raw};
 use crate::metrics::Metrics;
 use crate::producer::Producer;
@@ -355,25 +355,7 @@ impl Running {
             for message in &mut batch {
                 message.attempt = attempts;
             }
-            // The clock is read only when someone records the duration.
-            let started = handling
-                .counters
-                .as_ref()
-                .map(|_| std::time::Instant::now());
-            let (inbox, _) = self.inbox();
-            let result = inbox
-                .meanwhile(
-                    std::panic::AssertUnwindSafe(async { handler.handle_batch(&batch).await })
-                        .catch_unwind(),
-                )
-                .await
-                .unwrap_or_else(|panic| {
-                    Err(crate::batch::BatchError::all(HandlerError::panic(&*panic)))
-                });
-            if let (Some(c), Some(started)) = (&handling.counters, started) {
-                c.duration.observe(started.elapsed().as_secs_f64());
-            }
-            let error = match result {
+            let error = match self.call_batch(&handler, &batch).await {
                 Ok(()) => {
                     handling.breaker_success();
                     return self.finish(&batch, Outcome::Succeeded);
@@ -419,6 +401,32 @@ impl Running {
             }
         }
         true
+    }
+
+    /// One call of the batch handler, timed for the duration metric; a panic fails the batch.
+    async fn call_batch(
+        &mut self,
+        handler: &Arc<dyn BatchHandler>,
+        batch: &[Message],
+    ) -> Result<(), BatchError> {
+        let handling = self.handling.clone();
+        // The clock is read only when someone records the duration.
+        let started = handling
+            .counters
+            .as_ref()
+            .map(|_| std::time::Instant::now());
+        let (inbox, _) = self.inbox();
+        let result = inbox
+            .meanwhile(
+                std::panic::AssertUnwindSafe(async { handler.handle_batch(batch).await })
+                    .catch_unwind(),
+            )
+            .await
+            .unwrap_or_else(|panic| Err(BatchError::all(HandlerError::panic(&*panic))));
+        if let (Some(c), Some(started)) = (&handling.counters, started) {
+            c.duration.observe(started.elapsed().as_secs_f64());
+        }
+        result
     }
 
     /// Where records arriving during a record's handling go, and the partition that handling
