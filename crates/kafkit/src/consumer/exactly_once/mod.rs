@@ -36,6 +36,7 @@
 //! letters and invalid records follow the route's policy as in the at-least-once runtime, and
 //! a dead-letter copy is part of the transaction.
 
+mod commit;
 mod context;
 mod health;
 mod rewind;
@@ -51,18 +52,17 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, EmbeddedBroker};
 use crate::config::{Isolation, KafkaConfig};
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::policy::FailurePolicy;
-use crate::record::{Message, Record};
+use crate::record::Message;
 use crate::transaction::TransactionalProducer;
 use context::{PipelineContext, STATISTICS_INTERVAL_MS};
-use rewind::{RewindTo, next_offsets};
+use rewind::RewindTo;
 pub use transform::{Transform, TransformResult};
 use transform::{TransformRoute, Typed};
 
@@ -412,153 +412,6 @@ impl ExactlyOnce {
         }
         (batch, unreadable)
     }
-
-    /// What follows a transaction that resolved with `outcome`: going on (true), reading the
-    /// batch again (after a rewind, or a new producer), or stopping (false, or the error the
-    /// run stops with). `began` is when the commit began; `stopping` says shutdown came.
-    async fn after_commit<S: Future<Output = ()>>(
-        &self,
-        consumer: &Arc<StreamConsumer<PipelineContext>>,
-        batch: &[Message],
-        outcome: Result<()>,
-        began: Instant,
-        stopping: bool,
-        shutdown: &mut Pin<Box<S>>,
-    ) -> Result<bool> {
-        match outcome {
-            Ok(()) => Ok(!stopping),
-            Err(error @ Error::Fenced { .. })
-                if began.elapsed() >= self.config.transaction_timeout =>
-            {
-                // librdkafka reports a transaction the broker aborted for its timeout as
-                // fenced; it cannot be told from a newer instance with the same id, which
-                // the new producer fences in turn (it then stops with this error).
-                tracing::warn!(%error, open_ms = began.elapsed().as_millis() as u64,
-                    "fenced after the transaction stayed open longer than the transaction \
-                     timeout (the broker did not answer): the broker aborted it");
-                Ok(!stopping && self.start_over(consumer, batch, shutdown).await?)
-            }
-            Err(error @ Error::Fenced { .. }) => {
-                tracing::error!(%error, "fenced: another instance registered this transactional id; stopping");
-                Err(error)
-            }
-            Err(error) if never_written(&error) => {
-                tracing::error!(%error, records = batch.len(),
-                    "an output of the batch can never be written (too large for its topic, or \
-                     the topic is unknown or not authorized): the transaction is aborted, \
-                     nothing of the batch is written, and the pipeline stops");
-                Err(error)
-            }
-            Err(error @ Error::Transaction { aborted: false, .. }) => {
-                tracing::warn!(%error, records = batch.len(), "the transaction's outcome is unknown");
-                Ok(!stopping && self.start_over(consumer, batch, shutdown).await?)
-            }
-            Err(error) => {
-                tracing::warn!(%error, records = batch.len(), "transaction failed and was aborted: its batch is read again");
-                if stopping
-                    || !self
-                        .rewind(consumer, batch, RewindTo::BatchStart, shutdown)
-                        .await?
-                {
-                    return Ok(false);
-                }
-                tokio::select! {
-                    biased;
-                    () = shutdown.as_mut() => Ok(false),
-                    () = tokio::time::sleep(self.options.retry_pause) => Ok(true),
-                }
-            }
-        }
-    }
-
-    /// How long a commit may stay unresolved before the pipeline starts over with a new
-    /// producer: the broker has aborted the transaction by then unless it committed it.
-    fn unresolved_limit(&self) -> Duration {
-        self.config.transaction_timeout + self.config.request_timeout
-    }
-
-    /// After a transaction whose outcome this producer cannot learn any more: registers a new
-    /// producer with the same transactional id, which settles the transaction with the broker
-    /// (committed or aborted), then rewinds `batch`'s partitions to the committed offsets,
-    /// which say which it was. Tries again while the broker does not answer; false when
-    /// shutdown came meanwhile.
-    async fn start_over<S: Future<Output = ()>>(
-        &self,
-        consumer: &Arc<StreamConsumer<PipelineContext>>,
-        batch: &[Message],
-        shutdown: &mut Pin<Box<S>>,
-    ) -> Result<bool> {
-        tracing::warn!(
-            records = batch.len(),
-            "registering a new producer with the same transactional id, which settles the \
-             transaction; the batch is then read again from the committed offsets"
-        );
-        while let Err(error) = self.recreate_producer().await {
-            tracing::warn!(%error, "registering a new producer failed; trying again");
-            tokio::select! {
-                biased;
-                () = shutdown.as_mut() => return Ok(false),
-                () = tokio::time::sleep(self.options.retry_pause) => {}
-            }
-        }
-        self.rewind(consumer, batch, RewindTo::Committed, shutdown)
-            .await
-    }
-
-    /// The producer transactions are written with.
-    fn producer(&self) -> TransactionalProducer {
-        self.producer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Replaces the (fenced) producer with a new one of the same transactional id.
-    async fn recreate_producer(&self) -> Result<()> {
-        let old = self.producer();
-        let fresh = old.recreate().await?;
-        *self
-            .producer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-        // Dropping a client blocks until its threads end.
-        tokio::task::spawn_blocking(move || drop(old))
-            .await
-            .map_err(Error::Task)
-    }
-
-    /// Writes `outputs` and the offsets after `batch` in one transaction.
-    async fn commit(
-        &self,
-        consumer: &StreamConsumer<PipelineContext>,
-        outputs: Vec<Record>,
-        batch: &[Message],
-    ) -> Result<()> {
-        let mut offsets = TopicPartitionList::new();
-        for (tp, next) in next_offsets(batch) {
-            offsets
-                .add_partition_offset(&tp.0, tp.1, Offset::Offset(next))
-                .map_err(|source| Error::Consume {
-                    operation: format!("offset {next} of {} [{}]", tp.0, tp.1),
-                    source,
-                })?;
-        }
-        let group = consumer.group_metadata().ok_or_else(|| {
-            Error::config("group", "the consumer has no group metadata to commit with")
-        })?;
-        let transaction = self.producer().begin().await?;
-        if !outputs.is_empty()
-            && let Err(error) = transaction.send_batch(outputs).await
-        {
-            // A failed send leaves a transaction that can only abort.
-            if let Err(abort) = transaction.abort().await {
-                tracing::warn!(error = %abort, "aborting after a failed send failed too");
-            }
-            return Err(error);
-        }
-        transaction.send_offsets(&offsets, group).await?;
-        transaction.commit().await
-    }
 }
 
 /// Awaits `work` (a transaction's commit); when `shutdown` completes first, waits for it a
@@ -575,22 +428,6 @@ async fn finish_unless_stopped<T, S: Future<Output = ()>>(
         outcome = &mut work => (Some(outcome), false),
         () = shutdown.as_mut() => (tokio::time::timeout(SHUTDOWN_GRACE, work).await.ok(), true),
     }
-}
-
-/// Whether a failed send of a batch's outputs would fail the same way every time the batch is
-/// read again: then the pipeline stops with the error rather than abort and retry forever.
-/// An unknown topic counts: librdkafka has waited `topic.metadata.propagation.max.ms` for it
-/// to appear before failing the record.
-fn never_written(error: &Error) -> bool {
-    matches!(error, Error::Produce { .. } | Error::InvalidRecord(_))
-        && matches!(
-            error.code(),
-            ErrorCode::MessageTooLarge
-                | ErrorCode::UnknownTopic
-                | ErrorCode::UnknownPartition
-                | ErrorCode::NotAuthorized
-                | ErrorCode::InvalidRecord
-        )
 }
 
 /// Why [`ExactlyOnce::consume`] returned.
