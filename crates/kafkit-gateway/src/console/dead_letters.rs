@@ -18,8 +18,9 @@ use serde::Deserialize;
 
 use super::BASE;
 use super::frame::{Failure, PageResult};
-use super::messages::Format;
+use super::messages::{Format, SHOWN_AS_STORED, shown};
 use super::page::{Nav, csrf_field, page, utc};
+use super::render_budget::RenderBudget;
 use super::session::Viewer;
 use crate::AppState;
 use crate::api::dead_letters::{Choice, MAX_LIST, MAX_REDRIVE, list, redrive};
@@ -182,31 +183,7 @@ pub async fn dead_letters_show(
             @if let Some(source) = &source { "Replay re-publishes to " a href={(BASE) "/topics/" (source)} { (source) } ". " }
             strong #pending { (pending) } " records not yet replayed. Replay continues where the last one stopped, passes over records replayed already, and is safe to repeat."
         }
-        @if may_replay && pending > 0 {
-            div.actions {
-                form.inline method="post" action=(action) {
-                    (csrf_field(&viewer))
-                    input type="hidden" name="limit" value="1";
-                    button #replay-next type="submit" { "Replay the next record" }
-                }
-                form.inline method="post" action=(action) {
-                    (csrf_field(&viewer))
-                    input type="hidden" name="limit" value=(MAX_REDRIVE);
-                    button #replay-all type="submit" { "Replay all " (pending) }
-                }
-                // The ticked rows and the row buttons submit these two forms (HTML's form
-                // attribute), so the table needs no form around it.
-                form.inline #replay-selected method="post" action=(action) {
-                    (csrf_field(&viewer))
-                    input type="hidden" name="choice" value="selected";
-                    button #replay-selected-button type="submit" { "Replay selected" }
-                }
-                form #replay-one method="post" action=(action) hidden {
-                    (csrf_field(&viewer))
-                    input type="hidden" name="choice" value="selected";
-                }
-            }
-        }
+        @if may_replay && pending > 0 { (replay_actions(&viewer, &action, pending)) }
         form.toolbar #dead-letter-filter method="get" action={(BASE) "/dead-letters/" (topic)} {
             @for (name, label, placeholder, value) in query.fields() {
                 label { (label) " " input type="text" name=(name) placeholder=(placeholder) value=(value); }
@@ -231,11 +208,41 @@ pub async fn dead_letters_show(
     Ok(page(&viewer, Nav::DeadLetters, &topic, body))
 }
 
+/// The replay buttons of a dead-letter page whose viewer may replay.
+fn replay_actions(viewer: &Viewer, action: &str, pending: i64) -> Markup {
+    html! {
+        div.actions {
+            form.inline method="post" action=(action) {
+                (csrf_field(viewer))
+                input type="hidden" name="limit" value="1";
+                button #replay-next type="submit" { "Replay the next record" }
+            }
+            form.inline method="post" action=(action) {
+                (csrf_field(viewer))
+                input type="hidden" name="limit" value=(MAX_REDRIVE);
+                button #replay-all type="submit" { "Replay all " (pending) }
+            }
+            // The ticked rows and the row buttons submit these two forms (HTML's form
+            // attribute), so the table needs no form around it.
+            form.inline #replay-selected method="post" action=(action) {
+                (csrf_field(viewer))
+                input type="hidden" name="choice" value="selected";
+                button #replay-selected-button type="submit" { "Replay selected" }
+            }
+            form #replay-one method="post" action=(action) hidden {
+                (csrf_field(viewer))
+                input type="hidden" name="choice" value="selected";
+            }
+        }
+    }
+}
+
 fn records(
     messages: &[kafkit::Message],
     may_replay: bool,
     replayed: impl Fn(i32, i64) -> bool,
 ) -> Markup {
+    let mut budget = RenderBudget::default();
     html! {
         table.records #dead-letter-records {
             thead { tr {
@@ -262,8 +269,14 @@ fn records(
                         }
                         td { @if let Some(kind) = &failure.error_kind { span.badge { (kind) } " " } (failure.error_message.clone().unwrap_or_default()) }
                         td.num { (failure.attempts.clone().unwrap_or_default()) }
-                        td.key { @if let Some(key) = &message.key { code { (Format::Auto.show(key).0) } } }
-                        td.value { @if let Some(bytes) = message.payload() { pre { (Format::Auto.show(bytes).0) } } }
+                        td.key { @if let Some(key) = &message.key { code { (shown(&mut budget, Format::Auto, key).0) } } }
+                        td.value {
+                            @if let Some(bytes) = message.payload() {
+                                @let (value, encoding) = shown(&mut budget, Format::Auto, bytes);
+                                @if encoding == SHOWN_AS_STORED { span.encoding { (encoding) } }
+                                pre { (value) }
+                            }
+                        }
                         td.replayed { @if done { "yes" } @else { "no" } }
                         @if may_replay {
                             td { @if !done { button.replay-one type="submit" form="replay-one" name="at" value=(at) { "Replay this record" } } }

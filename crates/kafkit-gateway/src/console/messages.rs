@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::BASE;
 use super::page::utc;
+use super::render_budget::RenderBudget;
 use crate::reads::browse::MAX_BROWSE_LIMIT;
 
 /// Records a browse shows unless told otherwise.
@@ -48,14 +49,14 @@ impl Format {
     pub fn show(self, bytes: &[u8]) -> (String, &'static str) {
         match self {
             Format::Auto => match serde_json::from_slice::<serde_json::Value>(bytes) {
-                Ok(value) => (pretty(&value), "json"),
+                Ok(value) => indented(&value, bytes),
                 Err(_) => match std::str::from_utf8(bytes) {
                     Ok(text) => (text.to_owned(), "text"),
                     Err(_) => (Format::Base64.show(bytes).0, "base64"),
                 },
             },
             Format::Json => match serde_json::from_slice::<serde_json::Value>(bytes) {
-                Ok(value) => (pretty(&value), "json"),
+                Ok(value) => indented(&value, bytes),
                 Err(_) => (
                     String::from_utf8_lossy(bytes).into_owned(),
                     "text, not JSON",
@@ -78,8 +79,52 @@ impl Format {
     }
 }
 
-fn pretty(value: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_default()
+/// How many times its stored size a JSON value may grow when indented (plus
+/// [`INDENT_SLACK`]) before it is shown as stored instead. Ordinary records grow two or three
+/// times; 127 nested arrays around a list of numbers grow 130 times (a 1 MB record would
+/// render 130 MB).
+const MAX_INDENT_GROWTH: usize = 4;
+/// What any value may grow by when indented, so small records are always indented.
+const INDENT_SLACK: usize = 64 << 10;
+/// The encoding shown for a JSON value too large once indented.
+pub const SHOWN_AS_STORED: &str =
+    "json, shown as stored: indented it would be over 4 times its size";
+
+/// `value` (parsed from `stored`) indented, unless that would take more than
+/// [`MAX_INDENT_GROWTH`] times `stored`: then `stored` itself, saying why. Indenting stops
+/// at that bound, so a crafted value costs no more than an ordinary one.
+fn indented(value: &serde_json::Value, stored: &[u8]) -> (String, &'static str) {
+    let mut out = Capped {
+        bytes: Vec::with_capacity(stored.len() * 2),
+        cap: stored.len() * MAX_INDENT_GROWTH + INDENT_SLACK,
+    };
+    match serde_json::to_writer_pretty(&mut out, value) {
+        Ok(()) => (String::from_utf8_lossy(&out.bytes).into_owned(), "json"),
+        Err(_) => (
+            String::from_utf8_lossy(stored).into_owned(),
+            SHOWN_AS_STORED,
+        ),
+    }
+}
+
+/// A writer that refuses to hold more than `cap` bytes.
+struct Capped {
+    bytes: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.cap {
+            return Err(std::io::Error::other("over the indentation bound"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The topic page's query: where to browse, how to show it, what to keep.
@@ -185,7 +230,9 @@ pub(super) fn browse_form(
     }
 }
 
+/// The records as `format` shows them, within one [`RenderBudget`] for the page.
 pub(super) fn records_table(messages: &[Message], format: Format) -> Markup {
+    let mut budget = RenderBudget::default();
     html! {
         table.records #messages {
             thead { tr { th.num { "Offset" } th { "Time (UTC)" } th { "Key" } th { "Headers" } th { "Value" } } }
@@ -196,20 +243,18 @@ pub(super) fn records_table(messages: &[Message], format: Format) -> Markup {
                         td.time { (message.timestamp.map(utc).unwrap_or_default()) }
                         td.key {
                             @if let Some(key) = &message.key {
-                                @let (shown, _) = format.show(key);
-                                code { (shown) }
+                                code { (shown(&mut budget, format, key).0) }
                             } @else { span.null { "null" } }
                         }
                         td.headers {
                             @for (name, value) in &message.headers {
-                                @let (shown, _) = format.show(value);
-                                div.header { code.hname { (name) } ": " code.hvalue { (shown) } }
+                                div.header { code.hname { (name) } ": " code.hvalue { (shown(&mut budget, format, value).0) } }
                             }
                         }
                         td.value {
                             @match message.payload() {
                                 Some(bytes) => {
-                                    @let (shown, encoding) = format.show(bytes);
+                                    @let (shown, encoding) = shown(&mut budget, format, bytes);
                                     span.encoding { (encoding) }
                                     pre { (shown) }
                                 }
@@ -223,20 +268,68 @@ pub(super) fn records_table(messages: &[Message], format: Format) -> Markup {
     }
 }
 
+/// `bytes` in `format` as far as `budget` holds them, with the encoding used; nothing is
+/// computed once the budget is spent.
+pub(super) fn shown(
+    budget: &mut RenderBudget,
+    format: Format,
+    bytes: &[u8],
+) -> (Markup, &'static str) {
+    if budget.spent() {
+        return (budget.show(""), "not shown");
+    }
+    let (text, encoding) = format.show(bytes);
+    (budget.show(&text), encoding)
+}
+
+/// The records of a page as a JSON array, one compact record a line (indenting could grow a
+/// crafted value a hundred times), within [`super::render_budget::MAX_RENDERED_BYTES`]: records past it are left
+/// out, and the `x-kafkit-left-out` header says how many.
 pub(super) fn export_json(topic: &str, messages: &[Message]) -> Response {
-    let views: Vec<MessageView> = messages.iter().map(MessageView::of).collect();
+    let mut budget = RenderBudget::default();
+    let mut out = String::from("[");
+    let mut left_out = 0;
+    for message in messages {
+        let line = serde_json::to_string(&MessageView::of(message)).unwrap_or_default();
+        if left_out > 0 || !budget.take(line.len()) {
+            left_out += 1;
+            continue;
+        }
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push('\n');
+        out.push_str(&line);
+    }
+    out.push_str("\n]\n");
+    export(topic, "json", "application/json", out, left_out)
+}
+
+/// An export's answer: a file download, saying how many records were left out.
+fn export(
+    topic: &str,
+    extension: &str,
+    content_type: &str,
+    body: String,
+    left_out: usize,
+) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_TYPE, content_type.to_owned()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{topic}.json\""),
+                format!("attachment; filename=\"{topic}.{extension}\""),
             ),
         ],
-        serde_json::to_string_pretty(&views).unwrap_or_default(),
+        [(LEFT_OUT, left_out.to_string())],
+        body,
     )
         .into_response()
 }
+
+/// Header of an export: records of the page left out to keep it within
+/// [`super::render_budget::MAX_RENDERED_BYTES`].
+pub const LEFT_OUT: &str = "x-kafkit-left-out";
 
 /// One CSV cell, quoted; a cell a spreadsheet would run as a formula is prefixed with `'`.
 fn csv_cell(text: &str) -> String {
@@ -248,8 +341,11 @@ fn csv_cell(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
 }
 
+/// The records of a page as CSV, within [`super::render_budget::MAX_RENDERED_BYTES`] as [`export_json`] is.
 pub(super) fn export_csv(topic: &str, messages: &[Message]) -> Response {
+    let mut budget = RenderBudget::default();
     let mut out = String::from("partition,offset,timestamp,key,headers,value\n");
+    let mut left_out = 0;
     for message in messages {
         let view = MessageView::of(message);
         let headers = serde_json::to_string(&view.headers).unwrap_or_default();
@@ -266,20 +362,15 @@ pub(super) fn export_csv(topic: &str, messages: &[Message]) -> Response {
             value,
         ];
         let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-        out.push_str(&row.join(","));
+        let row = row.join(",");
+        if left_out > 0 || !budget.take(row.len()) {
+            left_out += 1;
+            continue;
+        }
+        out.push_str(&row);
         out.push('\n');
     }
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{topic}.csv\""),
-            ),
-        ],
-        out,
-    )
-        .into_response()
+    export(topic, "csv", "text/csv; charset=utf-8", out, left_out)
 }
 
 #[cfg(test)]
@@ -299,6 +390,27 @@ mod tests {
         assert_eq!(Format::Hex.show(b"hi"), ("68 69".to_owned(), "hex"));
         assert_eq!(Format::Base64.show(b"hi"), ("aGk=".to_owned(), "base64"));
         assert_eq!(Format::Text.show(&[0x68, 0xff]).0, "h\u{fffd}");
+    }
+
+    #[test]
+    fn deeply_nested_json_is_shown_as_stored_not_indented() {
+        // 100 kB of numbers 127 arrays deep: indented, 13 MB.
+        let nested = format!(
+            "{}{}0{}",
+            "[".repeat(127),
+            "0,".repeat(50_000),
+            "]".repeat(127)
+        );
+        for format in [Format::Auto, Format::Json] {
+            let (shown, encoding) = format.show(nested.as_bytes());
+            assert_eq!(
+                (shown.as_str(), encoding),
+                (nested.as_str(), SHOWN_AS_STORED)
+            );
+        }
+        // Ordinary JSON, as deep, is still indented.
+        let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+        assert_eq!(Format::Auto.show(deep.as_bytes()).1, "json");
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod lag_history;
 mod messages;
 mod overview;
 mod page;
+mod render_budget;
 mod request;
 mod session;
 mod subscriptions;
