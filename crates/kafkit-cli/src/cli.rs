@@ -86,9 +86,14 @@ pub struct ServeArgs {
     #[arg(long, env = "KAFKIT_TOPICS", value_delimiter = ',', value_parser = parse_topic_spec)]
     pub topics: Vec<kafkit::TopicSpec>,
     /// API keys and their topic grants: `KEY:write=GLOB|GLOB,read=GLOB;KEY2:read=*`
-    /// (see the README). Unset: no authentication, loopback only.
+    /// (see the README). Unset: no authentication, loopback only. A flag's value shows in
+    /// `ps`: prefer the variable or --api-keys-file.
     #[arg(long, env = "KAFKIT_API_KEYS", hide_env_values = true, value_parser = parse_secret)]
     pub api_keys: Option<kafkit::secret::Secret>,
+    /// File holding the API keys, in the format of --api-keys (entries separated by `;` or
+    /// new lines; lines starting with `#` are comments).
+    #[arg(long, env = "KAFKIT_API_KEYS_FILE", conflicts_with = "api_keys")]
+    pub api_keys_file: Option<PathBuf>,
     /// Serve without API keys on a non-loopback address (anyone reaching it can produce).
     #[arg(long, env = "KAFKIT_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,

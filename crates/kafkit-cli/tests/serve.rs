@@ -827,3 +827,60 @@ async fn a_crafted_json_record_cannot_make_the_console_render_gigabytes() {
     );
     assert!(page.contains("shown as stored: indented it would be over"));
 }
+
+/// Keys can come from a file (a flag's value shows in `ps`), and keys on plain HTTP on a
+/// non-loopback address are warned about at start.
+#[tokio::test]
+async fn api_keys_come_from_a_file_and_plain_http_on_a_public_address_is_warned() {
+    let topic = testkit::topic("gw-keyfile", 1).await;
+    let secret = "file-key-0123456789abcdef";
+    let file = std::env::temp_dir().join(testkit::unique("kafkit-keys"));
+    std::fs::write(
+        &file,
+        format!("# the producer\n{secret}:write={topic}\n\nviewer-key-0123456789:read=*\n"),
+    )
+    .unwrap();
+    let port = testkit::free_port();
+    let mut child = serve_command(Some(&testkit::brokers()))
+        .args(["--listen", &format!("0.0.0.0:{port}")])
+        .arg("--api-keys-file")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let ready = line.contains("kafkit gateway ready");
+        log.push(line);
+        if ready {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let log = log.join("\n");
+    assert!(log.contains("kafkit gateway ready"), "{log}");
+    assert!(
+        log.contains("API keys travel in clear over plain HTTP"),
+        "{log}"
+    );
+    assert!(!log.contains(secret), "{log}");
+    // The file's keys are the gateway's: the first may write the topic, a request without
+    // a key is refused.
+    let http = client();
+    let send = |key: Option<&str>| {
+        let request = http
+            .post(format!("http://127.0.0.1:{port}/kafka/send"))
+            .json(&json!({"topic": topic, "value": 1}));
+        match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    };
+    assert_eq!(send(Some(secret)).send().await.unwrap().status(), 200);
+    assert_eq!(send(None).send().await.unwrap().status(), 401);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&file);
+}

@@ -32,18 +32,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             stop.cancel();
         }
     });
-    let keys = args
-        .api_keys
-        .as_ref()
-        .map(|raw| ApiKeys::parse(raw.expose()))
-        .transpose()
-        .map_err(|reason| anyhow!("KAFKIT_API_KEYS: {reason}"))?;
-    if let Some(weak) = keys.as_ref().and_then(ApiKeys::weak_key) {
-        bail!(
-            "KAFKIT_API_KEYS: {weak} is too weak: {}",
-            kafkit_gateway::WEAK_KEY_RULE
-        );
-    }
+    let keys = api_keys(&args)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -57,6 +46,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         tracing::warn!(listen = %local, "serving without API keys on a non-loopback address");
+    }
+    let tls_given = args.tls_cert.is_some();
+    if keys.is_some() && !tls_given && !local.ip().is_loopback() {
+        tracing::warn!(
+            listen = %local,
+            "API keys travel in clear over plain HTTP on a non-loopback address: anyone on \
+             the path can read them; serve HTTPS (--tls-cert, --tls-key) or put a TLS proxy \
+             in front"
+        );
     }
     // The subscriptions are checked before anything connects: a typo fails the start at once.
     let subscriptions = match &args.subscriptions {
@@ -167,6 +165,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("gateway stopped cleanly");
     drop(kafka);
     Ok(())
+}
+
+/// The API keys of `--api-keys-file` (KAFKIT_API_KEYS_FILE), else of `--api-keys`
+/// (KAFKIT_API_KEYS); none when neither is given. A weak key refuses the start.
+fn api_keys(args: &ServeArgs) -> anyhow::Result<Option<ApiKeys>> {
+    let (source, raw) = match (&args.api_keys_file, &args.api_keys) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --api-keys-file {}", path.display()))?;
+            // One entry a line is allowed; comments are dropped.
+            let entries: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.starts_with('#'))
+                .collect();
+            (path.display().to_string(), entries.join(";"))
+        }
+        (None, Some(raw)) => ("KAFKIT_API_KEYS".to_owned(), raw.expose().to_owned()),
+        (None, None) => return Ok(None),
+    };
+    let keys = ApiKeys::parse(&raw).map_err(|reason| anyhow!("{source}: {reason}"))?;
+    if let Some(weak) = keys.weak_key() {
+        bail!(
+            "{source}: {weak} is too weak: {}",
+            kafkit_gateway::WEAK_KEY_RULE
+        );
+    }
+    Ok(Some(keys))
 }
 
 /// The hosts the gateway answers to: `--allowed-hosts`, else the loopback names and the listen

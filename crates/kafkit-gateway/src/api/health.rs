@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::http::auth::Caller;
 
 /// How long readiness waits for the cluster before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -55,6 +56,9 @@ impl Readiness {
             Ok(Err(error)) => json!({"status": "down", "error": error.to_string()}),
             Err(_) => json!({"status": "down", "error": "timed out"}),
         };
+        if brokers["status"] != "up" {
+            tracing::warn!(error = %brokers["error"], "readiness: brokers down");
+        }
         *last = Some((tokio::time::Instant::now(), brokers.clone()));
         brokers
     }
@@ -78,25 +82,38 @@ pub async fn health_live() -> Json<serde_json::Value> {
     Json(json!({"status": "up"}))
 }
 
-/// Brokers reachable, producer open, every push subscription consuming (always open, no API
-/// key).
+/// What readiness says of a failing check to a caller without an API key (when keys are
+/// configured): the brokers' and librdkafka's own words name hosts, listeners and versions.
+/// The details are in the log, and in the answer to a caller with a key.
+pub const DETAILS_WITH_A_KEY: &str = "details in the log, or with an API key";
+
+/// Brokers reachable, producer open, every push subscription consuming (open: no API key
+/// needed; without one, when keys are configured, a failing check's reason is generic).
 #[utoipa::path(
     get,
     path = "/health/ready",
     tag = "operations",
     responses(
         (status = 200, description = "Ready, with the checks' details", body = Object),
-        (status = 503, description = "Not ready, with the failing checks", body = Object),
+        (status = 503, description = "Not ready, with the failing checks (their reasons only with an API key, when keys are configured)", body = Object),
     )
 )]
-pub async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+pub async fn health_ready(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    // An open gateway has no key to ask for; a keyed one tells its reasons to key holders.
+    let details = state.api_keys().is_none() || caller.is_some();
     if state.readiness().is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "draining", "checks": {}})),
         );
     }
-    let brokers = state.readiness().brokers(&state).await;
+    let mut brokers = state.readiness().brokers(&state).await;
+    if !details && brokers.get("error").is_some() {
+        brokers["error"] = json!(DETAILS_WITH_A_KEY);
+    }
     let producer_open = !state.producer().is_closed() && !state.single_producer().is_closed();
     let answers_pending = state.request_replies().sharing_pending();
     // Push subscriptions: each one's status; a consumer that is not consuming makes the
@@ -108,7 +125,14 @@ pub async fn health_ready(State(state): State<AppState>) -> (StatusCode, Json<se
         .map(|push| push.views())
         .unwrap_or_default()
         .into_iter()
-        .map(|v| (v.name, json!({"status": v.status, "problems": v.problems})))
+        .map(|v| {
+            let problems = if details {
+                json!(v.problems)
+            } else {
+                json!([DETAILS_WITH_A_KEY])
+            };
+            (v.name, json!({"status": v.status, "problems": problems}))
+        })
         .collect();
     let consuming = subscriptions.values().all(|v| v["status"] != "unhealthy");
     let ready = brokers["status"] == "up" && producer_open && consuming && !answers_pending;
@@ -158,7 +182,7 @@ mod tests {
     use serde_json::json;
 
     use crate::router;
-    use crate::testing::{call, get, post, state, state_with_keys};
+    use crate::testing::{bearer, call, get, post, state, state_with_keys};
 
     #[tokio::test]
     async fn health_and_metrics_answer_without_a_key() {
@@ -182,6 +206,29 @@ mod tests {
             "{}",
             metrics.text
         );
+    }
+
+    #[tokio::test]
+    async fn readiness_tells_why_the_brokers_are_down_only_to_a_key() {
+        // A keyed gateway whose brokers do not answer.
+        let mut config = kafkit::KafkaConfig::new(["127.0.0.1:1"]);
+        config.request_timeout = std::time::Duration::from_secs(1);
+        let keys = crate::ApiKeys::parse("key-0123456789abcdef:read=*").unwrap();
+        let app = router(crate::testing::state_with(&config).with_api_keys(keys));
+        // Without a key: not ready, with a generic reason.
+        let ready = call(&app, get("/health/ready")).await;
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            ready.body["checks"]["brokers"],
+            json!({"status": "down", "error": super::DETAILS_WITH_A_KEY}),
+            "{}",
+            ready.text
+        );
+        // With one: the broker client's own words.
+        let ready = call(&app, bearer(get("/health/ready"), "key-0123456789abcdef")).await;
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+        let error = ready.body["checks"]["brokers"]["error"].as_str().unwrap();
+        assert_ne!(error, super::DETAILS_WITH_A_KEY, "{}", ready.text);
     }
 
     #[tokio::test]

@@ -134,3 +134,65 @@ mod tests {
         assert_ne!(net("192.0.2.1"), net("192.0.2.2"));
     }
 }
+
+/// Failed authentication is throttled on every route, per client network.
+#[cfg(test)]
+mod route_tests {
+    use axum::extract::ConnectInfo;
+    use axum::http::{StatusCode, header};
+
+    use crate::router;
+    use crate::testing::{bearer, call, get, state_with_keys};
+
+    const FAILURES: usize = 5;
+
+    fn from(address: &str, key: &str) -> axum::http::Request<axum::body::Body> {
+        let mut request = bearer(get("/topics"), key);
+        let peer: std::net::SocketAddr = address.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    }
+
+    #[tokio::test]
+    async fn wrong_bearer_keys_are_throttled_per_address_and_per_ipv6_64() {
+        let app = router(state_with_keys("right-key-0123456789:read=*"));
+        // Wrong keys are 401 up to the limit...
+        for i in 0..FAILURES {
+            let answer = call(&app, from("[2001:db8:1:2::10]:5000", &format!("guess-{i}"))).await;
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text);
+        }
+        // ...then every attempt from that /64 is refused, the right key included, so the
+        // answer tells a guesser nothing; it says how long to wait.
+        for address in ["[2001:db8:1:2::10]:5001", "[2001:db8:1:2:ffff::1]:80"] {
+            let refused = call(&app, from(address, "right-key-0123456789")).await;
+            assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{address}");
+            assert_eq!(refused.body["error"]["code"], "too_many_failures");
+            let wait: u64 = refused.headers[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&wait), "{wait}");
+        }
+        // Another /64, and an IPv4 client, are served.
+        let other = call(
+            &app,
+            from("[2001:db8:1:3::10]:5000", "right-key-0123456789"),
+        )
+        .await;
+        assert_eq!(other.status, StatusCode::OK, "{}", other.text);
+        let v4 = call(&app, from("192.0.2.7:5000", "right-key-0123456789")).await;
+        assert_eq!(v4.status, StatusCode::OK, "{}", v4.text);
+        // The console login shares the count: that /64 cannot log in either.
+        let mut login = axum::http::Request::post("/console/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from("key=right-key-0123456789"))
+            .unwrap();
+        let peer: std::net::SocketAddr = "[2001:db8:1:2::99]:1".parse().unwrap();
+        login.extensions_mut().insert(ConnectInfo(peer));
+        assert_eq!(
+            call(&app, login).await.status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+}

@@ -2,10 +2,12 @@
 //! pattern spelling out their prefix reaches.
 
 /// Prefixes of the topics Kafka and its ecosystem keep for themselves: the broker's (`__`),
-/// Schema Registry's (`_schemas`) and Kafka Connect's (`connect-configs`, `connect-offsets`,
-/// `connect-status`). Writing them corrupts the cluster's own state; reading them leaks other
-/// applications' offsets, transactions and configurations.
-const INTERNAL_PREFIXES: &[&str] = &["__", "_schemas", "connect-"];
+/// Schema Registry's (`_schemas`), Kafka Connect's (`connect-configs`, `connect-offsets`,
+/// `connect-status`) and Confluent Platform's (`_confluent-command`, `_confluent-metrics`,
+/// `_confluent-telemetry-metrics`, `_confluent_balancer_*`, ...). Writing them corrupts the
+/// cluster's own state; reading them leaks other applications' offsets, transactions and
+/// configurations.
+const INTERNAL_PREFIXES: &[&str] = &["__", "_schemas", "connect-", "_confluent"];
 
 /// A topic glob: `*` matches any run of characters, `?` exactly one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,12 +115,17 @@ mod tests {
             ("?_consumer_offsets", "__consumer_offsets", false),
             ("conn*", "connect-status", false),
             ("_schema?", "_schemas", false),
+            ("*", "_confluent-command", false),
+            ("*", "_confluent-telemetry-metrics", false),
+            ("_*", "_confluent_balancer_api_state", false),
             // A pattern that spells the internal prefix out does.
             ("__consumer_offsets", "__consumer_offsets", true),
             ("__*", "__transaction_state", true),
             ("_schemas", "_schemas", true),
             ("connect-*", "connect-status", true),
             ("connect-offsets", "connect-offsets", true),
+            ("_confluent*", "_confluent_balancer_api_state", true),
+            ("_confluent-*", "_confluent-metrics", true),
             // Names that only look alike are ordinary topics.
             ("*", "_private", true),
             ("*", "connector-events", true),
