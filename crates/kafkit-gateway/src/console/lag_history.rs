@@ -120,6 +120,12 @@ impl LagHistory {
         tokio::spawn(async move { sample_forever(history, state).await });
     }
 
+    /// Whether the sampler was started.
+    #[cfg(test)]
+    pub fn sampling(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
+
     /// Adds `partitions` as the group's lag now.
     pub fn record(&self, group: &str, partitions: &[PartitionLag]) {
         self.record_at(group, partitions, now_millis());

@@ -15,8 +15,9 @@
 //!   cookie; every state-changing form carries the session's CSRF token; a key's grants decide
 //!   which controls are shown, and the server checks them again on every write. Without keys
 //!   the console is open, like the API (loopback only unless the operator said otherwise).
-//! - A login form refuses a client address after [`session::MAX_LOGIN_FAILURES`] wrong keys a
-//!   minute (429), so keys cannot be guessed at speed.
+//! - A login form refuses a client address after
+//!   [`crate::http::auth::throttle::MAX_AUTH_FAILURES`] wrong keys a minute (429), before its
+//!   body (at most [`session::MAX_LOGIN_BODY`]) is read, so keys cannot be guessed at speed.
 //! - Unknown console paths get a 404 page in the console's layout.
 //! - The routes are not API routes: they are not in the OpenAPI document.
 
@@ -65,7 +66,11 @@ pub struct Console {
 
 /// The console's routes, to merge into the gateway's router.
 pub fn routes(state: &AppState) -> Router<AppState> {
-    let console = Arc::new(Console::default());
+    routes_with(state, Arc::new(Console::default()))
+}
+
+/// The console's routes over `console`.
+fn routes_with(state: &AppState, console: Arc<Console>) -> Router<AppState> {
     // Pages do broker work: they share the read endpoints' places.
     let pages = Router::new()
         .route("/console", get(overview::overview_show))
@@ -114,7 +119,16 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .merge(pages)
         .route(
             "/console/login",
-            get(session::login_show).post(session::login_submit),
+            // The limiter looks at the address before the body is read, which is small.
+            post(session::login_submit)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    session::MAX_LOGIN_BODY,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    session::login_throttle,
+                ))
+                .get(session::login_show),
         )
         .route("/console/logout", post(session::logout))
         // Any other console path: a page saying so, not the API's JSON 404.

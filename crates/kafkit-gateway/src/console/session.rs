@@ -2,9 +2,14 @@
 //! extractor every page takes.
 //!
 //! A session is a random id in an `HttpOnly`, `SameSite=Strict` cookie, mapped in memory to the
-//! API key it logged in with and a CSRF token of its own. The store is bounded (the oldest
-//! session goes first) and sessions expire. Without API keys everyone is the open caller, and
-//! the forms carry one random token of the process, which a page of another site cannot read.
+//! API key it logged in with and a CSRF token of its own. Over HTTPS the cookie is
+//! `__Host-kafkit_console` (`Secure`, `Path=/`): a browser then keeps it only as set by this
+//! origin over TLS, so neither plain HTTP nor a sibling subdomain can plant one. The store is
+//! bounded (the oldest session goes first) and sessions expire, 12 hours after login or 30
+//! minutes after their last page. The login form carries a token of its own, matched against
+//! a cookie set with the form (a login another site's page posts has neither). Without API
+//! keys everyone is the open caller, and the forms carry one random token of the process,
+//! which a page of another site cannot read.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,10 +30,19 @@ use crate::AppState;
 use crate::http::auth::Caller;
 use crate::http::auth::throttle::MAX_AUTH_FAILURES;
 
-/// Name of the session cookie.
+/// Name of the session cookie over plain HTTP.
 pub const COOKIE: &str = "kafkit_console";
+/// Name of the session cookie over HTTPS: the `__Host-` prefix binds it to this origin.
+pub const HOST_COOKIE: &str = "__Host-kafkit_console";
+/// Name of the login form's token cookie over plain HTTP, and over HTTPS.
+const LOGIN_COOKIE: &str = "kafkit_login";
+const HOST_LOGIN_COOKIE: &str = "__Host-kafkit_login";
 /// How long a session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How long a session lasts without a page shown.
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// Largest login form accepted: a key and a token.
+pub const MAX_LOGIN_BODY: usize = 4 * 1024;
 /// Most sessions kept; past it the oldest is forgotten.
 pub const MAX_SESSIONS: usize = 10_000;
 
@@ -37,6 +51,14 @@ struct Session {
     caller: Caller,
     csrf: String,
     created: Instant,
+    last_seen: Instant,
+}
+
+impl Session {
+    fn live_at(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.created) < SESSION_TTL
+            && now.saturating_duration_since(self.last_seen) < SESSION_IDLE
+    }
 }
 
 /// Logged-in sessions, by id.
@@ -70,8 +92,9 @@ impl Sessions {
         let id = random_token();
         let mut sessions = self.sessions.lock().expect("not poisoned");
         // Full: forget the expired sessions, then the oldest if that was not enough.
+        let now = Instant::now();
         if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, s| s.created.elapsed() < SESSION_TTL);
+            sessions.retain(|_, s| s.live_at(now));
         }
         if sessions.len() >= MAX_SESSIONS
             && let Some(oldest) = sessions
@@ -86,18 +109,28 @@ impl Sessions {
             Session {
                 caller,
                 csrf: random_token(),
-                created: Instant::now(),
+                created: now,
+                last_seen: now,
             },
         );
         id
     }
 
     fn find(&self, id: &str) -> Option<Session> {
-        let sessions = self.sessions.lock().expect("not poisoned");
-        sessions
-            .get(id)
-            .filter(|s| s.created.elapsed() < SESSION_TTL)
-            .cloned()
+        self.find_at(id, Instant::now())
+    }
+
+    /// The session `id` if it is live at `now`, which becomes its last use; an expired one
+    /// is forgotten.
+    fn find_at(&self, id: &str, now: Instant) -> Option<Session> {
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        let session = sessions.get_mut(id)?;
+        if !session.live_at(now) {
+            sessions.remove(id);
+            return None;
+        }
+        session.last_seen = now;
+        Some(session.clone())
     }
 
     fn close(&self, id: &str) {
@@ -146,13 +179,29 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn session_id(headers: &HeaderMap) -> Option<&str> {
+/// The value of cookie `name`.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The session cookie's name: `__Host-` prefixed over HTTPS.
+fn session_cookie(https: bool) -> &'static str {
+    if https { HOST_COOKIE } else { COOKIE }
+}
+
+/// A cookie setting `name` to `value` for `max_age` seconds: over HTTPS `Secure` and for the
+/// whole origin (what `__Host-` requires), else for `path`.
+fn set_cookie(name: &str, value: &str, path: &str, max_age: u64, https: bool) -> HeaderValue {
+    let (path, secure) = if https { ("/", "; Secure") } else { (path, "") };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("an ASCII cookie")
 }
 
 pub fn console(parts: &Parts) -> Arc<Console> {
@@ -168,19 +217,24 @@ impl FromRequestParts<AppState> for Viewer {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let console = console(parts);
-        // Someone is looking: keep the lag sampler running.
-        console.lag.visited(state);
         if state.api_keys().is_none() {
+            // Someone is looking: keep the lag sampler running.
+            console.lag.visited(state);
             return Ok(Viewer {
                 caller: Caller::Open,
                 csrf: console.sessions.open_csrf.clone(),
                 keyed: false,
             });
         }
-        let session = session_id(&parts.headers).and_then(|id| console.sessions.find(id));
+        let https = parts.extensions.get::<Https>().is_some();
+        let session =
+            cookie(&parts.headers, session_cookie(https)).and_then(|id| console.sessions.find(id));
         match session {
             Some(session) => {
                 tracing::Span::current().record("caller", session.caller.name());
+                // Only a logged-in viewer starts the sampler: a request without a session
+                // costs the cluster nothing.
+                console.lag.visited(state);
                 Ok(Viewer {
                     caller: session.caller,
                     csrf: session.csrf,
@@ -200,14 +254,19 @@ impl FromRequestParts<AppState> for Viewer {
 }
 
 /// The login form.
-pub async fn login_show(State(state): State<AppState>) -> Response {
+pub async fn login_show(
+    State(state): State<AppState>,
+    https: Option<Extension<Https>>,
+) -> Response {
     if state.api_keys().is_none() {
         return Redirect::to(BASE).into_response();
     }
-    login_page(StatusCode::OK, None)
+    login_page(StatusCode::OK, None, https.is_some())
 }
 
-fn login_page(status: StatusCode, error: Option<&str>) -> Response {
+/// The login form with a fresh token, set in a cookie too: the post must carry both.
+fn login_page(status: StatusCode, error: Option<&str>, https: bool) -> Response {
+    let token = random_token();
     let body = html! {
         section.login {
             h1 { "kafkit console" }
@@ -216,73 +275,120 @@ fn login_page(status: StatusCode, error: Option<&str>) -> Response {
                 p.banner.error role="alert" { (error) }
             }
             form method="post" action={(BASE) "/login"} {
+                input type="hidden" name="_csrf" value=(token);
                 label for="key" { "API key" }
                 input #key type="password" name="key" autocomplete="current-password" required autofocus;
                 button type="submit" { "Log in" }
             }
         }
     };
-    (status, bare_page("Log in", body)).into_response()
+    let mut response = (status, bare_page("Log in", body)).into_response();
+    let name = if https {
+        HOST_LOGIN_COOKIE
+    } else {
+        LOGIN_COOKIE
+    };
+    let path = format!("{BASE}/login");
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(name, &token, &path, 3600, https),
+    );
+    response
 }
 
 /// What the login form posts.
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
     key: String,
+    #[serde(rename = "_csrf", default)]
+    csrf: String,
 }
 
 /// Marks requests that came over HTTPS ([`crate::serve_tls`] adds it): the session cookie is
-/// then `Secure`, never sent over plain HTTP.
+/// then `__Host-` prefixed and `Secure`, never sent over plain HTTP.
 #[derive(Debug, Clone, Copy)]
 pub struct Https;
 
-/// Checks the key and opens a session.
+/// Middleware of the login post: a client address over the failed-login limit is refused
+/// before its body is read (the handler's form is then at most [`MAX_LOGIN_BODY`]).
+pub async fn login_throttle(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    // Checked before the key is looked at: a right guess after too many wrong ones is refused
+    // too, so guessing gains nothing.
+    let Some(wait) = state.auth_throttle().wait(client, Instant::now()) else {
+        return next.run(request).await;
+    };
+    tracing::warn!(?client, "console login refused: too many failures");
+    let seconds = wait.as_secs().max(1);
+    let https = request.extensions().get::<Https>().is_some();
+    let mut response = login_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(&format!(
+            "Too many failed logins from your address ({MAX_AUTH_FAILURES} a minute). Try \
+             again in {seconds} seconds."
+        )),
+        https,
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&seconds.to_string()).expect("digits"),
+    );
+    response
+}
+
+/// Checks the form's token and the key, and opens a session.
 pub async fn login_submit(
     State(state): State<AppState>,
     Extension(console): Extension<Arc<Console>>,
     https: Option<Extension<Https>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let Some(keys) = &state.api_keys() else {
         return Redirect::to(BASE).into_response();
     };
-    let client = peer.map(|Extension(ConnectInfo(a))| a.ip());
-    let now = Instant::now();
-    // Checked before the key is looked at: a right guess after too many wrong ones is refused
-    // too, so guessing gains nothing.
-    if let Some(wait) = state.auth_throttle().wait(client, now) {
-        tracing::warn!(?client, "console login refused: too many failures");
-        let seconds = wait.as_secs().max(1);
-        let mut response = login_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!(
-                "Too many failed logins from your address ({MAX_AUTH_FAILURES} a minute). Try \
-                 again in {seconds} seconds."
-            )),
+    let https = https.is_some();
+    let token = cookie(
+        &headers,
+        if https {
+            HOST_LOGIN_COOKIE
+        } else {
+            LOGIN_COOKIE
+        },
+    );
+    if !token.is_some_and(|t| constant_time_eq(t.as_bytes(), form.csrf.as_bytes())) {
+        return login_page(
+            StatusCode::FORBIDDEN,
+            Some("The form's security token is missing or out of date: log in again."),
+            https,
         );
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_str(&seconds.to_string()).expect("digits"),
-        );
-        return response;
     }
+    let client = peer.map(|Extension(ConnectInfo(a))| a.ip());
     let Some(key) = keys.find(form.key.trim()) else {
-        state.auth_throttle().failed(client, now);
-        return login_page(StatusCode::UNAUTHORIZED, Some("Unknown API key."));
+        state.auth_throttle().failed(client, Instant::now());
+        return login_page(StatusCode::UNAUTHORIZED, Some("Unknown API key."), https);
     };
     state.auth_throttle().succeeded(client);
     tracing::info!(caller = %key.name, "console login");
     let id = console.sessions.open(Caller::Key(key));
-    let cookie = format!(
-        "{COOKIE}={id}; Path={BASE}; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_TTL.as_secs(),
-        if https.is_some() { "; Secure" } else { "" }
-    );
     let mut response = Redirect::to(BASE).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("an ASCII cookie"),
+        set_cookie(
+            session_cookie(https),
+            &id,
+            BASE,
+            SESSION_TTL.as_secs(),
+            https,
+        ),
     );
     response
 }
@@ -298,20 +404,19 @@ pub struct CsrfForm {
 pub async fn logout(
     Extension(console): Extension<Arc<Console>>,
     viewer: Viewer,
+    https: Option<Extension<Https>>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Failure> {
     viewer.check_csrf(&form.csrf)?;
-    if let Some(id) = session_id(&headers) {
+    let https = https.is_some();
+    if let Some(id) = cookie(&headers, session_cookie(https)) {
         console.sessions.close(id);
     }
     let mut response = Redirect::to(&format!("{BASE}/login")).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&format!(
-            "{COOKIE}=; Path={BASE}; HttpOnly; SameSite=Strict; Max-Age=0"
-        ))
-        .expect("an ASCII cookie"),
+        set_cookie(session_cookie(https), "", BASE, 0, https),
     );
     Ok(response)
 }
@@ -342,11 +447,47 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; kafkit_console=abc; b=2"),
         );
-        assert_eq!(session_id(&headers), Some("abc"));
+        assert_eq!(cookie(&headers, session_cookie(false)), Some("abc"));
+        // Over HTTPS only the __Host- cookie counts.
+        assert_eq!(cookie(&headers, session_cookie(true)), None);
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_static("kafkit_consolex=abc"),
+            HeaderValue::from_static("kafkit_consolex=abc; __Host-kafkit_console=def"),
         );
-        assert_eq!(session_id(&headers), None);
+        assert_eq!(cookie(&headers, session_cookie(false)), None);
+        assert_eq!(cookie(&headers, session_cookie(true)), Some("def"));
+    }
+
+    #[test]
+    fn a_session_expires_after_its_idle_time_and_each_use_extends_it() {
+        let sessions = Sessions::default();
+        let id = sessions.open(Caller::Open);
+        let start = Instant::now();
+        // Used just before its idle time ends, it lives on from there...
+        let used = start + SESSION_IDLE - Duration::from_secs(1);
+        assert!(sessions.find_at(&id, used).is_some());
+        assert!(
+            sessions
+                .find_at(&id, used + SESSION_IDLE - Duration::from_secs(1))
+                .is_some()
+        );
+        // ...and once left idle longer, it is gone for good.
+        let idle = used + 2 * SESSION_IDLE;
+        assert!(sessions.find_at(&id, idle).is_none());
+        assert!(sessions.find(&id).is_none());
+        // However often it is used, it ends SESSION_TTL after it was opened.
+        let id = sessions.open(Caller::Open);
+        let opened = Instant::now();
+        let mut at = opened;
+        while at < opened + SESSION_TTL - SESSION_IDLE / 2 {
+            at += SESSION_IDLE / 3;
+            assert!(sessions.find_at(&id, at).is_some());
+        }
+        let end = opened + SESSION_TTL + Duration::from_secs(1);
+        assert!(
+            end - at < SESSION_IDLE,
+            "used recently: only its age ends it"
+        );
+        assert!(sessions.find_at(&id, end).is_none());
     }
 }

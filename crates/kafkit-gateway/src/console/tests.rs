@@ -39,9 +39,27 @@ fn with_cookie(mut request: Request<Body>, cookie: &str) -> Request<Body> {
     request
 }
 
+/// The login form's token cookie (`name=value`) and the token its form carries.
+async fn login_form(app: &Router) -> (String, String) {
+    let answer = call(app, get("/console/login")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
+    (cookie.split(';').next().unwrap().to_owned(), csrf(&answer))
+}
+
+/// The login form posted with `key` (and the form's token).
+async fn login_post(app: &Router, key: &str) -> Request<Body> {
+    let (cookie, token) = login_form(app).await;
+    form(
+        "/console/login",
+        Some(&cookie),
+        &[("_csrf", &token), ("key", key)],
+    )
+}
+
 /// Logs in with `key`: the session cookie (`name=value`).
 async fn login(app: &Router, key: &str) -> String {
-    let answer = call(app, form("/console/login", None, &[("key", key)])).await;
+    let answer = call(app, login_post(app, key).await).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
     let cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
     cookie.split(';').next().unwrap().to_owned()
@@ -69,13 +87,28 @@ async fn login_sets_a_strict_http_only_cookie_and_pages_need_it() {
             .unwrap()
             .starts_with("text/html")
     );
-    // A wrong key: 401 and the form again, no cookie.
-    let answer = call(&app, form("/console/login", None, &[("key", "nope")])).await;
+    // A wrong key: 401 and the form again, no session.
+    let answer = call(&app, login_post(&app, "nope").await).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-    assert!(answer.headers.get(header::SET_COOKIE).is_none());
+    let set_cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(set_cookie.starts_with("kafkit_login="), "{set_cookie}");
     assert!(answer.text.contains("Unknown API key"));
+    // The right key without the form's token, or with another one: 403, no session (another
+    // site's page cannot log a browser in).
+    let (login_cookie, _) = login_form(&app).await;
+    for (cookie, token) in [(None, ""), (Some(login_cookie.as_str()), "forged")] {
+        let post = form(
+            "/console/login",
+            cookie,
+            &[("_csrf", token), ("key", "admin")],
+        );
+        let answer = call(&app, post).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text);
+        let set_cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
+        assert!(!set_cookie.contains("kafkit_console"), "{set_cookie}");
+    }
     // The right key: a session cookie, HttpOnly and SameSite=Strict, scoped to the console.
-    let answer = call(&app, form("/console/login", None, &[("key", "admin")])).await;
+    let answer = call(&app, login_post(&app, "admin").await).await;
     let set_cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
     for part in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
         assert!(set_cookie.contains(part), "{set_cookie}");
@@ -336,10 +369,30 @@ async fn a_topic_is_created_and_a_page_exported_as_json_and_csv() {
 #[tokio::test]
 async fn over_https_the_session_cookie_is_secure() {
     // serve_tls marks its requests; the login then sets a Secure cookie.
+    // It is __Host- prefixed, so for the whole origin (which the prefix requires), set only
+    // over TLS and never by a sibling domain; so is the login form's token.
     let app = router(state_with_keys("admin:read=*")).layer(axum::Extension(super::Https));
-    let answer = call(&app, form("/console/login", None, &[("key", "admin")])).await;
+    let (login_cookie, _) = login_form(&app).await;
+    assert!(
+        login_cookie.starts_with("__Host-kafkit_login="),
+        "{login_cookie}"
+    );
+    let answer = call(&app, login_post(&app, "admin").await).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
     let set_cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        set_cookie.starts_with("__Host-kafkit_console="),
+        "{set_cookie}"
+    );
+    assert!(set_cookie.contains("; Path=/;"), "{set_cookie}");
     assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
+    // The page reads that cookie, and no other.
+    let cookie = set_cookie.split(';').next().unwrap();
+    let page = call(&app, with_cookie(get("/console/topics"), cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let plain = cookie.replace("__Host-", "");
+    let page = call(&app, with_cookie(get("/console/topics"), &plain)).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
 }
 
 #[tokio::test]
@@ -373,8 +426,10 @@ async fn failed_logins_from_one_address_are_limited_then_refused_with_429() {
     use crate::http::auth::throttle::MAX_AUTH_FAILURES as MAX_LOGIN_FAILURES;
     use axum::extract::ConnectInfo;
     let app = router(state_with_keys("admin:write=*,read=*"));
+    let (cookie, token) = login_form(&app).await;
     let from = |address: &str, key: &str| {
-        let mut request = form("/console/login", None, &[("key", key)]);
+        let fields = [("_csrf", token.as_str()), ("key", key)];
+        let mut request = form("/console/login", Some(&cookie), &fields);
         let peer: std::net::SocketAddr = address.parse().unwrap();
         request.extensions_mut().insert(ConnectInfo(peer));
         request
@@ -398,7 +453,11 @@ async fn failed_logins_from_one_address_are_limited_then_refused_with_429() {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
-    assert!(!refused.headers.contains_key(header::SET_COOKIE));
+    let set_cookie = refused.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        !set_cookie.contains("kafkit_console"),
+        "no session: {set_cookie}"
+    );
     // Another address logs in.
     let other = call(&app, from("192.0.2.2:5000", "admin")).await;
     assert_eq!(other.status, StatusCode::SEE_OTHER);
@@ -529,4 +588,74 @@ async fn a_group_page_marks_retry_topics_and_shows_their_backlog() {
         page.text
     );
     assert!(page.text.contains("<strong id=\"total-lag\">8</strong>"));
+}
+
+#[tokio::test]
+async fn only_a_logged_in_viewer_starts_the_lag_sampler() {
+    let state = state_with_keys("admin:read=*");
+    let console = std::sync::Arc::new(super::Console::default());
+    let app = Router::new()
+        .merge(super::routes_with(&state, console.clone()))
+        .with_state(state);
+    // Pages hit without a session (redirected to the login form) sample nothing.
+    for path in ["/console", "/console/groups", "/console/topics"] {
+        let answer = call(&app, get(path)).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{path}");
+    }
+    assert!(
+        !console.lag.sampling(),
+        "a cookieless hit started the sampler"
+    );
+    // A logged-in page does.
+    let cookie = login(&app, "admin").await;
+    let answer = call(&app, with_cookie(get("/console"), &cookie)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(console.lag.sampling());
+}
+
+#[tokio::test]
+async fn the_login_limiter_answers_before_the_body_is_read_and_the_form_is_small() {
+    use crate::http::auth::throttle::MAX_AUTH_FAILURES;
+    use crate::testing::bearer;
+    use axum::extract::ConnectInfo;
+
+    let app = router(state_with_keys("admin-key-0123456789:read=*"));
+    let from = |address: &str, mut request: Request<Body>| {
+        let peer: std::net::SocketAddr = address.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    };
+    // A login form over 4 KiB is refused without its key being looked at.
+    let (cookie, token) = login_form(&app).await;
+    let big = "x".repeat(64 << 10);
+    let post = form(
+        "/console/login",
+        Some(&cookie),
+        &[("_csrf", &token), ("key", &big)],
+    );
+    let answer = call(&app, from("192.0.2.9:1", post)).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        answer.text
+    );
+    // An address over the failure limit (wrong Bearer keys count as well) is answered 429
+    // before its body arrives; this one never does.
+    for _ in 0..MAX_AUTH_FAILURES {
+        let guess = from("192.0.2.10:1", bearer(get("/topics"), "wrong-guess"));
+        assert_eq!(call(&app, guess).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let endless = futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    let post = Request::post("/console/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from_stream(endless))
+        .unwrap();
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        call(&app, from("192.0.2.10:2", post)),
+    )
+    .await
+    .expect("the limiter waited for the body");
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
 }
