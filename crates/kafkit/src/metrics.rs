@@ -1,6 +1,11 @@
 //! Metric names and recording, in one Prometheus registry per process.
 //!
-//! Labels stay low-cardinality: topic, outcome, never keys or offsets.
+//! Labels stay low-cardinality: topic, outcome, never keys or offsets. The producer's topic
+//! labels are capped ([`MAX_TOPIC_SERIES`]): a producer whose callers name the topics (a
+//! gateway) would otherwise grow a series per name it was given.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -12,6 +17,12 @@ pub const MESSAGES_SENT_TOTAL: &str = "kafka_messages_sent_total";
 pub const SEND_DURATION_SECONDS: &str = "kafka_send_duration_seconds";
 /// Records waiting in the producer's local queue.
 pub const PRODUCER_QUEUE_DEPTH: &str = "kafka_producer_queue_depth";
+
+/// Most topics the producer metrics keep series of; records to any later topic are counted
+/// under `topic="other"` ([`OTHER_TOPICS`]).
+pub const MAX_TOPIC_SERIES: usize = 100;
+/// The `topic` label of records to topics past [`MAX_TOPIC_SERIES`].
+pub const OTHER_TOPICS: &str = "other";
 
 /// Records seen by consumers, by `group`, `topic` and `outcome` (`consumed`, `succeeded`,
 /// `retried`, `dead_lettered`, `skipped`).
@@ -42,6 +53,8 @@ pub struct Metrics {
     pub(crate) consumer_in_flight: IntGaugeVec,
     pub(crate) circuit_state: IntGaugeVec,
     pub(crate) rebalances: IntCounterVec,
+    /// Topics with producer series of their own, at most [`MAX_TOPIC_SERIES`].
+    send_topics: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -141,7 +154,35 @@ impl Metrics {
             consumer_in_flight,
             circuit_state,
             rebalances,
+            send_topics: Arc::default(),
         }
+    }
+
+    /// Counts `count` records sent to `topic` with `status` (`success` or `error`).
+    pub(crate) fn record_sent(&self, topic: &str, status: &str, count: u64) {
+        self.messages_sent
+            .with_label_values(&[self.topic_label(topic), status])
+            .inc_by(count);
+    }
+
+    /// The send-duration histogram of `topic`.
+    pub(crate) fn send_duration_of(&self, topic: &str) -> prometheus::Histogram {
+        self.send_duration
+            .with_label_values(&[self.topic_label(topic)])
+    }
+
+    /// `topic` while fewer than [`MAX_TOPIC_SERIES`] topics have series, else
+    /// [`OTHER_TOPICS`].
+    fn topic_label<'a>(&self, topic: &'a str) -> &'a str {
+        let mut topics = self.send_topics.lock().expect("not poisoned");
+        if topics.contains(topic) {
+            return topic;
+        }
+        if topics.len() < MAX_TOPIC_SERIES {
+            topics.insert(topic.to_owned());
+            return topic;
+        }
+        OTHER_TOPICS
     }
 
     /// The registry, to add application metrics or to gather.
@@ -178,5 +219,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"kafka_send_duration_seconds_count{topic="orders"} 1"#));
+    }
+
+    #[test]
+    fn topic_series_are_capped_and_later_topics_counted_as_other() {
+        let metrics = Metrics::default();
+        // Records to 150 topics, one each, plus one more to the first.
+        for i in 0..MAX_TOPIC_SERIES + 50 {
+            metrics.record_sent(&format!("topic-{i}"), "success", 1);
+            metrics
+                .send_duration_of(&format!("topic-{i}"))
+                .observe(0.001);
+        }
+        metrics.record_sent("topic-0", "error", 1);
+        let text = metrics.render();
+        let series = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+        // A series per topic for the first 100, one for the 50 others.
+        assert_eq!(series("kafka_messages_sent_total{"), MAX_TOPIC_SERIES + 2);
+        assert_eq!(
+            series("kafka_send_duration_seconds_count{"),
+            MAX_TOPIC_SERIES + 1
+        );
+        assert!(text.contains(r#"kafka_messages_sent_total{status="success",topic="other"} 50"#));
+        assert!(text.contains(r#"kafka_messages_sent_total{status="error",topic="topic-0"} 1"#));
+        assert!(!text.contains("topic-149"), "{text}");
     }
 }

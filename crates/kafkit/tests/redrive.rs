@@ -804,3 +804,45 @@ async fn a_record_passed_over_for_an_unknown_topic_is_replayed_again_by_offset_o
         .unwrap();
     assert_eq!(once.skipped, ["0/1: already replayed"]);
 }
+
+/// A replay holds about its byte budget of records (the one crossing it is the last taken):
+/// the rest wait for the next replay, never lost nor published twice, however they are chosen.
+#[tokio::test]
+async fn a_replay_holds_at_most_its_byte_budget_and_the_next_one_continues() {
+    let (source, dlt) = pair_with("redrive-bytes", 1).await;
+    // Twelve dead letters of about 100 kB each.
+    let big = |id: u64| {
+        Record::to(&dlt)
+            .key(format!("k{id}"))
+            .header(ORIGINAL_TOPIC, source.as_str())
+            .json(&serde_json::json!({"id": id, "pad": "x".repeat(100_000)}))
+            .unwrap()
+    };
+    testkit::send((0..12).map(big).collect()).await;
+    // A budget of 250 kB: three records a replay.
+    let redrive = redrive().max_bytes(250_000);
+    let next = redrive.replay(&dlt, 100).await.unwrap();
+    assert_eq!(next.total(), 3, "0 to 2: {next:?}");
+    // Six records chosen: three replayed, three held back for the next replay.
+    let chosen: Vec<(i32, i64)> = (3..9).map(|offset| (0, offset)).collect();
+    let offsets = redrive
+        .replay_offsets(&dlt, &chosen, |_| true)
+        .await
+        .unwrap();
+    assert_eq!((offsets.total(), offsets.held_back), (3, 3), "{offsets:?}");
+    // Those a filter keeps (all): three more, 6 to 8.
+    let matching = redrive
+        .replay_matching(&dlt, &RecordFilter::default(), 100, |_| true)
+        .await
+        .unwrap();
+    assert_eq!(matching.total(), 3, "{matching:?}");
+    // The next ones pass over those and take the last three.
+    let rest = redrive.replay(&dlt, 100).await.unwrap();
+    assert_eq!(rest.total(), 3, "9 to 11: {rest:?}");
+    assert_eq!(redrive.replay(&dlt, 100).await.unwrap().total(), 0);
+    let counts = arrivals(&source, 12).await;
+    assert_eq!(
+        counts,
+        (0..12).map(|id| (id, 1)).collect::<HashMap<u64, usize>>()
+    );
+}

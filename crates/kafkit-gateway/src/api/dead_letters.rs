@@ -6,10 +6,10 @@
 //! destination, checked before anything is re-published.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use kafkit::view::DeadLetterView;
-use kafkit::{filter::RecordFilter, reader::Limits, redrive::ReplayReport};
+use kafkit::{Redrive, filter::RecordFilter, reader::Limits, redrive::ReplayReport};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::api::topic_name::{DeadLetterTopicName, TopicName};
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiJson, ApiQuery, ErrorBody, ReadFailures};
+use crate::http::limits::ReadPlace;
 use crate::reads::known_topics::lookup_error;
 
 /// Most records one listing returns.
@@ -189,6 +190,7 @@ pub async fn list(
 pub async fn dead_letters_redrive(
     State(state): State<AppState>,
     caller: Caller,
+    place: Option<Extension<ReadPlace>>,
     Path(topic): Path<String>,
     ApiQuery(query): ApiQuery<LimitQuery>,
     body: Option<ApiJson<Option<serde_json::Value>>>,
@@ -206,7 +208,10 @@ pub async fn dead_letters_redrive(
         }
         (None, None, None) => Choice::Next(bounded(query.limit, 1_000, MAX_REDRIVE)?),
     };
-    redrive(&state, &caller, &topic, choice).await.map(Json)
+    let place = place.map(|Extension(place)| place);
+    redrive(&state, &caller, &topic, choice, place)
+        .await
+        .map(Json)
 }
 
 /// `(partition, offset)` of each record of `field`, at most [`MAX_REDRIVE`] of them.
@@ -258,12 +263,14 @@ fn redrive_request(body: serde_json::Value) -> Result<RedriveRequest, ApiError> 
 
 /// Re-publishes the chosen records of `topic` to the topic it serves, through [`kafkit::Redrive`]'s
 /// safe replay: 403 and nothing replayed unless `caller` may read the dead-letter topic and
-/// write every destination.
+/// write every destination. The replay runs on if the request is cancelled (its published
+/// records must be committed), holding the request's read `place` until it ends.
 pub async fn redrive(
     state: &AppState,
     caller: &Caller,
     topic: &str,
     choice: Choice,
+    place: Option<ReadPlace>,
 ) -> Result<RedriveView, ApiError> {
     kafkit::record::validate_topic(topic)?;
     caller.require_read(topic)?;
@@ -273,16 +280,13 @@ pub async fn redrive(
         let caller = caller.clone();
         move |destination: &str| caller.may_write(destination)
     };
-    let report: ReplayReport = match choice {
-        Choice::Next(limit) => redrive.replay_where(topic, limit, allowed).await?,
-        Choice::Offsets(offsets) => redrive.replay_offsets(topic, &offsets, allowed).await?,
-        Choice::Again(offsets) => redrive.replay_again(topic, &offsets, allowed).await?,
-        Choice::Matching(filter, limit) => {
-            redrive
-                .replay_matching(topic, &filter, limit, allowed)
-                .await?
-        }
-    };
+    let dead_letter_topic = topic.to_owned();
+    let report: ReplayReport = tokio::spawn(async move {
+        let _place = place;
+        replay(&redrive, &dead_letter_topic, choice, allowed).await
+    })
+    .await
+    .map_err(kafkit::Error::Task)??;
     if !report.denied.is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -302,6 +306,25 @@ pub async fn redrive(
         held_back: report.held_back,
         scanned: report.scanned,
     })
+}
+
+/// The replay `choice` asks for.
+async fn replay(
+    redrive: &Redrive,
+    topic: &str,
+    choice: Choice,
+    allowed: impl Fn(&str) -> bool + Send + 'static,
+) -> kafkit::Result<ReplayReport> {
+    match choice {
+        Choice::Next(limit) => redrive.replay_where(topic, limit, allowed).await,
+        Choice::Offsets(offsets) => redrive.replay_offsets(topic, &offsets, allowed).await,
+        Choice::Again(offsets) => redrive.replay_again(topic, &offsets, allowed).await,
+        Choice::Matching(filter, limit) => {
+            redrive
+                .replay_matching(topic, &filter, limit, allowed)
+                .await
+        }
+    }
 }
 
 fn bounded(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
@@ -368,6 +391,45 @@ mod tests {
                 .header_value(kafkit::dead_letter::ERROR_KIND)
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_replay_keeps_its_read_place_until_it_ends_after_its_request_timed_out() {
+        use crate::http::limits::DEFAULT_CONCURRENT_READS;
+        // 10,000 dead letters of 1 kB: a replay that outlasts a 300 ms request.
+        let source = testkit::topic("gw-dlt-place", 1).await;
+        let dlt = testkit::dead_letter_topic(&source, &[]).await;
+        let records = (0..10_000).map(|i| {
+            kafkit::Record::to(&dlt)
+                .key(format!("k{i}"))
+                .header(kafkit::dead_letter::ORIGINAL_TOPIC, source.as_str())
+                .text("x".repeat(1_000))
+        });
+        testkit::send(records.collect()).await;
+        let timeouts = crate::Timeouts {
+            broker_timeout: std::time::Duration::from_secs(5),
+            request_timeout: std::time::Duration::from_millis(300),
+        };
+        let state = state().with_timeouts(timeouts);
+        let app = router(state.clone());
+        let replay = post(&format!("/dlt/{dlt}/replay?limit=10000"), &json!(null));
+        let answer = call(&app, replay).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            answer.text
+        );
+        // The replay runs on, and holds the request's place while it does...
+        let places = || state.read_limit().available();
+        assert_eq!(places(), DEFAULT_CONCURRENT_READS - 1);
+        // ...until it ends, having replayed every record.
+        let freed = testkit::eventually(std::time::Duration::from_secs(60), || {
+            places() == DEFAULT_CONCURRENT_READS
+        })
+        .await;
+        assert!(freed, "the place was never freed");
+        assert_eq!(crate::testing::records_in(&source).await, 10_000);
     }
 
     #[tokio::test]

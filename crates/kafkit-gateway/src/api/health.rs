@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::http::auth::Caller;
+use crate::http::error::ErrorBody;
 
 /// How long readiness waits for the cluster before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -160,15 +161,22 @@ pub async fn health_ready(
     )
 }
 
-/// Prometheus metrics in the text exposition format (open, no API key).
+/// Prometheus metrics in the text exposition format. With API keys configured any valid key is
+/// needed: the series name the topics records were sent to (Prometheus sends one with
+/// `authorization: {credentials_file: ...}` in its scrape config).
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Metrics", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Metrics", body = String, content_type = "text/plain"),
+        (status = 401, description = "No valid API key (when keys are configured)", body = ErrorBody),
+    ),
+    security(("api_key" = []))
 )]
 pub async fn metrics_render(
     State(state): State<AppState>,
+    _caller: Caller,
 ) -> ([(&'static str, &'static str); 1], String) {
     (
         [("content-type", "text/plain; version=0.0.4")],
@@ -185,8 +193,8 @@ mod tests {
     use crate::testing::{bearer, call, get, post, state, state_with_keys};
 
     #[tokio::test]
-    async fn health_and_metrics_answer_without_a_key() {
-        // Keys are configured, yet operations endpoints stay open.
+    async fn health_answers_without_a_key_and_metrics_need_one() {
+        // Keys are configured, yet the health endpoints stay open.
         let app = router(state_with_keys("k:write=*"));
         let live = call(&app, get("/health/live")).await;
         assert_eq!(live.status, StatusCode::OK);
@@ -195,7 +203,11 @@ mod tests {
         assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
         assert_eq!(ready.body["status"], "ready");
         assert_eq!(ready.body["checks"]["producer"]["status"], "up");
-        let metrics = call(&app, get("/metrics")).await;
+        // The metrics name topics: a key is needed (any key).
+        let refused = call(&app, get("/metrics")).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text);
+        assert_eq!(refused.body["error"]["code"], "unauthorized");
+        let metrics = call(&app, bearer(get("/metrics"), "k")).await;
         assert_eq!(metrics.status, StatusCode::OK);
         assert_eq!(metrics.headers["content-type"], "text/plain; version=0.0.4");
         // Requests are counted under their route template.

@@ -241,7 +241,7 @@ mod tests {
         ("GET /subscriptions", &[200, 401, 429]),
         ("GET /health/live", &[200]),
         ("GET /health/ready", &[200, 503]),
-        ("GET /metrics", &[200]),
+        ("GET /metrics", &[200, 401, 429]),
         ("GET /openapi.json", &[200]),
     ];
 
@@ -495,9 +495,7 @@ mod tests {
         let keyed = document(&router(state_with_keys("k:read=*"))).await;
         let open = document(&router(state())).await;
         for (route, _) in ROUTES {
-            let public = route.contains("/health/")
-                || route.contains("/metrics")
-                || route.contains("/openapi");
+            let public = route.contains("/health/") || route.contains("/openapi");
             let expected = if public {
                 Value::Null
             } else {

@@ -8,7 +8,7 @@
 //! [`kafkit::redrive::progress`]), so "Replay all" afterwards passes over them.
 
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use futures::StreamExt as _;
 use kafkit::redrive::PartitionProgress;
 use kafkit::view::FailureView;
@@ -24,6 +24,7 @@ use super::render_budget::RenderBudget;
 use super::session::Viewer;
 use crate::AppState;
 use crate::api::dead_letters::{Choice, MAX_LIST, MAX_REDRIVE, list, redrive};
+use crate::http::limits::ReadPlace;
 
 /// Records a dead-letter page shows.
 const SHOWN: usize = 100;
@@ -351,6 +352,7 @@ fn choice_of(pairs: &[(String, String)]) -> Result<Choice, Failure> {
 pub async fn dead_letters_redrive(
     State(state): State<AppState>,
     viewer: Viewer,
+    place: Option<Extension<ReadPlace>>,
     Path(topic): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> PageResult {
@@ -366,7 +368,8 @@ pub async fn dead_letters_redrive(
         viewer.require_write(Redrive::source_of(&topic).as_deref().unwrap_or(&topic))?;
     }
     let choice = choice_of(&pairs)?;
-    let report = redrive(&state, &viewer.caller, &topic, choice).await?;
+    let place = place.map(|Extension(place)| place);
+    let report = redrive(&state, &viewer.caller, &topic, choice, place).await?;
     tracing::info!(caller = viewer.caller.name(), %topic, replayed = report.replayed, "dead letters replayed from the console");
     let body = html! {
         h1 { "Replay of " span.name { (topic) } }

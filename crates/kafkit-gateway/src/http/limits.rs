@@ -1,6 +1,8 @@
 //! Bounded concurrency for the read endpoints (topics, groups, dead letters): each of them
 //! does broker work per request (metadata, watermarks, a reader), so only so many run at once.
-//! A request waits a moment for a place, then is answered 503 `busy` with `Retry-After`.
+//! A request waits a moment for a place, then is answered 503 `busy` with `Retry-After`. Work
+//! a request hands to a task of its own (a dead-letter replay, which runs on when its request
+//! is cancelled) takes the place along ([`ReadPlace`]): it is free again only when that ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::error::{ApiError, RETRY_AFTER_SECONDS};
 
@@ -29,6 +31,18 @@ impl ReadLimit {
     }
 }
 
+impl ReadLimit {
+    /// Places free now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+/// A request's place, in its extensions: freed once the request and every task it was handed
+/// to are done.
+#[derive(Clone, Debug)]
+pub struct ReadPlace(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
 impl Default for ReadLimit {
     fn default() -> Self {
         ReadLimit::new(DEFAULT_CONCURRENT_READS)
@@ -36,8 +50,8 @@ impl Default for ReadLimit {
 }
 
 /// Middleware: runs the request holding a place, or answers 503 `busy`.
-pub async fn limit(State(limit): State<ReadLimit>, request: Request, next: Next) -> Response {
-    let Ok(Ok(_place)) = tokio::time::timeout(WAIT, limit.0.acquire()).await else {
+pub async fn limit(State(limit): State<ReadLimit>, mut request: Request, next: Next) -> Response {
+    let Ok(Ok(place)) = tokio::time::timeout(WAIT, limit.0.clone().acquire_owned()).await else {
         let mut response = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -50,7 +64,11 @@ pub async fn limit(State(limit): State<ReadLimit>, request: Request, next: Next)
         );
         return response;
     };
-    next.run(request).await
+    let place = ReadPlace(Arc::new(place));
+    request.extensions_mut().insert(place.clone());
+    let response = next.run(request).await;
+    drop(place);
+    response
 }
 
 #[cfg(test)]

@@ -385,11 +385,8 @@ impl Producer {
             let ok = results[range.clone()].iter().filter(|r| r.is_ok()).count();
             let failed = range.len() - ok;
             if ok > 0 {
-                metrics
-                    .messages_sent
-                    .with_label_values(&[topic.as_str(), "success"])
-                    .inc_by(ok as u64);
-                let histogram = metrics.send_duration.with_label_values(&[topic.as_str()]);
+                metrics.record_sent(topic, "success", ok as u64);
+                let histogram = metrics.send_duration_of(topic);
                 for slot in &batch.slots[range.clone()] {
                     if let Some((Ok(_), took)) = slot.get() {
                         histogram.observe(took.as_secs_f64());
@@ -397,10 +394,7 @@ impl Producer {
                 }
             }
             if failed > 0 {
-                metrics
-                    .messages_sent
-                    .with_label_values(&[topic.as_str(), "error"])
-                    .inc_by(failed as u64);
+                metrics.record_sent(topic, "error", failed as u64);
             }
         }
         metrics

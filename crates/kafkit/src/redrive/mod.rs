@@ -69,6 +69,10 @@ pub const REDRIVE_OF: &str = "redrive-of";
 const IDLE: Duration = Duration::from_secs(5);
 /// Most records a replay of chosen or matching records reads to find them.
 pub const MAX_SCAN: usize = 100_000;
+/// About the most bytes of keys, values and headers one replay holds (the record crossing it
+/// is the last one taken): 10,000 records of Kafka's largest would be 10 GB. What is left
+/// waits for the next replay (a chosen record is counted as held back).
+pub const MAX_REPLAY_BYTES: usize = 64 << 20;
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -87,7 +91,8 @@ pub struct ReplayReport {
     /// Records chosen but not published this time, left for the next replay (a chosen offset:
     /// choose it again): a replay publishes in rounds and stops after a round in which a
     /// record failed for now, and before a round whose failures could make the commit
-    /// remembering what was replayed longer than Kafka keeps (`offset.metadata.max.bytes`).
+    /// remembering what was replayed longer than Kafka keeps (`offset.metadata.max.bytes`),
+    /// and chosen records past the replay's byte budget ([`Redrive::max_bytes`]).
     pub held_back: usize,
     /// Destination topics the caller may not write; when any, nothing was replayed.
     pub denied: Vec<String>,
@@ -116,6 +121,7 @@ pub const KNOWN_TEMPLATES: [&str; 4] = [
 pub struct Redrive {
     config: KafkaConfig,
     any_destination: bool,
+    max_bytes: usize,
 }
 
 impl Redrive {
@@ -125,7 +131,15 @@ impl Redrive {
         Ok(Redrive {
             config: config.clone(),
             any_destination: false,
+            max_bytes: MAX_REPLAY_BYTES,
         })
+    }
+
+    /// About the most bytes of records one replay holds ([`MAX_REPLAY_BYTES`] by default).
+    #[must_use]
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes;
+        self
     }
 
     /// The operator's override: replay each record to whatever its `original-topic` header
@@ -365,6 +379,7 @@ impl Redrive {
             dead_letter_topic,
             &choice,
             &committed,
+            self.max_bytes,
         )
         .await?;
         let mut report = ReplayReport {
@@ -394,7 +409,7 @@ impl Redrive {
         report.replayed = settlement.replayed;
         report.skipped.extend(settlement.skipped);
         report.failed = settlement.failed;
-        report.held_back = settlement.held_back;
+        report.held_back = settlement.held_back + selection.held_back;
         Ok(report)
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::filter::RecordFilter;
-use crate::reader::{Limits, Reader, Reading, Start};
+use crate::reader::{Limits, Reader, Reading, Start, message_size};
 use crate::record::Message;
 
 use super::progress::Progress;
@@ -60,24 +60,39 @@ pub(super) struct Selection {
     pub scanned: usize,
     /// Chosen offsets passed over, with why (`partition/offset: reason`).
     pub skipped: Vec<String>,
+    /// Bytes of keys, values and headers of `messages`.
+    pub bytes: usize,
+    /// Chosen offsets not read because the replay's byte budget was spent: left for the next
+    /// replay.
+    pub held_back: usize,
 }
 
-/// Reads the records `choice` takes, passing over those `committed` says were replayed.
+impl Selection {
+    /// Takes `message`.
+    fn take(&mut self, message: Message) {
+        self.bytes += message_size(&message);
+        self.messages.push(message);
+    }
+}
+
+/// Reads the records `choice` takes, passing over those `committed` says were replayed, and
+/// about `max_bytes` of them at most (the record crossing it is the last one taken).
 pub(super) async fn select(
     config: &KafkaConfig,
     reading: &mut Reading,
     topic: &str,
     choice: &Choice,
     committed: &Committed,
+    max_bytes: usize,
 ) -> Result<Selection> {
     match choice {
-        Choice::Next { limit } => select_next(reading, *limit, committed).await,
+        Choice::Next { limit } => select_next(reading, *limit, committed, max_bytes).await,
         Choice::Matching { filter, limit } => {
-            select_matching(reading, filter, *limit, committed).await
+            select_matching(reading, filter, *limit, committed, max_bytes).await
         }
         Choice::Offsets { chosen, again } => {
             let committed = if *again { None } else { Some(committed) };
-            select_offsets(config, reading, topic, chosen, committed).await
+            select_offsets(config, reading, topic, chosen, committed, max_bytes).await
         }
     }
 }
@@ -97,9 +112,10 @@ async fn select_next(
     reading: &mut Reading,
     limit: usize,
     committed: &Committed,
+    max_bytes: usize,
 ) -> Result<Selection> {
     let mut selection = Selection::default();
-    while selection.messages.len() < limit {
+    while selection.messages.len() < limit && selection.bytes < max_bytes {
         let Some(message) = reading.next(&to_end()).await? else {
             break;
         };
@@ -108,7 +124,7 @@ async fn select_next(
             .read_to
             .insert(message.partition, message.offset + 1);
         if !replayed(committed, &message) {
-            selection.messages.push(message);
+            selection.take(message);
         }
     }
     Ok(selection)
@@ -119,28 +135,33 @@ async fn select_matching(
     filter: &RecordFilter,
     limit: usize,
     committed: &Committed,
+    max_bytes: usize,
 ) -> Result<Selection> {
     let mut selection = Selection::default();
-    while selection.messages.len() < limit && selection.scanned < MAX_SCAN {
+    while selection.messages.len() < limit
+        && selection.scanned < MAX_SCAN
+        && selection.bytes < max_bytes
+    {
         let Some(message) = reading.next(&to_end()).await? else {
             break;
         };
         selection.scanned += 1;
         if !replayed(committed, &message) && filter.keeps(&message) {
-            selection.messages.push(message);
+            selection.take(message);
         }
     }
     Ok(selection)
 }
 
 /// The records at `chosen`, passing over those `committed` says were replayed (none when
-/// `None`: the operator asked for them again).
+/// `None`: the operator asked for them again); those past `max_bytes` are held back.
 async fn select_offsets(
     config: &KafkaConfig,
     reading: &Reading,
     topic: &str,
     chosen: &Offsets,
     committed: Option<&Committed>,
+    max_bytes: usize,
 ) -> Result<Selection> {
     let highs: HashMap<i32, i64> = reading
         .partitions()
@@ -166,18 +187,23 @@ async fn select_offsets(
             done.iter()
                 .map(|offset| format!("{partition}/{offset}: already replayed")),
         );
-        read_offsets(config, topic, partition, wanted, &mut selection).await?;
+        if selection.bytes >= max_bytes {
+            selection.held_back += wanted.len();
+            continue;
+        }
+        let span = (partition, wanted, max_bytes);
+        read_offsets(config, topic, span, &mut selection).await?;
     }
     Ok(selection)
 }
 
-/// Reads the records at `wanted` of `partition` into `selection`; an offset without a record
-/// (compacted away, a transaction marker) is passed over.
+/// Reads the records at `wanted` of `partition` into `selection` until it holds `max_bytes`
+/// (the rest are held back); an offset without a record (compacted away, a transaction
+/// marker) is passed over.
 async fn read_offsets(
     config: &KafkaConfig,
     topic: &str,
-    partition: i32,
-    mut wanted: BTreeSet<i64>,
+    (partition, mut wanted, max_bytes): (i32, BTreeSet<i64>, usize),
     selection: &mut Selection,
 ) -> Result<()> {
     let (Some(first), Some(last)) = (wanted.first().copied(), wanted.last().copied()) else {
@@ -190,9 +216,14 @@ async fn read_offsets(
         selection.scanned += 1;
         let offset = message.offset;
         if wanted.remove(&offset) {
-            selection.messages.push(message);
+            selection.take(message);
         }
         if offset >= last {
+            break;
+        }
+        if selection.bytes >= max_bytes {
+            // Those after it wait for the next replay.
+            selection.held_back += wanted.split_off(&offset).len();
             break;
         }
     }
