@@ -22,7 +22,7 @@ use kafkit::{Kafka, Message, Record, Router};
 use serde_json::{Value, json};
 
 /// Keys of the gateway under test: one that may do everything, one that may only read.
-const KEYS: &str = "admin-key-0123456789:write=*,read=*;viewer-key-0123456789:read=*";
+const KEYS: &str = "admin-key-0123456789:write=*,read=*,create=*;viewer-key-0123456789:read=*";
 /// How long a page may take to show what a test waits for.
 const WAIT: Duration = Duration::from_secs(60);
 

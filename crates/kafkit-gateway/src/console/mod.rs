@@ -62,6 +62,8 @@ pub struct Console {
     pub sessions: Sessions,
     /// Sampled lag of every consumer group.
     pub lag: Arc<LagHistory>,
+    /// Topics created from the console, per caller, over the last minute.
+    pub creations: topics::Creations,
 }
 
 /// The console's routes, to merge into the gateway's router.

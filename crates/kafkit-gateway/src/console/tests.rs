@@ -74,7 +74,7 @@ fn csrf(answer: &Answer) -> String {
 
 #[tokio::test]
 async fn login_sets_a_strict_http_only_cookie_and_pages_need_it() {
-    let app = router(state_with_keys("admin:write=*,read=*"));
+    let app = router(state_with_keys("admin:write=*,read=*,create=*"));
     // Without a session a page redirects to the login form; a form post is refused.
     let answer = call(&app, get("/console/topics")).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER);
@@ -299,7 +299,7 @@ async fn the_console_is_not_in_the_openapi_document() {
 
 #[tokio::test]
 async fn a_topic_is_created_and_a_page_exported_as_json_and_csv() {
-    let app = router(state_with_keys("admin:write=*,read=*"));
+    let app = router(state_with_keys("admin:write=*,read=*,create=*"));
     let admin = login(&app, "admin").await;
     let page = call(&app, with_cookie(get("/console/topics"), &admin)).await;
     let token = csrf(&page);
@@ -413,7 +413,7 @@ async fn an_unknown_console_path_is_a_404_page_in_the_layout() {
         assert!(answer.text.contains(&format!("<code>{path}</code>")));
     }
     // A keyed console sends a stranger to the login form instead.
-    let keyed = router(state_with_keys("admin:write=*,read=*"));
+    let keyed = router(state_with_keys("admin:write=*,read=*,create=*"));
     let answer = call(&keyed, get("/console/nope")).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER);
     let cookie = login(&keyed, "admin").await;
@@ -425,7 +425,7 @@ async fn an_unknown_console_path_is_a_404_page_in_the_layout() {
 async fn failed_logins_from_one_address_are_limited_then_refused_with_429() {
     use crate::http::auth::throttle::MAX_AUTH_FAILURES as MAX_LOGIN_FAILURES;
     use axum::extract::ConnectInfo;
-    let app = router(state_with_keys("admin:write=*,read=*"));
+    let app = router(state_with_keys("admin:write=*,read=*,create=*"));
     let (cookie, token) = login_form(&app).await;
     let from = |address: &str, key: &str| {
         let fields = [("_csrf", token.as_str()), ("key", key)];
@@ -561,7 +561,7 @@ async fn a_group_page_marks_retry_topics_and_shows_their_backlog() {
             .await
             .unwrap();
     }
-    let app = router(state_with_keys("admin:write=*,read=*"));
+    let app = router(state_with_keys("admin:write=*,read=*,create=*"));
     let cookie = login(&app, "admin").await;
 
     // When the group's page is shown.
@@ -658,4 +658,59 @@ async fn the_login_limiter_answers_before_the_body_is_read_and_the_form_is_small
     .await
     .expect("the limiter waited for the body");
     assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn creating_a_topic_needs_a_create_grant_and_is_bounded() {
+    let prefix = testkit::unique("made");
+    let keys = format!("writer:write=*,read=*;maker:read=*,create={prefix}-*");
+    let app = router(state_with_keys(&keys));
+    let create = |cookie: String, token: String, name: String, partitions: &str| {
+        let fields = [
+            ("_csrf", token),
+            ("name", name),
+            ("partitions", partitions.to_owned()),
+        ];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        form("/console/topics", Some(&cookie), &fields)
+    };
+    // A key that may write every topic but create none sees no form, and is refused.
+    let writer = login(&app, "writer").await;
+    let page = call(&app, with_cookie(get("/console/topics"), &writer)).await;
+    assert!(!page.text.contains("Create a topic"));
+    let token = csrf(&page);
+    let name = format!("{prefix}-w");
+    let answer = call(&app, create(writer, token, name.clone(), "1")).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text);
+    // A key with a create grant creates what it names, within the partition bound.
+    let maker = login(&app, "maker").await;
+    let page = call(&app, with_cookie(get("/console/topics"), &maker)).await;
+    assert!(page.text.contains("Create a topic"));
+    let token = csrf(&page);
+    let too_many = call(
+        &app,
+        create(maker.clone(), token.clone(), format!("{prefix}-x"), "101"),
+    )
+    .await;
+    assert_eq!(
+        too_many.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        too_many.text
+    );
+    let other = call(
+        &app,
+        create(maker.clone(), token.clone(), testkit::unique("other"), "1"),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", other.text);
+    let made = call(&app, create(maker, token, format!("{prefix}-1"), "2")).await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.text);
+    let admin = testkit::kafka().admin().unwrap();
+    let created = admin.describe_topic(&format!("{prefix}-1")).await.unwrap();
+    assert_eq!(created.partitions.len(), 2);
+    assert!(
+        admin.describe_topic(&name).await.is_err(),
+        "the writer created nothing"
+    );
 }

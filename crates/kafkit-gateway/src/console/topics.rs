@@ -1,7 +1,9 @@
 //! Topic pages: the list (search, sort, create), and one topic with its partitions, configs,
 //! the groups that read it, the message browser (see [`super::messages`]) and the produce form.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Form;
 use axum::extract::{Extension, Path, Query, State};
@@ -100,13 +102,13 @@ pub async fn topics_list(
                 }
             }
         }
-        @if viewer.caller.writes_any() {
+        @if viewer.caller.creates_any() {
             section #create-topic {
                 h2 { "Create a topic" }
                 form.stack method="post" action={(BASE) "/topics"} {
                     (csrf_field(&viewer))
                     label { "Name " input type="text" name="name" required pattern="[a-zA-Z0-9._-]+" maxlength="249"; }
-                    label { "Partitions " input type="number" name="partitions" value="1" min="1" max="1000" required; }
+                    label { "Partitions " input type="number" name="partitions" value="1" min="1" max=(MAX_CREATED_PARTITIONS) required; }
                     button type="submit" { "Create" }
                 }
             }
@@ -123,6 +125,34 @@ fn dead_letter_topic_of(topic: &str, names: &std::collections::HashSet<String>) 
         .find(|name| names.contains(name))
 }
 
+/// Most topics one caller creates from the console in a minute.
+pub const MAX_CREATIONS: usize = 10;
+
+/// Topic creations from the console per caller (an API key's name, or `open`: few) over the
+/// last minute.
+#[derive(Debug, Default)]
+pub struct Creations(Mutex<HashMap<String, VecDeque<Instant>>>);
+
+impl Creations {
+    /// Counts a creation by `caller` at `now`, unless it made [`MAX_CREATIONS`] in the minute
+    /// before.
+    pub fn allow(&self, caller: &str, now: Instant) -> bool {
+        let mut all = self.0.lock().expect("not poisoned");
+        let recent = all.entry(caller.to_owned()).or_default();
+        while recent
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= Duration::from_secs(60))
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= MAX_CREATIONS {
+            return false;
+        }
+        recent.push_back(now);
+        true
+    }
+}
+
 /// What the create form posts.
 #[derive(Debug, Deserialize)]
 pub struct CreateForm {
@@ -132,18 +162,40 @@ pub struct CreateForm {
     partitions: i32,
 }
 
-/// `POST /console/topics`: creates a topic the viewer may write.
+/// Most partitions a topic created from the console has: partitions cost every broker memory
+/// and file handles, whoever asks.
+pub const MAX_CREATED_PARTITIONS: i32 = 100;
+
+/// `POST /console/topics`: creates a topic the viewer may create (a `create=` grant), of at
+/// most [`MAX_CREATED_PARTITIONS`] partitions, at most [`MAX_CREATIONS`] a minute per caller.
 pub async fn topics_create(
     State(state): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
     viewer: Viewer,
     Form(form): Form<CreateForm>,
 ) -> Result<Response, Failure> {
     viewer.check_csrf(&form.csrf)?;
     let name = form.name.trim().to_owned();
     kafkit::record::validate_topic(&name)?;
-    viewer.require_write(&name)?;
-    if !(1..=1000).contains(&form.partitions) {
-        return Err(Failure::bad_request("A topic has 1 to 1000 partitions."));
+    if !viewer.caller.may_create(&name) {
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            format!("{} may not create topic {name:?}.", viewer.caller.name()),
+        ));
+    }
+    if !(1..=MAX_CREATED_PARTITIONS).contains(&form.partitions) {
+        return Err(Failure::bad_request(format!(
+            "A topic created here has 1 to {MAX_CREATED_PARTITIONS} partitions."
+        )));
+    }
+    if !console
+        .creations
+        .allow(viewer.caller.name(), Instant::now())
+    {
+        return Err(Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("At most {MAX_CREATIONS} topics a minute: try again in a minute."),
+        ));
     }
     state
         .admin()
@@ -514,4 +566,24 @@ pub async fn topics_produce(
         o = delivery.offset
     ))
     .into_response())
+}
+
+#[cfg(test)]
+mod creation_tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_creates_at_most_max_creations_topics_a_minute() {
+        let creations = Creations::default();
+        let start = Instant::now();
+        for _ in 0..MAX_CREATIONS {
+            assert!(creations.allow("key#1", start));
+        }
+        assert!(!creations.allow("key#1", start + Duration::from_secs(59)));
+        assert!(
+            creations.allow("key#2", start),
+            "each caller has its own count"
+        );
+        assert!(creations.allow("key#1", start + Duration::from_secs(60)));
+    }
 }

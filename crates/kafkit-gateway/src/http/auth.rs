@@ -1,8 +1,10 @@
 //! API keys: who may write and read which topics.
 //!
 //! `KAFKIT_API_KEYS` lists the keys, `;`-separated. Each is `KEY:GRANTS`, where `GRANTS` is a
-//! `,`-separated list of `write=PATTERNS` and `read=PATTERNS`, and `PATTERNS` a `|`-separated
-//! list of topic globs (`*` any run of characters, `?` one character):
+//! `,`-separated list of `write=PATTERNS`, `read=PATTERNS` and `create=PATTERNS` (topics the key
+//! may create from the console: a grant of its own, since writing a topic is no reason to
+//! create others), and `PATTERNS` a `|`-separated list of topic globs (`*` any run of
+//! characters, `?` one character):
 //!
 //! ```text
 //! KAFKIT_API_KEYS='s3cr3t-producer:write=orders.*|audit,read=orders.*;s3cr3t-viewer:read=*'
@@ -44,6 +46,7 @@ pub struct ApiKey {
     secret: Secret,
     write: Vec<TopicPattern>,
     read: Vec<TopicPattern>,
+    create: Vec<TopicPattern>,
 }
 
 impl ApiKey {
@@ -84,7 +87,7 @@ impl ApiKeys {
             if keys.iter().any(|k| k.secret.expose() == secret) {
                 return Err(format!("{name}: the same key is listed twice"));
             }
-            let (mut write, mut read) = (None, None);
+            let (mut write, mut read, mut create) = (None, None, None);
             for grant in grants.split(',').map(str::trim).filter(|g| !g.is_empty()) {
                 let (kind, patterns) = grant
                     .split_once('=')
@@ -92,6 +95,7 @@ impl ApiKeys {
                 let slot = match kind.trim() {
                     "write" => &mut write,
                     "read" => &mut read,
+                    "create" => &mut create,
                     other => return Err(format!("{name}: unknown grant {other:?}")),
                 };
                 if slot.is_some() {
@@ -109,6 +113,7 @@ impl ApiKeys {
                 secret: Secret::new(secret),
                 write: write.unwrap_or_default(),
                 read: read.unwrap_or_default(),
+                create: create.unwrap_or_default(),
             }));
         }
         if keys.is_empty() {
@@ -178,6 +183,22 @@ impl Caller {
         match self {
             Caller::Open => true,
             Caller::Key(key) => !key.write.is_empty(),
+        }
+    }
+
+    /// True when the caller may create topic `topic` (a `create=` grant).
+    pub fn may_create(&self, topic: &str) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Key(key) => ApiKey::allows(&key.create, topic),
+        }
+    }
+
+    /// True when the caller may create some topic (the console shows the form then).
+    pub fn creates_any(&self) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Key(key) => !key.create.is_empty(),
         }
     }
 
@@ -318,9 +339,14 @@ mod tests {
 
     #[test]
     fn parses_keys_with_separate_write_and_read_lists() {
-        let keys = ApiKeys::parse("k1:write=orders.*|audit,read=*; k2:read=orders.*").unwrap();
+        let keys =
+            ApiKeys::parse("k1:write=orders.*|audit,read=*; k2:read=orders.*,create=orders.*")
+                .unwrap();
         let k1 = Caller::Key(keys.find("k1").unwrap());
         let k2 = Caller::Key(keys.find("k2").unwrap());
+        // Writing is no grant to create: only `create=` is.
+        assert!(!k1.may_create("orders.eu") && !k1.creates_any());
+        assert!(k2.may_create("orders.eu") && !k2.may_create("audit") && k2.creates_any());
         assert_eq!(k1.name(), "key#1");
         assert_eq!(k2.name(), "key#2");
         assert!(k1.may_write("orders.eu") && k1.may_write("audit") && !k1.may_write("payments"));
