@@ -66,11 +66,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers kafkit's metrics in `registry` (which may hold the application's own too).
     pub fn new(registry: Registry) -> Self {
-        let messages_sent = IntCounterVec::new(
-            Opts::new(MESSAGES_SENT_TOTAL, "Records sent to Kafka, by outcome."),
+        let messages_sent = counters(
+            MESSAGES_SENT_TOTAL,
+            "Records sent to Kafka, by outcome.",
             &["topic", "status"],
-        )
-        .expect("valid metric definition");
+        );
         let send_duration = HistogramVec::new(
             HistogramOpts::new(
                 SEND_DURATION_SECONDS,
@@ -87,45 +87,37 @@ impl Metrics {
             "Records in the producer's local queue, not yet acknowledged.",
         )
         .expect("valid metric definition");
-        let consumer_records = IntCounterVec::new(
-            Opts::new(
-                CONSUMER_RECORDS_TOTAL,
-                "Records seen by consumers, by outcome.",
-            ),
+        let consumer_records = counters(
+            CONSUMER_RECORDS_TOTAL,
+            "Records seen by consumers, by outcome.",
             &["group", "topic", "outcome"],
-        )
-        .expect("valid metric definition");
+        );
         let handler_duration = HistogramVec::new(
             HistogramOpts::new(HANDLER_DURATION_SECONDS, "Handler run time per call."),
             &["group", "topic"],
         )
         .expect("valid metric definition");
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(CONSUMER_LAG, "Records not yet processed, per partition."),
-            &["group", "topic", "partition"],
-        )
-        .expect("valid metric definition");
-        let consumer_in_flight = IntGaugeVec::new(
-            Opts::new(
-                CONSUMER_IN_FLIGHT,
-                "Records being handled now, per partition.",
-            ),
-            &["group", "topic", "partition"],
-        )
-        .expect("valid metric definition");
-        let circuit_state = IntGaugeVec::new(
-            Opts::new(
-                CIRCUIT_STATE,
-                "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
-            ),
+        let per_partition = &["group", "topic", "partition"];
+        let consumer_lag = gauges(
+            CONSUMER_LAG,
+            "Records not yet processed, per partition.",
+            per_partition,
+        );
+        let consumer_in_flight = gauges(
+            CONSUMER_IN_FLIGHT,
+            "Records being handled now, per partition.",
+            per_partition,
+        );
+        let circuit_state = gauges(
+            CIRCUIT_STATE,
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             &["group", "topic"],
-        )
-        .expect("valid metric definition");
-        let rebalances = IntCounterVec::new(
-            Opts::new(REBALANCES_TOTAL, "Rebalances a consumer went through."),
+        );
+        let rebalances = counters(
+            REBALANCES_TOTAL,
+            "Rebalances a consumer went through.",
             &["group"],
-        )
-        .expect("valid metric definition");
+        );
         for collector in [
             Box::new(messages_sent.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(send_duration.clone()),
@@ -196,6 +188,16 @@ impl Metrics {
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
     }
+}
+
+/// A counter family; the definitions are constants, so a failure is a programming error.
+fn counters(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+}
+
+/// A gauge family, as [`counters`].
+fn gauges(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition")
 }
 
 #[cfg(test)]

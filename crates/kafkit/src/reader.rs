@@ -240,14 +240,13 @@ pub struct Position {
     pub metadata: String,
 }
 
-/// Each partition's first offset to read, its watermarks and committed metadata.
-fn positions(
+/// The partitions of `topic` to read: `wanted` when each exists, else all of them.
+fn partitions_of(
     consumer: &ReaderConsumer,
     topic: &str,
     wanted: Option<&[i32]>,
-    start: Start,
     timeout: Duration,
-) -> Result<HashMap<i32, Position>, KafkaError> {
+) -> Result<Vec<i32>, KafkaError> {
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut partitions: Vec<i32> = metadata
         .topics()
@@ -268,6 +267,18 @@ fn positions(
         }
         partitions = wanted.to_vec();
     }
+    Ok(partitions)
+}
+
+/// Each partition's first offset to read, its watermarks and committed metadata.
+fn positions(
+    consumer: &ReaderConsumer,
+    topic: &str,
+    wanted: Option<&[i32]>,
+    start: Start,
+    timeout: Duration,
+) -> Result<HashMap<i32, Position>, KafkaError> {
+    let partitions = partitions_of(consumer, topic, wanted, timeout)?;
     let mut list = TopicPartitionList::new();
     for partition in &partitions {
         match start {

@@ -3,12 +3,13 @@
 //! signals, the push subscriptions (`--subscriptions`), and the producer flush after the last
 //! request.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use kafkit::Kafka;
-use kafkit_gateway::push::Runner;
+use kafkit_gateway::push::{Runner, Validated};
 use kafkit_gateway::{AllowedHosts, ApiKeys, AppState, ServerLimits, Timeouts};
 use tokio_util::sync::CancellationToken;
 
@@ -37,79 +38,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
-    if keys.is_none() && !local.ip().is_loopback() {
-        if !args.allow_unauthenticated {
-            bail!(
-                "refusing to serve {local} without API keys: anyone reaching it could produce. \
-                 Set KAFKIT_API_KEYS, listen on a loopback address, or pass \
-                 --allow-unauthenticated (KAFKIT_ALLOW_UNAUTHENTICATED=true)"
-            );
-        }
-        tracing::warn!(listen = %local, "serving without API keys on a non-loopback address");
-    }
-    let tls_given = args.tls_cert.is_some();
-    if keys.is_some() && !tls_given && !local.ip().is_loopback() {
-        tracing::warn!(
-            listen = %local,
-            "API keys travel in clear over plain HTTP on a non-loopback address: anyone on \
-             the path can read them; serve HTTPS (--tls-cert, --tls-key) or put a TLS proxy \
-             in front"
-        );
-    }
+    check_exposure(&args, local, keys.is_some())?;
     // The subscriptions are checked before anything connects: a typo fails the start at once.
-    let subscriptions = match &args.subscriptions {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading --subscriptions {}", path.display()))?;
-            let parsed = kafkit_gateway::push::parse(&text, |name| std::env::var(name).ok())
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            Some(parsed)
-        }
-        None => None,
-    };
+    let subscriptions = read_subscriptions(&args)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(kafkit_gateway::load_tls(cert, key).await?),
         _ => None,
     };
 
     let kafka = Kafka::connect(&config)?;
-    let config = kafka.config();
-    let limits = Timeouts {
-        request_timeout: Duration::from_millis(args.request_timeout_ms),
-        ..Timeouts::from_config(config)
-    };
-    let server = ServerLimits {
-        header_read_timeout: Duration::from_millis(args.header_timeout_ms),
-        max_connections: args.max_connections,
-        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
-        ..ServerLimits::default()
-    };
-    let allowed_hosts = allowed_hosts(args.allowed_hosts.clone(), local.ip(), keys.is_some());
-    let mut state = AppState::new(&kafka)?
-        .with_timeouts(limits)
-        .with_server_limits(server)
-        .with_allowed_hosts(allowed_hosts.clone());
     let authenticated = keys.is_some();
-    if let Some(keys) = keys {
-        state = state.with_api_keys(keys);
-    }
-    // Replicas share their idempotency answers through Kafka (the embedded development
-    // broker runs alone: nothing to share).
-    let shared_answers = kafka.cluster().embedded().is_none() && args.idempotency_topic != "none";
-    if shared_answers {
-        // Read the answers before announcing readiness; brokers not answering within a few
-        // seconds do not hold the start-up (readiness waits for the answers instead).
-        let topic = &args.idempotency_topic;
-        match tokio::time::timeout(Duration::from_secs(5), state.share_answers(&kafka, topic)).await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, topic, "cannot share idempotency answers yet; retrying");
-                state.share_answers_in_background(kafka.clone(), topic.clone());
-            }
-            Err(_) => state.share_answers_in_background(kafka.clone(), topic.clone()),
-        }
-    }
+    let allowed_hosts = allowed_hosts(args.allowed_hosts.clone(), local.ip(), authenticated);
+    let mut state = gateway_state(&kafka, &args, keys, allowed_hosts.clone())?;
+    share_answers(&state, &kafka, &args.idempotency_topic).await;
     if !args.topics.is_empty() {
         state
             .admin()
@@ -119,13 +60,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let push = match subscriptions {
         Some(subscriptions) => {
-            let names: Vec<String> = subscriptions
-                .iter()
-                .map(|s| s.subscription.name.clone())
-                .collect();
-            let runner = Runner::new(&kafka, subscriptions, state.metrics())?;
-            tracing::info!(subscriptions = ?names, "push subscriptions starting");
-            let runner = Arc::new(runner);
+            let runner = start_push(&kafka, subscriptions, &state)?;
             state = state.with_push(runner.clone());
             Some(runner)
         }
@@ -145,6 +80,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         allowed_hosts = %allowed_hosts,
         "kafkit gateway ready"
     );
+    serve_until_stopped(listener, &state, tls, push, &stop).await?;
+    tracing::info!("gateway stopped cleanly");
+    drop(kafka);
+    Ok(())
+}
+
+/// Serves HTTP(S) and runs the push subscriptions until `stop`, then flushes every producer.
+async fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    state: &AppState,
+    tls: Option<kafkit_gateway::RustlsConfig>,
+    push: Option<Arc<Runner>>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     let gateway = async {
         let shutdown = stop.clone().cancelled_owned();
         match tls {
@@ -162,9 +111,105 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     served?;
     delivered?;
     state.shutdown().await?;
-    tracing::info!("gateway stopped cleanly");
-    drop(kafka);
     Ok(())
+}
+
+/// The gateway's state on `kafka` with the limits, keys and allowed hosts of the command line.
+fn gateway_state(
+    kafka: &Kafka,
+    args: &ServeArgs,
+    keys: Option<ApiKeys>,
+    allowed_hosts: AllowedHosts,
+) -> anyhow::Result<AppState> {
+    let limits = Timeouts {
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        ..Timeouts::from_config(kafka.config())
+    };
+    let server = ServerLimits {
+        header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+        max_connections: args.max_connections,
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        ..ServerLimits::default()
+    };
+    let state = AppState::new(kafka)?
+        .with_timeouts(limits)
+        .with_server_limits(server)
+        .with_allowed_hosts(allowed_hosts);
+    Ok(match keys {
+        Some(keys) => state.with_api_keys(keys),
+        None => state,
+    })
+}
+
+/// Refuses an open gateway on a non-loopback address unless told to allow it, and warns when
+/// API keys would travel in clear.
+fn check_exposure(args: &ServeArgs, local: SocketAddr, keyed: bool) -> anyhow::Result<()> {
+    if !keyed && !local.ip().is_loopback() {
+        if !args.allow_unauthenticated {
+            bail!(
+                "refusing to serve {local} without API keys: anyone reaching it could produce. \
+                 Set KAFKIT_API_KEYS, listen on a loopback address, or pass \
+                 --allow-unauthenticated (KAFKIT_ALLOW_UNAUTHENTICATED=true)"
+            );
+        }
+        tracing::warn!(listen = %local, "serving without API keys on a non-loopback address");
+    }
+    let tls_given = args.tls_cert.is_some();
+    if keyed && !tls_given && !local.ip().is_loopback() {
+        tracing::warn!(
+            listen = %local,
+            "API keys travel in clear over plain HTTP on a non-loopback address: anyone on \
+             the path can read them; serve HTTPS (--tls-cert, --tls-key) or put a TLS proxy \
+             in front"
+        );
+    }
+    Ok(())
+}
+
+/// The push subscriptions of `--subscriptions`, checked before anything connects: a typo fails
+/// the start at once.
+fn read_subscriptions(args: &ServeArgs) -> anyhow::Result<Option<Vec<Validated>>> {
+    let Some(path) = &args.subscriptions else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --subscriptions {}", path.display()))?;
+    let parsed = kafkit_gateway::push::parse(&text, |name| std::env::var(name).ok())
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(Some(parsed))
+}
+
+/// Replicas share their idempotency answers through the compacted `topic` (`none`: each keeps
+/// its own; the embedded development broker runs alone, nothing to share). Read before
+/// announcing readiness; brokers not answering within a few seconds do not hold the start-up
+/// (readiness waits for the answers instead).
+async fn share_answers(state: &AppState, kafka: &Kafka, topic: &str) {
+    if kafka.cluster().embedded().is_some() || topic == "none" {
+        return;
+    }
+    match tokio::time::timeout(Duration::from_secs(5), state.share_answers(kafka, topic)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, topic, "cannot share idempotency answers yet; retrying");
+            state.share_answers_in_background(kafka.clone(), topic.to_owned());
+        }
+        Err(_) => state.share_answers_in_background(kafka.clone(), topic.to_owned()),
+    }
+}
+
+/// The runner of the push subscriptions, reporting in `state`'s metrics.
+fn start_push(
+    kafka: &Kafka,
+    subscriptions: Vec<Validated>,
+    state: &AppState,
+) -> anyhow::Result<Arc<Runner>> {
+    let names: Vec<String> = subscriptions
+        .iter()
+        .map(|s| s.subscription.name.clone())
+        .collect();
+    let runner = Runner::new(kafka, subscriptions, state.metrics())?;
+    tracing::info!(subscriptions = ?names, "push subscriptions starting");
+    Ok(Arc::new(runner))
 }
 
 /// The API keys of `--api-keys-file` (KAFKIT_API_KEYS_FILE), else of `--api-keys`

@@ -4,20 +4,73 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
-use super::ExactlyOnce;
 use super::context::PipelineContext;
 use super::rewind::{RewindTo, next_offsets};
+use super::{ExactlyOnce, finish_unless_stopped};
 use crate::error::{Error, ErrorCode, Result};
 use crate::record::{Message, Record};
 use crate::transaction::TransactionalProducer;
 
 impl ExactlyOnce {
+    /// Commits `batch`'s `outputs` and offsets in one transaction, then does what its outcome
+    /// calls for ([`ExactlyOnce::after_commit`]): whether to go on; `None` when stopping with
+    /// the commit unresolved.
+    pub(super) async fn commit_batch<S: Future<Output = ()>>(
+        &self,
+        consumer: &Arc<StreamConsumer<PipelineContext>>,
+        batch: &[Message],
+        outputs: Vec<Record>,
+        shutdown: &mut Pin<Box<S>>,
+    ) -> Result<Option<bool>> {
+        let began = Instant::now();
+        let commit = tokio::time::timeout(
+            self.unresolved_limit(),
+            self.commit(consumer, outputs, batch),
+        );
+        let (outcome, stopping) = finish_unless_stopped(commit, shutdown).await;
+        let Some(outcome) = outcome else {
+            tracing::warn!(
+                records = batch.len(),
+                "stopping while the transaction's commit is unresolved: its outcome is \
+                 unknown; the broker settles it, and the offsets committed say where the \
+                 next member resumes"
+            );
+            return Ok(None);
+        };
+        let committed = matches!(outcome, Ok(Ok(())));
+        self.vitals.transaction(committed);
+        self.vitals.turned();
+        if committed {
+            self.transactions.fetch_add(1, Ordering::Relaxed);
+            self.committed
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        let go_on = match outcome {
+            Ok(outcome) => {
+                self.after_commit(consumer, batch, outcome, began, stopping, shutdown)
+                    .await?
+            }
+            Err(_) => {
+                tracing::warn!(
+                    records = batch.len(),
+                    limit_ms = self.unresolved_limit().as_millis() as u64,
+                    "the transaction's commit has not resolved (librdkafka has not settled \
+                     it with the broker): the broker aborts a transaction it did not see \
+                     committed after the transaction timeout"
+                );
+                !stopping && self.start_over(consumer, batch, shutdown).await?
+            }
+        };
+        Ok(Some(go_on))
+    }
+
     /// What follows a transaction that resolved with `outcome`: going on (true), reading the
     /// batch again (after a rewind, or a new producer), or stopping (false, or the error the
     /// run stops with). `began` is when the commit began; `stopping` says shutdown came.

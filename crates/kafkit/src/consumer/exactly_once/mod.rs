@@ -339,44 +339,11 @@ impl ExactlyOnce {
             let Some(outputs) = self.transform(&batch, &unreadable, shutdown).await else {
                 return Ok(Ended::Stopped);
             };
-            let began = Instant::now();
-            let commit = tokio::time::timeout(
-                self.unresolved_limit(),
-                self.commit(consumer, outputs, &batch),
-            );
-            let (outcome, stopping) = finish_unless_stopped(commit, shutdown).await;
-            let Some(outcome) = outcome else {
-                tracing::warn!(
-                    records = batch.len(),
-                    "stopping while the transaction's commit is unresolved: its outcome is \
-                     unknown; the broker settles it, and the offsets committed say where the \
-                     next member resumes"
-                );
+            let Some(go_on) = self
+                .commit_batch(consumer, &batch, outputs, shutdown)
+                .await?
+            else {
                 return Ok(Ended::Stopped);
-            };
-            let committed = matches!(outcome, Ok(Ok(())));
-            self.vitals.transaction(committed);
-            self.vitals.turned();
-            if committed {
-                self.transactions.fetch_add(1, Ordering::Relaxed);
-                self.committed
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            }
-            let go_on = match outcome {
-                Ok(outcome) => {
-                    self.after_commit(consumer, &batch, outcome, began, stopping, shutdown)
-                        .await?
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        records = batch.len(),
-                        limit_ms = self.unresolved_limit().as_millis() as u64,
-                        "the transaction's commit has not resolved (librdkafka has not settled \
-                         it with the broker): the broker aborts a transaction it did not see \
-                         committed after the transaction timeout"
-                    );
-                    !stopping && self.start_over(consumer, &batch, shutdown).await?
-                }
             };
             if !go_on {
                 return Ok(Ended::Stopped);
