@@ -507,13 +507,7 @@ async fn a_group_lag_falls_as_its_consumer_runs_then_its_offsets_are_reset() {
 async fn a_dead_lettered_record_is_replayed_and_its_consumer_handles_it() {
     let _one = ONE_AT_A_TIME.lock().await;
     let source = testkit::topic("ui-dlt", 1).await;
-    let dlt = format!("{source}.dlq");
-    testkit::kafka()
-        .admin()
-        .unwrap()
-        .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1)])
-        .await
-        .unwrap();
+    let dlt = testkit::empty_dead_letter_topic(&source, 1).await;
     testkit::send(vec![
         Record::to(&dlt)
             .key("order-7")

@@ -174,13 +174,7 @@ async fn replays_asked_of_both_replicas_at_once_publish_each_record_once() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Given a dead-letter topic and two replicas on one broker.
     let source = testkit::topic("replicas-replay", 1).await;
-    let dlt = format!("{source}.dlq");
-    testkit::kafka()
-        .admin()
-        .unwrap()
-        .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 2)])
-        .await
-        .unwrap();
+    let dlt = testkit::empty_dead_letter_topic(&source, 2).await;
     let first = Gateway::start(&[]).ready().await;
     let second = Gateway::start(&[]).ready().await;
     let http = reqwest::Client::new();
@@ -275,13 +269,7 @@ async fn a_replica_cut_off_mid_replay_cannot_commit_over_the_process_that_took_o
     // Given a dead-letter topic and a replica that publishes slowly (each round waits out the
     // linger), with a short session.
     let source = testkit::topic("replicas-cut-off", 1).await;
-    let dlt = format!("{source}.dlq");
-    testkit::kafka()
-        .admin()
-        .unwrap()
-        .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1)])
-        .await
-        .unwrap();
+    let dlt = testkit::empty_dead_letter_topic(&source, 1).await;
     let count = 3_000;
     testkit::send(
         (0..count)

@@ -759,13 +759,7 @@ fn nested_json_bomb() -> Vec<u8> {
 async fn a_crafted_json_record_cannot_make_the_console_render_gigabytes() {
     // Three such records in a topic, and one in its dead-letter topic.
     let topic = testkit::topic("gw-bomb", 1).await;
-    let dlt = format!("{topic}.dlq");
-    testkit::kafka()
-        .admin()
-        .unwrap()
-        .ensure_topics(&[kafkit::TopicSpec::new(&dlt, 1)])
-        .await
-        .unwrap();
+    let dlt = testkit::empty_dead_letter_topic(&topic, 1).await;
     let bomb = nested_json_bomb();
     assert!(serde_json::from_slice::<Value>(&bomb).is_ok(), "valid JSON");
     let mut records: Vec<_> = (0..3)

@@ -114,6 +114,19 @@ pub async fn topic(prefix: &str, partitions: i32) -> String {
     name
 }
 
+/// Creates the dead-letter topic of `source` (`{source}.dlq`) with `partitions` partitions and
+/// returns its name.
+pub async fn empty_dead_letter_topic(source: &str, partitions: i32) -> String {
+    let name = format!("{source}.dlq");
+    kafka()
+        .admin()
+        .expect("admin client")
+        .ensure_topics(&[TopicSpec::new(&name, partitions)])
+        .await
+        .expect("create dead-letter topic");
+    name
+}
+
 /// Produces `count` keyed JSON records `{"id": i}` with key `key-{i % keys}` and returns when
 /// all are acknowledged.
 pub async fn populate(topic: &str, count: usize, keys: usize) {
@@ -174,13 +187,7 @@ pub async fn read_with(
 /// 1, `original-topic` naming `source`); returns its name.
 pub async fn dead_letter_topic(source: &str, records: &[(&str, &str)]) -> String {
     use kafkit::dead_letter::{ATTEMPTS, ERROR_KIND, ERROR_MESSAGE, ORIGINAL_TOPIC};
-    let dlt = format!("{source}.dlq");
-    kafka()
-        .admin()
-        .expect("admin client")
-        .ensure_topics(&[TopicSpec::new(&dlt, 1)])
-        .await
-        .expect("create the dead-letter topic");
+    let dlt = empty_dead_letter_topic(source, 1).await;
     let records = records.iter().zip(1..).map(|((key, kind), id)| {
         Record::to(&dlt)
             .key(*key)
