@@ -140,7 +140,6 @@ pub(super) async fn idempotent(
 ) -> Response {
     // Every produce request passes here: its log lines name the caller from now on.
     tracing::Span::current().record("caller", caller.name());
-    let fingerprint = fingerprint(route, body);
     let key = match headers.get(IDEMPOTENCY_KEY_HEADER).map(HeaderValue::to_str) {
         None => None,
         Some(Ok(key)) => match idempotency::validate_key(key) {
@@ -157,6 +156,8 @@ pub(super) async fn idempotent(
             .into_response();
         }
     };
+    // Without a key nothing is stored or compared: the body is not serialized to be hashed.
+    let fingerprint = key.as_ref().map_or(0, |_| fingerprint(route, body));
     let owner = match &key {
         None => None,
         Some(key) => match state.request_replies().claim(caller.name(), key).await {
@@ -303,7 +304,7 @@ impl OutboundMessage {
     /// (the key was used for a different record) or 409 (the key is in progress).
     fn claimed(&self, claim: Option<Claim<RecordReply>>) -> Result<Claimed, ApiError> {
         let owner = match claim {
-            Some(Claim::Done(stored)) if stored.fingerprint != fingerprint("record", self) => {
+            Some(Claim::Done(stored)) if stored.fingerprint != self.fingerprint() => {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "idempotency_key_reused",
@@ -317,9 +318,15 @@ impl OutboundMessage {
         };
         Ok(Claimed::Produce(RecordClaim {
             topic: self.topic.clone(),
-            fingerprint: fingerprint("record", self),
+            // Only a key's claim stores it: a record without one is not serialized to be hashed.
+            fingerprint: owner.as_ref().map_or(0, |_| self.fingerprint()),
             owner,
         }))
+    }
+
+    /// A stable hash of this record, stored with its key's answer.
+    fn fingerprint(&self) -> u64 {
+        fingerprint("record", self)
     }
 
     /// The cache key of this record's idempotency key within the caller's scope: per topic.
