@@ -30,9 +30,8 @@ pub(super) enum RewindTo {
 }
 
 impl ExactlyOnce {
-    /// Rewinds `batch`'s partitions ([`rewind`]) to `to`, again while that fails: reading on
-    /// before they are rewound could commit offsets past records never written. False when
-    /// shutdown came meanwhile.
+    /// Rewinds `batch`'s partitions ([`rewind`]) to `to`, again while that fails
+    /// ([`until_rewound`]). False when shutdown came meanwhile.
     pub(super) async fn rewind<S: Future<Output = ()>>(
         &self,
         consumer: &Arc<StreamConsumer<PipelineContext>>,
@@ -40,44 +39,67 @@ impl ExactlyOnce {
         to: RewindTo,
         shutdown: &mut Pin<Box<S>>,
     ) -> Result<bool> {
-        loop {
-            // A partition revoked while the batch was open may be ours again, its new fetch
-            // already read into the batch: it goes back to the committed offset, where its
-            // new assignment began.
-            let revoked = consumer.context().revoked();
-            let reassigned = next_offsets(batch)
-                .keys()
-                .any(|partition| revoked.contains(partition));
-            let committed = if to == RewindTo::Committed || reassigned {
-                committed_offsets(&self.config, &self.group, batch)
-                    .await
-                    .map(Some)
-            } else {
-                Ok(None)
-            };
-            let rewound = match committed {
-                Ok(committed) => {
-                    let targets = Targets {
-                        batch: first_offsets(batch),
-                        committed,
-                        committed_first: to == RewindTo::Committed,
-                        reset: self.config.auto_offset_reset,
-                    };
-                    rewind(consumer, targets).await
-                }
-                Err(error) => Err(error),
-            };
-            match rewound {
-                Ok(()) => return Ok(true),
-                Err(error @ Error::Task(_)) => return Err(error),
-                Err(error) => tracing::warn!(%error, records = batch.len(),
-                    "rewinding the batch's partitions failed; trying again before reading on"),
-            }
-            tokio::select! {
-                biased;
-                () = shutdown.as_mut() => return Ok(false),
-                () = tokio::time::sleep(self.options.retry_pause) => {}
-            }
+        let attempt = || self.rewind_once(consumer, batch, to);
+        until_rewound(attempt, batch.len(), self.options.retry_pause, shutdown).await
+    }
+
+    /// One try at rewinding `batch`'s partitions to `to`: reads the group's committed offsets
+    /// where they are needed, then seeks.
+    async fn rewind_once(
+        &self,
+        consumer: &Arc<StreamConsumer<PipelineContext>>,
+        batch: &[Message],
+        to: RewindTo,
+    ) -> Result<()> {
+        // A partition revoked while the batch was open may be ours again, its new fetch
+        // already read into the batch: it goes back to the committed offset, where its
+        // new assignment began.
+        let revoked = consumer.context().revoked();
+        let reassigned = next_offsets(batch)
+            .keys()
+            .any(|partition| revoked.contains(partition));
+        let committed = if to == RewindTo::Committed || reassigned {
+            Some(committed_offsets(&self.config, &self.group, batch).await?)
+        } else {
+            None
+        };
+        let targets = Targets {
+            batch: first_offsets(batch),
+            committed,
+            committed_first: to == RewindTo::Committed,
+            reset: self.config.auto_offset_reset,
+        };
+        rewind(consumer, targets).await
+    }
+}
+
+/// Runs `attempt` (one rewind of a batch of `records`) until it succeeds, `pause` apart, and
+/// only then lets the caller read on: reading on before the partitions are rewound would
+/// commit, with the next transaction, offsets past the records of the batch that were never
+/// written. True once rewound; false when `shutdown` came first; a failed blocking task ends
+/// it with its error.
+async fn until_rewound<F, Fut, S>(
+    mut attempt: F,
+    records: usize,
+    pause: Duration,
+    shutdown: &mut Pin<Box<S>>,
+) -> Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<()>>,
+    S: Future<Output = ()>,
+{
+    loop {
+        match attempt().await {
+            Ok(()) => return Ok(true),
+            Err(error @ Error::Task(_)) => return Err(error),
+            Err(error) => tracing::warn!(%error, records,
+                "rewinding the batch's partitions failed; trying again before reading on"),
+        }
+        tokio::select! {
+            biased;
+            () = shutdown.as_mut() => return Ok(false),
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -267,6 +289,61 @@ mod tests {
             value: None,
             attempt: 0,
         }
+    }
+
+    /// A rewind that fails as a real one can: librdkafka's `seek_partitions` per partition,
+    /// or the committed-offsets look-up timing out while the broker does not answer.
+    fn seek_failed() -> Error {
+        Error::Consume {
+            operation: "rewind the batch's partitions".to_owned(),
+            source: KafkaError::Seek("Local: Timed out".to_owned()),
+        }
+    }
+
+    /// Item 8 of issue 20: the pipeline used to log a failed rewind and read on, so the next
+    /// transaction committed offsets past the aborted batch. Reading must wait until a rewind
+    /// succeeded: here the third.
+    #[tokio::test(start_paused = true)]
+    async fn reading_waits_until_a_rewind_succeeds() {
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let attempt = || {
+            let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            async move {
+                if attempt < 3 {
+                    Err(seek_failed())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let mut shutdown = Box::pin(std::future::pending::<()>());
+        let rewound = until_rewound(attempt, 10, Duration::from_millis(500), &mut shutdown)
+            .await
+            .unwrap();
+        // Returning is what lets the pipeline read on: not before the third try succeeded.
+        assert_eq!(
+            attempts.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "the pipeline read on before its partitions were rewound"
+        );
+        assert!(rewound);
+    }
+
+    /// A rewind failing until shutdown never lets the pipeline read on: it stops.
+    #[tokio::test(start_paused = true)]
+    async fn a_rewind_failing_until_shutdown_stops_instead_of_reading_on() {
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let attempt = || {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(seek_failed()) }
+        };
+        let mut shutdown = Box::pin(tokio::time::sleep(Duration::from_millis(60_250)));
+        let rewound = until_rewound(attempt, 10, Duration::from_millis(500), &mut shutdown)
+            .await
+            .unwrap();
+        assert!(!rewound, "the pipeline read on after failed rewinds");
+        // One try every 500 ms until shutdown 60.25 s in (virtual time).
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 121);
     }
 
     #[test]
