@@ -12,6 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::context::PipelineContext;
+use super::intake::Intake;
 use super::rewind::{RewindTo, next_offsets};
 use super::{ExactlyOnce, finish_unless_stopped};
 use crate::error::{Error, ErrorCode, Result};
@@ -24,16 +25,15 @@ impl ExactlyOnce {
     /// the commit unresolved.
     pub(super) async fn commit_batch<S: Future<Output = ()>>(
         &self,
-        consumer: &Arc<StreamConsumer<PipelineContext>>,
+        intake: &mut Intake<'_>,
         batch: &[Message],
         outputs: Vec<Record>,
         shutdown: &mut Pin<Box<S>>,
     ) -> Result<Option<bool>> {
+        let consumer = intake.consumer();
         let began = Instant::now();
-        let commit = tokio::time::timeout(
-            self.unresolved_limit(),
-            self.commit(consumer, outputs, batch),
-        );
+        let commit =
+            tokio::time::timeout(self.unresolved_limit(), self.commit(intake, outputs, batch));
         let (outcome, stopping) = finish_unless_stopped(commit, shutdown).await;
         let Some(outcome) = outcome else {
             tracing::warn!(
@@ -188,10 +188,11 @@ impl ExactlyOnce {
     /// Writes `outputs` and the offsets after `batch` in one transaction.
     pub(super) async fn commit(
         &self,
-        consumer: &StreamConsumer<PipelineContext>,
+        intake: &mut Intake<'_>,
         outputs: Vec<Record>,
         batch: &[Message],
     ) -> Result<()> {
+        let consumer = intake.consumer();
         let mut offsets = TopicPartitionList::new();
         for (tp, next) in next_offsets(batch) {
             offsets
@@ -215,7 +216,15 @@ impl ExactlyOnce {
             return Err(error);
         }
         transaction.send_offsets(&offsets, group).await?;
-        transaction.commit().await
+        // The offsets are sent: polling again is safe (KIP-447). A rebalance served during the
+        // commit may give these partitions to another member, but the group coordinator holds
+        // the transaction's offsets as pending until it resolves, and a read-committed member
+        // (librdkafka asks for stable offsets under `isolation.level=read_committed`) that
+        // fetches its start offsets meanwhile is answered `UNSTABLE_OFFSET_COMMIT` and asks
+        // again: it starts after the batch if the commit succeeds, at the batch otherwise.
+        // Before this point a rebalance could hand the partitions on while offsets for them
+        // are still to be sent; `ExactlyOnce::consume` checks for one with polling stopped.
+        intake.polling(transaction.commit()).await
     }
 }
 

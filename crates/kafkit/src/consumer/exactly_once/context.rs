@@ -1,5 +1,5 @@
-//! The pipeline consumer's context: which partitions were revoked while a batch was open, and
-//! whether librdkafka still knows a broker to talk to.
+//! The pipeline consumer's context: which partitions were revoked while a batch was open, which
+//! are paused for it, and whether librdkafka still knows a broker to talk to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
 
 use crate::consumer::TopicPartition;
 
@@ -21,6 +21,9 @@ pub(super) const STATISTICS_INTERVAL_MS: &str = "5000";
 pub(super) struct PipelineContext {
     count: AtomicU64,
     revoked: std::sync::Mutex<BTreeSet<TopicPartition>>,
+    /// While a batch is open: the partitions paused for it, to which those assigned meanwhile
+    /// are added (see `intake`).
+    pausing: std::sync::Mutex<Option<BTreeSet<TopicPartition>>>,
     /// True when the last statistics listed no broker to connect to.
     stranded: AtomicBool,
     stranded_news: Notify,
@@ -57,6 +60,26 @@ impl PipelineContext {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+    }
+
+    /// Remembers `partitions` as paused for the open batch, and pauses the partitions
+    /// assigned from now on until [`PipelineContext::stop_pausing`].
+    pub(super) fn pause_while_open(&self, partitions: BTreeSet<TopicPartition>) {
+        self.pausing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_default()
+            .extend(partitions);
+    }
+
+    /// The partitions paused for the batch that closes, to be resumed; partitions assigned
+    /// from now on are fetched.
+    pub(super) fn stop_pausing(&self) -> BTreeSet<TopicPartition> {
+        self.pausing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_default()
     }
 
     /// Completes once the consumer knows no broker it could connect to any more. librdkafka
@@ -113,6 +136,24 @@ impl ConsumerContext for PipelineContext {
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        let mut pausing = self
+            .pausing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A batch is open (and its stream polled): what these partitions fetched now would
+        // be read past it. They are fetched once the batch closes.
+        if let Some(paused) = pausing.as_mut() {
+            if let Err(error) = consumer.pause(tpl) {
+                tracing::warn!(%error, "pausing partitions assigned while a batch is open failed");
+            }
+            paused.extend(super::intake::partitions(tpl));
         }
     }
 }

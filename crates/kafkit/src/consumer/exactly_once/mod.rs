@@ -9,11 +9,16 @@
 //!   ([`Transaction::send_offsets`](crate::transaction::Transaction::send_offsets)), with the
 //!   consumer's group metadata, so a member that lost its partitions in a rebalance cannot
 //!   commit them (KIP-447).
-//! - A batch is transformed without polling, so no rebalance happens while it is open. A
-//!   rebalance that revoked partitions while the batch was being read discards the batch:
-//!   nothing of it is sent; partitions revoked meanwhile start again at the group's
+//! - Once a batch's transform or commit has lasted a second, its partitions are paused and
+//!   the consumer is polled beside the work until the batch closes (`intake`): librdkafka sees
+//!   the pipeline alive however long the batch takes (`max.poll.interval.ms` bounds the time
+//!   between polls, not a batch), serves rebalances, and delivers nothing new. A rebalance that revoked partitions while the batch
+//!   was read or transformed discards the batch before its offsets are sent (polling stops
+//!   first): nothing of it is written; partitions revoked meanwhile start again at the group's
 //!   committed offset (never behind what another member committed meanwhile), the others are
-//!   rewound to the batch's first records.
+//!   rewound to the batch's first records. Once the offsets are sent, a rebalance during the
+//!   commit hands the partitions on safely (KIP-447: the next owner waits for the commit's
+//!   outcome).
 //! - A failed transaction is aborted (its records never become visible) and its batch is read
 //!   again from its first records. A rewind that fails is tried again before anything more is
 //!   read: reading on could commit offsets past records that were never written.
@@ -39,6 +44,7 @@
 mod commit;
 mod context;
 mod health;
+mod intake;
 mod rewind;
 mod transform;
 
@@ -50,10 +56,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use serde::de::DeserializeOwned;
-use tokio::time::Instant;
 
 use crate::cluster::{Cluster, EmbeddedBroker};
 use crate::config::{Isolation, KafkaConfig};
@@ -62,6 +67,7 @@ use crate::policy::FailurePolicy;
 use crate::record::Message;
 use crate::transaction::TransactionalProducer;
 use context::{PipelineContext, STATISTICS_INTERVAL_MS};
+use intake::Intake;
 use rewind::RewindTo;
 pub use transform::{Transform, TransformResult};
 use transform::{TransformRoute, Typed};
@@ -301,7 +307,7 @@ impl ExactlyOnce {
         consumer: &Arc<StreamConsumer<PipelineContext>>,
         shutdown: &mut Pin<Box<S>>,
     ) -> Result<Ended> {
-        let mut stream = consumer.stream();
+        let mut intake = Intake::new(consumer);
         loop {
             let revocations = consumer.context().count();
             consumer.context().forget();
@@ -309,10 +315,10 @@ impl ExactlyOnce {
                 biased;
                 () = shutdown.as_mut() => return Ok(Ended::Stopped),
                 () = consumer.context().stranded() => return Ok(Ended::Stranded),
-                message = stream.next() => message,
+                read = intake.next() => read,
             };
             let first = match first {
-                Some(Ok(message)) => message,
+                Some(Ok(read)) => read,
                 Some(Err(error)) => {
                     tracing::warn!(%error, "consumer error");
                     continue;
@@ -320,64 +326,63 @@ impl ExactlyOnce {
                 None => return Ok(Ended::Stopped),
             };
             self.vitals.turned();
-            let (batch, unreadable) = self.read_batch(&mut stream, &first).await;
-            drop(first);
+            let (batch, unreadable) = intake.read_batch(first, &self.options).await;
             if consumer.context().count() != revocations {
                 // Some of these records may be another member's now.
                 tracing::info!(
                     records = batch.len(),
                     "partitions revoked while a batch was read: it is read again"
                 );
-                if !self
-                    .rewind(consumer, &batch, RewindTo::BatchStart, shutdown)
-                    .await?
-                {
+                if !self.read_again(&mut intake, &batch, shutdown).await? {
                     return Ok(Ended::Stopped);
                 }
                 continue;
             }
-            let Some(outputs) = self.transform(&batch, &unreadable, shutdown).await else {
+            let transformed = intake
+                .polling(self.transform(&batch, &unreadable, shutdown))
+                .await;
+            let Some(outputs) = transformed else {
                 return Ok(Ended::Stopped);
             };
-            let Some(go_on) = self
-                .commit_batch(consumer, &batch, outputs, shutdown)
-                .await?
-            else {
-                return Ok(Ended::Stopped);
-            };
-            if !go_on {
+            // Polling has stopped, so no rebalance is served from here until the offsets are
+            // sent: a revocation served while the batch was transformed is seen here, and the
+            // batch commits no offset of a partition that is not ours any more.
+            if consumer.context().count() != revocations {
+                tracing::info!(
+                    records = batch.len(),
+                    "partitions revoked while a batch was transformed: it is read again"
+                );
+                if !self.read_again(&mut intake, &batch, shutdown).await? {
+                    return Ok(Ended::Stopped);
+                }
+                continue;
+            }
+            let transactions = self.transactions();
+            let go_on = self
+                .commit_batch(&mut intake, &batch, outputs, shutdown)
+                .await?;
+            // A batch not committed was rewound (or the pipeline stops).
+            let committed = self.transactions() > transactions;
+            intake.close((!committed).then_some(&batch[..])).await?;
+            if go_on != Some(true) {
                 return Ok(Ended::Stopped);
             }
         }
     }
 
-    /// The batch that begins with `first`: up to [`ExactlyOnceOptions::max_records`] records,
-    /// whatever arrives within [`ExactlyOnceOptions::max_wait`]; with the records whose headers
-    /// cannot be read as they are (index in the batch, why).
-    async fn read_batch(
+    /// Rewinds `batch`'s partitions to its first records and closes it, writing nothing of
+    /// it; false when shutdown came meanwhile.
+    async fn read_again<S: Future<Output = ()>>(
         &self,
-        stream: &mut rdkafka::consumer::MessageStream<'_, PipelineContext>,
-        first: &rdkafka::message::BorrowedMessage<'_>,
-    ) -> (Vec<Message>, BTreeMap<usize, String>) {
-        let mut unreadable: BTreeMap<usize, String> = BTreeMap::new();
-        let mut read = |message: &rdkafka::message::BorrowedMessage<'_>, index: usize| {
-            let topic = rdkafka::Message::topic(message).to_owned();
-            let (message, problem) = Message::checked(message, topic);
-            if let Some(problem) = problem {
-                unreadable.insert(index, problem);
-            }
-            message
-        };
-        let mut batch = vec![read(first, 0)];
-        let deadline = Instant::now() + self.options.max_wait;
-        while batch.len() < self.options.max_records {
-            match tokio::time::timeout_at(deadline, stream.next()).await {
-                Ok(Some(Ok(message))) => batch.push(read(&message, batch.len())),
-                Ok(Some(Err(error))) => tracing::warn!(%error, "consumer error"),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        (batch, unreadable)
+        intake: &mut Intake<'_>,
+        batch: &[Message],
+        shutdown: &mut Pin<Box<S>>,
+    ) -> Result<bool> {
+        let rewound = self
+            .rewind(intake.consumer(), batch, RewindTo::BatchStart, shutdown)
+            .await?;
+        intake.close(Some(batch)).await?;
+        Ok(rewound)
     }
 }
 
