@@ -136,6 +136,10 @@ impl<'c> Intake<'c> {
             if !self.paused {
                 return work.await;
             }
+            tracing::debug!(
+                after = ?PAUSE_AFTER,
+                "batch still open: its partitions are paused and polled beside its work"
+            );
         }
         loop {
             tokio::select! {
