@@ -121,8 +121,9 @@ pub struct ServeArgs {
     /// Most connections served at once; more are closed at accept.
     #[arg(long, env = "KAFKIT_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
-    /// Compacted topic through which gateway replicas share their idempotency answers, so a
-    /// retry landing on another replica replays the first answer; `none`: kept per process.
+    /// Compacted topic through which gateway replicas share their idempotency answers and
+    /// claims, so a retry landing on another replica replays the first answer (or is told the
+    /// first send is in progress); `none`: kept per process.
     #[arg(long, env = "KAFKIT_IDEMPOTENCY_TOPIC", default_value = kafkit_gateway::DEFAULT_ANSWER_TOPIC)]
     pub idempotency_topic: String,
     /// Longest wait for requests in flight at shutdown before connections are closed

@@ -331,3 +331,122 @@ async fn a_replica_cut_off_mid_replay_cannot_commit_over_the_process_that_took_o
     let copies = copies_by_origin(&source, stored(&source).await).await;
     assert_eq!(copies.len(), count);
 }
+
+/// Records in `topic` (all `count` of them) by their key: the offsets each key is stored at.
+async fn offsets_by_key(topic: &str, count: usize) -> std::collections::BTreeMap<String, Vec<i64>> {
+    let messages = testkit::read(topic, count, std::time::Duration::from_secs(60)).await;
+    assert_eq!(messages.len(), count, "every stored record is read");
+    let mut offsets = std::collections::BTreeMap::<String, Vec<i64>>::new();
+    for message in messages {
+        let key = String::from_utf8(message.key.expect("a key")).unwrap();
+        offsets.entry(key).or_default().push(message.offset);
+    }
+    offsets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_the_other_replica_while_the_first_send_is_in_flight_writes_nothing() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Given two replicas sharing one answer topic on one broker; the first lingers 8 s before
+    // sending a batch and gives up on a request after 2 s, so its send is still in flight
+    // (queued in its producer, not yet acknowledged) when the client retries on the second.
+    let topic = testkit::topic("replicas-in-flight", 1).await;
+    let answers = testkit::unique("answers");
+    let first = Gateway::start_with(
+        &["--idempotency-topic", &answers],
+        &[
+            ("KAFKA_LINGER_MS", "8000"),
+            ("KAFKIT_REQUEST_TIMEOUT", "2000"),
+        ],
+    )
+    .ready()
+    .await;
+    let second = Gateway::start(&["--idempotency-topic", &answers])
+        .ready()
+        .await;
+    let http = reqwest::Client::new();
+    let post = |base: &str, key: Option<&str>, body: &Value| {
+        let request = http.post(format!("{base}/kafka/send-batch")).json(body);
+        match key {
+            Some(key) => request.header("idempotency-key", key),
+            None => request,
+        }
+        .send()
+    };
+    // One batch keyed by the request's Idempotency-Key, one whose records carry their own keys.
+    let by_request = json!({"messages": [{"topic": topic, "key": "request-1", "value": 1}]});
+    let by_record = json!({"messages": [
+        {"topic": topic, "key": "record-1", "value": 1, "idempotency_key": "record-1"},
+        {"topic": topic, "key": "record-2", "value": 2, "idempotency_key": "record-2"},
+    ]});
+    let cases = [(Some("request-1"), &by_request), (None, &by_record)];
+    // Every 2xx answer's results: (record key, partition, offset).
+    let mut acknowledged = Vec::new();
+    for (key, body) in cases {
+        // When the first replica's request times out with its send in flight...
+        let timed_out = post(&first.base, key, body).await.unwrap();
+        let status = timed_out.status();
+        let answer: Value = timed_out.json().await.unwrap();
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(answer["error"]["code"], "request_timeout", "{answer}");
+        // ...its retry on the second replica, with that send still in flight, is told the key
+        // is in progress, having produced nothing...
+        let retry = post(&second.base, key, body).await.unwrap();
+        let status = retry.status();
+        let answer: Value = retry.json().await.unwrap();
+        assert_eq!(
+            status, 409,
+            "retry while the first send is in flight: {answer}"
+        );
+        assert!(
+            answer.to_string().contains("idempotency_in_progress"),
+            "{answer}"
+        );
+        // ...and the client retries on both in turn until a 2xx (once the first send is
+        // delivered and answered).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut replicas = [&second.base, &first.base].into_iter().cycle();
+        let answer = loop {
+            let base = replicas.next().unwrap();
+            let retry = post(base, key, body).await.unwrap();
+            let status = retry.status();
+            let answer: Value = retry.json().await.unwrap();
+            if status.is_success() {
+                break answer;
+            }
+            // Refused while the first send is unresolved: in progress, never produced.
+            assert!(
+                [409, 503].contains(&status.as_u16()),
+                "retry on {base}: {status} {answer}"
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no 2xx within 60 s: {answer}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
+        let messages = body["messages"].as_array().unwrap();
+        let results = answer["results"].as_array().unwrap();
+        assert_eq!(results.len(), messages.len(), "{answer}");
+        for (message, result) in messages.iter().zip(results) {
+            let offset = result["offset"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{answer}"));
+            acknowledged.push((message["key"].as_str().unwrap().to_owned(), offset));
+        }
+    }
+
+    // Then, once the first replica's lingering send has gone out too, each record is in Kafka
+    // exactly once, at the offset the 2xx answer named.
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let offsets = offsets_by_key(&topic, stored(&topic).await).await;
+    for (key, offset) in &acknowledged {
+        assert_eq!(
+            offsets.get(key),
+            Some(&vec![*offset]),
+            "record {key}: stored at {:?}, answered at {offset}",
+            offsets.get(key)
+        );
+    }
+    assert_eq!(offsets.len(), 3, "{offsets:?}");
+}

@@ -239,8 +239,9 @@ impl AppState {
 
     /// Shares the idempotency answers with every replica on the cluster through the
     /// compacted topic `topic` (created if missing; [`DEFAULT_ANSWER_TOPIC`] by default in
-    /// `kafkit serve`): read now, followed from then on, written with every answer. A retry that
-    /// lands on another replica then replays the first answer and produces nothing.
+    /// `kafkit serve`): read now, followed from then on, written with every answer and every
+    /// claim of a key. A retry that lands on another replica then replays the first answer (or
+    /// is told the first send is in progress) and produces nothing.
     pub async fn with_shared_answers(self, kafka: &Kafka, topic: &str) -> kafkit::Result<Self> {
         self.share_answers(kafka, topic).await?;
         Ok(self)
@@ -248,7 +249,7 @@ impl AppState {
 
     /// [`AppState::with_shared_answers`] in the background, retried every few seconds until
     /// the brokers answer, so the gateway starts (live, and telling why it is not ready) while
-    /// they are unreachable. Until then answers are kept per process.
+    /// they are unreachable. Until then answers and claims are kept per process.
     pub fn share_answers_in_background(&self, kafka: Kafka, topic: String) {
         // Not ready (a load balancer sends nothing) until the answers are read.
         self.0.request_replies.expect_sharing();

@@ -249,3 +249,90 @@ async fn readiness_is_cached_for_a_second_and_turns_503_once_draining() {
     again.abort();
     state.producer().shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_send_that_cannot_claim_its_key_across_replicas_is_refused_not_produced() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Given a gateway sharing its idempotency answers and claims through a topic of a broker
+    // of its own, with limits (8 s to the broker, 10 s per request) above the claim's 3 s.
+    let broker = testkit::OwnBroker::start();
+    let topic = testkit::unique("paused-claim");
+    broker
+        .kafka()
+        .admin()
+        .unwrap()
+        .ensure_topics(&[TopicSpec::new(&topic, 1)])
+        .await
+        .unwrap();
+    let config = KafkaConfig {
+        request_timeout: Duration::from_secs(2),
+        delivery_timeout: Duration::from_secs(60),
+        ..broker.config()
+    };
+    let kafka = Kafka::connect(&config).unwrap();
+    let limits = Timeouts {
+        broker_timeout: Duration::from_secs(8),
+        request_timeout: Duration::from_secs(10),
+    };
+    let state = AppState::new(&kafka)
+        .unwrap()
+        .with_timeouts(limits)
+        .with_shared_answers(&kafka, &testkit::unique("answers"))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(axum::serve(listener, router(state.clone())).into_future());
+    let client = reqwest::Client::new();
+    let send = |key: &'static str| {
+        client
+            .post(format!("{base}/kafka/send"))
+            .header("idempotency-key", key)
+            .json(&json!({"topic": topic, "key": key, "value": {"n": 1}}))
+            .send()
+    };
+    let count = || async {
+        broker
+            .kafka()
+            .admin()
+            .unwrap()
+            .describe_topic(&topic)
+            .await
+            .unwrap()
+            .record_count()
+    };
+    // A keyed send goes through while the broker answers.
+    assert_eq!(send("warm-up").await.unwrap().status(), 200);
+
+    // When the broker freezes and a request with a new key arrives, the gateway cannot know
+    // whether another replica holds the key: it refuses, producing nothing.
+    broker.pause();
+    let refused = send("order-1").await.unwrap();
+    let status = refused.status();
+    let retry_after = refused.headers().get("retry-after").cloned();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "idempotency_unavailable", "{body}");
+    assert!(retry_after.is_some(), "no Retry-After");
+
+    // Then, once the broker answers again, nothing was produced for it (its late claim is
+    // released), and a retry produces the record once.
+    broker.resume();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count().await, 1, "the refused request produced its record");
+    let mut retry = send("order-1").await.unwrap();
+    for _ in 0..40 {
+        if retry.status() == 200 {
+            break;
+        }
+        // A retry that reads the late claim before its release is told it is in progress.
+        assert_eq!(retry.status(), 409);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        retry = send("order-1").await.unwrap();
+    }
+    assert_eq!(retry.status(), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count().await, 2);
+    server.abort();
+    state.shutdown().await.unwrap();
+}

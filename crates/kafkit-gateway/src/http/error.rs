@@ -23,7 +23,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation naming what was wrong.
     pub message: String,
-    /// Seconds a 429 asks the client to wait (`Retry-After`; 1 unless set).
+    /// Seconds the client is asked to wait (`Retry-After`): 1 for a 429 unless set, none
+    /// for other statuses unless set.
     pub retry_after: Option<u64>,
 }
 
@@ -147,7 +148,7 @@ impl IntoResponse for ApiError {
         let retry_after = self.retry_after;
         let body = ErrorBody { error: self.into() };
         let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if status == StatusCode::TOO_MANY_REQUESTS || retry_after.is_some() {
             let seconds = retry_after.map_or(HeaderValue::from_static(RETRY_AFTER_SECONDS), |s| {
                 HeaderValue::from(s)
             });

@@ -1,32 +1,41 @@
-//! `AnswerLog`: idempotency answers shared by every gateway replica through a compacted Kafka
-//! topic, so replicas behind a load balancer behave as one (Kafka is the only store).
+//! `AnswerLog`: idempotency answers and claims shared by every gateway replica through a
+//! compacted Kafka topic, so replicas behind a load balancer behave as one (Kafka is the only
+//! store).
 //!
 //! Each stored answer is also written to the topic, keyed by kind, scope (API key) and
 //! idempotency key, before the client gets it. Every replica reads the topic at start and
-//! then follows it, learning the answers the others gave. A replica about to produce for a key
-//! it has no answer for first reads the topic up to its high watermark as of that moment: an
-//! answer some replica gave before this request arrived is then known, and replayed instead of
-//! producing again. Two duplicates arriving at two replicas at the same instant can still both
-//! produce (the claim itself is per process); a retry after an answer cannot.
+//! then follows it, learning the answers the others gave.
 //!
-//! Compaction keeps the newest answer per key; an answer carries its expiry, and expired ones
-//! are skipped when read.
+//! A replica about to produce for a key first appends a *claim* of it under the same topic key
+//! ([`AnswerLog::claim`]), then reads the topic up to that claim: every answer and claim
+//! written before it is then known. The log orders concurrent claims, so every replica agrees
+//! on which one holds the key ([`LogClaims`]); only its replica produces. The holder then writes
+//! the answer, or a *release* if the send failed, and a holder that crashed is passed over once
+//! its claim expires (a delivery timeout and a margin later). Whatever cannot be written or read
+//! in time fails closed: the request is refused (503), never produced without knowing.
+//!
+//! Compaction keeps the newest entry per key (an answer or release supersedes the claim); an
+//! answer carries its expiry, and expired ones are skipped when read.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafkit::reader::{Limits, Start};
 use kafkit::{Kafka, Producer, Record, TopicSpec};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::api::produce::log_claims::{LogClaims, Mark};
+
 /// Default topic of the answers.
 pub const DEFAULT_TOPIC: &str = "_kafkit-idempotency";
 
-/// Longest a claim waits to read the topic up to its end before going on without it.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a claim waits to be stored, then to be read back, before the request is refused.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a claim outlives the delivery timeout: its holder writes the answer (or release)
+/// after the delivery report, which comes at the latest at the delivery timeout.
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
 /// Which cache an answer belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +60,10 @@ impl Kind {
 pub struct AnswerLog {
     topic: String,
     producer: Producer,
-    /// Asks the topic's high watermark.
-    watermarks: Arc<BaseConsumer>,
+    /// Who holds each key being worked on, as read so far.
+    claims: Arc<Mutex<LogClaims>>,
+    /// How long a claim holds its key.
+    claim_ttl: Duration,
     /// The next offset of partition 0 this replica has not read yet.
     read: watch::Receiver<i64>,
 }
@@ -99,7 +110,9 @@ fn parse_key(raw: &str) -> Option<(Kind, &str, &str)> {
 
 impl AnswerLog {
     /// Creates `topic` if missing (one partition, compacted), hands every answer in it to
-    /// `learn`, and follows it from then on (`learn` gets each new answer too).
+    /// `learn`, and follows it from then on (`learn` gets each new answer too). Claims are
+    /// written through `producer` and hold their key for `kafka`'s delivery timeout and a
+    /// margin.
     pub async fn start(
         kafka: &Kafka,
         topic: &str,
@@ -110,24 +123,32 @@ impl AnswerLog {
         admin
             .ensure_topics(&[TopicSpec::new(topic, 1).config("cleanup.policy", "compact")])
             .await?;
-        let watermarks: BaseConsumer = kafka
-            .config()
-            .to_reader_config("kafkit-answer-log")
-            .create()
-            .map_err(|source| kafkit::Error::ClientCreation {
-                client: "answer log",
-                source,
-            })?;
+        let claims = Arc::new(Mutex::new(LogClaims::default()));
         let mut reading = kafka.reader()?.open(topic, None, Start::Beginning).await?;
         let (progress, read) = watch::channel(reading.watermarks(0).map_or(0, |(low, _)| low));
-        let learn = move |message: &kafkit::Message| {
-            if let Some((kind, scope, key)) = message.key_str().and_then(parse_key) {
-                learn(&Learnt {
-                    kind,
-                    scope,
-                    key,
-                    message,
-                });
+        let learn = {
+            let claims = Arc::clone(&claims);
+            move |message: &kafkit::Message| {
+                let Some(raw) = message.key_str() else {
+                    return;
+                };
+                let Some((kind, scope, key)) = parse_key(raw) else {
+                    return;
+                };
+                let mut claims = claims.lock().expect("not poisoned");
+                match message.json::<Mark>() {
+                    Ok(mark) => claims.mark(raw, mark, now_ms()),
+                    Err(_) => {
+                        claims.answered(raw);
+                        drop(claims);
+                        learn(&Learnt {
+                            kind,
+                            scope,
+                            key,
+                            message,
+                        });
+                    }
+                }
             }
         };
         // Everything stored before this replica started.
@@ -162,7 +183,8 @@ impl AnswerLog {
         Ok(AnswerLog {
             topic: topic.to_owned(),
             producer,
-            watermarks: Arc::new(watermarks),
+            claims,
+            claim_ttl: kafka.config().delivery_timeout + CLAIM_MARGIN,
             read,
         })
     }
@@ -178,7 +200,7 @@ impl AnswerLog {
         ttl: Duration,
     ) -> kafkit::Result<()> {
         let stored = Stored {
-            expires_ms: now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            expires_ms: now_ms().saturating_add(millis(ttl)),
             answer,
         };
         let record = Record::to(&self.topic)
@@ -187,29 +209,120 @@ impl AnswerLog {
         self.producer.send(record).await.map(|_| ())
     }
 
-    /// Reads the topic up to its high watermark as of now, so every answer stored before this
-    /// call is known. Bounded by a few seconds: past them, the caller goes on without.
-    pub async fn catch_up(&self) -> kafkit::Result<()> {
-        let (consumer, topic) = (Arc::clone(&self.watermarks), self.topic.clone());
-        let high = tokio::task::spawn_blocking(move || {
-            consumer.fetch_watermarks(&topic, 0, CATCH_UP_TIMEOUT)
-        })
-        .await
-        .map_err(kafkit::Error::Task)?
-        .map_err(|source| kafkit::Error::Consume {
-            operation: format!("ask the high watermark of {}", self.topic),
-            source,
-        })?
-        .1;
-        let mut read = self.read.clone();
-        match tokio::time::timeout(CATCH_UP_TIMEOUT, read.wait_for(|read| *read >= high)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => {
-                tracing::warn!(topic = %self.topic, high, "idempotency answers not read up to their end in time");
-                Ok(())
+    /// Claims `key` of `scope` for this replica: appends a claim, then reads the topic up to
+    /// it. Held when it is the key's first live claim in the log (an answer read before it is
+    /// the caller's to find in its cache); refused when another replica's claim came first;
+    /// unknown when the claim could not be stored or read back in time.
+    pub async fn claim(&self, kind: Kind, scope: &str, key: &str) -> Standing {
+        let mut held = LogClaim {
+            log: self.clone(),
+            key: log_key(kind, scope, key),
+            by: uuid::Uuid::new_v4().simple().to_string(),
+            armed: true,
+        };
+        let mark = Mark::Claimed {
+            by: held.by.clone(),
+            expires_ms: now_ms().saturating_add(millis(self.claim_ttl)),
+        };
+        // Dropped from here on (a timeout, the request given up), `held` releases the claim:
+        // written after it by the same producer, the release lands after it in the log.
+        let stored = match Record::to(&self.topic).key(held.key.clone()).json(&mark) {
+            Ok(record) => tokio::time::timeout(CLAIM_TIMEOUT, self.producer.send(record)).await,
+            Err(error) => Ok(Err(error)),
+        };
+        let offset = match stored {
+            Ok(Ok(delivery)) => delivery.offset,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, topic = %self.topic, "writing an idempotency claim");
+                held.armed = false;
+                return Standing::Unknown;
             }
+            Err(_) => {
+                tracing::warn!(topic = %self.topic, "an idempotency claim not stored in time");
+                return Standing::Unknown;
+            }
+        };
+        let mut read = self.read.clone();
+        let caught_up = read.wait_for(|read| *read > offset);
+        if !matches!(
+            tokio::time::timeout(CLAIM_TIMEOUT, caught_up).await,
+            Ok(Ok(_))
+        ) {
+            tracing::warn!(topic = %self.topic, offset, "an idempotency claim not read back in time");
+            return Standing::Unknown;
+        }
+        let holds = self
+            .claims
+            .lock()
+            .expect("not poisoned")
+            .holds(&held.key, &held.by);
+        if holds {
+            Standing::Held(held)
+        } else {
+            Standing::Taken
         }
     }
+
+    /// Writes `mark` for `key` in a task of its own (a release, from a drop).
+    fn mark_in_background(&self, key: String, mark: Mark) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime left (the process is ending): the claim expires instead.
+            return;
+        };
+        let log = self.clone();
+        runtime.spawn(async move {
+            let sent = match Record::to(&log.topic).key(key).json(&mark) {
+                Ok(record) => log.producer.send(record).await.map(drop),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = sent {
+                tracing::warn!(%error, topic = %log.topic, "releasing an idempotency claim");
+            }
+        });
+    }
+}
+
+/// What claiming a key through the log decided.
+#[derive(Debug)]
+pub enum Standing {
+    /// This replica holds the key: produce, then answer (or drop the claim to release it).
+    Held(LogClaim),
+    /// Another replica's claim came first and is still live: do not produce.
+    Taken,
+    /// The claim could not be stored or read back in time: do not produce (fail closed).
+    Unknown,
+}
+
+/// A claim this replica wrote; dropped before [`LogClaim::answered`], it writes its release.
+#[derive(Debug)]
+pub struct LogClaim {
+    log: AnswerLog,
+    key: String,
+    by: String,
+    armed: bool,
+}
+
+impl LogClaim {
+    /// The key's answer was written: it supersedes the claim, no release is due.
+    pub fn answered(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for LogClaim {
+    fn drop(&mut self) {
+        if self.armed {
+            let mark = Mark::Released {
+                by: std::mem::take(&mut self.by),
+            };
+            self.log
+                .mark_in_background(std::mem::take(&mut self.key), mark);
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One answer read from the topic: whose, and the record holding it.

@@ -177,6 +177,7 @@ pub(super) async fn idempotent(
                 return response;
             }
             Claim::InProgress => return in_progress().into_response(),
+            Claim::Unavailable => return unsettled().into_response(),
             Claim::Owner(owner) => Some(owner),
         },
     };
@@ -293,10 +294,15 @@ impl OutboundMessage {
 
     /// Claims this record's key without waiting (a batch, where waiting on several keys could
     /// deadlock two requests): a key in progress is a 409.
-    pub(super) fn try_claim(&self, state: &AppState, caller: &Caller) -> Result<Claimed, ApiError> {
-        let claim = self
-            .idempotency_key()
-            .map(|key| state.record_replies().try_claim(caller.name(), &key));
+    pub(super) async fn try_claim(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+    ) -> Result<Claimed, ApiError> {
+        let claim = match self.idempotency_key() {
+            Some(key) => Some(state.record_replies().try_claim(caller.name(), &key).await),
+            None => None,
+        };
         self.claimed(claim)
     }
 
@@ -313,6 +319,7 @@ impl OutboundMessage {
             }
             Some(Claim::Done(stored)) => return Ok(Claimed::Replay(stored.result)),
             Some(Claim::InProgress) => return Err(in_progress()),
+            Some(Claim::Unavailable) => return Err(unsettled()),
             Some(Claim::Owner(owner)) => Some(owner),
             None => None,
         };
@@ -345,6 +352,18 @@ fn fingerprint(route: &str, body: &impl Serialize) -> u64 {
         .expect("serializable")
         .hash(&mut hasher);
     hasher.finish()
+}
+
+/// The replicas' shared log could not say in time whether another replica is producing for
+/// the key: nothing is produced rather than risking a second copy.
+fn unsettled() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "idempotency_unavailable",
+        "the idempotency key could not be claimed across gateway replicas in time; nothing \
+         was produced, retry shortly",
+    )
+    .retry_after(1)
 }
 
 fn in_progress() -> ApiError {

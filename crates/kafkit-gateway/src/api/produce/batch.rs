@@ -65,6 +65,7 @@ pub(super) async fn send_batch(
         let claimed = match message.checked_record(state).await {
             Ok(record) => message
                 .try_claim(state, caller)
+                .await
                 .map(|claimed| (record, claimed)),
             Err(error) => Err(error),
         };

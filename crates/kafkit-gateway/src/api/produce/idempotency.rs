@@ -15,6 +15,11 @@
 //! forgotten and never expires (forgetting it would let a retry produce a second copy: the
 //! claim lasts until the send's outcome is known, up to librdkafka's delivery timeout); an
 //! answer expires a TTL after it was stored.
+//!
+//! Shared through an [`AnswerLog`] (several replicas), a key claimed here is then claimed in
+//! the log as well, and only the replica holding it there does the work: a duplicate at another
+//! replica is told it is in progress (or gets the answer, once written), and a claim that
+//! cannot be settled in the log in time is [`Claim::Unavailable`], never worked on.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -25,7 +30,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::api::produce::answer_log::{AnswerLog, Kind, Learnt};
+use crate::api::produce::answer_log::{AnswerLog, Kind, Learnt, LogClaim, Standing};
 use crate::api::produce::answer_store::{Entry, Outcome, Scopes, Slot};
 
 /// How long an answer is replayed.
@@ -51,6 +56,7 @@ type Publisher<T> = Arc<dyn Fn(&str, &str, &T) -> tokio::task::JoinHandle<()> + 
 /// The answer log every replica shares, once [`IdempotencyCache::share`] set it.
 struct Shared<T> {
     log: AnswerLog,
+    kind: Kind,
     publish: Publisher<T>,
 }
 
@@ -115,6 +121,9 @@ pub enum Claim<T> {
     InProgress,
     /// The caller owns the key: do the work, then [`Owner::complete`].
     Owner(Owner<T>),
+    /// The replicas' shared log could not say whether another replica works on the key: do
+    /// nothing, the client retries later.
+    Unavailable,
 }
 
 impl<T> std::fmt::Debug for Claim<T> {
@@ -123,6 +132,7 @@ impl<T> std::fmt::Debug for Claim<T> {
             Claim::Done(_) => "Done",
             Claim::InProgress => "InProgress",
             Claim::Owner(_) => "Owner",
+            Claim::Unavailable => "Unavailable",
         })
     }
 }
@@ -143,6 +153,9 @@ pub struct Owner<T> {
     key: String,
     generation: u64,
     outcome: Option<watch::Sender<Outcome<T>>>,
+    /// The key's claim in the shared log, when shared: released if dropped unanswered.
+    /// (Boxed: rarely set, and every claim moves an `Owner`.)
+    log_claim: Option<Box<LogClaim>>,
 }
 
 enum Watched<T> {
@@ -210,11 +223,13 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
                 }
             })
         });
-        let _ = self.shared.set(Shared { log, publish });
+        let _ = self.shared.set(Shared { log, kind, publish });
     }
 
     /// Stores `value` as the answer of `key` of `scope`, learnt from another replica, for
-    /// `ttl`; an answer or a claim already here is kept.
+    /// `ttl`; an answer already here is kept. A claim here is replaced: it is being settled
+    /// in the log, where the answer came first (the owner's `complete` or drop then leaves the
+    /// learnt answer alone, and its waiters find it).
     pub fn learn(&self, scope_name: &str, key: &str, value: T, ttl: Duration) {
         let now = Instant::now();
         let mut guard = self.inner.lock().expect("not poisoned");
@@ -223,7 +238,7 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
         if scope
             .entries
             .get(key)
-            .is_some_and(|e| matches!(e.slot, Slot::Running(_)) || e.expires > now)
+            .is_some_and(|e| matches!(e.slot, Slot::Done(_)) && e.expires > now)
         {
             return;
         }
@@ -246,15 +261,43 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
         inner.evict(scope_name, self.scope_bytes, self.total_bytes);
     }
 
-    /// Whether `key` of `scope` is claimed or answered here.
-    fn knows(&self, scope: &str, key: &str) -> bool {
+    /// The answer of `key` of `scope` kept here, if any.
+    fn answered(&self, scope: &str, key: &str) -> Option<T> {
         let now = Instant::now();
         let inner = self.inner.lock().expect("not poisoned");
-        inner
-            .scopes
-            .get(scope)
-            .and_then(|s| s.entries.get(key))
-            .is_some_and(|e| matches!(e.slot, Slot::Running(_)) || e.expires > now)
+        match inner.scopes.get(scope).and_then(|s| s.entries.get(key)) {
+            Some(Entry {
+                slot: Slot::Done(value),
+                expires,
+                ..
+            }) if *expires > now => Some(value.clone()),
+            _ => None,
+        }
+    }
+
+    /// Settles a key owned here in the shared log, if shared: the owner when this replica
+    /// holds it there, the answer if one was written before, in progress when another replica
+    /// holds it, unavailable when the log did not say in time.
+    async fn confirm(&self, mut owner: Owner<T>) -> Claim<T> {
+        let Some(shared) = self.shared.get() else {
+            return Claim::Owner(owner);
+        };
+        let standing = shared
+            .log
+            .claim(shared.kind, &owner.scope, &owner.key)
+            .await;
+        // Every answer written before the claim has been read (and learnt) by now.
+        if let Some(value) = self.answered(&owner.scope, &owner.key) {
+            return Claim::Done(value);
+        }
+        match standing {
+            Standing::Held(claim) => {
+                owner.log_claim = Some(Box::new(claim));
+                Claim::Owner(owner)
+            }
+            Standing::Taken => Claim::InProgress,
+            Standing::Unknown => Claim::Unavailable,
+        }
     }
 
     /// A cache replaying answers for `ttl`, with the default byte budgets.
@@ -262,28 +305,23 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
         IdempotencyCache::new(ttl, DEFAULT_SCOPE_BYTES, DEFAULT_TOTAL_BYTES)
     }
 
-    /// Claims `key` of `scope` without waiting.
-    pub fn try_claim(&self, scope: &str, key: &str) -> Claim<T> {
+    /// Claims `key` of `scope` without waiting for a running attempt, here or at another
+    /// replica.
+    pub async fn try_claim(&self, scope: &str, key: &str) -> Claim<T> {
         match self.claim_or_watch(scope, key) {
-            Ok(owner) => Claim::Owner(owner),
+            Ok(owner) => self.confirm(owner).await,
             Err(Watched::Done(value)) => Claim::Done(value),
             Err(Watched::Running(_)) => Claim::InProgress,
         }
     }
 
-    /// Claims `key` of `scope`, waiting for a running attempt to finish first: its success is
-    /// replayed, its failure hands the key over.
+    /// Claims `key` of `scope`, waiting for a running attempt here to finish first: its
+    /// success is replayed, its failure hands the key over. An attempt running at another
+    /// replica is not waited for: that is [`Claim::InProgress`].
     pub async fn claim(&self, scope: &str, key: &str) -> Claim<T> {
-        // Another replica may have answered it: read what they stored up to now.
-        if let Some(shared) = self.shared.get()
-            && !self.knows(scope, key)
-            && let Err(error) = shared.log.catch_up().await
-        {
-            tracing::warn!(%error, "reading the shared idempotency answers");
-        }
         loop {
             match self.claim_or_watch(scope, key) {
-                Ok(owner) => return Claim::Owner(owner),
+                Ok(owner) => return self.confirm(owner).await,
                 Err(Watched::Done(value)) => return Claim::Done(value),
                 Err(Watched::Running(mut outcome)) => {
                     if let Ok(seen) = outcome.wait_for(Option::is_some).await
@@ -337,6 +375,7 @@ impl<T: Clone + Weigh> IdempotencyCache<T> {
             key: key.to_owned(),
             generation,
             outcome: Some(sender),
+            log_claim: None,
         })
     }
 
@@ -382,6 +421,10 @@ impl<T: Clone + Weigh> Owner<T> {
         drop(guard);
         if let Some(sender) = self.outcome.take() {
             sender.send_replace(Some(Some(value)));
+        }
+        // The answer written to the log supersedes the claim there.
+        if let Some(claim) = self.log_claim.take() {
+            claim.answered();
         }
         Published(published)
     }
@@ -470,6 +513,7 @@ mod tests {
             Claim::Owner(owner) => owner,
             Claim::Done(v) => panic!("expected ownership, got Done({v})"),
             Claim::InProgress => panic!("expected ownership, got InProgress"),
+            Claim::Unavailable => panic!("expected ownership, got Unavailable"),
         }
     }
 
@@ -481,35 +525,41 @@ mod tests {
     async fn a_completed_key_is_replayed_until_its_ttl() {
         let cache = cache(1 << 20, 1 << 20);
         // First claim owns the key; a concurrent one is told it is in progress.
-        let first = owner(cache.try_claim(SCOPE, "k"));
-        assert!(matches!(cache.try_claim(SCOPE, "k"), Claim::InProgress));
+        let first = owner(cache.try_claim(SCOPE, "k").await);
+        assert!(matches!(
+            cache.try_claim(SCOPE, "k").await,
+            Claim::InProgress
+        ));
         first.complete(7);
         // Retries within the TTL replay the answer.
-        assert!(matches!(cache.try_claim(SCOPE, "k"), Claim::Done(7)));
+        assert!(matches!(cache.try_claim(SCOPE, "k").await, Claim::Done(7)));
         tokio::time::advance(Duration::from_secs(599)).await;
         assert!(matches!(cache.claim(SCOPE, "k").await, Claim::Done(7)));
         // After the TTL the key is new again.
         tokio::time::advance(Duration::from_secs(2)).await;
-        drop(owner(cache.try_claim(SCOPE, "k")));
+        drop(owner(cache.try_claim(SCOPE, "k").await));
     }
 
     #[tokio::test(start_paused = true)]
     async fn running_work_outlives_the_ttl_and_its_answer_is_kept_a_ttl_from_completion() {
         let cache = cache(1 << 20, 1 << 20);
-        let slow = owner(cache.try_claim(SCOPE, "k"));
+        let slow = owner(cache.try_claim(SCOPE, "k").await);
         // The send outlives the TTL (a delivery timeout above it): the key stays claimed.
         tokio::time::advance(Duration::from_secs(900)).await;
-        assert!(matches!(cache.try_claim(SCOPE, "k"), Claim::InProgress));
+        assert!(matches!(
+            cache.try_claim(SCOPE, "k").await,
+            Claim::InProgress
+        ));
         // Its answer, once known, is replayed for a whole TTL from then.
         slow.complete(5);
         tokio::time::advance(Duration::from_secs(599)).await;
-        assert!(matches!(cache.try_claim(SCOPE, "k"), Claim::Done(5)));
+        assert!(matches!(cache.try_claim(SCOPE, "k").await, Claim::Done(5)));
     }
 
     #[tokio::test]
     async fn a_failed_attempt_releases_the_key_to_a_waiting_retry() {
         let cache = cache(1 << 20, 1 << 20);
-        let first = owner(cache.try_claim(SCOPE, "k"));
+        let first = owner(cache.try_claim(SCOPE, "k").await);
         // A duplicate waits for the first attempt...
         let waiter = tokio::spawn({
             let cache = cache.clone();
@@ -522,13 +572,13 @@ mod tests {
         // ...which fails (dropped without an answer): the duplicate takes the key over.
         drop(first);
         waiter.await.unwrap();
-        assert!(matches!(cache.try_claim(SCOPE, "k"), Claim::Done(9)));
+        assert!(matches!(cache.try_claim(SCOPE, "k").await, Claim::Done(9)));
     }
 
     #[tokio::test]
     async fn a_waiter_gets_the_answer_of_the_running_attempt() {
         let cache = cache(1 << 20, 1 << 20);
-        let first = owner(cache.try_claim(SCOPE, "k"));
+        let first = owner(cache.try_claim(SCOPE, "k").await);
         let waiter = tokio::spawn({
             let cache = cache.clone();
             async move { cache.claim(SCOPE, "k").await }
@@ -538,67 +588,79 @@ mod tests {
         assert!(matches!(waiter.await.unwrap(), Claim::Done(3)));
     }
 
-    #[test]
-    fn scopes_never_share_keys() {
+    #[tokio::test]
+    async fn scopes_never_share_keys() {
         let cache = cache(1 << 20, 1 << 20);
-        owner(cache.try_claim("key#1", "order-1")).complete(1);
+        owner(cache.try_claim("key#1", "order-1").await).complete(1);
         // The same key under another API key is another key.
-        owner(cache.try_claim("key#2", "order-1")).complete(2);
+        owner(cache.try_claim("key#2", "order-1").await).complete(2);
         assert!(matches!(
-            cache.try_claim("key#1", "order-1"),
+            cache.try_claim("key#1", "order-1").await,
             Claim::Done(1)
         ));
         assert!(matches!(
-            cache.try_claim("key#2", "order-1"),
+            cache.try_claim("key#2", "order-1").await,
             Claim::Done(2)
         ));
     }
 
-    #[test]
-    fn a_scope_over_its_byte_budget_forgets_its_own_oldest_answers() {
+    #[tokio::test]
+    async fn a_scope_over_its_byte_budget_forgets_its_own_oldest_answers() {
         // Room for about three answers per scope.
         let cache = cache(3 * 1200, 1 << 20);
         for (i, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            owner(cache.try_claim(SCOPE, key)).complete(i as u32);
+            owner(cache.try_claim(SCOPE, key).await).complete(i as u32);
         }
         let (scope, _) = cache.bytes(SCOPE);
         assert!(scope <= 3 * 1200, "{scope} bytes kept");
         // "a" was forgotten; the newest is replayed.
-        assert!(matches!(cache.try_claim(SCOPE, "d"), Claim::Done(3)));
-        drop(owner(cache.try_claim(SCOPE, "a")));
+        assert!(matches!(cache.try_claim(SCOPE, "d").await, Claim::Done(3)));
+        drop(owner(cache.try_claim(SCOPE, "a").await));
     }
 
-    #[test]
-    fn over_the_total_budget_the_largest_scope_pays() {
+    #[tokio::test]
+    async fn over_the_total_budget_the_largest_scope_pays() {
         // Each scope may hold 10 answers, all together 12.
         let cache = cache(10 * 1200, 12 * 1200);
-        owner(cache.try_claim("quiet", "q1")).complete(1);
-        owner(cache.try_claim("quiet", "q2")).complete(2);
+        owner(cache.try_claim("quiet", "q1").await).complete(1);
+        owner(cache.try_claim("quiet", "q2").await).complete(2);
         for i in 0..30 {
-            owner(cache.try_claim("busy", &format!("b{i}"))).complete(i);
+            owner(cache.try_claim("busy", &format!("b{i}")).await).complete(i);
         }
         // The quiet caller's keys survive the busy caller's flood.
-        assert!(matches!(cache.try_claim("quiet", "q1"), Claim::Done(1)));
-        assert!(matches!(cache.try_claim("quiet", "q2"), Claim::Done(2)));
+        assert!(matches!(
+            cache.try_claim("quiet", "q1").await,
+            Claim::Done(1)
+        ));
+        assert!(matches!(
+            cache.try_claim("quiet", "q2").await,
+            Claim::Done(2)
+        ));
         let (busy, total) = cache.bytes("busy");
         assert!(total <= 12 * 1200 && busy <= 10 * 1200, "{busy} of {total}");
-        assert!(matches!(cache.try_claim("busy", "b29"), Claim::Done(29)));
+        assert!(matches!(
+            cache.try_claim("busy", "b29").await,
+            Claim::Done(29)
+        ));
     }
 
-    #[test]
-    fn running_work_is_never_forgotten_and_failed_claims_leave_nothing_behind() {
+    #[tokio::test]
+    async fn running_work_is_never_forgotten_and_failed_claims_leave_nothing_behind() {
         // A budget smaller than one answer.
         let cache = cache(10, 10);
-        let running = owner(cache.try_claim(SCOPE, "slow"));
+        let running = owner(cache.try_claim(SCOPE, "slow").await);
         for i in 0..100 {
-            owner(cache.try_claim(SCOPE, &format!("k{i}"))).complete(i);
+            owner(cache.try_claim(SCOPE, &format!("k{i}")).await).complete(i);
         }
         // However full, the key whose work runs is still claimed: no second attempt starts.
-        assert!(matches!(cache.try_claim(SCOPE, "slow"), Claim::InProgress));
+        assert!(matches!(
+            cache.try_claim(SCOPE, "slow").await,
+            Claim::InProgress
+        ));
         drop(running);
         // Claims that fail (dropped owners) leave no bytes and no order entries.
         for i in 0..1000 {
-            drop(owner(cache.try_claim(SCOPE, &format!("failed{i}"))));
+            drop(owner(cache.try_claim(SCOPE, &format!("failed{i}")).await));
         }
         let inner = cache.inner.lock().unwrap();
         let kept: usize = inner.scopes.values().map(|s| s.order.len()).sum();

@@ -25,6 +25,7 @@ mod answers;
 mod batch;
 pub(crate) mod body;
 pub(crate) mod idempotency;
+mod log_claims;
 mod record;
 mod transactional;
 
