@@ -58,17 +58,26 @@ pub(super) async fn send_batch(
     }
     // Invalid records, replays and keys in progress are answered in place (`Some`); the rest
     // are produced together.
+    let mut checked = Vec::with_capacity(batch.messages.len());
+    for message in &batch.messages {
+        checked.push(message.checked_record(state).await);
+    }
+    // The keys are claimed together, each taken here in the batch's order (a key twice in one
+    // batch is in progress the second time): with replicas sharing claims, each claim is a
+    // write and a read-back of the answer log, which one after another would cost a batch of
+    // keyed records a round trip each.
+    let claimed = futures::future::join_all(checked.into_iter().zip(&batch.messages).map(
+        async |(record, message)| {
+            let record = record?;
+            let claimed = message.try_claim(state, caller).await?;
+            Ok((record, claimed))
+        },
+    ))
+    .await;
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.messages.len());
     let mut pending = Vec::new();
     let mut records = Vec::new();
-    for (index, message) in batch.messages.iter().enumerate() {
-        let claimed = match message.checked_record(state).await {
-            Ok(record) => message
-                .try_claim(state, caller)
-                .await
-                .map(|claimed| (record, claimed)),
-            Err(error) => Err(error),
-        };
+    for (index, claimed) in claimed.into_iter().enumerate() {
         outcomes.push(match claimed {
             Ok((record, Claimed::Produce(claim))) => {
                 pending.push(Pending { index, claim });
