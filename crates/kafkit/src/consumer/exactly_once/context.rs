@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::consumer::TopicPartition;
 
@@ -153,7 +153,15 @@ impl ConsumerContext for PipelineContext {
             if let Err(error) = consumer.pause(tpl) {
                 tracing::warn!(%error, "pausing partitions assigned while a batch is open failed");
             }
-            paused.extend(super::intake::partitions(tpl));
+            paused.extend(partitions(tpl));
         }
     }
+}
+
+/// The partitions of `tpl`.
+pub(super) fn partitions(tpl: &TopicPartitionList) -> BTreeSet<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
 }

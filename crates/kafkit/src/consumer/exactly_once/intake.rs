@@ -27,7 +27,7 @@ use rdkafka::error::KafkaError;
 use tokio::time::Instant;
 
 use super::ExactlyOnceOptions;
-use super::context::PipelineContext;
+use super::context::{PipelineContext, partitions};
 use crate::consumer::TopicPartition;
 use crate::error::{Error, Result};
 use crate::record::Message;
@@ -233,11 +233,3 @@ impl<'c> Intake<'c> {
 /// beside it: far below any sensible `max.poll.interval.ms` (librdkafka's minimum is 1 s,
 /// its default 300 s), and long enough that batches of quick transforms are never paused.
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
-
-/// The partitions of `tpl`.
-pub(super) fn partitions(tpl: &TopicPartitionList) -> BTreeSet<TopicPartition> {
-    tpl.elements()
-        .iter()
-        .map(|e| (e.topic().to_owned(), e.partition()))
-        .collect()
-}
