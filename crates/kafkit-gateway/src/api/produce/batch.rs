@@ -6,10 +6,11 @@
 //! queue add `Retry-After`.
 
 use axum::http::StatusCode;
+use kafkit::Record;
 use kafkit::record::Delivery;
 
 use super::answers::{Claimed, RecordClaim, Reply, RequestClaim, bounded};
-use super::body::{BatchItem, BatchRequest, BatchResponse, SendResult};
+use super::body::{BatchItem, BatchRequest, BatchResponse, OutboundMessage, SendResult};
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ErrorDetail};
 use crate::{AppState, MAX_BATCH_RECORDS};
@@ -62,18 +63,7 @@ pub(super) async fn send_batch(
     for message in &batch.messages {
         checked.push(message.checked_record(state).await);
     }
-    // The keys are claimed together, each taken here in the batch's order (a key twice in one
-    // batch is in progress the second time): with replicas sharing claims, each claim is a
-    // write and a read-back of the answer log, which one after another would cost a batch of
-    // keyed records a round trip each.
-    let claimed = futures::future::join_all(checked.into_iter().zip(&batch.messages).map(
-        async |(record, message)| {
-            let record = record?;
-            let claimed = message.try_claim(state, caller).await?;
-            Ok((record, claimed))
-        },
-    ))
-    .await;
+    let claimed = claim_all(state, caller, &batch.messages, checked).await;
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.messages.len());
     let mut pending = Vec::new();
     let mut records = Vec::new();
@@ -98,6 +88,35 @@ pub(super) async fn send_batch(
         Ok(batch_reply(outcomes, pending, deliveries, fingerprint))
     })
     .await
+}
+
+/// Claims the idempotency key of each record of `messages` that passed its checks (`checked`,
+/// in the same order): what to do with each.
+async fn claim_all(
+    state: &AppState,
+    caller: &Caller,
+    messages: &[OutboundMessage],
+    checked: Vec<Result<Record, ApiError>>,
+) -> Vec<Result<(Record, Claimed), ApiError>> {
+    let claim = async |(record, message): (Result<Record, ApiError>, &OutboundMessage)| {
+        let record = record?;
+        let claimed = message.try_claim(state, caller).await?;
+        Ok((record, claimed))
+    };
+    let records = checked.into_iter().zip(messages);
+    if !messages.iter().any(|m| m.idempotency_key.is_some()) {
+        // Nothing to wait for: claiming is a check per record.
+        let mut claimed = Vec::with_capacity(messages.len());
+        for record in records {
+            claimed.push(claim(record).await);
+        }
+        return claimed;
+    }
+    // Claimed together, each key taken here in the batch's order (a key twice in one batch is
+    // in progress the second time): with replicas sharing claims, each claim is a write and a
+    // read-back of the answer log, which one after another would cost a batch of keyed
+    // records a round trip each.
+    futures::future::join_all(records.map(claim)).await
 }
 
 /// A transactional batch: the records to produce go in one transaction, committed whole or
