@@ -37,6 +37,20 @@ fn impatient_kafka() -> Kafka {
     Kafka::connect(&config).unwrap()
 }
 
+/// [`outputs_per_id`] once it has `ids` ids (or after [`WAIT`]). A commit returns once the
+/// coordinator has decided it; each partition's commit marker lands just after, and until it
+/// does a read-committed reader stops before that partition's records of the transaction.
+async fn outputs_once_visible(topic: &str, ids: usize) -> BTreeMap<u64, usize> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let outputs = outputs_per_id(topic).await;
+        if outputs.len() >= ids || started.elapsed() > WAIT {
+            return outputs;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// How many output records each input id has in `topic` for a read-committed reader
 /// (outputs carry the id as their key).
 async fn outputs_per_id(topic: &str) -> BTreeMap<u64, usize> {
@@ -159,7 +173,7 @@ async fn a_batch_slower_than_max_poll_interval_keeps_its_member_and_commits_once
     // transformed once (item 5 three times), the 8 offsets are committed in two transactions,
     // and the member stayed the same throughout.
     assert_eq!(ids.len(), 1, "{ids:?}");
-    let outputs = outputs_per_id(&output).await;
+    let outputs = outputs_once_visible(&output, 8).await;
     assert_eq!(outputs, (0..8).map(|id| (id, 1)).collect());
     let expected: BTreeMap<u64, u32> = (0..8).map(|id| (id, if id == 5 { 3 } else { 1 })).collect();
     assert_eq!(*calls.lock().unwrap(), expected);
@@ -247,14 +261,16 @@ async fn a_rebalance_served_while_a_batch_is_open_writes_every_output_once() {
             assert!(twice.is_empty(), "not exactly once: {twice:?}");
             let positions = testkit::committed(&group, &input).await;
             if positions.iter().all(|(_, c, end)| *c == Some(*end)) {
-                break outputs;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
-    let outputs = tokio::time::timeout(2 * WAIT, done)
+    tokio::time::timeout(2 * WAIT, done)
         .await
         .expect("every offset committed");
+    // Read after the last commit (the loop's last read came before it).
+    let outputs = outputs_once_visible(&output, 24).await;
     stop.cancel();
     first_run.await.unwrap().unwrap();
     second_run.await.unwrap().unwrap();
